@@ -1,0 +1,9 @@
+//! Procedure definitions.
+pub mod calendar;
+pub mod diagnostic;
+pub mod duration;
+pub mod graph;
+pub mod model;
+pub mod render;
+pub mod soundness;
+pub mod source;

@@ -1,0 +1,461 @@
+//! The procedure file format, as Rust types. serde reads procedure files into them; schemars
+//! generates `schemas/procedure.schema.json` from them, so the doc comments here are what a
+//! process owner sees in their editor — write them for that reader.
+//!
+//! The types are deliberately flat (one `Step` with a `kind`, not an enum per kind): a tagged
+//! enum becomes a JSON Schema `oneOf`, whose failures read "not valid under any of the given
+//! schemas", which nobody can act on. Which keys fit which kind is checked in `semantic.rs`,
+//! with a sentence per mistake. This module holds no logic beyond small accessors.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A procedure: one controlled process (a complaint, an internal evaluation…) written as a
+/// graph of steps. Each file under `procedures/` holds one procedure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "sopflow procedure")]
+pub struct Procedure {
+    /// Identifier of the procedure, used by the API and by other procedures that start it as
+    /// a child. Lower-case letters, digits and `-`; never change it once instances exist.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"), length(max = 64))]
+    pub id: String,
+
+    /// Version of this procedure. Raise it by one whenever you change the file: running
+    /// instances keep the version they started on.
+    #[schemars(range(min = 1))]
+    pub version: u32,
+
+    /// Human title, shown in worklists ("Customer complaint handling").
+    #[schemars(length(min = 1))]
+    pub title: String,
+
+    /// What the procedure is for, in a sentence or two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// The company document this procedure implements (file and clause), for auditors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+
+    /// The step where every instance begins.
+    pub start: String,
+
+    /// Calendar used for working-day deadlines when a step does not name one
+    /// (a file `calendars/<name>.toml`). Defaults to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+
+    /// The roles this procedure assigns work to, each with a description
+    /// (`sales = "Sales department"`). People get roles in the directory file.
+    #[serde(default)]
+    pub roles: IndexMap<String, String>,
+
+    /// Roles allowed to start an instance. Empty means any role listed in `roles`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub start_roles: Vec<String>,
+
+    /// Roles allowed to cancel a running instance (with a reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancel_roles: Vec<String>,
+
+    /// Data an instance is started with (customer, product, audit date…). Forms of the steps
+    /// add their own fields; guards and computed values may use all of them.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub data: IndexMap<String, Field>,
+
+    /// Start instances automatically on a schedule (the half-yearly customer rating).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+
+    /// The steps, by id. Step ids are lower-case words joined with `_`.
+    pub steps: IndexMap<String, Step>,
+}
+
+/// What kind of node a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// Work for a person: offered to a role (or assigned to a person), completed with a form
+    /// and an outcome. The default.
+    #[default]
+    Task,
+    /// Done by the engine at once, without a person: computes values and follows the first
+    /// transition whose condition holds.
+    Auto,
+    /// Starts several branches at the same time (`branches`); they meet again at `join`.
+    Parallel,
+    /// Waits until every branch of its parallel step has arrived, then continues.
+    Join,
+    /// Starts one child procedure per item of a list (`procedure`, `for_each`) and continues
+    /// when all of them have ended.
+    Subprocess,
+    /// Ends the instance. Its id is the instance's final outcome (`closed`, `rejected`).
+    End,
+}
+
+/// One step of the procedure.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// What kind of step this is: `task` (default), `auto`, `parallel`, `join`, `subprocess`
+    /// or `end`.
+    #[serde(default)]
+    pub kind: StepKind,
+
+    /// Short title shown in worklists ("Approve the change").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+
+    /// Instructions for the person doing the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// The role the step is offered to: everyone holding it sees the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+
+    /// Name of a data field holding the user id of the one person this step is assigned to
+    /// (for example the audit team leader chosen in an earlier step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+
+    /// The answers a person can give when completing the step (`approve`, `reject`,
+    /// `rework`). Without it the step has one outcome, `done`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<String>,
+
+    /// The fields the person fills in when completing the step. They are checked before the
+    /// step completes and then stored in the instance data under their names.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub form: IndexMap<String, Field>,
+
+    /// Where to go next. The first transition whose `on` matches the outcome and whose
+    /// `when` holds is taken; put the one without `when` last as the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<Transition>,
+
+    /// When the step is due, reminders before that, and what happens when it is late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Deadline>,
+
+    /// Several people must sign before the step completes (joint identification,
+    /// committee approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<Signatures>,
+
+    /// What completing this step means, recorded with the signature for auditors:
+    /// `reviewed`, `approved`, `verified`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meaning: Option<String>,
+
+    /// Who must not do this step (separation of duties).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub separation: Option<Separation>,
+
+    /// Whether and to whom the person holding this task may hand it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
+
+    /// Values computed when the step completes and written into the instance data:
+    /// `score = "earned * 100.0 / applicable"` (CEL expressions).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub compute: IndexMap<String, String>,
+
+    /// `parallel` steps: the first step of each branch, all started at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<String>,
+
+    /// `parallel` steps: the `join` step where the branches meet again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+
+    /// `subprocess` steps: id of the child procedure to start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procedure: Option<String>,
+
+    /// `subprocess` steps: name of a list field; one child is started per item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<String>,
+
+    /// `subprocess` steps: the child's start data, as CEL expressions over this instance's
+    /// data and `item` (the list item the child is for): `department = "audited_department"`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub input: IndexMap<String, String>,
+
+    /// `subprocess` steps: a data field receiving the list of the children's final data
+    /// (each with its `outcome`), readable by later steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collect: Option<String>,
+}
+
+/// A way out of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    /// The step to go to.
+    pub to: String,
+
+    /// Only for this outcome of the step (`approve`). Without it, any outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+
+    /// Only when this CEL condition holds, e.g. `severity == 'general'` or `!satisfied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// The type of a form or data field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// One line of text. With `enum`, one of the listed choices.
+    String,
+    /// Several lines of text (reasons, descriptions).
+    Text,
+    /// A whole number.
+    Integer,
+    /// A number, possibly with decimals (scores, amounts).
+    Number,
+    /// Yes or no.
+    Boolean,
+    /// A calendar date, `2026-03-31`.
+    Date,
+    /// A date and time, `2026-03-31T14:00:00Z`.
+    Datetime,
+    /// A user id from the directory.
+    User,
+    /// A department id from the directory.
+    Department,
+    /// A list of values; describe one item under `items`.
+    List,
+    /// A group of named fields; describe them under `fields`.
+    Object,
+}
+
+/// A field of a form or of the instance data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// `string`, `text`, `integer`, `number`, `boolean`, `date`, `datetime`, `user`,
+    /// `department`, `list` or `object`.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+
+    /// Label shown next to the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+
+    /// Help text shown with the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+
+    /// The step cannot be completed without it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+
+    /// For `string` fields: the only values allowed.
+    #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+
+    /// For numbers: the smallest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+
+    /// For numbers: the largest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+
+    /// For text: the fewest characters allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+
+    /// For text: the most characters allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+
+    /// For lists: the fewest items allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_items: Option<u64>,
+
+    /// For lists: the most items allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u64>,
+
+    /// For lists: what one item is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Box<Field>>,
+
+    /// For objects: their fields.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub fields: IndexMap<String, Field>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// When a step is due and what happens around that time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deadline {
+    /// When the step is due. After the step opens: `"24h"`, `"7 days"`, `"3 working days"`,
+    /// `"4 working hours"`. Relative to a date field: `"10 days before warranty_end"`,
+    /// `"2 working days after audit_date"`, or just `"audit_date"`. A fixed date:
+    /// `"2027-01-31"`. The earlier or later of two: `"earlier of 7 days and 3 days before
+    /// audit_date"`.
+    pub due: String,
+
+    /// Calendar for working days and hours (a file `calendars/<name>.toml`). Defaults to the
+    /// procedure's calendar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<String>,
+
+    /// Reminders before the step is due: `["2h before", "1 working day before"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remind: Vec<String>,
+
+    /// What happens when the step is late, in order; each may wait `after` the due time, so
+    /// they form a chain: escalate at once, notify the manager a day later…
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_breach: Vec<BreachAction>,
+}
+
+/// One action taken when a step is late. Give exactly one of `escalate_to`, `reassign_to`,
+/// `notify` or `take`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreachAction {
+    /// How long after the due time this action happens (`"0h"` = at once, the default;
+    /// `"1 working day"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+
+    /// Offer the task to this role as well (the original role keeps it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_to: Option<String>,
+
+    /// Take the task away from its role and offer it to this role instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassign_to: Option<String>,
+
+    /// Send a notification to everyone holding this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+
+    /// Complete the step automatically with this outcome (for "no objection within 3 days
+    /// means we proceed").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take: Option<String>,
+}
+
+/// Several distinct people must sign the step before it completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Signatures {
+    /// How many different people must sign.
+    #[schemars(range(min = 1))]
+    pub required: u32,
+
+    /// Roles whose holders may sign. Defaults to the step's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+
+    /// At least one signature must come from each role in `roles` (joint identification by
+    /// technical and quality departments).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub one_per_role: bool,
+}
+
+/// Separation of duties: who must not complete this step.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Separation {
+    /// Steps whose completer may not complete this one (the verifier is not the implementer).
+    /// Checked both ways for steps in parallel branches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_same_person_as: Vec<String>,
+
+    /// A data field holding a department id; a person of that department may not complete
+    /// this step (an evaluator must not belong to the audited department).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_from_department: Option<String>,
+}
+
+/// Who a task may be handed on to.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// The delegate must hold one of these roles. Defaults to the step's role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to_roles: Vec<String>,
+
+    /// `any`, or `same_or_above`: the delegate's level in the directory must be at least the
+    /// delegator's ("personnel at the same level or above").
+    #[serde(default)]
+    pub level: DelegationLevel,
+
+    /// A reason must be given when delegating. Defaults to true.
+    #[serde(default = "yes")]
+    pub reason_required: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Level rule for delegation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DelegationLevel {
+    /// Any holder of the allowed roles.
+    #[default]
+    Any,
+    /// Only people at the delegator's level or above.
+    SameOrAbove,
+}
+
+/// Start instances automatically. Give `every` or `cron`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// A plain interval: `"6 months"`, `"1 year"`, `"2 weeks"`, `"1 day"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+
+    /// A cron expression (minute hour day-of-month month day-of-week): `"0 9 1 1,7 *"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+
+    /// First run, for `every` (`"2027-01-15"` or `"2027-01-15T09:00:00"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting: Option<String>,
+
+    /// Time zone of the schedule (`"Asia/Shanghai"`). Defaults to the calendar's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+
+    /// Start data of each scheduled instance.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Procedure {
+    /// Outcomes of a step as authored, or the single implicit `done`.
+    pub fn outcomes_of(step: &Step) -> Vec<&str> {
+        if step.outcomes.is_empty() {
+            vec![DEFAULT_OUTCOME]
+        } else {
+            step.outcomes.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+/// Outcome of a step that declares no `outcomes`.
+pub const DEFAULT_OUTCOME: &str = "done";
+
+/// Names the engine puts in scope for CEL expressions; no field may take them.
+pub const RESERVED_NAMES: &[&str] = &[
+    "actor", "data", "form", "outcome", "item", "children", "now", "step", "instance",
+];

@@ -1,0 +1,2 @@
+//! sopflow
+pub mod definition;
