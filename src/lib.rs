@@ -1,2 +1,5 @@
 //! sopflow
 pub mod definition;
+pub mod directory;
+pub mod engine;
+pub mod store;

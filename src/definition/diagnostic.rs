@@ -153,8 +153,10 @@ impl FileReport {
                 .span
                 .as_ref()
                 .map_or((1, 1), |s| line_col(&self.source, s.start));
+            // One greppable `file:line:col: error[code]` line (the form editors' problem
+            // matchers read), then miette's picture of the place with the sentence and hint.
             out.push_str(&format!(
-                "{}:{}:{}: {}[{}]: {}\n",
+                "{}:{}:{}: {}[{}]\n",
                 self.path,
                 line,
                 col,
@@ -163,7 +165,6 @@ impl FileReport {
                     Severity::Warning => "warning",
                 },
                 d.code,
-                d.message
             ));
             let report = Rendered {
                 diag: d,
@@ -230,10 +231,6 @@ impl std::fmt::Display for Rendered<'_> {
 impl std::error::Error for Rendered<'_> {}
 
 impl miette::Diagnostic for Rendered<'_> {
-    fn code<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
-        Some(Box::new(self.diag.code))
-    }
-
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.diag.severity {
             Severity::Error => miette::Severity::Error,

@@ -2,8 +2,12 @@
 pub mod calendar;
 pub mod diagnostic;
 pub mod duration;
+pub mod expr;
 pub mod graph;
+pub mod load;
 pub mod model;
 pub mod render;
+pub mod schema;
+pub mod semantic;
 pub mod soundness;
 pub mod source;

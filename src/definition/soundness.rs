@@ -1,1 +1,918 @@
-//! (in progress)
+//! Soundness proof of a procedure by exhaustive exploration of its token game: ignoring data
+//! (every guard may be true or false), show that from every reachable state a proper end can
+//! still be reached, that no join can wait forever, and that no end step is reached while
+//! other branches are still running. When it fails, report the shortest run that shows it.
+//!
+//! A state is the multiset of tokens (step positions), kept as a sorted `Vec<u16>`. Moves: a
+//! token at a task, auto or subprocess step moves to one of its successors; a token at a
+//! parallel step becomes one token per branch; a join holding as many tokens as its parallel
+//! step has branches replaces them by one token at one of its successors; a token at an end
+//! step terminates the instance if it is alone, and is otherwise an improper end (the token
+//! is then dropped and the others go on, so a join left waiting is found too).
+//!
+//! This module must not repeat what `graph.rs` already says in other words: it runs only when
+//! every reference resolves, and it stays silent about states whose trouble is a step that
+//! cannot reach an end at all (a dead end or a loop without exit, which `graph.rs` reports).
+//! It must never panic and must stay bounded on any input.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::diagnostic::Diagnostic;
+use super::graph::Graph;
+use super::model::{Procedure, StepKind};
+use super::source::{ptr, SpannedDoc};
+
+/// Most states explored before giving up with `soundness-unproven`.
+pub const MAX_STATES: usize = 200_000;
+
+/// Most tokens in one state; beyond this the procedure creates work without bound.
+const MAX_TOKENS: usize = 4_096;
+
+/// Proves the procedure sound or reports how it is not.
+pub fn check(proc: &Procedure, doc: &SpannedDoc) -> Vec<Diagnostic> {
+    check_bounded(proc, doc, MAX_STATES)
+}
+
+/// [`check`] with a custom state bound (for tests and tools).
+pub fn check_bounded(proc: &Procedure, doc: &SpannedDoc, max_states: usize) -> Vec<Diagnostic> {
+    let g = Graph::new(proc);
+    let Some(net) = Net::new(&g) else {
+        return Vec::new();
+    };
+    let exploration = explore(&net, max_states);
+    diagnose(&g, &net, &exploration, doc)
+}
+
+/// One move of the token game.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    /// A token moves from a task, auto or subprocess step to a successor.
+    Step { from: u16, to: u16 },
+    /// A parallel step starts its branches.
+    Split { at: u16 },
+    /// A join has all its branches and moves on.
+    Fire { at: u16, to: u16 },
+    /// A token reaches an end step while others still run; it is dropped.
+    EndEarly { at: u16 },
+}
+
+/// The procedure as a token game, with every reference known to resolve.
+struct Net {
+    kind: Vec<StepKind>,
+    succ: Vec<Vec<u16>>,
+    /// Branch starts of each parallel step, duplicates kept (each one is a token).
+    branches: Vec<Vec<u16>>,
+    /// How many tokens each join waits for.
+    arity: Vec<usize>,
+    /// The parallel step each join belongs to.
+    owner: Vec<Option<u16>>,
+    start: u16,
+    /// Steps that cannot reach an end in the plain graph (reported by `graph.rs`).
+    stuck: Vec<bool>,
+}
+
+impl Net {
+    /// `None` when the graph has unresolved references or is too large to index: the
+    /// reference pass reports the former, and the latter gets no proof at all.
+    fn new(g: &Graph) -> Option<Net> {
+        let n = g.len();
+        if n >= usize::from(u16::MAX) || g.dangling.iter().any(|d| *d) {
+            return None;
+        }
+        let start = u16::try_from(g.start?).ok()?;
+        let to16 = |i: usize| u16::try_from(i).ok();
+        let mut kind = Vec::with_capacity(n);
+        let mut succ = Vec::with_capacity(n);
+        let mut branches = Vec::with_capacity(n);
+        for (i, step) in g.steps.iter().enumerate() {
+            kind.push(step.kind);
+            succ.push(g.succ[i].iter().filter_map(|&j| to16(j)).collect());
+            let mut bs = Vec::new();
+            if step.kind == StepKind::Parallel {
+                for b in &step.branches {
+                    bs.push(to16(g.index_of(b)?)?);
+                }
+            }
+            branches.push(bs);
+        }
+        let mut arity = vec![1; n];
+        let mut owner = vec![None; n];
+        for (p, join) in g.parallels() {
+            let Some(name) = g.steps.get(p).and_then(|s| s.join.as_deref()) else {
+                continue;
+            };
+            // A join naming an unknown step is a missing reference.
+            let j = join.or_else(|| g.index_of(name))?;
+            if owner[j].is_none() && g.kind(j) == Some(StepKind::Join) {
+                owner[j] = to16(p);
+                arity[j] = branches[p].len().max(1);
+            }
+        }
+        Some(Net {
+            kind,
+            succ,
+            branches,
+            arity,
+            owner,
+            start,
+            stuck: g.stuck(),
+        })
+    }
+
+    fn kind(&self, i: u16) -> StepKind {
+        self.kind.get(usize::from(i)).copied().unwrap_or_default()
+    }
+
+    fn succ(&self, i: u16) -> &[u16] {
+        self.succ.get(usize::from(i)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every move possible in `state`, with the state it leads to.
+    fn moves(&self, state: &[u16]) -> Vec<(Move, Vec<u16>)> {
+        let mut out = Vec::new();
+        let mut positions: Vec<u16> = state.to_vec();
+        positions.dedup();
+        for &t in &positions {
+            match self.kind(t) {
+                StepKind::Task | StepKind::Auto | StepKind::Subprocess => {
+                    for &to in self.succ(t) {
+                        out.push((Move::Step { from: t, to }, replace(state, t, 1, &[to])));
+                    }
+                }
+                StepKind::Parallel => {
+                    let bs = self
+                        .branches
+                        .get(usize::from(t))
+                        .map_or(&[][..], Vec::as_slice);
+                    // Without branches the step is a dead end, which graph.rs reports.
+                    if !bs.is_empty() {
+                        out.push((Move::Split { at: t }, replace(state, t, 1, bs)));
+                    }
+                }
+                StepKind::Join => {
+                    let need = self.arity.get(usize::from(t)).copied().unwrap_or(1);
+                    let have = state.iter().filter(|&&s| s == t).count();
+                    if have >= need {
+                        for &to in self.succ(t) {
+                            out.push((Move::Fire { at: t, to }, replace(state, t, need, &[to])));
+                        }
+                    }
+                }
+                StepKind::End => {
+                    if state.len() > 1 {
+                        out.push((Move::EndEarly { at: t }, replace(state, t, 1, &[])));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn is_proper_end(&self, state: &[u16]) -> bool {
+        matches!(state, [only] if self.kind(*only) == StepKind::End)
+    }
+
+    fn has_stuck_token(&self, state: &[u16]) -> bool {
+        state
+            .iter()
+            .any(|&t| self.stuck.get(usize::from(t)).copied().unwrap_or(false))
+    }
+}
+
+/// `state` with `count` tokens at `at` removed and `add` added, sorted.
+fn replace(state: &[u16], at: u16, count: usize, add: &[u16]) -> Vec<u16> {
+    let mut out = Vec::with_capacity(state.len() + add.len());
+    let mut left = count;
+    for &s in state {
+        if s == at && left > 0 {
+            left -= 1;
+        } else {
+            out.push(s);
+        }
+    }
+    out.extend_from_slice(add);
+    out.sort_unstable();
+    out
+}
+
+/// The explored state space.
+struct Exploration {
+    states: Vec<Vec<u16>>,
+    /// How each state was first reached (BFS, so along a shortest run).
+    parent: Vec<Option<(usize, Move)>>,
+    /// Successor states of each explored state.
+    edges: Vec<Vec<usize>>,
+    /// Whether all moves of each state were followed (false past the bound).
+    expanded: Vec<bool>,
+    /// The bound was hit: the proof is incomplete.
+    truncated: bool,
+}
+
+fn explore(net: &Net, max_states: usize) -> Exploration {
+    let mut ex = Exploration {
+        states: vec![vec![net.start]],
+        parent: vec![None],
+        edges: vec![Vec::new()],
+        expanded: vec![false],
+        truncated: false,
+    };
+    let mut index: HashMap<Vec<u16>, usize> = HashMap::new();
+    index.insert(vec![net.start], 0);
+    let mut queue = VecDeque::from([0usize]);
+    while let Some(s) = queue.pop_front() {
+        let Some(state) = ex.states.get(s).cloned() else {
+            continue;
+        };
+        if state.len() > MAX_TOKENS {
+            ex.truncated = true;
+            continue;
+        }
+        let mut next = Vec::new();
+        let mut complete = true;
+        for (mv, succ) in net.moves(&state) {
+            let id = match index.get(&succ) {
+                Some(&id) => id,
+                None => {
+                    if ex.states.len() >= max_states {
+                        ex.truncated = true;
+                        complete = false;
+                        continue;
+                    }
+                    let id = ex.states.len();
+                    index.insert(succ.clone(), id);
+                    ex.states.push(succ);
+                    ex.parent.push(Some((s, mv)));
+                    ex.edges.push(Vec::new());
+                    ex.expanded.push(false);
+                    queue.push_back(id);
+                    id
+                }
+            };
+            next.push(id);
+        }
+        if let Some(e) = ex.edges.get_mut(s) {
+            *e = next;
+        }
+        // A state with moves cut off by the bound is not known to be stuck.
+        if let Some(e) = ex.expanded.get_mut(s) {
+            *e = complete;
+        }
+    }
+    ex
+}
+
+impl Exploration {
+    fn run(&self, mut s: usize) -> Vec<Move> {
+        let mut moves = Vec::new();
+        while let Some(Some((p, mv))) = self.parent.get(s) {
+            moves.push(*mv);
+            s = *p;
+        }
+        moves.reverse();
+        moves
+    }
+
+    /// States from which some state in `targets` can be reached.
+    fn backward(&self, targets: &[bool]) -> Vec<bool> {
+        let n = self.states.len();
+        let mut pred: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (s, es) in self.edges.iter().enumerate() {
+            for &t in es {
+                if let Some(p) = pred.get_mut(t) {
+                    p.push(s);
+                }
+            }
+        }
+        let mut seen = targets.to_vec();
+        let mut queue: VecDeque<usize> = (0..n).filter(|&s| seen[s]).collect();
+        while let Some(s) = queue.pop_front() {
+            for &p in &pred[s] {
+                if !seen[p] {
+                    seen[p] = true;
+                    queue.push_back(p);
+                }
+            }
+        }
+        seen
+    }
+}
+
+/// The raw findings of an exploration, before they become diagnostics: each is the first
+/// (so shortest-run) state showing the problem.
+#[derive(Debug, Default, PartialEq)]
+struct Findings {
+    deadlock: Option<usize>,
+    improper_end: Option<usize>,
+    /// A state from which no proper end can be reached.
+    no_end: Option<usize>,
+    /// Same as `no_end`, but only counting states not explained by a deadlock or by a step
+    /// `graph.rs` reports: the one worth its own diagnostic.
+    livelock: Option<usize>,
+    truncated: bool,
+}
+
+fn findings(net: &Net, ex: &Exploration) -> Findings {
+    let n = ex.states.len();
+    let mut f = Findings {
+        truncated: ex.truncated,
+        ..Findings::default()
+    };
+    let mut proper = vec![false; n];
+    let mut explained = vec![false; n];
+    for (s, state) in ex.states.iter().enumerate() {
+        proper[s] = net.is_proper_end(state);
+        let expanded = ex.expanded.get(s).copied().unwrap_or(false);
+        let dead = expanded && !proper[s] && ex.edges.get(s).is_none_or(Vec::is_empty);
+        let stuck = net.has_stuck_token(state);
+        explained[s] = dead || stuck;
+        if dead && !stuck && f.deadlock.is_none() {
+            f.deadlock = Some(s);
+        }
+        if f.improper_end.is_none()
+            && state.len() > 1
+            && state.iter().any(|&t| net.kind(t) == StepKind::End)
+        {
+            f.improper_end = Some(s);
+        }
+    }
+    // Without the whole state space, "cannot end" is not proven.
+    if !ex.truncated {
+        let can_end = ex.backward(&proper);
+        let explained = ex.backward(&explained);
+        f.no_end = (0..n).find(|&s| !can_end[s]);
+        f.livelock = (0..n).find(|&s| !can_end[s] && !explained[s]);
+    }
+    f
+}
+
+/// Where the token game went: the steps in the order a person would read them.
+fn describe_run(g: &Graph, net: &Net, moves: &[Move]) -> String {
+    let name = |i: u16| -> String {
+        let id = g.id(usize::from(i));
+        match net.kind(i) {
+            StepKind::Parallel => format!("{id}(parallel)"),
+            _ => id.to_string(),
+        }
+    };
+    let mut items: Vec<String> = vec!["start".to_string(), name(net.start)];
+    let mut last = Some(net.start);
+    for mv in moves {
+        let (from, to) = match *mv {
+            Move::Step { from, to } => (from, Some(to)),
+            Move::Fire { at, to } => (at, Some(to)),
+            Move::Split { at } => (at, None),
+            // The end was already named when the token arrived there.
+            Move::EndEarly { .. } => continue,
+        };
+        if last != Some(from) {
+            items.push(name(from));
+        }
+        last = Some(from);
+        if let Some(to) = to {
+            items.push(name(to));
+            last = Some(to);
+        }
+    }
+    // Long runs keep their beginning and the end, where the trouble is.
+    const KEEP: usize = 24;
+    if items.len() > KEEP {
+        let tail = items.split_off(items.len() - (KEEP - 8));
+        items.truncate(8);
+        items.push("…".to_string());
+        items.extend(tail);
+    }
+    items.join(" → ")
+}
+
+/// A token with the branches it descends from, to say which branch a join misses.
+#[derive(Clone)]
+struct Tagged {
+    at: u16,
+    tag: Vec<(u16, usize)>,
+}
+
+/// Replays `moves` keeping track of branches: returns the final tokens and, for tokens that
+/// ended early, where they ended.
+fn replay(net: &Net, moves: &[Move]) -> (Vec<Tagged>, Vec<Tagged>) {
+    let mut tokens = vec![Tagged {
+        at: net.start,
+        tag: Vec::new(),
+    }];
+    let mut ended = Vec::new();
+    let take = |tokens: &mut Vec<Tagged>, at: u16| -> Option<Tagged> {
+        let pos = tokens.iter().position(|t| t.at == at)?;
+        Some(tokens.remove(pos))
+    };
+    for mv in moves {
+        match *mv {
+            Move::Step { from, to } => {
+                if let Some(t) = tokens.iter_mut().find(|t| t.at == from) {
+                    t.at = to;
+                }
+            }
+            Move::Split { at } => {
+                if let Some(t) = take(&mut tokens, at) {
+                    let bs = net
+                        .branches
+                        .get(usize::from(at))
+                        .cloned()
+                        .unwrap_or_default();
+                    for (pos, b) in bs.into_iter().enumerate() {
+                        let mut tag = t.tag.clone();
+                        tag.push((at, pos));
+                        tokens.push(Tagged { at: b, tag });
+                    }
+                }
+            }
+            Move::Fire { at, to } => {
+                let need = net.arity.get(usize::from(at)).copied().unwrap_or(1);
+                let mut tag = Vec::new();
+                for k in 0..need {
+                    if let Some(t) = take(&mut tokens, at) {
+                        if k == 0 {
+                            tag = t.tag;
+                        }
+                    }
+                }
+                tag.pop();
+                tokens.push(Tagged { at: to, tag });
+            }
+            Move::EndEarly { at } => {
+                if let Some(t) = take(&mut tokens, at) {
+                    ended.push(t);
+                }
+            }
+        }
+    }
+    (tokens, ended)
+}
+
+fn step_key(g: &Graph, doc: &SpannedDoc, i: u16) -> Option<std::ops::Range<usize>> {
+    doc.key_span(&ptr(&["steps", g.id(usize::from(i))]))
+}
+
+fn diagnose(g: &Graph, net: &Net, ex: &Exploration, doc: &SpannedDoc) -> Vec<Diagnostic> {
+    let f = findings(net, ex);
+    let mut out = Vec::new();
+    let state = |s: usize| ex.states.get(s).map_or(&[][..], Vec::as_slice);
+    let id = |i: u16| g.id(usize::from(i));
+
+    if let Some(s) = f.improper_end {
+        let st = state(s);
+        let run = describe_run(g, net, &ex.run(s));
+        let end = st
+            .iter()
+            .copied()
+            .find(|&t| net.kind(t) == StepKind::End)
+            .unwrap_or(net.start);
+        let mut others: Vec<String> = st
+            .iter()
+            .filter(|&&t| t != end)
+            .map(|&t| format!("`{}`", id(t)))
+            .collect();
+        others.dedup();
+        out.push(
+            Diagnostic::error(
+                "unsound-improper-end",
+                format!(
+                    "the instance can reach the end step `{}` while other work is still open: \
+                     after `{run}`, {} {} still running",
+                    id(end),
+                    others.join(", "),
+                    if others.len() == 1 { "is" } else { "are" }
+                ),
+            )
+            .at(step_key(g, doc, end))
+            .label("reached too early")
+            .help(
+                "let every branch of a parallel step lead to its join, and end the procedure \
+                 after the join",
+            ),
+        );
+    }
+
+    if let Some(s) = f.deadlock {
+        let st = state(s);
+        let moves = ex.run(s);
+        let run = describe_run(g, net, &moves);
+        let waiting = st.iter().copied().find(|&t| {
+            net.kind(t) == StepKind::Join
+                && st.iter().filter(|&&u| u == t).count()
+                    < net.arity.get(usize::from(t)).copied().unwrap_or(1)
+        });
+        let d = match waiting {
+            Some(j) => {
+                let (tokens, ended) = replay(net, &moves);
+                let owner = net.owner.get(usize::from(j)).copied().flatten();
+                let missing =
+                    owner.map_or_else(Vec::new, |p| missing_branches(g, p, j, &tokens, &ended));
+                let why = if missing.is_empty() {
+                    "not all of its branches can arrive".to_string()
+                } else {
+                    missing.join("; ")
+                };
+                Diagnostic::error(
+                    "unsound-deadlock",
+                    format!(
+                        "the join `{}` can wait forever: after `{run}`, {why}",
+                        id(j)
+                    ),
+                )
+                .at(step_key(g, doc, j))
+                .label("waits forever")
+            }
+            None => {
+                let at = st.first().copied().unwrap_or(net.start);
+                Diagnostic::error(
+                    "unsound-deadlock",
+                    format!("the procedure can get stuck: after `{run}`, no step can go on"),
+                )
+                .at(step_key(g, doc, at))
+                .label("stuck here")
+            }
+        };
+        out.push(d.help(
+            "every branch started by a parallel step must arrive at its join: do not let a \
+             branch leave for another part of the procedure",
+        ));
+    }
+
+    if f.deadlock.is_none() && f.improper_end.is_none() {
+        if let Some(s) = f.livelock {
+            let st = state(s);
+            let run = describe_run(g, net, &ex.run(s));
+            let at = st
+                .iter()
+                .copied()
+                .find(|&t| net.kind(t) == StepKind::Join)
+                .or_else(|| st.first().copied())
+                .unwrap_or(net.start);
+            let open: Vec<String> = st.iter().map(|&t| format!("`{}`", id(t))).collect();
+            out.push(
+                Diagnostic::error(
+                    "unsound-no-end",
+                    format!(
+                        "after `{run}` the procedure can never end: with work open at {}, every \
+                         way on keeps it running without reaching an end step",
+                        open.join(", ")
+                    ),
+                )
+                .at(step_key(g, doc, at))
+                .label("no end reachable from here")
+                .help("make sure every branch can reach its join and every loop has a way out"),
+            );
+        }
+    }
+
+    if f.truncated {
+        out.push(
+            Diagnostic::warning(
+                "soundness-unproven",
+                format!(
+                    "the procedure is too large to check exhaustively (more than {} \
+                     combinations of open steps, or work created without bound); it may still be \
+                     correct, but it was not proven that every instance can finish",
+                    thousands(ex.states.len())
+                ),
+            )
+            .at(doc.value_span(&ptr(&["start"])))
+            .help(
+                "check loops that lead back into a parallel step, or split the procedure into \
+                 child procedures",
+            ),
+        );
+    }
+    out
+}
+
+/// `200000` as `200,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Sentences about each branch of parallel step `p` missing at join `j`.
+fn missing_branches(g: &Graph, p: u16, j: u16, tokens: &[Tagged], ended: &[Tagged]) -> Vec<String> {
+    let names = g
+        .steps
+        .get(usize::from(p))
+        .map_or(&[][..], |s| s.branches.as_slice());
+    let in_branch = |t: &Tagged, pos: usize| t.tag.contains(&(p, pos));
+    let mut out = Vec::new();
+    for (pos, name) in names.iter().enumerate() {
+        let arrived = tokens
+            .iter()
+            .any(|t| t.at == j && t.tag.last() == Some(&(p, pos)));
+        if arrived {
+            continue;
+        }
+        let tail = if let Some(t) = tokens.iter().find(|t| t.at != j && in_branch(t, pos)) {
+            format!(" (it is stuck at `{}`)", g.id(usize::from(t.at)))
+        } else if let Some(t) = ended.iter().find(|t| in_branch(t, pos)) {
+            format!(" (it ended at `{}`)", g.id(usize::from(t.at)))
+        } else {
+            String::new()
+        };
+        out.push(format!("branch `{name}` never arrives{tail}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(steps: &str) -> (Procedure, SpannedDoc, String) {
+        let src = format!("id = \"t\"\nversion = 1\ntitle = \"T\"\nstart = \"a\"\n{steps}");
+        let proc: Procedure = toml::from_str(&src).unwrap();
+        let doc = SpannedDoc::parse(&src).unwrap();
+        (proc, doc, src)
+    }
+
+    fn raw(steps: &str) -> Findings {
+        let (proc, _, _) = load(steps);
+        let g = Graph::new(&proc);
+        let net = Net::new(&g).unwrap();
+        findings(&net, &explore(&net, MAX_STATES))
+    }
+
+    fn diags(steps: &str) -> Vec<Diagnostic> {
+        let (proc, doc, _) = load(steps);
+        check(&proc, &doc)
+    }
+
+    const SOUND_LOOP: &str = r#"
+[steps.a]
+next = [{ to = "b" }]
+[steps.b]
+outcomes = ["ok", "rework"]
+next = [{ to = "a", on = "rework" }, { to = "done" }]
+[steps.done]
+kind = "end"
+"#;
+
+    const ESCAPING_BRANCH: &str = r#"
+[steps.a]
+next = [{ to = "assess" }]
+[steps.assess]
+kind = "parallel"
+branches = ["engineering", "office"]
+join = "assessed"
+[steps.engineering]
+next = [{ to = "assessed" }, { to = "closed", when = "withdrawn" }]
+[steps.office]
+next = [{ to = "assessed" }]
+[steps.assessed]
+kind = "join"
+next = [{ to = "closed" }]
+[steps.closed]
+kind = "end"
+"#;
+
+    #[test]
+    fn a_loop_with_an_exit_is_sound() {
+        assert_eq!(raw(SOUND_LOOP), Findings::default());
+        assert!(diags(SOUND_LOOP).is_empty());
+    }
+
+    #[test]
+    fn a_loop_without_exit_is_found_but_left_to_the_graph_check() {
+        let steps = r#"
+[steps.a]
+next = [{ to = "b" }, { to = "done" }]
+[steps.b]
+next = [{ to = "c" }]
+[steps.c]
+next = [{ to = "b" }]
+[steps.done]
+kind = "end"
+"#;
+        let f = raw(steps);
+        assert!(f.no_end.is_some());
+        assert_eq!((f.deadlock, f.improper_end, f.livelock), (None, None, None));
+        // graph.rs says `loop-without-exit`; saying it again here would only repeat it.
+        assert!(diags(steps).is_empty());
+    }
+
+    #[test]
+    fn a_branch_escaping_to_an_end_is_an_improper_end_and_a_deadlock() {
+        let (proc, doc, src) = load(ESCAPING_BRANCH);
+        let ds = check(&proc, &doc);
+        assert_eq!(ds.len(), 2, "{ds:#?}");
+        let improper = &ds[0];
+        assert_eq!(improper.code, "unsound-improper-end");
+        assert_eq!(
+            improper.message,
+            "the instance can reach the end step `closed` while other work is still open: after \
+             `start → a → assess(parallel) → engineering → closed`, `office` is still running"
+        );
+        assert_eq!(&src[improper.span.clone().unwrap()], "closed");
+        let deadlock = &ds[1];
+        assert_eq!(deadlock.code, "unsound-deadlock");
+        assert_eq!(
+            deadlock.message,
+            "the join `assessed` can wait forever: after `start → a → assess(parallel) → \
+             engineering → closed → office → assessed`, branch `engineering` never arrives (it \
+             ended at `closed`)"
+        );
+        assert_eq!(&src[deadlock.span.clone().unwrap()], "assessed");
+    }
+
+    #[test]
+    fn an_end_reached_beside_a_running_branch_without_deadlock_is_an_improper_end() {
+        // Both branches end on their own: the join is never used, nothing waits, but the
+        // first end is reached while the other branch still runs.
+        let steps = r#"
+[steps.a]
+next = [{ to = "p" }]
+[steps.p]
+kind = "parallel"
+branches = ["x", "y"]
+join = "j"
+[steps.x]
+next = [{ to = "done" }]
+[steps.y]
+next = [{ to = "done" }]
+[steps.j]
+kind = "join"
+next = [{ to = "done" }]
+[steps.done]
+kind = "end"
+"#;
+        let f = raw(steps);
+        assert!(f.improper_end.is_some());
+        assert_eq!((f.deadlock, f.no_end), (None, None));
+        let ds = diags(steps);
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(ds[0].code, "unsound-improper-end");
+    }
+
+    #[test]
+    fn nested_parallel_blocks_with_loops_are_sound() {
+        let steps = r#"
+[steps.a]
+next = [{ to = "outer" }]
+[steps.outer]
+kind = "parallel"
+branches = ["inner", "z"]
+join = "outer_met"
+[steps.inner]
+kind = "parallel"
+branches = ["x", "y"]
+join = "inner_met"
+[steps.x]
+next = [{ to = "inner_met" }, { to = "x", on = "again" }]
+[steps.y]
+next = [{ to = "inner_met" }]
+[steps.inner_met]
+kind = "join"
+next = [{ to = "outer_met" }, { to = "inner", on = "redo" }]
+[steps.z]
+next = [{ to = "outer_met" }]
+[steps.outer_met]
+kind = "join"
+next = [{ to = "done" }, { to = "a", on = "restart" }]
+[steps.done]
+kind = "end"
+"#;
+        assert_eq!(raw(steps), Findings::default());
+        assert!(diags(steps).is_empty());
+    }
+
+    #[test]
+    fn a_join_fed_by_a_non_branch_deadlocks() {
+        // `y` may leave for another parallel block and finish there: `j` then waits for it.
+        let steps = r#"
+[steps.a]
+next = [{ to = "p" }]
+[steps.p]
+kind = "parallel"
+branches = ["x", "y"]
+join = "j"
+[steps.x]
+next = [{ to = "j" }]
+[steps.y]
+next = [{ to = "j" }, { to = "q" }]
+[steps.j]
+kind = "join"
+next = [{ to = "done" }]
+[steps.q]
+kind = "parallel"
+branches = ["r"]
+join = "k"
+[steps.r]
+next = [{ to = "k" }]
+[steps.k]
+kind = "join"
+next = [{ to = "done" }]
+[steps.done]
+kind = "end"
+"#;
+        let ds = diags(steps);
+        let dl: Vec<_> = ds.iter().filter(|d| d.code == "unsound-deadlock").collect();
+        assert_eq!(dl.len(), 1, "{ds:#?}");
+        assert!(
+            dl[0].message.contains("branch `y` never arrives"),
+            "{}",
+            dl[0].message
+        );
+    }
+
+    #[test]
+    fn too_many_states_is_a_warning_not_a_verdict() {
+        let (proc, doc, _) = load(ESCAPING_BRANCH);
+        let ds = check_bounded(&proc, &doc, 3);
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(ds[0].code, "soundness-unproven");
+        assert!(
+            ds[0].message.contains("more than 3 combinations"),
+            "{}",
+            ds[0].message
+        );
+        assert_eq!(thousands(200_000), "200,000");
+        assert_eq!(thousands(999), "999");
+        assert!(!ds[0].is_error());
+        // A parallel step inside a loop without a join firing grows without bound.
+        let steps = r#"
+[steps.a]
+next = [{ to = "p" }]
+[steps.p]
+kind = "parallel"
+branches = ["a", "x"]
+join = "j"
+[steps.x]
+next = [{ to = "j" }]
+[steps.j]
+kind = "join"
+next = [{ to = "done" }]
+[steps.done]
+kind = "end"
+"#;
+        let (proc, doc, _) = load(steps);
+        let ds = check_bounded(&proc, &doc, 2_000);
+        assert!(ds.iter().any(|d| d.code == "soundness-unproven"), "{ds:#?}");
+    }
+
+    proptest::proptest! {
+        /// Any graph at all — wrong kinds, dangling names, joins of nobody — is checked,
+        /// proven and drawn without a panic and within the bound.
+        #[test]
+        fn never_panics_on_any_graph(
+            steps in proptest::collection::vec(
+                (0u8..6, proptest::collection::vec(0u8..9, 0..4), proptest::option::of(0u8..9)),
+                1..8,
+            ),
+            start in 0u8..9,
+        ) {
+            let name = |i: u8| if usize::from(i) < steps.len() { format!("s{i}") } else { "ghost".into() };
+            let kinds = ["task", "auto", "parallel", "join", "subprocess", "end"];
+            let mut src = format!(
+                "id = \"p\"\nversion = 1\ntitle = \"P\"\nstart = \"{}\"\n",
+                name(start)
+            );
+            for (i, (kind, targets, join)) in steps.iter().enumerate() {
+                let kind = kinds[usize::from(*kind) % kinds.len()];
+                src.push_str(&format!("[steps.s{i}]\nkind = \"{kind}\"\n"));
+                let list: Vec<String> = targets.iter().map(|&t| format!("\"{}\"", name(t))).collect();
+                if kind == "parallel" {
+                    src.push_str(&format!("branches = [{}]\n", list.join(", ")));
+                } else {
+                    let next: Vec<String> = list.iter().map(|t| format!("{{ to = {t} }}")).collect();
+                    src.push_str(&format!("next = [{}]\n", next.join(", ")));
+                }
+                if let Some(j) = join {
+                    src.push_str(&format!("join = \"{}\"\n", name(*j)));
+                }
+            }
+            let proc: Procedure = toml::from_str(&src).unwrap();
+            let doc = SpannedDoc::parse(&src).unwrap();
+            let _ = super::super::graph::check(&proc, &doc);
+            let _ = check_bounded(&proc, &doc, 5_000);
+            let _ = super::super::render::mermaid(&proc);
+            let _ = super::super::render::dot(&proc);
+        }
+    }
+
+    #[test]
+    fn skips_procedures_with_missing_references() {
+        let steps = r#"
+[steps.a]
+next = [{ to = "nowhere" }]
+[steps.done]
+kind = "end"
+"#;
+        assert!(diags(steps).is_empty());
+        let (mut proc, doc, _) = load(SOUND_LOOP);
+        proc.start = "missing".into();
+        assert!(check(&proc, &doc).is_empty());
+        proc.steps.clear();
+        assert!(check(&proc, &doc).is_empty());
+    }
+}

@@ -26,6 +26,7 @@ pub struct SpannedDoc {
     pub value: Value,
     index: HashMap<String, Node>,
     len: usize,
+    source: String,
 }
 
 /// Escapes one JSON Pointer segment (RFC 6901).
@@ -72,7 +73,13 @@ impl SpannedDoc {
             value,
             index,
             len: source.len(),
+            source: source.to_string(),
         })
+    }
+
+    /// The text the document was parsed from.
+    pub fn source_text(&self) -> &str {
+        &self.source
     }
 
     /// Span of the value at `pointer`, or of its nearest ancestor that exists.
@@ -84,6 +91,15 @@ impl SpannedDoc {
     pub fn key_span(&self, pointer: &str) -> Option<Range<usize>> {
         self.nearest(pointer)
             .map(|n| n.key.clone().unwrap_or_else(|| n.value.clone()))
+    }
+
+    /// Span of the first key written at the top level of the file, if any.
+    pub fn first_key_span(&self) -> Option<Range<usize>> {
+        self.value
+            .as_object()
+            .and_then(|m| m.keys().next())
+            .and_then(|k| self.index.get(&format!("/{}", escape(k))))
+            .and_then(|n| n.key.clone())
     }
 
     /// Whether `pointer` names a node written in the file (not inherited from an ancestor).

@@ -1,0 +1,327 @@
+//! Loading and validating procedure files from disk: the whole pipeline in order — TOML
+//! syntax, JSON Schema, typed model, meaning, graph, soundness — over a set of files, so
+//! references between procedures (child procedures) and to calendars can be checked.
+//!
+//! Every file gets a report; a broken file never stops the others from being checked. This
+//! module reads files and nothing else: it must not write, and it must not print.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::calendar::CalendarFile;
+use super::diagnostic::{Diagnostic, FileReport};
+use super::model::Procedure;
+use super::source::{ptr, SpannedDoc};
+use super::{graph, schema, semantic, soundness};
+
+/// A procedure that passed every check, with what the registry needs to pin instances to it.
+#[derive(Debug, Clone)]
+pub struct ValidProcedure {
+    pub path: String,
+    pub procedure: Procedure,
+    /// SHA-256 of the file's bytes, hex: two files with the same id and version but different
+    /// hashes are different procedures, which the registry refuses.
+    pub hash: String,
+}
+
+/// The outcome of validating a set of files.
+#[derive(Debug, Default)]
+pub struct Validation {
+    /// One report per file asked for (and per calendar), in path order.
+    pub reports: Vec<FileReport>,
+    /// The procedures among them that have no errors.
+    pub valid: Vec<ValidProcedure>,
+}
+
+impl Validation {
+    pub fn errors(&self) -> usize {
+        self.reports.iter().map(FileReport::errors).sum()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.reports.iter().map(FileReport::warnings).sum()
+    }
+}
+
+/// Where to look for calendars and sibling procedures.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Directory of calendar files. Defaults to `calendars/` beside the procedures
+    /// directory (`procedures/../calendars`), then `calendars/` inside it.
+    pub calendars_dir: Option<PathBuf>,
+}
+
+/// One file read from disk (or given as text), parsed as far as it goes.
+struct Parsed {
+    path: String,
+    source: Arc<str>,
+    doc: Option<SpannedDoc>,
+    procedure: Option<Procedure>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// Validates procedure files and directories of them.
+pub fn validate_paths(paths: &[PathBuf], opts: &Options) -> Validation {
+    let mut requested: Vec<PathBuf> = Vec::new();
+    let mut missing: Vec<FileReport> = Vec::new();
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for p in paths {
+        if p.is_dir() {
+            requested.extend(toml_files(p));
+            dirs.insert(p.clone());
+        } else if p.is_file() {
+            requested.push(p.clone());
+            dirs.insert(p.parent().map(Path::to_path_buf).unwrap_or_default());
+        } else {
+            missing.push(FileReport {
+                path: p.display().to_string(),
+                source: Arc::from(""),
+                diagnostics: vec![Diagnostic::error("no-such-file", "there is no file or directory here")],
+            });
+        }
+    }
+    requested.sort();
+    requested.dedup();
+    // Siblings give context (a child procedure in the same directory) but are reported only
+    // when asked for.
+    let mut context: Vec<PathBuf> = dirs.iter().flat_map(|d| toml_files(d)).collect();
+    context.sort();
+    context.dedup();
+    context.retain(|c| !requested.contains(c));
+
+    let cal_dir = opts.calendars_dir.clone().or_else(|| default_calendars_dir(&dirs));
+    let mut validation = Validation::default();
+    let calendars = match &cal_dir {
+        Some(d) => load_calendars(d, &mut validation.reports),
+        None => HashSet::new(),
+    };
+
+    let parsed_requested: Vec<Parsed> = requested.iter().map(|p| parse_file(p)).collect();
+    let parsed_context: Vec<Parsed> = context.iter().map(|p| parse_file(p)).collect();
+    let mut out = check_set(parsed_requested, &parsed_context, &calendars);
+    validation.reports.append(&mut out.reports);
+    validation.valid.append(&mut out.valid);
+    validation.reports.extend(missing);
+    validation
+}
+
+/// Validates one procedure given as text (the HTTP `validate` endpoint, editors), against
+/// the given other procedures and calendar ids.
+pub fn validate_text(
+    name: &str,
+    text: &str,
+    others: &[Procedure],
+    calendars: &HashSet<String>,
+) -> Validation {
+    let parsed = parse_text(name.to_string(), Arc::from(text), None);
+    let context: Vec<Parsed> = others
+        .iter()
+        .map(|p| Parsed {
+            path: format!("{}.toml", p.id),
+            source: Arc::from(""),
+            doc: None,
+            procedure: Some(p.clone()),
+            diagnostics: vec![],
+        })
+        .collect();
+    check_set(vec![parsed], &context, calendars)
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn default_calendars_dir(dirs: &BTreeSet<PathBuf>) -> Option<PathBuf> {
+    for d in dirs {
+        let base = if d.as_os_str().is_empty() { Path::new(".") } else { d.as_path() };
+        for candidate in [base.join("..").join("calendars"), base.join("calendars")] {
+            if candidate.is_dir() {
+                return Some(candidate);
+            }
+        }
+    }
+    let here = PathBuf::from("calendars");
+    here.is_dir().then_some(here)
+}
+
+fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for path in toml_files(dir) {
+        let display = path.display().to_string();
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let (source, mut diagnostics) = match read(&path) {
+            Ok(s) => (s, vec![]),
+            Err(d) => (Arc::from(""), vec![d]),
+        };
+        if diagnostics.is_empty() {
+            match SpannedDoc::parse(&source) {
+                Err(errs) => diagnostics = errs,
+                Ok(doc) => {
+                    diagnostics = schema::check(&doc, schema::calendar_schema(), schema::calendar_validator());
+                    if diagnostics.is_empty() {
+                        match serde_json::from_value::<CalendarFile>(doc.value.clone()) {
+                            Ok(cal) => {
+                                diagnostics = super::calendar::check(&cal, &doc, &stem);
+                                if !diagnostics.iter().any(Diagnostic::is_error) {
+                                    ids.insert(cal.id.clone());
+                                }
+                            }
+                            Err(e) => diagnostics.push(Diagnostic::error("schema", format!("the calendar could not be read: {e}"))),
+                        }
+                    }
+                }
+            }
+        }
+        let mut report = FileReport {
+            path: display,
+            source,
+            diagnostics,
+        };
+        report.sort();
+        reports.push(report);
+    }
+    ids
+}
+
+fn read(path: &Path) -> Result<Arc<str>, Diagnostic> {
+    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}")))?;
+    String::from_utf8(bytes)
+        .map(Arc::from)
+        .map_err(|e| {
+            Diagnostic::error("not-utf8", "the file is not UTF-8 text")
+                .at(Some(e.utf8_error().valid_up_to()..e.utf8_error().valid_up_to() + 1))
+                .help("save the file as UTF-8")
+        })
+}
+
+fn parse_file(path: &Path) -> Parsed {
+    let display = path.display().to_string();
+    let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_string);
+    match read(path) {
+        Ok(source) => parse_text(display, source, stem),
+        Err(d) => Parsed {
+            path: display,
+            source: Arc::from(""),
+            doc: None,
+            procedure: None,
+            diagnostics: vec![d],
+        },
+    }
+}
+
+/// Layers (a) and (b): syntax and schema; then the typed model.
+fn parse_text(path: String, source: Arc<str>, stem: Option<String>) -> Parsed {
+    let mut parsed = Parsed {
+        path,
+        source: source.clone(),
+        doc: None,
+        procedure: None,
+        diagnostics: Vec::new(),
+    };
+    let doc = match SpannedDoc::parse(&source) {
+        Ok(doc) => doc,
+        Err(errs) => {
+            parsed.diagnostics = errs;
+            return parsed;
+        }
+    };
+    parsed.diagnostics = schema::check(&doc, schema::procedure_schema(), schema::procedure_validator());
+    if parsed.diagnostics.is_empty() {
+        match serde_json::from_value::<Procedure>(doc.value.clone()) {
+            Ok(p) => parsed.procedure = Some(p),
+            // The schema is generated from the same types, so this means the two disagree:
+            // still say so in the file's terms rather than fail.
+            Err(e) => parsed
+                .diagnostics
+                .push(Diagnostic::error("schema", format!("the procedure could not be read: {e}"))),
+        }
+    }
+    let _ = stem;
+    parsed.doc = Some(doc);
+    parsed
+}
+
+/// Layer (c) over a set: meaning, graph and soundness of every requested file, with the
+/// context files available for references.
+fn check_set(requested: Vec<Parsed>, context: &[Parsed], calendars: &HashSet<String>) -> Validation {
+    let mut validation = Validation::default();
+    let mut by_id: HashMap<&str, &Procedure> = HashMap::new();
+    let mut first_path: HashMap<&str, &str> = HashMap::new();
+    let mut dup: HashMap<usize, String> = HashMap::new();
+    for (i, p) in requested.iter().enumerate() {
+        if let Some(proc) = &p.procedure {
+            if let Some(prev) = first_path.get(proc.id.as_str()) {
+                dup.insert(i, prev.to_string());
+            } else {
+                first_path.insert(&proc.id, &p.path);
+                by_id.insert(&proc.id, proc);
+            }
+        }
+    }
+    for p in context {
+        if let Some(proc) = &p.procedure {
+            by_id.entry(&proc.id).or_insert(proc);
+        }
+    }
+    for (i, p) in requested.iter().enumerate() {
+        let mut diagnostics = p.diagnostics.clone();
+        if let (Some(proc), Some(doc)) = (&p.procedure, &p.doc) {
+            if let Some(prev) = dup.get(&i) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate-procedure",
+                        format!("another file, {prev}, already defines the procedure `{}`", proc.id),
+                    )
+                    .at(doc.value_span(&ptr(&["id"])))
+                    .help("each procedure id belongs to exactly one file; give this one its own id"),
+                );
+            }
+            let stem = Path::new(&p.path).file_stem().and_then(|s| s.to_str()).map(str::to_string);
+            let ctx = semantic::Context {
+                procedures: by_id.clone(),
+                calendars: calendars.clone(),
+                file_stem: stem,
+            };
+            diagnostics.extend(semantic::check(proc, doc, &ctx));
+            diagnostics.extend(graph::check(proc, doc));
+            // Soundness explores every interleaving; on a graph with broken references or
+            // shape errors its findings would only restate them less clearly.
+            if !diagnostics.iter().any(Diagnostic::is_error) {
+                diagnostics.extend(soundness::check(proc, doc));
+            }
+            if !diagnostics.iter().any(Diagnostic::is_error) {
+                validation.valid.push(ValidProcedure {
+                    path: p.path.clone(),
+                    procedure: proc.clone(),
+                    hash: hash_hex(p.source.as_bytes()),
+                });
+            }
+        }
+        let mut report = FileReport {
+            path: p.path.clone(),
+            source: p.source.clone(),
+            diagnostics,
+        };
+        report.sort();
+        validation.reports.push(report);
+    }
+    validation
+}
+
+/// SHA-256 of `bytes` as lower-case hex.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,175 @@
+//! The store: where instances, their histories and the indexes the worklists and the
+//! scheduler read are kept. One `Store` trait, two implementations: sled (`sled_store.rs`,
+//! the embedded default) and memory (`memory.rs`, for tests); PostgreSQL will be a third.
+//!
+//! The store knows nothing of procedures or CEL: the engine hands it a `Commit` — encoded
+//! events and snapshots plus plain index rows — and the store applies it atomically, with a
+//! compare-and-swap on each instance's version (invariant 2), and acknowledges only once the
+//! commit is on disk (invariant 3). It must not interpret event bytes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub mod memory;
+pub mod sled_store;
+
+/// Identifies an instance. UUID v7: time-ordered, so keys sort by creation.
+pub type InstanceId = Uuid;
+/// Identifies a task (one open step occurrence). UUID v7.
+pub type TaskId = Uuid;
+
+/// Everything one command changes, applied all-or-nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Commit {
+    /// One entry per instance the command touches (a child ending also moves its parent).
+    pub instances: Vec<InstanceWrite>,
+    /// Tasks that became open (or changed candidates, assignee or due time: close the old
+    /// row and open the new one in the same commit).
+    pub open_tasks: Vec<TaskRow>,
+    /// Tasks that closed (completed, cancelled, reassigned): the row exactly as it was opened,
+    /// so the store can find every index key it wrote.
+    pub closed_tasks: Vec<TaskRow>,
+    /// Instance status changes, for "instances by procedure and status".
+    pub statuses: Vec<StatusChange>,
+    /// Timers armed by this command.
+    pub arm_timers: Vec<TimerRow>,
+    /// Timers disarmed by this command (fired, or made moot because their step closed).
+    pub disarm_timers: Vec<TimerRow>,
+}
+
+/// The new state of one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceWrite {
+    pub id: InstanceId,
+    /// The version the engine read; 0 means the instance must not exist yet. If the stored
+    /// version differs, the whole commit fails with `StoreError::Conflict`.
+    pub expected_version: u64,
+    /// Encoded events, appended with sequence numbers `expected_version + 1 ..`. The new
+    /// version is `expected_version + events.len()`.
+    pub events: Vec<Vec<u8>>,
+    /// Encoded snapshot of the instance after these events.
+    pub snapshot: Vec<u8>,
+}
+
+/// One open task, as the worklist indexes see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub task: TaskId,
+    pub instance: InstanceId,
+    pub procedure: String,
+    pub step: String,
+    /// Roles whose holders are offered the task.
+    pub roles: Vec<String>,
+    /// The one person it is assigned to (or claimed by), if any.
+    pub assignee: Option<String>,
+    /// Due time, Unix milliseconds.
+    pub due_ms: Option<i64>,
+}
+
+/// An instance entering or leaving a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub instance: InstanceId,
+    pub procedure: String,
+    /// `None` for a new instance.
+    pub from: Option<String>,
+    pub to: String,
+}
+
+/// A durable timer: at `due_ms`, the scheduler sends the instance a fire-timer command
+/// carrying `payload` (opaque to the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerRow {
+    pub due_ms: i64,
+    pub instance: InstanceId,
+    /// Distinguishes several timers of one instance at the same instant.
+    pub timer: Uuid,
+    pub payload: Vec<u8>,
+}
+
+/// A stored instance: its version (= number of events) and encoded snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInstance {
+    pub version: u64,
+    pub snapshot: Vec<u8>,
+}
+
+/// A page of results and the cursor for the next page (`None` at the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Vec<u8>>,
+}
+
+/// A stored procedure version: the registry pins instances to (id, version, hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcedureRecord {
+    pub id: String,
+    pub version: u32,
+    /// SHA-256 of the file's bytes, hex.
+    pub hash: String,
+    /// The file's text, so an instance can always be replayed on the exact definition.
+    pub source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else changed the instance first (or it already exists / does not exist).
+    #[error("instance {instance} was changed concurrently (expected version {expected}, found {found})")]
+    Conflict { instance: InstanceId, expected: u64, found: u64 },
+    /// A different file was registered under the same procedure id and version.
+    #[error("procedure {id} version {version} is already registered with different content")]
+    ProcedureChanged { id: String, version: u32 },
+    /// The data directory holds something this version cannot read.
+    #[error("the store is damaged or from an incompatible version: {0}")]
+    Corrupt(String),
+    #[error("storage failure: {0}")]
+    Io(String),
+}
+
+/// The operations the engine needs. Async so a network store fits behind it; the sled
+/// implementation runs its blocking work on threads it owns.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `commit` atomically and returns once it is durable. On `Conflict` nothing
+    /// was written.
+    fn commit(&self, commit: Commit) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError>;
+
+    /// Events of an instance with sequence numbers `from_seq ..` (1-based), at most `limit`.
+    fn history(&self, id: InstanceId, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError>;
+
+    /// Open tasks offered to any of `roles` or assigned to `user`, without duplicates.
+    fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError>;
+
+    /// Instances of `procedure` (all if `None`) in `status` (any if `None`), in creation
+    /// order, after `cursor`.
+    fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, StoreError>;
+
+    /// Timers due at or before `now_ms`, earliest first, at most `limit`.
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError>;
+
+    /// The earliest armed timer, if any (the scheduler sleeps until it).
+    fn next_timer(&self) -> Result<Option<TimerRow>, StoreError>;
+
+    /// Registers a procedure version. Registering the same (id, version, hash) again is a
+    /// no-op; the same (id, version) with another hash is `ProcedureChanged`. Durable on return.
+    fn put_procedure(&self, record: ProcedureRecord) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError>;
+
+    /// Every registered version of every procedure.
+    fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError>;
+
+    /// Every key and value of every tree, for tests that compare the whole store
+    /// before and after a rejected command.
+    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError>;
+}
