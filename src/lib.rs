@@ -1,4 +1,5 @@
 //! sopflow
+pub mod clock;
 pub mod definition;
 pub mod directory;
 pub mod engine;

@@ -63,18 +63,30 @@ fn warnings_fail_only_when_denied() {
     for path in toml_files("tests/fixtures/warnings") {
         let p = path.to_str().expect("utf-8 path");
         assert_eq!(sopflow(&["validate", p]).status.code(), Some(0), "{p}");
-        assert_eq!(sopflow(&["validate", "--deny-warnings", p]).status.code(), Some(1), "{p}");
+        assert_eq!(
+            sopflow(&["validate", "--deny-warnings", p]).status.code(),
+            Some(1),
+            "{p}"
+        );
     }
 }
 
 #[test]
 fn json_format_gives_the_same_diagnostics_for_tools() {
-    let o = sopflow(&["validate", "--format", "json", "tests/fixtures/invalid/unknown-role.toml"]);
+    let o = sopflow(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/fixtures/invalid/unknown-role.toml",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
     let file = v["files"]
         .as_array()
-        .and_then(|f| f.iter().find(|f| f["path"] == "tests/fixtures/invalid/unknown-role.toml"))
+        .and_then(|f| {
+            f.iter()
+                .find(|f| f["path"] == "tests/fixtures/invalid/unknown-role.toml")
+        })
         .expect("the file is reported");
     let d = &file["diagnostics"][0];
     assert_eq!(d["code"], "unknown-role");
@@ -94,10 +106,16 @@ fn a_missing_path_is_an_error_not_a_crash() {
 fn schema_command_prints_the_checked_in_schemas() {
     let o = sopflow(&["schema"]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(stdout(&o), std::fs::read_to_string("schemas/procedure.schema.json").expect("schema file"));
+    assert_eq!(
+        stdout(&o),
+        std::fs::read_to_string("schemas/procedure.schema.json").expect("schema file")
+    );
     let o = sopflow(&["schema", "calendar"]);
     assert_eq!(o.status.code(), Some(0));
-    assert_eq!(stdout(&o), std::fs::read_to_string("schemas/calendar.schema.json").expect("schema file"));
+    assert_eq!(
+        stdout(&o),
+        std::fs::read_to_string("schemas/calendar.schema.json").expect("schema file")
+    );
 }
 
 #[test]
@@ -105,7 +123,12 @@ fn graph_by_id_and_by_file() {
     for path in toml_files("procedures") {
         let id = path.file_stem().and_then(|s| s.to_str()).expect("stem");
         let m = sopflow(&["graph", id, "--format", "mermaid"]);
-        assert_eq!(m.status.code(), Some(0), "{id}: {}", String::from_utf8_lossy(&m.stderr));
+        assert_eq!(
+            m.status.code(),
+            Some(0),
+            "{id}: {}",
+            String::from_utf8_lossy(&m.stderr)
+        );
         assert!(stdout(&m).starts_with("stateDiagram-v2"), "{id}");
         let d = sopflow(&["graph", path.to_str().expect("utf-8"), "--format", "dot"]);
         assert_eq!(d.status.code(), Some(0), "{id}");
@@ -115,7 +138,12 @@ fn graph_by_id_and_by_file() {
 
 #[test]
 fn graph_of_an_invalid_file_shows_its_errors() {
-    let o = sopflow(&["graph", "tests/fixtures/invalid/unknown-step.toml", "--format", "dot"]);
+    let o = sopflow(&[
+        "graph",
+        "tests/fixtures/invalid/unknown-step.toml",
+        "--format",
+        "dot",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown-step"));
 }
@@ -132,7 +160,10 @@ fn graph_of_an_unknown_procedure_says_so() {
 #[test]
 fn dot_output_renders_with_graphviz() {
     let has_dot = Command::new("dot").arg("-V").output().is_ok();
-    assert!(has_dot, "Graphviz is needed: apt-get install -y graphviz (see README)");
+    assert!(
+        has_dot,
+        "Graphviz is needed: apt-get install -y graphviz (see README)"
+    );
     for path in toml_files("procedures") {
         let d = sopflow(&["graph", path.to_str().expect("utf-8"), "--format", "dot"]);
         let mut child = Command::new("dot")
@@ -143,7 +174,12 @@ fn dot_output_renders_with_graphviz() {
             .spawn()
             .expect("dot starts");
         use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(&d.stdout).expect("write dot");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&d.stdout)
+            .expect("write dot");
         let out = child.wait_with_output().expect("dot finishes");
         assert!(
             out.status.success() && out.stderr.is_empty(),

@@ -21,7 +21,12 @@ fn load_shipped() -> Shipped {
     let texts = v
         .valid
         .iter()
-        .map(|p| (p.path.clone(), std::fs::read_to_string(&p.path).expect("readable")))
+        .map(|p| {
+            (
+                p.path.clone(),
+                std::fs::read_to_string(&p.path).expect("readable"),
+            )
+        })
         .collect();
     let procs = v.valid.iter().map(|p| p.procedure.clone()).collect();
     (texts, procs, HashSet::from(["default".to_string()]))
@@ -81,7 +86,12 @@ fn edit() -> impl Strategy<Value = Edit> {
         any::<usize>().prop_map(Edit::DeleteLine),
         any::<usize>().prop_map(Edit::DuplicateLine),
         any::<usize>().prop_map(Edit::DeleteChar),
-        (any::<usize>(), prop::sample::select(vec!['"', '[', ']', '{', '}', '=', '\n', 'x', '0', '#', '\'', '.', 'é']))
+        (
+            any::<usize>(),
+            prop::sample::select(vec![
+                '"', '[', ']', '{', '}', '=', '\n', 'x', '0', '#', '\'', '.', 'é'
+            ])
+        )
             .prop_map(|(i, c)| Edit::InsertChar(i, c)),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
     ]

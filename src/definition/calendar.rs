@@ -245,7 +245,9 @@ pub fn check(cal: &CalendarFile, doc: &SpannedDoc, file_stem: &str) -> Vec<Diagn
     }
 
     if let Err(e) = parse_timezone(&cal.timezone) {
-        let span = doc.value_span("/timezone").filter(|_| doc.contains("/timezone"));
+        let span = doc
+            .value_span("/timezone")
+            .filter(|_| doc.contains("/timezone"));
         let mut d = Diagnostic::error("unknown-timezone", e.message).at(span);
         if let Some(h) = e.help {
             d = d.help(h);
@@ -301,7 +303,9 @@ pub fn check(cal: &CalendarFile, doc: &SpannedDoc, file_stem: &str) -> Vec<Diagn
                     )
                     .at(doc.value_span("/working_hours/end"))
                     .label("must be later than `start`")
-                    .help("working hours must start and end on the same day, like `08:30` to `17:30`"),
+                    .help(
+                        "working hours must start and end on the same day, like `08:30` to `17:30`",
+                    ),
                 );
             }
         }
@@ -424,7 +428,10 @@ pub fn parse_timezone(name: &str) -> Result<Tz, ParseError> {
         .iter()
         .find(|tz| tz.name().eq_ignore_ascii_case(name.trim()))
     {
-        format!("did you mean `{}`? Time zone names are case-sensitive", tz.name())
+        format!(
+            "did you mean `{}`? Time zone names are case-sensitive",
+            tz.name()
+        )
     } else if let Some(best) = did_you_mean(name, TZ_VARIANTS.iter().map(|tz| tz.name())) {
         format!("did you mean `{best}`?")
     } else {
@@ -696,7 +703,11 @@ impl Calendar {
             Unit::Days => self.shift_days(from, u64::from(n), forward),
             Unit::Weeks => self.shift_days(from, u64::from(n).saturating_mul(7), forward),
             Unit::Months => self.shift_months(from, n, forward),
-            Unit::Years => self.shift_months(from, n.checked_mul(12).ok_or(TimeError::OutOfRange)?, forward),
+            Unit::Years => self.shift_months(
+                from,
+                n.checked_mul(12).ok_or(TimeError::OutOfRange)?,
+                forward,
+            ),
             Unit::WorkingDays if forward => self.add_working_days(from, n),
             Unit::WorkingDays => self.subtract_working_days(from, n),
             Unit::WorkingHours if forward => self.add_working_hours(from, n),
@@ -708,7 +719,12 @@ impl Calendar {
         t.with_timezone(&self.tz).naive_local()
     }
 
-    fn shift_days(&self, from: DateTime<Utc>, n: u64, forward: bool) -> Result<DateTime<Utc>, TimeError> {
+    fn shift_days(
+        &self,
+        from: DateTime<Utc>,
+        n: u64,
+        forward: bool,
+    ) -> Result<DateTime<Utc>, TimeError> {
         let local = self.local(from);
         let r = if forward {
             local.checked_add_days(Days::new(n))
@@ -718,7 +734,12 @@ impl Calendar {
         self.local_to_utc(r.ok_or(TimeError::OutOfRange)?)
     }
 
-    fn shift_months(&self, from: DateTime<Utc>, n: u32, forward: bool) -> Result<DateTime<Utc>, TimeError> {
+    fn shift_months(
+        &self,
+        from: DateTime<Utc>,
+        n: u32,
+        forward: bool,
+    ) -> Result<DateTime<Utc>, TimeError> {
         let local = self.local(from);
         // chrono clamps to the month's last day: Jan 31 + 1 month = Feb 28/29.
         let r = if forward {
@@ -785,7 +806,11 @@ impl Calendar {
 
     /// The same local time on the `n`-th following working day, after rolling a start outside
     /// working time forward to the start of the next working period.
-    pub fn add_working_days(&self, from: DateTime<Utc>, n: u32) -> Result<DateTime<Utc>, TimeError> {
+    pub fn add_working_days(
+        &self,
+        from: DateTime<Utc>,
+        n: u32,
+    ) -> Result<DateTime<Utc>, TimeError> {
         if n == 0 {
             return Ok(from);
         }
@@ -842,7 +867,11 @@ impl Calendar {
     }
 
     /// `from` plus `n` hours of working time (real elapsed time inside working periods).
-    pub fn add_working_hours(&self, from: DateTime<Utc>, n: u32) -> Result<DateTime<Utc>, TimeError> {
+    pub fn add_working_hours(
+        &self,
+        from: DateTime<Utc>,
+        n: u32,
+    ) -> Result<DateTime<Utc>, TimeError> {
         let mut remaining = TimeDelta::try_hours(i64::from(n)).ok_or(TimeError::OutOfRange)?;
         if remaining.is_zero() {
             return Ok(from);
@@ -937,7 +966,9 @@ pub fn resolve(
         }
         Due::AtField(field) => field_time(data, field, cal),
         Due::Fixed(t) => cal.at(t),
-        Due::Earlier(a, b) => Ok(resolve(a, opened, data, cal)?.min(resolve(b, opened, data, cal)?)),
+        Due::Earlier(a, b) => {
+            Ok(resolve(a, opened, data, cal)?.min(resolve(b, opened, data, cal)?))
+        }
         Due::Later(a, b) => Ok(resolve(a, opened, data, cal)?.max(resolve(b, opened, data, cal)?)),
     }
 }
@@ -993,27 +1024,39 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
     }
 
     fn whole_days(tz: &str, weekend: &str) -> Calendar {
-        cal(&format!("id = \"x\"\ntitle = \"x\"\ntimezone = \"{tz}\"\nweekend = [{weekend}]\n"))
+        cal(&format!(
+            "id = \"x\"\ntitle = \"x\"\ntimezone = \"{tz}\"\nweekend = [{weekend}]\n"
+        ))
     }
 
     /// A local wall-clock time in `cal`'s zone, as UTC.
     fn at(cal: &Calendar, s: &str) -> DateTime<Utc> {
-        let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap_or_else(|e| panic!("{s}: {e}"));
+        let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M")
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
         cal.local_to_utc(t).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn local(cal: &Calendar, t: DateTime<Utc>) -> String {
-        t.with_timezone(&cal.timezone()).format("%Y-%m-%d %H:%M %Z").to_string()
+        t.with_timezone(&cal.timezone())
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string()
     }
 
     fn add(cal: &Calendar, from: &str, amount: &str) -> String {
         let a: Amount = amount.parse().unwrap_or_else(|e| panic!("{e:?}"));
-        local(cal, cal.add(at(cal, from), &a).unwrap_or_else(|e| panic!("{e}")))
+        local(
+            cal,
+            cal.add(at(cal, from), &a).unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
     fn sub(cal: &Calendar, from: &str, amount: &str) -> String {
         let a: Amount = amount.parse().unwrap_or_else(|e| panic!("{e:?}"));
-        local(cal, cal.subtract(at(cal, from), &a).unwrap_or_else(|e| panic!("{e}")))
+        local(
+            cal,
+            cal.subtract(at(cal, from), &a)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
     }
 
     fn date(s: &str) -> NaiveDate {
@@ -1035,76 +1078,172 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
     #[test]
     fn one_working_day_is_the_same_time_on_the_next_working_day() {
         let c = cal(CN);
-        assert_eq!(add(&c, "2026-05-12 15:00", "1 working day"), "2026-05-13 15:00 CST");
-        assert_eq!(add(&c, "2026-05-15 15:00", "1 working day"), "2026-05-18 15:00 CST");
-        assert_eq!(add(&c, "2026-05-11 09:00", "3 working days"), "2026-05-14 09:00 CST");
+        assert_eq!(
+            add(&c, "2026-05-12 15:00", "1 working day"),
+            "2026-05-13 15:00 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-15 15:00", "1 working day"),
+            "2026-05-18 15:00 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-11 09:00", "3 working days"),
+            "2026-05-14 09:00 CST"
+        );
         // lands on a holiday (Thu 2026-11-19): moves on to Friday
-        assert_eq!(add(&c, "2026-11-18 15:00", "1 working day"), "2026-11-20 15:00 CST");
-        assert_eq!(add(&c, "2026-05-12 15:00", "0 working days"), "2026-05-12 15:00 CST");
+        assert_eq!(
+            add(&c, "2026-11-18 15:00", "1 working day"),
+            "2026-11-20 15:00 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-12 15:00", "0 working days"),
+            "2026-05-12 15:00 CST"
+        );
     }
 
     #[test]
     fn golden_week_and_the_make_up_saturday() {
         let c = cal(CN);
-        assert_eq!(add(&c, "2026-09-30 10:00", "1 working day"), "2026-10-08 10:00 CST");
+        assert_eq!(
+            add(&c, "2026-09-30 10:00", "1 working day"),
+            "2026-10-08 10:00 CST"
+        );
         // a start inside the holiday rolls to the first working morning after it
-        assert_eq!(add(&c, "2026-10-03 10:00", "1 working day"), "2026-10-09 08:30 CST");
-        assert_eq!(add(&c, "2026-10-09 10:00", "1 working day"), "2026-10-10 10:00 CST");
-        assert_eq!(add(&c, "2026-10-09 10:00", "2 working days"), "2026-10-12 10:00 CST");
-        assert_eq!(add(&c, "2026-09-30 16:30", "2 working hours"), "2026-10-08 09:30 CST");
+        assert_eq!(
+            add(&c, "2026-10-03 10:00", "1 working day"),
+            "2026-10-09 08:30 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-10-09 10:00", "1 working day"),
+            "2026-10-10 10:00 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-10-09 10:00", "2 working days"),
+            "2026-10-12 10:00 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-09-30 16:30", "2 working hours"),
+            "2026-10-08 09:30 CST"
+        );
     }
 
     #[test]
     fn a_start_outside_working_time_rolls_forward_first() {
         let c = cal(CN);
         // Saturday → Monday 08:30 → Tuesday 08:30
-        assert_eq!(add(&c, "2026-05-16 10:00", "1 working day"), "2026-05-19 08:30 CST");
+        assert_eq!(
+            add(&c, "2026-05-16 10:00", "1 working day"),
+            "2026-05-19 08:30 CST"
+        );
         // before work on Tuesday → Tuesday 08:30 → Wednesday 08:30
-        assert_eq!(add(&c, "2026-05-12 07:00", "1 working day"), "2026-05-13 08:30 CST");
+        assert_eq!(
+            add(&c, "2026-05-12 07:00", "1 working day"),
+            "2026-05-13 08:30 CST"
+        );
         // after work (end is exclusive)
-        assert_eq!(add(&c, "2026-05-12 17:30", "1 working day"), "2026-05-14 08:30 CST");
-        assert_eq!(add(&c, "2026-05-12 18:00", "4 working hours"), "2026-05-13 12:30 CST");
-        assert_eq!(add(&c, "2026-05-16 10:00", "2 working hours"), "2026-05-18 10:30 CST");
+        assert_eq!(
+            add(&c, "2026-05-12 17:30", "1 working day"),
+            "2026-05-14 08:30 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-12 18:00", "4 working hours"),
+            "2026-05-13 12:30 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-16 10:00", "2 working hours"),
+            "2026-05-18 10:30 CST"
+        );
     }
 
     #[test]
     fn working_hours_roll_over_the_weekend() {
         let c = cal(CN);
-        assert_eq!(add(&c, "2026-05-15 16:30", "2 working hours"), "2026-05-18 09:30 CST");
-        assert_eq!(add(&c, "2026-05-15 16:30", "1 working hour"), "2026-05-15 17:30 CST");
-        assert_eq!(add(&c, "2026-05-11 08:30", "18 working hours"), "2026-05-12 17:30 CST");
-        assert_eq!(sub(&c, "2026-05-18 09:30", "2 working hours"), "2026-05-15 16:30 CST");
-        assert_eq!(sub(&c, "2026-05-18 08:00", "1 working hour"), "2026-05-15 16:30 CST");
+        assert_eq!(
+            add(&c, "2026-05-15 16:30", "2 working hours"),
+            "2026-05-18 09:30 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-15 16:30", "1 working hour"),
+            "2026-05-15 17:30 CST"
+        );
+        assert_eq!(
+            add(&c, "2026-05-11 08:30", "18 working hours"),
+            "2026-05-12 17:30 CST"
+        );
+        assert_eq!(
+            sub(&c, "2026-05-18 09:30", "2 working hours"),
+            "2026-05-15 16:30 CST"
+        );
+        assert_eq!(
+            sub(&c, "2026-05-18 08:00", "1 working hour"),
+            "2026-05-15 16:30 CST"
+        );
     }
 
     #[test]
     fn counting_back_over_working_days() {
         let c = cal(CN);
-        assert_eq!(sub(&c, "2026-05-13 15:00", "1 working day"), "2026-05-12 15:00 CST");
-        assert_eq!(sub(&c, "2026-05-18 15:00", "1 working day"), "2026-05-15 15:00 CST");
+        assert_eq!(
+            sub(&c, "2026-05-13 15:00", "1 working day"),
+            "2026-05-12 15:00 CST"
+        );
+        assert_eq!(
+            sub(&c, "2026-05-18 15:00", "1 working day"),
+            "2026-05-15 15:00 CST"
+        );
         // Monday 00:00 is outside working time: end of Friday, then two days back
-        assert_eq!(sub(&c, "2026-05-11 00:00", "2 working days"), "2026-05-06 17:30 CST");
+        assert_eq!(
+            sub(&c, "2026-05-11 00:00", "2 working days"),
+            "2026-05-06 17:30 CST"
+        );
         // the same without working hours: Thursday 00:00 (= Wednesday 24:00)
         let w = whole_days("Asia/Shanghai", "\"saturday\", \"sunday\"");
-        assert_eq!(sub(&w, "2026-05-11 00:00", "2 working days"), "2026-05-07 00:00 CST");
-        assert_eq!(sub(&w, "2026-05-13 15:00", "1 working day"), "2026-05-12 15:00 CST");
-        assert_eq!(sub(&c, "2026-10-08 10:00", "1 working day"), "2026-09-30 10:00 CST");
+        assert_eq!(
+            sub(&w, "2026-05-11 00:00", "2 working days"),
+            "2026-05-07 00:00 CST"
+        );
+        assert_eq!(
+            sub(&w, "2026-05-13 15:00", "1 working day"),
+            "2026-05-12 15:00 CST"
+        );
+        assert_eq!(
+            sub(&c, "2026-10-08 10:00", "1 working day"),
+            "2026-09-30 10:00 CST"
+        );
     }
 
     #[test]
     fn dst_spring_forward_and_fall_back_in_berlin() {
         let c = whole_days("Europe/Berlin", "");
         // 2026-03-29 02:30 does not exist: first valid instant is 03:00 CEST
-        assert_eq!(add(&c, "2026-03-28 02:30", "1 day"), "2026-03-29 03:00 CEST");
-        assert_eq!(add(&c, "2026-03-28 02:30", "1 working day"), "2026-03-29 03:00 CEST");
+        assert_eq!(
+            add(&c, "2026-03-28 02:30", "1 day"),
+            "2026-03-29 03:00 CEST"
+        );
+        assert_eq!(
+            add(&c, "2026-03-28 02:30", "1 working day"),
+            "2026-03-29 03:00 CEST"
+        );
         // days keep the wall-clock time; hours are elapsed time
-        assert_eq!(add(&c, "2026-03-28 12:00", "1 day"), "2026-03-29 12:00 CEST");
+        assert_eq!(
+            add(&c, "2026-03-28 12:00", "1 day"),
+            "2026-03-29 12:00 CEST"
+        );
         assert_eq!(add(&c, "2026-03-28 12:00", "24h"), "2026-03-29 13:00 CEST");
-        assert_eq!(add(&c, "2026-03-29 00:00", "4 working hours"), "2026-03-29 05:00 CEST");
+        assert_eq!(
+            add(&c, "2026-03-29 00:00", "4 working hours"),
+            "2026-03-29 05:00 CEST"
+        );
         // 2026-10-25 02:30 happens twice: the earlier (CEST) one is taken
-        assert_eq!(add(&c, "2026-10-24 02:30", "1 day"), "2026-10-25 02:30 CEST");
+        assert_eq!(
+            add(&c, "2026-10-24 02:30", "1 day"),
+            "2026-10-25 02:30 CEST"
+        );
         assert_eq!(add(&c, "2026-10-24 12:00", "24h"), "2026-10-25 11:00 CET");
-        assert_eq!(add(&c, "2026-10-25 00:00", "4 working hours"), "2026-10-25 03:00 CET");
+        assert_eq!(
+            add(&c, "2026-10-25 00:00", "4 working hours"),
+            "2026-10-25 03:00 CET"
+        );
         let gap = NaiveDateTime::parse_from_str("2026-03-29 02:00:30", "%Y-%m-%d %H:%M:%S")
             .unwrap_or_default();
         assert_eq!(
@@ -1116,19 +1255,42 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
     #[test]
     fn months_clamp_to_the_end_of_the_month() {
         let c = Calendar::utc();
-        assert_eq!(add(&c, "2027-01-31 09:00", "1 month"), "2027-02-28 09:00 UTC");
-        assert_eq!(add(&c, "2028-01-31 09:00", "1 month"), "2028-02-29 09:00 UTC");
-        assert_eq!(add(&c, "2028-02-29 09:00", "1 year"), "2029-02-28 09:00 UTC");
-        assert_eq!(sub(&c, "2027-03-31 09:00", "1 month"), "2027-02-28 09:00 UTC");
-        assert_eq!(add(&c, "2027-01-31 09:00", "2 weeks"), "2027-02-14 09:00 UTC");
+        assert_eq!(
+            add(&c, "2027-01-31 09:00", "1 month"),
+            "2027-02-28 09:00 UTC"
+        );
+        assert_eq!(
+            add(&c, "2028-01-31 09:00", "1 month"),
+            "2028-02-29 09:00 UTC"
+        );
+        assert_eq!(
+            add(&c, "2028-02-29 09:00", "1 year"),
+            "2029-02-28 09:00 UTC"
+        );
+        assert_eq!(
+            sub(&c, "2027-03-31 09:00", "1 month"),
+            "2027-02-28 09:00 UTC"
+        );
+        assert_eq!(
+            add(&c, "2027-01-31 09:00", "2 weeks"),
+            "2027-02-14 09:00 UTC"
+        );
         assert_eq!(add(&c, "2027-01-31 09:00", "90m"), "2027-01-31 10:30 UTC");
     }
 
     fn data(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
-    fn resolved(c: &Calendar, due: &str, opened: &str, d: &serde_json::Map<String, serde_json::Value>) -> Result<String, TimeError> {
+    fn resolved(
+        c: &Calendar,
+        due: &str,
+        opened: &str,
+        d: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, TimeError> {
         let due: Due = due.parse().unwrap_or_else(|e| panic!("{e:?}"));
         resolve(&due, at(c, opened), d, c).map(|t| local(c, t))
     }
@@ -1143,8 +1305,14 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
             ("empty", serde_json::Value::Null),
         ]);
         let opened = "2026-05-04 10:00";
-        assert_eq!(resolved(&c, "24h", opened, &d), Ok("2026-05-05 10:00 CST".into()));
-        assert_eq!(resolved(&c, "audit_date", opened, &d), Ok("2026-05-11 00:00 CST".into()));
+        assert_eq!(
+            resolved(&c, "24h", opened, &d),
+            Ok("2026-05-05 10:00 CST".into())
+        );
+        assert_eq!(
+            resolved(&c, "audit_date", opened, &d),
+            Ok("2026-05-11 00:00 CST".into())
+        );
         assert_eq!(
             resolved(&c, "2 working days before audit_date", opened, &d),
             Ok("2026-05-06 17:30 CST".into())
@@ -1158,21 +1326,49 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
             Ok("2026-06-20 20:00 CST".into())
         );
         assert_eq!(
-            resolved(&c, "earlier of 7 days and 3 days before audit_date", opened, &d),
+            resolved(
+                &c,
+                "earlier of 7 days and 3 days before audit_date",
+                opened,
+                &d
+            ),
             Ok("2026-05-08 00:00 CST".into())
         );
         assert_eq!(
-            resolved(&c, "later of 7 days and 3 days before audit_date", opened, &d),
+            resolved(
+                &c,
+                "later of 7 days and 3 days before audit_date",
+                opened,
+                &d
+            ),
             Ok("2026-05-11 10:00 CST".into())
         );
-        assert_eq!(resolved(&c, "2027-01-31", opened, &d), Ok("2027-01-31 00:00 CST".into()));
-        assert_eq!(resolved(&c, "2027-01-31T17:00", opened, &d), Ok("2027-01-31 17:00 CST".into()));
-        assert_eq!(resolved(&c, "2027-01-31T17:00Z", opened, &d), Ok("2027-02-01 01:00 CST".into()));
-        assert_eq!(resolved(&c, "nope", opened, &d), Err(TimeError::MissingField("nope".into())));
-        assert_eq!(resolved(&c, "empty", opened, &d), Err(TimeError::MissingField("empty".into())));
+        assert_eq!(
+            resolved(&c, "2027-01-31", opened, &d),
+            Ok("2027-01-31 00:00 CST".into())
+        );
+        assert_eq!(
+            resolved(&c, "2027-01-31T17:00", opened, &d),
+            Ok("2027-01-31 17:00 CST".into())
+        );
+        assert_eq!(
+            resolved(&c, "2027-01-31T17:00Z", opened, &d),
+            Ok("2027-02-01 01:00 CST".into())
+        );
+        assert_eq!(
+            resolved(&c, "nope", opened, &d),
+            Err(TimeError::MissingField("nope".into()))
+        );
+        assert_eq!(
+            resolved(&c, "empty", opened, &d),
+            Err(TimeError::MissingField("empty".into()))
+        );
         assert_eq!(
             resolved(&c, "count", opened, &d),
-            Err(TimeError::NotADate { field: "count".into(), value: "3".into() })
+            Err(TimeError::NotADate {
+                field: "count".into(),
+                value: "3".into()
+            })
         );
     }
 
@@ -1186,18 +1382,37 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
         assert!(c.add(from, &max_wh).is_ok());
         // beyond the parser's caps, arithmetic still reports instead of panicking
         let far = DateTime::<Utc>::MAX_UTC - Duration::days(2);
-        assert_eq!(c.add(far, &Amount::new(u32::MAX, Unit::Years)), Err(TimeError::OutOfRange));
-        assert_eq!(c.add(far, &Amount::new(u32::MAX, Unit::Minutes)), Err(TimeError::OutOfRange));
-        assert_eq!(c.add(far, &Amount::new(10, Unit::Days)), Err(TimeError::OutOfRange));
+        assert_eq!(
+            c.add(far, &Amount::new(u32::MAX, Unit::Years)),
+            Err(TimeError::OutOfRange)
+        );
+        assert_eq!(
+            c.add(far, &Amount::new(u32::MAX, Unit::Minutes)),
+            Err(TimeError::OutOfRange)
+        );
+        assert_eq!(
+            c.add(far, &Amount::new(10, Unit::Days)),
+            Err(TimeError::OutOfRange)
+        );
         assert!(c.add(far, &Amount::new(10, Unit::WorkingDays)).is_err());
-        assert!(c.subtract(DateTime::<Utc>::MIN_UTC + Duration::days(2), &Amount::new(10, Unit::WorkingHours)).is_err());
+        assert!(c
+            .subtract(
+                DateTime::<Utc>::MIN_UTC + Duration::days(2),
+                &Amount::new(100, Unit::WorkingHours)
+            )
+            .is_err());
     }
 
     fn diagnostics(src: &str, stem: &str) -> Vec<(&'static str, String)> {
         let (doc, f) = file(src);
         check(&f, &doc, stem)
             .into_iter()
-            .map(|d| (d.code, d.span.and_then(|r| src.get(r)).unwrap_or("").to_string()))
+            .map(|d| {
+                (
+                    d.code,
+                    d.span.and_then(|r| src.get(r)).unwrap_or("").to_string(),
+                )
+            })
             .collect()
     }
 
@@ -1240,7 +1455,10 @@ extra_working_days = [
                 ("bad-working-hours", "\"8:30\""),
                 ("bad-holiday-range", "2027-10-01"),
                 ("bad-holiday", "{ name = \"Nothing\" }"),
-                ("duplicate-date", "{ from = 2026-12-31, to = 2027-01-02, name = \"Overlap\" }"),
+                (
+                    "duplicate-date",
+                    "{ from = 2026-12-31, to = 2027-01-02, name = \"Overlap\" }"
+                ),
                 ("holiday-and-working-day", "2027-01-01"),
                 ("redundant-working-day", "2027-01-04"),
                 ("duplicate-date", "2027-01-04"),
@@ -1249,8 +1467,14 @@ extra_working_days = [
         let (doc, f) = file(src);
         let all = check(&f, &doc, "cn");
         let tz = all.iter().find(|d| d.code == "unknown-timezone");
-        assert_eq!(tz.and_then(|d| d.help.as_deref()), Some("did you mean `Asia/Shanghai`?"));
-        assert!(all.iter().filter(|d| d.code.starts_with("duplicate") || d.code.starts_with("redundant")).all(|d| !d.is_error()));
+        assert_eq!(
+            tz.and_then(|d| d.help.as_deref()),
+            Some("did you mean `Asia/Shanghai`?")
+        );
+        assert!(all
+            .iter()
+            .filter(|d| d.code.starts_with("duplicate") || d.code.starts_with("redundant"))
+            .all(|d| !d.is_error()));
     }
 
     #[test]
@@ -1258,9 +1482,19 @@ extra_working_days = [
         let src = "id = \"x\"\ntitle = \"x\"\nweekend = [\"monday\",\"tuesday\",\"wednesday\",\"thursday\",\"friday\",\"saturday\",\"sunday\"]\nworking_hours = { start = \"8h30\", end = \"17:30\" }\n";
         let d = diagnostics(src, "x");
         assert_eq!(d.first().map(|x| x.0), Some("no-working-day"));
-        assert_eq!(d.get(1).map(|x| (x.0, x.1.as_str())), Some(("bad-working-hours", "\"8h30\"")));
-        assert_eq!(Calendar::from_file(&file(src).1), Err(CalendarError::NoWorkingDay));
-        assert!(parse_timezone("europe/berlin").err().and_then(|e| e.help).unwrap_or_default().contains("`Europe/Berlin`"));
+        assert_eq!(
+            d.get(1).map(|x| (x.0, x.1.as_str())),
+            Some(("bad-working-hours", "\"8h30\""))
+        );
+        assert_eq!(
+            Calendar::from_file(&file(src).1),
+            Err(CalendarError::NoWorkingDay)
+        );
+        assert!(parse_timezone("europe/berlin")
+            .err()
+            .and_then(|e| e.help)
+            .unwrap_or_default()
+            .contains("`Europe/Berlin`"));
         assert!(parse_timezone("").is_err());
         assert_eq!(parse_clock("8:30"), NaiveTime::from_hms_opt(8, 30, 0));
         assert_eq!(parse_clock("17:30:00"), NaiveTime::from_hms_opt(17, 30, 0));

@@ -202,13 +202,16 @@ impl FromStr for FixedTime {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut p = Parser::new(s);
         let Some(t) = p.bump() else {
-            return Err(ParseError::new("no date given", None)
-                .help("write a date like `2027-01-15` or a date and time like `2027-01-15T09:00`"));
-        };
-        if !looks_like_date(t.text) {
-            return Err(ParseError::new(format!("`{}` is not a date", s.trim()), None).help(
+            return Err(ParseError::new("no date given", None).help(
                 "write a date like `2027-01-15` or a date and time like `2027-01-15T09:00`",
             ));
+        };
+        if !looks_like_date(t.text) {
+            return Err(
+                ParseError::new(format!("`{}` is not a date", s.trim()), None).help(
+                    "write a date like `2027-01-15` or a date and time like `2027-01-15T09:00`",
+                ),
+            );
         }
         let fixed = p.fixed(t)?;
         p.finish("the date")?;
@@ -291,9 +294,7 @@ impl Due {
     pub fn uses_working_time(&self) -> bool {
         match self {
             Due::After(a) | Due::Relative { amount: a, .. } => a.uses_working_time(),
-            Due::Earlier(a, b) | Due::Later(a, b) => {
-                a.uses_working_time() || b.uses_working_time()
-            }
+            Due::Earlier(a, b) | Due::Later(a, b) => a.uses_working_time() || b.uses_working_time(),
             Due::AtField(_) | Due::Fixed(_) => false,
         }
     }
@@ -400,7 +401,10 @@ pub fn parse_reminder(s: &str) -> Result<Amount, ParseError> {
         }
         Some(t) => {
             return Err(ParseError::new(
-                format!("`{}` does not belong here; a reminder ends with `before`", t.text),
+                format!(
+                    "`{}` does not belong here; a reminder ends with `before`",
+                    t.text
+                ),
                 Some(t.span()),
             )
             .help(format!("write `{amount} before`")));
@@ -465,8 +469,9 @@ pub fn parse_every(s: &str) -> Result<Amount, ParseError> {
             at,
         )
         .help("to start several times a day, use `cron` instead, e.g. `0 8,14 * * 1-5`")),
-        _ if amount.n == 0 => Err(ParseError::new("the interval cannot be zero", at)
-            .help("write at least `1 day`")),
+        _ if amount.n == 0 => {
+            Err(ParseError::new("the interval cannot be zero", at).help("write at least `1 day`"))
+        }
         _ => Ok(amount),
     }
 }
@@ -485,7 +490,10 @@ const CRON_FIELDS: [(&str, &str); 5] = [
     ("hour", "0 to 23"),
     ("day of the month", "1 to 31, or `L` for the last day"),
     ("month", "1 to 12, or `jan` to `dec`"),
-    ("day of the week", "0 to 7 (0 and 7 are Sunday), or `sun` to `sat`"),
+    (
+        "day of the week",
+        "0 to 7 (0 and 7 are Sunday), or `sun` to `sat`",
+    ),
 ];
 
 const CRON_SHAPE: &str = "five parts: minute hour day-of-month month day-of-week, e.g. \
@@ -602,10 +610,13 @@ pub fn check_schedule(s: &Schedule, ptr_base: &str, doc: &SpannedDoc) -> Vec<Dia
     let mut out = Vec::new();
     match (&s.every, &s.cron) {
         (None, None) => out.push(
-            Diagnostic::error("bad-schedule", "the schedule says neither `every` nor `cron`")
-                .at(doc.key_span(ptr_base))
-                .label("when should instances start?")
-                .help("add `every = \"6 months\"` (with `starting`) or `cron = \"0 9 1 1,7 *\"`"),
+            Diagnostic::error(
+                "bad-schedule",
+                "the schedule says neither `every` nor `cron`",
+            )
+            .at(doc.key_span(ptr_base))
+            .label("when should instances start?")
+            .help("add `every = \"6 months\"` (with `starting`) or `cron = \"0 9 1 1,7 *\"`"),
         ),
         (Some(_), Some(_)) => out.push(
             Diagnostic::error("bad-schedule", "the schedule gives both `every` and `cron`")
@@ -875,7 +886,7 @@ impl<'a> Parser<'a> {
             None => Ok(()),
             Some(t) => Err(ParseError::new(
                 format!("`{}` does not belong in {what}", t.text),
-                Some(t.start..self.src.len()),
+                Some(t.start..self.toks.last().map_or(t.end(), |l| l.end())),
             )
             .help(format!("remove it, or check the spelling of {what}"))),
         }
@@ -1026,7 +1037,9 @@ impl<'a> Parser<'a> {
                 ),
                 Some(f.span()),
             )
-            .help("write the date itself (`2027-01-31`), or keep it in a field of the instance data"));
+            .help(
+                "write the date itself (`2027-01-31`), or keep it in a field of the instance data",
+            ));
         }
         if is_keyword(f.text) || !is_identifier(f.text) {
             return Err(ParseError::new(
@@ -1052,9 +1065,10 @@ impl<'a> Parser<'a> {
             None => {
                 // TOML and people both write "2027-01-31 17:00"; take the time as well.
                 match self.peek() {
-                    Some(n) if n.text.as_bytes().get(..3).is_some_and(|b| {
-                        b.first().is_some_and(u8::is_ascii_digit) && b.contains(&b':')
-                    }) =>
+                    Some(n)
+                        if n.text.as_bytes().get(..3).is_some_and(|b| {
+                            b.first().is_some_and(u8::is_ascii_digit) && b.contains(&b':')
+                        }) =>
                     {
                         self.bump();
                         (t.text, Some(n.text), t.start..n.end())
@@ -1090,20 +1104,34 @@ impl<'a> Parser<'a> {
             let offset = time_text
                 .get(i.saturating_add(1)..)
                 .and_then(parse_offset)
-                .ok_or_else(|| bad(format!("{} has an offset sopflow cannot read", whole()), at.clone()))?;
+                .ok_or_else(|| {
+                    bad(
+                        format!("{} has an offset sopflow cannot read", whole()),
+                        at.clone(),
+                    )
+                })?;
             (time_text.get(..i).unwrap_or_default(), Some(sign * offset))
         } else {
             (time_text, None)
         };
-        let time = NaiveTime::from_str(clock)
-            .map_err(|_| bad(format!("{} is not a valid date and time", whole()), at.clone()))?;
+        let time = NaiveTime::from_str(clock).map_err(|_| {
+            bad(
+                format!("{} is not a valid date and time", whole()),
+                at.clone(),
+            )
+        })?;
         let local = date.and_time(time);
         match zone {
             None => Ok(FixedTime::Local(local)),
             Some(secs) => FixedOffset::east_opt(secs)
                 .and_then(|o| o.from_local_datetime(&local).single())
                 .map(FixedTime::Exact)
-                .ok_or_else(|| bad(format!("{} has an offset out of range", whole()), at.clone())),
+                .ok_or_else(|| {
+                    bad(
+                        format!("{} has an offset out of range", whole()),
+                        at.clone(),
+                    )
+                }),
         }
     }
 
@@ -1145,8 +1173,11 @@ impl<'a> Parser<'a> {
         }
         let number_span = t.start..t.start.saturating_add(digits);
         let n: u32 = number.parse().map_err(|_| {
-            ParseError::new(format!("`{number}` is far too large"), Some(number_span.clone()))
-                .help("deadlines can be at most about 100 years away")
+            ParseError::new(
+                format!("`{number}` is far too large"),
+                Some(number_span.clone()),
+            )
+            .help("deadlines can be at most about 100 years away")
         })?;
         let (unit, unit_span) = if rest.is_empty() {
             match self.peek() {
@@ -1246,7 +1277,11 @@ impl<'a> Parser<'a> {
     fn decimal_error(&self, t: Tok<'a>, whole: &str, after_point: &str, frac: usize) -> ParseError {
         let frac_text = after_point.get(..frac).unwrap_or_default();
         let glued = after_point.get(frac..).unwrap_or_default();
-        let at = t.start..t.start.saturating_add(whole.len()).saturating_add(1).saturating_add(frac);
+        let at = t.start
+            ..t.start
+                .saturating_add(whole.len())
+                .saturating_add(1)
+                .saturating_add(frac);
         let written = format!("{whole}.{frac_text}");
         // The unit, without consuming or judging it: only for the hint.
         let unit = if glued.is_empty() {
@@ -1274,14 +1309,23 @@ impl<'a> Parser<'a> {
                 _ => return None,
             };
             let scale = 10u64.checked_pow(u32::try_from(frac).ok()?)?;
-            let int: u64 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+            let int: u64 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().ok()?
+            };
             let f: u64 = frac_text.parse().ok()?;
-            let value = int.checked_mul(scale)?.checked_add(f)?.checked_mul(factor)?;
+            let value = int
+                .checked_mul(scale)?
+                .checked_add(f)?
+                .checked_mul(factor)?;
             (value % scale == 0).then(|| format!("{}{to}", value / scale))
         });
         let help = match smaller {
             Some(s) => format!("use whole numbers: `{s}`"),
-            None => "use whole numbers, or a smaller unit (`36h` instead of `1.5 days`)".to_string(),
+            None => {
+                "use whole numbers, or a smaller unit (`36h` instead of `1.5 days`)".to_string()
+            }
         };
         ParseError::new(format!("`{written}` is not a whole number"), Some(at)).help(help)
     }
@@ -1384,7 +1428,14 @@ mod tests {
         assert_eq!(amount("24h").to_string(), "24 hours");
         assert_eq!(amount("1 business day").to_string(), "1 working day");
         assert_eq!(amount("30m").to_string(), "30 minutes");
-        for s in ["0 hours", "1 minute", "2 weeks", "3 working days", "1 working hour", "1 year"] {
+        for s in [
+            "0 hours",
+            "1 minute",
+            "2 weeks",
+            "3 working days",
+            "1 working hour",
+            "1 year",
+        ] {
             assert_eq!(amount(s).to_string(), s);
             assert_eq!(amount(&amount(s).to_string()), amount(s));
         }
@@ -1401,7 +1452,10 @@ mod tests {
         let e = err(parse_amount("2,5h"));
         assert_eq!(e.help.as_deref(), Some("use whole numbers: `150 minutes`"));
         let e = err(parse_amount("1.5 working days"));
-        assert!(e.help.unwrap_or_default().starts_with("use whole numbers, or"));
+        assert!(e
+            .help
+            .unwrap_or_default()
+            .starts_with("use whole numbers, or"));
     }
 
     #[test]
@@ -1431,12 +1485,18 @@ mod tests {
         let s = "3 dyas";
         let e = err(parse_amount(s));
         assert_eq!(pointed(s, &e), "dyas");
-        assert!(e.help.unwrap_or_default().starts_with("did you mean `days`?"));
+        assert!(e
+            .help
+            .unwrap_or_default()
+            .starts_with("did you mean `days`?"));
 
         let s = "2 working dayz";
         let e = err(parse_amount(s));
         assert_eq!(pointed(s, &e), "dayz");
-        assert!(e.help.unwrap_or_default().starts_with("did you mean `working days`?"));
+        assert!(e
+            .help
+            .unwrap_or_default()
+            .starts_with("did you mean `working days`?"));
 
         let e = err(parse_amount("5 working weeks"));
         assert!(e.message.contains("working days or working hours"));
@@ -1453,7 +1513,9 @@ mod tests {
         let e = err(parse_amount("-3 days"));
         assert!(e.message.contains("negative"));
         assert_eq!(e.at, Some(0..2));
-        assert!(err(parse_amount("+3 days")).message.contains("without the `+`"));
+        assert!(err(parse_amount("+3 days"))
+            .message
+            .contains("without the `+`"));
         let s = "4000000000 days";
         let e = err(parse_amount(s));
         assert_eq!(e.message, "`4000000000 days` is more than 100 years");
@@ -1461,9 +1523,13 @@ mod tests {
         let s = "99999999999999999999 working days";
         let e = err(parse_amount(s));
         assert_eq!(pointed(s, &e), "99999999999999999999");
-        assert!(err(parse_amount("99999999999999999999.5 days")).message.contains("whole"));
+        assert!(err(parse_amount("99999999999999999999.5 days"))
+            .message
+            .contains("whole"));
         assert!(err(parse_amount("")).message.contains("no amount"));
-        assert!(err(parse_amount("3 days later")).message.contains("`later` does not belong"));
+        assert!(err(parse_amount("3 days later"))
+            .message
+            .contains("`later` does not belong"));
     }
 
     #[test]
@@ -1493,14 +1559,20 @@ mod tests {
         assert_eq!(due("2027-01-31T17:00"), Due::Fixed(FixedTime::Local(t)));
         assert_eq!(due("2027-01-31 17:00"), Due::Fixed(FixedTime::Local(t)));
         let z = FixedOffset::east_opt(0).and_then(|o| o.from_local_datetime(&t).single());
-        assert_eq!(due("2027-01-31T17:00:00Z"), Due::Fixed(FixedTime::Exact(z.unwrap_or_default())));
+        assert_eq!(
+            due("2027-01-31T17:00:00Z"),
+            Due::Fixed(FixedTime::Exact(z.unwrap_or_default()))
+        );
         let cst = FixedOffset::east_opt(8 * 3600).and_then(|o| o.from_local_datetime(&t).single());
         let Due::Fixed(FixedTime::Exact(x)) = due("2027-01-31T17:00+08:00") else {
             panic!("not exact")
         };
         assert_eq!(Some(x), cst);
         assert_eq!(x.offset().local_minus_utc(), 8 * 3600);
-        assert!(matches!(due("2027-01-31T17:00:00-05:30"), Due::Fixed(FixedTime::Exact(_))));
+        assert!(matches!(
+            due("2027-01-31T17:00:00-05:30"),
+            Due::Fixed(FixedTime::Exact(_))
+        ));
         assert_eq!(
             due("earlier of 7 days and 3 days before audit_date"),
             Due::Earlier(
@@ -1522,7 +1594,9 @@ mod tests {
                 ))
             )
         );
-        assert!(matches!(due("earlier of 7 days and later of a and b"), Due::Earlier(_, b) if matches!(*b, Due::Later(..))));
+        assert!(
+            matches!(due("earlier of 7 days and later of a and b"), Due::Earlier(_, b) if matches!(*b, Due::Later(..)))
+        );
     }
 
     #[test]
@@ -1545,13 +1619,18 @@ mod tests {
             assert_eq!(due(s).to_string(), s, "{s}");
             assert_eq!(due(&due(s).to_string()), due(s));
         }
-        assert_eq!(due("EARLIER OF 7d AND 3d BEFORE x").to_string(), "earlier of 7 days and 3 days before x");
+        assert_eq!(
+            due("EARLIER OF 7d AND 3d BEFORE x").to_string(),
+            "earlier of 7 days and 3 days before x"
+        );
         assert_eq!(due("2027-01-31T17:00:00Z").to_string(), "2027-01-31T17:00Z");
     }
 
     #[test]
     fn lists_fields_and_working_time() {
-        let d = due("earlier of 2 working days before audit_date and later of audit_date and warranty_end");
+        let d = due(
+            "earlier of 2 working days before audit_date and later of audit_date and warranty_end",
+        );
         assert_eq!(d.fields(), vec!["audit_date", "warranty_end"]);
         assert!(d.uses_working_time());
         assert!(due("24h").fields().is_empty());
@@ -1563,21 +1642,69 @@ mod tests {
     fn rejects_bad_due_times_at_the_right_word() {
         let cases = [
             ("", "the due time is empty", "<none>"),
-            ("10 days before", "`before` what? Name a date field", "before"),
-            ("10 days before 2027-01-01", "`before` can only count from a date field, not from a written date", "2027-01-01"),
-            ("10 days before warranty-end", "`warranty-end` is not a field name", "warranty-end"),
-            ("7 days and 3 days", "to combine two due times, start with `earlier of` or `later of`", "and"),
-            ("earlier of 7 days", "`earlier of` compares two due times joined by `and`", "earlier of 7 days"),
-            ("earlier of 7 days and", "`and` needs a due time after it", "and"),
-            ("earlier 7 days and 3 days", "write `earlier of` followed by two due times", "earlier"),
+            (
+                "10 days before",
+                "`before` what? Name a date field",
+                "before",
+            ),
+            (
+                "10 days before 2027-01-01",
+                "`before` can only count from a date field, not from a written date",
+                "2027-01-01",
+            ),
+            (
+                "10 days before warranty-end",
+                "`warranty-end` is not a field name",
+                "warranty-end",
+            ),
+            (
+                "7 days and 3 days",
+                "to combine two due times, start with `earlier of` or `later of`",
+                "and",
+            ),
+            (
+                "earlier of 7 days",
+                "`earlier of` compares two due times joined by `and`",
+                "earlier of 7 days",
+            ),
+            (
+                "earlier of 7 days and",
+                "`and` needs a due time after it",
+                "and",
+            ),
+            (
+                "earlier 7 days and 3 days",
+                "write `earlier of` followed by two due times",
+                "earlier",
+            ),
             ("days before x", "a number is missing before `days`", "days"),
-            ("2027-02-30", "`2027-02-30` is not a date on the calendar", "2027-02-30"),
-            ("2027-01-31T25:00", "`2027-01-31T25:00` is not a valid date and time", "2027-01-31T25:00"),
-            ("2027-01-31T10:00+99:00", "`2027-01-31T10:00+99:00` has an offset sopflow cannot read", "2027-01-31T10:00+99:00"),
-            ("audit date", "`date` does not belong in the due time", "date"),
+            (
+                "2027-02-30",
+                "`2027-02-30` is not a date on the calendar",
+                "2027-02-30",
+            ),
+            (
+                "2027-01-31T25:00",
+                "`2027-01-31T25:00` is not a valid date and time",
+                "2027-01-31T25:00",
+            ),
+            (
+                "2027-01-31T10:00+99:00",
+                "`2027-01-31T10:00+99:00` has an offset sopflow cannot read",
+                "2027-01-31T10:00+99:00",
+            ),
+            (
+                "audit date",
+                "`date` does not belong in the due time",
+                "date",
+            ),
             ("before x", "expected a due time, found `before`", "before"),
             ("#x", "`#x` is not a time, a date or a field name", "#x"),
-            ("3 wrking days before x", "`wrking` is not a unit of time", "wrking"),
+            (
+                "3 wrking days before x",
+                "`wrking` is not a unit of time",
+                "wrking",
+            ),
         ];
         for (s, message, at) in cases {
             let e = err(s.parse::<Due>());
@@ -1596,8 +1723,14 @@ mod tests {
     #[test]
     fn reminders_need_before() {
         assert_eq!(parse_reminder("2h before"), Ok(Amount::new(2, Unit::Hours)));
-        assert_eq!(parse_reminder("1 working day before"), Ok(Amount::new(1, Unit::WorkingDays)));
-        assert_eq!(parse_reminder("1 day before the deadline"), Ok(Amount::new(1, Unit::Days)));
+        assert_eq!(
+            parse_reminder("1 working day before"),
+            Ok(Amount::new(1, Unit::WorkingDays))
+        );
+        assert_eq!(
+            parse_reminder("1 day before the deadline"),
+            Ok(Amount::new(1, Unit::Days))
+        );
         let e = err(parse_reminder("2h"));
         assert_eq!(e.message, "say that the reminder is before the due time");
         assert_eq!(e.help.as_deref(), Some("write `2 hours before`"));
@@ -1605,7 +1738,9 @@ mod tests {
         let e = err(parse_reminder(s));
         assert_eq!(pointed(s, &e), "after");
         assert!(err(parse_reminder("")).message.contains("empty"));
-        assert!(err(parse_reminder("2 hour before x")).message.contains("`x` does not belong"));
+        assert!(err(parse_reminder("2 hour before x"))
+            .message
+            .contains("`x` does not belong"));
     }
 
     #[test]
@@ -1615,11 +1750,21 @@ mod tests {
         assert_eq!(parse_every("2 weeks"), Ok(Amount::new(2, Unit::Weeks)));
         assert_eq!(parse_every("1 day"), Ok(Amount::new(1, Unit::Days)));
         assert_eq!(parse_every("half a year"), Ok(Amount::new(6, Unit::Months)));
-        assert_eq!(parse_every("every 2 weeks"), Ok(Amount::new(2, Unit::Weeks)));
-        assert!(err(parse_every("3 working days")).message.contains("calendar time"));
-        assert!(err(parse_every("12h")).help.unwrap_or_default().contains("cron"));
+        assert_eq!(
+            parse_every("every 2 weeks"),
+            Ok(Amount::new(2, Unit::Weeks))
+        );
+        assert!(err(parse_every("3 working days"))
+            .message
+            .contains("calendar time"));
+        assert!(err(parse_every("12h"))
+            .help
+            .unwrap_or_default()
+            .contains("cron"));
         assert!(err(parse_every("0 days")).message.contains("zero"));
-        assert!(err(parse_every("half a day")).message.contains("half a year"));
+        assert!(err(parse_every("half a day"))
+            .message
+            .contains("half a year"));
         assert!(err(parse_every("")).message.contains("empty"));
     }
 
@@ -1638,12 +1783,19 @@ mod tests {
         assert_eq!(pointed(s, &e), "13");
         let s = "0 0 9 1 1,7 *";
         let e = err(check_cron(s));
-        assert!(e.message.starts_with("a cron expression has 5 parts, but this one has 6"));
+        assert!(e
+            .message
+            .starts_with("a cron expression has 5 parts, but this one has 6"));
         assert_eq!(pointed(s, &e), "*");
         assert!(err(check_cron("0 9 *")).message.contains("has 3"));
         assert!(err(check_cron("")).message.contains("empty"));
-        assert!(err(check_cron("@sometimes")).message.contains("not a cron shortcut"));
-        assert_eq!(err(check_cron("0 9 * * funday")).message, "`funday` is not a valid day of the week");
+        assert!(err(check_cron("@sometimes"))
+            .message
+            .contains("not a cron shortcut"));
+        assert_eq!(
+            err(check_cron("0 9 * * funday")).message,
+            "`funday` is not a valid day of the week"
+        );
     }
 
     #[test]
@@ -1659,8 +1811,8 @@ mod tests {
 
     fn deadline_doc(src: &str) -> (SpannedDoc, Deadline) {
         let doc = SpannedDoc::parse(src).unwrap_or_else(|e| panic!("{e:?}"));
-        let d: Deadline = serde_json::from_value(doc.value["deadline"].clone())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let d: Deadline =
+            serde_json::from_value(doc.value["deadline"].clone()).unwrap_or_else(|e| panic!("{e}"));
         (doc, d)
     }
 
@@ -1670,8 +1822,16 @@ mod tests {
         let (doc, d) = deadline_doc(src);
         let diags = check_deadline(&d, "/deadline", &doc);
         assert_eq!(diags.len(), 3, "{diags:?}");
-        assert!(diags.iter().all(|d| d.code == "bad-duration" && d.is_error()));
-        let text = |i: usize| diags.get(i).and_then(|d| d.span.clone()).and_then(|r| src.get(r)).unwrap_or("");
+        assert!(diags
+            .iter()
+            .all(|d| d.code == "bad-duration" && d.is_error()));
+        let text = |i: usize| {
+            diags
+                .get(i)
+                .and_then(|d| d.span.clone())
+                .and_then(|r| src.get(r))
+                .unwrap_or("")
+        };
         assert_eq!(text(0), "wrking");
         assert_eq!(text(1), "2h");
         assert_eq!(text(2), "1.5");
@@ -1682,7 +1842,10 @@ mod tests {
         let src = "[deadline]\ndue = \"3 wrking\\u0020days\"\n";
         let (doc, d) = deadline_doc(src);
         let diags = check_deadline(&d, "/deadline", &doc);
-        let span = diags.first().and_then(|d| d.span.clone()).unwrap_or_default();
+        let span = diags
+            .first()
+            .and_then(|d| d.span.clone())
+            .unwrap_or_default();
         assert_eq!(src.get(span), Some("\"3 wrking\\u0020days\""));
     }
 
@@ -1695,7 +1858,13 @@ mod tests {
             let diags = check_schedule(&s, "/schedule", &doc);
             diags
                 .into_iter()
-                .map(|d| (d.code, d.span.and_then(|r| src.get(r)).unwrap_or("").to_string(), d.help))
+                .map(|d| {
+                    (
+                        d.code,
+                        d.span.and_then(|r| src.get(r)).unwrap_or("").to_string(),
+                        d.help,
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert!(check("[schedule]\nevery = \"6 months\"\nstarting = 2027-01-15\ntimezone = \"Asia/Shanghai\"\n").is_empty());
@@ -1703,7 +1872,10 @@ mod tests {
         let d = check("[schedule]\ntimezone = \"UTC\"\n");
         assert_eq!(d.first().map(|x| x.0), Some("bad-schedule"));
         let d = check("[schedule]\nevery = \"1 year\"\ncron = \"0 9 1 1 *\"\n");
-        assert_eq!(d.first().map(|x| (x.0, x.1.as_str())), Some(("bad-schedule", "cron")));
+        assert_eq!(
+            d.first().map(|x| (x.0, x.1.as_str())),
+            Some(("bad-schedule", "cron"))
+        );
         let d = check("[schedule]\nevery = \"6 mnths\"\nstarting = \"next week\"\ntimezone = \"Asia/Shangai\"\n");
         assert_eq!(d.len(), 3, "{d:?}");
         assert_eq!(d.first().map(|x| x.1.as_str()), Some("mnths"));

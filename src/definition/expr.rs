@@ -70,7 +70,10 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
         if !seen.insert(name.clone()) {
             continue;
         }
-        if scope.fields.contains_key(name) || scope.extra.contains_key(name) || BUILTINS.contains(&name.as_str()) {
+        if scope.fields.contains_key(name)
+            || scope.extra.contains_key(name)
+            || BUILTINS.contains(&name.as_str())
+        {
             continue;
         }
         let help = if name == "item" {
@@ -127,7 +130,9 @@ fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<(String, u64
         Expr::Map(m) => {
             for entry in &m.entries {
                 match &entry.expr {
-                    cel::common::ast::EntryExpr::StructField(f) => free_idents(&f.value, bound, out),
+                    cel::common::ast::EntryExpr::StructField(f) => {
+                        free_idents(&f.value, bound, out)
+                    }
                     cel::common::ast::EntryExpr::MapEntry(me) => {
                         free_idents(&me.key, bound, out);
                         free_idents(&me.value, bound, out);
@@ -148,20 +153,39 @@ fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<(String, u64
 }
 
 /// `severity == 'minor'` where `severity` can never be `minor`: always false, surely a typo.
-fn enum_comparisons(src: &str, program: &Program, e: &IdedExpr, scope: &Scope, out: &mut Vec<ExprProblem>) {
+fn enum_comparisons(
+    src: &str,
+    program: &Program,
+    e: &IdedExpr,
+    scope: &Scope,
+    out: &mut Vec<ExprProblem>,
+) {
     if let Expr::Call(call) = &e.expr {
         if (call.func_name == "_==_" || call.func_name == "_!=_") && call.args.len() == 2 {
-            for (a, b) in [(&call.args[0], &call.args[1]), (&call.args[1], &call.args[0])] {
-                if let (Expr::Ident(name), Expr::Literal(LiteralValue::String(lit))) = (&a.expr, &b.expr) {
+            for (a, b) in [
+                (&call.args[0], &call.args[1]),
+                (&call.args[1], &call.args[0]),
+            ] {
+                if let (Expr::Ident(name), Expr::Literal(LiteralValue::String(lit))) =
+                    (&a.expr, &b.expr)
+                {
                     if let Some(field) = scope.fields.get(name) {
                         let lit: &str = lit.as_ref();
                         if !field.choices.is_empty() && !field.choices.iter().any(|c| c == lit) {
-                            let best = super::diagnostic::did_you_mean(lit, field.choices.iter().map(String::as_str));
+                            let best = super::diagnostic::did_you_mean(
+                                lit,
+                                field.choices.iter().map(String::as_str),
+                            );
                             out.push(ExprProblem {
                                 code: "not-a-choice",
                                 message: format!(
                                     "`{name}` can never be '{lit}': its choices are {}",
-                                    field.choices.iter().map(|c| format!("'{c}'")).collect::<Vec<_>>().join(", ")
+                                    field
+                                        .choices
+                                        .iter()
+                                        .map(|c| format!("'{c}'"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                                 at: literal_range(src, program, b.id, lit),
                                 help: best.map(|b| format!("did you mean '{b}'?")),
@@ -200,7 +224,10 @@ fn dry_run(src: &str, program: &Program, scope: &Scope) -> Vec<ExprProblem> {
         let actor: HashMap<Key, Value> = [
             ("id", Value::String(Arc::new("someone".into()))),
             ("department", Value::String(Arc::new("office".into()))),
-            ("roles", Value::List(Arc::new(vec![Value::String(Arc::new("role".into()))]))),
+            (
+                "roles",
+                Value::List(Arc::new(vec![Value::String(Arc::new("role".into()))])),
+            ),
             ("level", Value::Int(1)),
         ]
         .into_iter()
@@ -214,9 +241,15 @@ fn dry_run(src: &str, program: &Program, scope: &Scope) -> Vec<ExprProblem> {
                 if scope.boolean && !matches!(v, Value::Bool(_)) {
                     out.push(ExprProblem {
                         code: "cel-not-boolean",
-                        message: format!("this condition gives {} instead of true or false", type_name(&v)),
+                        message: format!(
+                            "this condition gives {} instead of true or false",
+                            type_name(&v)
+                        ),
                         at: None,
-                        help: Some("compare it with something, e.g. `severity == 'major'` or `count > 0`".into()),
+                        help: Some(
+                            "compare it with something, e.g. `severity == 'major'` or `count > 0`"
+                                .into(),
+                        ),
                         unknown_name: None,
                     });
                     return out;
@@ -248,21 +281,36 @@ fn type_error(e: &ExecutionError) -> Option<String> {
         ExecutionError::NoSuchOverload(o) => Some(format!(
             "`{}` cannot be applied to {}",
             operator_words(o.function()),
-            o.argument_types().iter().map(|t| cel_type_words(t)).collect::<Vec<_>>().join(" and ")
+            o.argument_types()
+                .iter()
+                .map(|t| cel_type_words(t))
+                .collect::<Vec<_>>()
+                .join(" and ")
         )),
-        ExecutionError::ValuesNotComparable(a, b) => {
-            Some(format!("{} cannot be compared with {}", type_name(a), type_name(b)))
+        ExecutionError::ValuesNotComparable(a, b) => Some(format!(
+            "{} cannot be compared with {}",
+            type_name(a),
+            type_name(b)
+        )),
+        ExecutionError::UnsupportedBinaryOperator(op, a, b) => Some(format!(
+            "`{op}` cannot be applied to {} and {}",
+            type_name(a),
+            type_name(b)
+        )),
+        ExecutionError::UnexpectedType { got, want } => {
+            Some(format!("expected {want} but got {got}"))
         }
-        ExecutionError::UnsupportedBinaryOperator(op, a, b) => {
-            Some(format!("`{op}` cannot be applied to {} and {}", type_name(a), type_name(b)))
-        }
-        ExecutionError::UnexpectedType { got, want } => Some(format!("expected {want} but got {got}")),
         ExecutionError::NoSuchKey(k) => Some(format!("there is no field `{k}` here")),
-        ExecutionError::UndeclaredReference(name) => Some(format!("`{name}` is not a known function or field")),
-        ExecutionError::NotSupportedAsMethod { method, target } => {
-            Some(format!("`{method}` cannot be used on {}", type_name(target)))
+        ExecutionError::UndeclaredReference(name) => {
+            Some(format!("`{name}` is not a known function or field"))
         }
-        ExecutionError::UnsupportedTargetType { target } => Some(format!("this cannot be applied to {}", type_name(target))),
+        ExecutionError::NotSupportedAsMethod { method, target } => Some(format!(
+            "`{method}` cannot be used on {}",
+            type_name(target)
+        )),
+        ExecutionError::UnsupportedTargetType { target } => {
+            Some(format!("this cannot be applied to {}", type_name(target)))
+        }
         _ => None,
     }
 }
@@ -322,7 +370,13 @@ fn sample_time() -> DateTime<FixedOffset> {
 /// A value of the field's declared type, as the engine will bind it at run time.
 pub fn sample(field: &Field, flag: bool) -> Value {
     match field.ty {
-        FieldType::String => Value::String(Arc::new(field.choices.first().cloned().unwrap_or_else(|| "text".into()))),
+        FieldType::String => Value::String(Arc::new(
+            field
+                .choices
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "text".into()),
+        )),
         FieldType::Text => Value::String(Arc::new("text".into())),
         FieldType::User => Value::String(Arc::new("user".into())),
         FieldType::Department => Value::String(Arc::new("department".into())),
@@ -330,7 +384,14 @@ pub fn sample(field: &Field, flag: bool) -> Value {
         FieldType::Number => Value::Float(1.0),
         FieldType::Boolean => Value::Bool(flag),
         FieldType::Date | FieldType::Datetime => Value::Timestamp(sample_time()),
-        FieldType::List => Value::List(Arc::new(field.items.as_deref().map(|i| sample(i, flag)).into_iter().collect())),
+        FieldType::List => Value::List(Arc::new(
+            field
+                .items
+                .as_deref()
+                .map(|i| sample(i, flag))
+                .into_iter()
+                .collect(),
+        )),
         FieldType::Object => Value::Map(object_sample(&field.fields, flag).into()),
     }
 }
@@ -351,17 +412,27 @@ fn line_col_to_range(src: &str, (line, col): (isize, isize)) -> Option<std::ops:
     let line_start = if line == 1 {
         0
     } else {
-        src.match_indices('\n').nth((line - 2) as usize).map(|(i, _)| i + 1)?
+        src.match_indices('\n')
+            .nth((line - 2) as usize)
+            .map(|(i, _)| i + 1)?
     };
     let rest = &src[line_start..];
-    let (off, ch) = rest.char_indices().nth((col - 1) as usize).unwrap_or((rest.len(), ' '));
+    let (off, ch) = rest
+        .char_indices()
+        .nth((col - 1) as usize)
+        .unwrap_or((rest.len(), ' '));
     let start = line_start + off;
     Some(start..(start + ch.len_utf8()).min(src.len()).max(start))
 }
 
 /// Byte range of the identifier node `id`, checked against the text so a wrong offset
 /// never points at something else.
-fn ident_range(src: &str, program: &Program, id: u64, name: &str) -> Option<std::ops::Range<usize>> {
+fn ident_range(
+    src: &str,
+    program: &Program,
+    id: u64,
+    name: &str,
+) -> Option<std::ops::Range<usize>> {
     let (start, _) = program.source_info().offset_for(id)?;
     let start = char_to_byte(src, start as usize)?;
     if src[start..].starts_with(name) {
@@ -371,7 +442,12 @@ fn ident_range(src: &str, program: &Program, id: u64, name: &str) -> Option<std:
     }
 }
 
-fn literal_range(src: &str, program: &Program, id: u64, lit: &str) -> Option<std::ops::Range<usize>> {
+fn literal_range(
+    src: &str,
+    program: &Program,
+    id: u64,
+    lit: &str,
+) -> Option<std::ops::Range<usize>> {
     let (start, _) = program.source_info().offset_for(id)?;
     let start = char_to_byte(src, start as usize)?;
     let len = lit.len() + 2;
@@ -416,7 +492,8 @@ mod tests {
         fields.insert("score".into(), field(FieldType::Number));
         fields.insert("count".into(), field(FieldType::Integer));
         let mut item = field(FieldType::Object);
-        item.fields.insert("points".into(), field(FieldType::Number));
+        item.fields
+            .insert("points".into(), field(FieldType::Number));
         let mut items = field(FieldType::List);
         items.items = Some(Box::new(item));
         fields.insert("items".into(), items);

@@ -25,6 +25,8 @@ pub struct ValidProcedure {
     /// SHA-256 of the file's bytes, hex: two files with the same id and version but different
     /// hashes are different procedures, which the registry refuses.
     pub hash: String,
+    /// The text that was validated and hashed (not re-read from disk, which may have changed).
+    pub source: Arc<str>,
 }
 
 /// The outcome of validating a set of files.
@@ -79,7 +81,10 @@ pub fn validate_paths(paths: &[PathBuf], opts: &Options) -> Validation {
             missing.push(FileReport {
                 path: p.display().to_string(),
                 source: Arc::from(""),
-                diagnostics: vec![Diagnostic::error("no-such-file", "there is no file or directory here")],
+                diagnostics: vec![Diagnostic::error(
+                    "no-such-file",
+                    "there is no file or directory here",
+                )],
             });
         }
     }
@@ -92,7 +97,10 @@ pub fn validate_paths(paths: &[PathBuf], opts: &Options) -> Validation {
     context.dedup();
     context.retain(|c| !requested.contains(c));
 
-    let cal_dir = opts.calendars_dir.clone().or_else(|| default_calendars_dir(&dirs));
+    let cal_dir = opts
+        .calendars_dir
+        .clone()
+        .or_else(|| default_calendars_dir(&dirs));
     let mut validation = Validation::default();
     let calendars = match &cal_dir {
         Some(d) => load_calendars(d, &mut validation.reports),
@@ -145,7 +153,11 @@ fn toml_files(dir: &Path) -> Vec<PathBuf> {
 
 fn default_calendars_dir(dirs: &BTreeSet<PathBuf>) -> Option<PathBuf> {
     for d in dirs {
-        let base = if d.as_os_str().is_empty() { Path::new(".") } else { d.as_path() };
+        let base = if d.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            d.as_path()
+        };
         for candidate in [base.join("..").join("calendars"), base.join("calendars")] {
             if candidate.is_dir() {
                 return Some(candidate);
@@ -160,7 +172,11 @@ fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> 
     let mut ids = HashSet::new();
     for path in toml_files(dir) {
         let display = path.display().to_string();
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         let (source, mut diagnostics) = match read(&path) {
             Ok(s) => (s, vec![]),
             Err(d) => (Arc::from(""), vec![d]),
@@ -169,7 +185,11 @@ fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> 
             match SpannedDoc::parse(&source) {
                 Err(errs) => diagnostics = errs,
                 Ok(doc) => {
-                    diagnostics = schema::check(&doc, schema::calendar_schema(), schema::calendar_validator());
+                    diagnostics = schema::check(
+                        &doc,
+                        schema::calendar_schema(),
+                        schema::calendar_validator(),
+                    );
                     if diagnostics.is_empty() {
                         match serde_json::from_value::<CalendarFile>(doc.value.clone()) {
                             Ok(cal) => {
@@ -178,7 +198,10 @@ fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> 
                                     ids.insert(cal.id.clone());
                                 }
                             }
-                            Err(e) => diagnostics.push(Diagnostic::error("schema", format!("the calendar could not be read: {e}"))),
+                            Err(e) => diagnostics.push(Diagnostic::error(
+                                "schema",
+                                format!("the calendar could not be read: {e}"),
+                            )),
                         }
                     }
                 }
@@ -196,19 +219,24 @@ fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> 
 }
 
 fn read(path: &Path) -> Result<Arc<str>, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}")))?;
-    String::from_utf8(bytes)
-        .map(Arc::from)
-        .map_err(|e| {
-            Diagnostic::error("not-utf8", "the file is not UTF-8 text")
-                .at(Some(e.utf8_error().valid_up_to()..e.utf8_error().valid_up_to() + 1))
-                .help("save the file as UTF-8")
-        })
+    let bytes = std::fs::read(path).map_err(|e| {
+        Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}"))
+    })?;
+    String::from_utf8(bytes).map(Arc::from).map_err(|e| {
+        Diagnostic::error("not-utf8", "the file is not UTF-8 text")
+            .at(Some(
+                e.utf8_error().valid_up_to()..e.utf8_error().valid_up_to() + 1,
+            ))
+            .help("save the file as UTF-8")
+    })
 }
 
 fn parse_file(path: &Path) -> Parsed {
     let display = path.display().to_string();
-    let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_string);
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_string);
     match read(path) {
         Ok(source) => parse_text(display, source, stem),
         Err(d) => Parsed {
@@ -237,15 +265,20 @@ fn parse_text(path: String, source: Arc<str>, stem: Option<String>) -> Parsed {
             return parsed;
         }
     };
-    parsed.diagnostics = schema::check(&doc, schema::procedure_schema(), schema::procedure_validator());
+    parsed.diagnostics = schema::check(
+        &doc,
+        schema::procedure_schema(),
+        schema::procedure_validator(),
+    );
     if parsed.diagnostics.is_empty() {
         match serde_json::from_value::<Procedure>(doc.value.clone()) {
             Ok(p) => parsed.procedure = Some(p),
             // The schema is generated from the same types, so this means the two disagree:
             // still say so in the file's terms rather than fail.
-            Err(e) => parsed
-                .diagnostics
-                .push(Diagnostic::error("schema", format!("the procedure could not be read: {e}"))),
+            Err(e) => parsed.diagnostics.push(Diagnostic::error(
+                "schema",
+                format!("the procedure could not be read: {e}"),
+            )),
         }
     }
     let _ = stem;
@@ -255,7 +288,11 @@ fn parse_text(path: String, source: Arc<str>, stem: Option<String>) -> Parsed {
 
 /// Layer (c) over a set: meaning, graph and soundness of every requested file, with the
 /// context files available for references.
-fn check_set(requested: Vec<Parsed>, context: &[Parsed], calendars: &HashSet<String>) -> Validation {
+fn check_set(
+    requested: Vec<Parsed>,
+    context: &[Parsed],
+    calendars: &HashSet<String>,
+) -> Validation {
     let mut validation = Validation::default();
     let mut by_id: HashMap<&str, &Procedure> = HashMap::new();
     let mut first_path: HashMap<&str, &str> = HashMap::new();
@@ -282,13 +319,21 @@ fn check_set(requested: Vec<Parsed>, context: &[Parsed], calendars: &HashSet<Str
                 diagnostics.push(
                     Diagnostic::error(
                         "duplicate-procedure",
-                        format!("another file, {prev}, already defines the procedure `{}`", proc.id),
+                        format!(
+                            "another file, {prev}, already defines the procedure `{}`",
+                            proc.id
+                        ),
                     )
                     .at(doc.value_span(&ptr(&["id"])))
-                    .help("each procedure id belongs to exactly one file; give this one its own id"),
+                    .help(
+                        "each procedure id belongs to exactly one file; give this one its own id",
+                    ),
                 );
             }
-            let stem = Path::new(&p.path).file_stem().and_then(|s| s.to_str()).map(str::to_string);
+            let stem = Path::new(&p.path)
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string);
             let ctx = semantic::Context {
                 procedures: by_id.clone(),
                 calendars: calendars.clone(),
@@ -306,6 +351,7 @@ fn check_set(requested: Vec<Parsed>, context: &[Parsed], calendars: &HashSet<Str
                     path: p.path.clone(),
                     procedure: proc.clone(),
                     hash: hash_hex(p.source.as_bytes()),
+                    source: p.source.clone(),
                 });
             }
         }
@@ -318,6 +364,13 @@ fn check_set(requested: Vec<Parsed>, context: &[Parsed], calendars: &HashSet<Str
         validation.reports.push(report);
     }
     validation
+}
+
+/// Parses procedure text into the model without the meaning checks, for text that was
+/// validated when it was registered (the registry's stored sources).
+pub fn parse_procedure(text: &str) -> Option<Procedure> {
+    let doc = SpannedDoc::parse(text).ok()?;
+    serde_json::from_value(doc.value).ok()
 }
 
 /// SHA-256 of `bytes` as lower-case hex.

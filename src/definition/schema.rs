@@ -32,7 +32,6 @@ pub fn procedure_schema() -> &'static Value {
     SCHEMA.get_or_init(schema_for::<super::model::Procedure>)
 }
 
-
 /// The calendar schema, as checked in at `schemas/calendar.schema.json`.
 pub fn calendar_schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
@@ -85,7 +84,10 @@ fn tidy(v: &mut Value) {
                     .iter()
                     .map(|a| {
                         a.get("const").map(|c| {
-                            (c.clone(), a.get("description").cloned().unwrap_or(Value::Null))
+                            (
+                                c.clone(),
+                                a.get("description").cloned().unwrap_or(Value::Null),
+                            )
                         })
                     })
                     .collect();
@@ -115,12 +117,23 @@ fn tidy(v: &mut Value) {
 
 /// Validates `doc` against `schema` and reports every violation, located and worded for a
 /// process owner.
-pub fn check(doc: &SpannedDoc, schema: &'static Value, validator: &jsonschema::Validator) -> Vec<Diagnostic> {
+pub fn check(
+    doc: &SpannedDoc,
+    schema: &'static Value,
+    validator: &jsonschema::Validator,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for err in validator.iter_errors(&doc.value) {
         let pointer = pointer_of(err.instance_path().segments());
         let schema_node = schema_at(schema, err.schema_path().segments());
-        out.extend(explain(doc, schema, &pointer, schema_node, err.kind(), err.instance()));
+        out.extend(explain(
+            doc,
+            schema,
+            &pointer,
+            schema_node,
+            err.kind(),
+            err.instance(),
+        ));
     }
     out
 }
@@ -139,7 +152,6 @@ pub fn procedure_validator() -> &'static jsonschema::Validator {
     // crate, caught by the schema tests, not something input can cause.
     V.get_or_init(|| validator(procedure_schema()).expect("procedure schema compiles"))
 }
-
 
 pub fn calendar_validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
@@ -160,7 +172,10 @@ fn pointer_of<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String
 
 /// The schema object whose keyword failed (the parent of the keyword in the schema path),
 /// following `$ref`s so we can list the keys it allows.
-fn schema_at<'a>(root: &'a Value, segments: impl Iterator<Item = LocationSegment<'a>>) -> Option<&'a Value> {
+fn schema_at<'a>(
+    root: &'a Value,
+    segments: impl Iterator<Item = LocationSegment<'a>>,
+) -> Option<&'a Value> {
     let segs: Vec<LocationSegment<'a>> = segments.collect();
     let mut node = root;
     // Drop the failing keyword itself: we want the object that holds it.
@@ -200,7 +215,10 @@ pub fn describe(pointer: &str) -> String {
         [] => "the procedure".into(),
         ["steps", step] => format!("step `{step}`"),
         ["steps", step, "next", i, ..] => {
-            format!("transition {} of step `{step}`", i.parse::<usize>().map_or(0, |n| n + 1))
+            format!(
+                "transition {} of step `{step}`",
+                i.parse::<usize>().map_or(0, |n| n + 1)
+            )
         }
         ["steps", step, "form", field, ..] => format!("form field `{field}` of step `{step}`"),
         ["steps", step, "deadline", "on_breach", i, ..] => format!(
@@ -423,10 +441,14 @@ fn first_sentence(s: &str) -> String {
 fn plain_kind(kind: &ValidationErrorKind) -> String {
     match kind {
         ValidationErrorKind::Maximum { limit } => format!("must be at most {limit}"),
-        ValidationErrorKind::MaxLength { limit } => format!("must be at most {limit} characters long"),
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("must be at most {limit} characters long")
+        }
         ValidationErrorKind::MinItems { limit } => format!("needs at least {limit} entries"),
         ValidationErrorKind::MaxItems { limit } => format!("may have at most {limit} entries"),
-        ValidationErrorKind::Pattern { pattern } => format!("does not have the expected form ({pattern})"),
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("does not have the expected form ({pattern})")
+        }
         ValidationErrorKind::Format { format } => format!("must be a valid {format}"),
         ValidationErrorKind::UniqueItems => "lists the same entry twice".into(),
         _ => "is not valid here".into(),

@@ -36,7 +36,10 @@ pub fn declared_fields(proc: &Procedure, ctx: &Context<'_>) -> BTreeMap<String, 
             fields.entry(name.clone()).or_insert_with(|| f.clone());
         }
         if let Some(collect) = &step.collect {
-            let child = step.procedure.as_deref().and_then(|p| ctx.procedures.get(p));
+            let child = step
+                .procedure
+                .as_deref()
+                .and_then(|p| ctx.procedures.get(p));
             fields
                 .entry(collect.clone())
                 .or_insert_with(|| collected_field(child.copied(), ctx));
@@ -76,7 +79,8 @@ fn collected_field(child: Option<&Procedure>, ctx: &Context<'_>) -> Field {
             item.fields.insert(k, f);
         }
     }
-    item.fields.insert("outcome".into(), plain(FieldType::String));
+    item.fields
+        .insert("outcome".into(), plain(FieldType::String));
     let mut list = plain(FieldType::List);
     list.items = Some(Box::new(item));
     list
@@ -172,7 +176,10 @@ impl Checker<'_> {
             Some(b) => d.help(format!("did you mean `{b}`?")),
             None => d.help(format!(
                 "the steps are: {}",
-                self.step_ids().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                self.step_ids()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         };
         self.out.push(d);
@@ -195,7 +202,9 @@ impl Checker<'_> {
         .at(self.span(segs))
         .label("not declared");
         let d = match did_you_mean(role, self.role_ids()) {
-            Some(b) => d.help(format!("did you mean `{b}`? Otherwise add `{role} = \"…description…\"` under `[roles]`")),
+            Some(b) => d.help(format!(
+                "did you mean `{b}`? Otherwise add `{role} = \"…description…\"` under `[roles]`"
+            )),
             None => d.help(format!("add `{role} = \"…description…\"` under `[roles]`")),
         };
         self.out.push(d);
@@ -218,11 +227,18 @@ impl Checker<'_> {
                 self.out.push(d);
             }
             Some(f) if !types.is_empty() && !types.contains(&f.ty) => {
-                let want = types.iter().map(|t| format!("`{}`", type_name(*t))).collect::<Vec<_>>().join(" or ");
+                let want = types
+                    .iter()
+                    .map(|t| format!("`{}`", type_name(*t)))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 self.out.push(
                     Diagnostic::error(
                         "wrong-field-type",
-                        format!("{what} needs a field of type {want}, but `{name}` is of type `{}`", type_name(f.ty)),
+                        format!(
+                            "{what} needs a field of type {want}, but `{name}` is of type `{}`",
+                            type_name(f.ty)
+                        ),
                     )
                     .at(self.span(segs)),
                 );
@@ -255,7 +271,11 @@ impl Checker<'_> {
                 self.out.push(
                     Diagnostic::error(
                         "bad-start",
-                        format!("the procedure starts at `{}`, which is a {} step", p.start, kind_name(s.kind)),
+                        format!(
+                            "the procedure starts at `{}`, which is a {} step",
+                            p.start,
+                            kind_name(s.kind)
+                        ),
                     )
                     .at(self.span(&["start"]))
                     .help("start at the first step where work is done"),
@@ -290,7 +310,8 @@ impl Checker<'_> {
             }
         }
         if let Some(s) = &p.schedule {
-            self.out.extend(super::duration::check_schedule(s, "/schedule", self.doc));
+            self.out
+                .extend(super::duration::check_schedule(s, "/schedule", self.doc));
             let data_fields: Vec<String> = s.data.keys().cloned().collect();
             for k in data_fields {
                 if !p.data.contains_key(&k) {
@@ -314,10 +335,14 @@ impl Checker<'_> {
                 self.out.push(
                     Diagnostic::error(
                         "missing-input",
-                        format!("scheduled instances would start without the required data field `{k}`"),
+                        format!(
+                            "scheduled instances would start without the required data field `{k}`"
+                        ),
                     )
                     .at(self.key_span(&["schedule"]))
-                    .help(format!("set `{k}` in `schedule.data`, or make it optional in `[data]`")),
+                    .help(format!(
+                        "set `{k}` in `schedule.data`, or make it optional in `[data]`"
+                    )),
                 );
             }
         }
@@ -333,7 +358,9 @@ impl Checker<'_> {
             .at(self.span(segs));
             let d = match did_you_mean(cal, known.iter().copied()) {
                 Some(b) => d.help(format!("did you mean `{b}`?")),
-                None if known.is_empty() => d.help("no calendars were found; pass `--calendars DIR`"),
+                None if known.is_empty() => {
+                    d.help("no calendars were found; pass `--calendars DIR`")
+                }
                 None => d.help(format!("the calendars are: {}", known.join(", "))),
             };
             self.out.push(d);
@@ -361,7 +388,11 @@ impl Checker<'_> {
         let mut first: HashMap<String, (FieldType, String)> = HashMap::new();
         let mut all: Vec<(Vec<String>, String, Field)> = Vec::new();
         for (name, f) in &self.proc.data {
-            all.push((vec!["data".into(), name.clone()], "`[data]`".into(), f.clone()));
+            all.push((
+                vec!["data".into(), name.clone()],
+                "`[data]`".into(),
+                f.clone(),
+            ));
         }
         for (sid, step) in &self.proc.steps {
             for (name, f) in &step.form {
@@ -377,9 +408,14 @@ impl Checker<'_> {
             let segs: Vec<&str> = path.iter().map(String::as_str).collect();
             if RESERVED_NAMES.contains(&name.as_str()) {
                 self.out.push(
-                    Diagnostic::error("reserved-name", format!("a field may not be called `{name}`: sopflow uses that name itself"))
-                        .at(self.doc.key_span(&ptr(&segs)))
-                        .help(format!("reserved names: {}", RESERVED_NAMES.join(", "))),
+                    Diagnostic::error(
+                        "reserved-name",
+                        format!(
+                            "a field may not be called `{name}`: sopflow uses that name itself"
+                        ),
+                    )
+                    .at(self.doc.key_span(&ptr(&segs)))
+                    .help(format!("reserved names: {}", RESERVED_NAMES.join(", "))),
                 );
             } else if !is_step_id(&name) {
                 self.out.push(
@@ -416,57 +452,124 @@ impl Checker<'_> {
         let misplaced = |key: &str, present: bool, fits: &str, this: &mut Self| {
             if present {
                 this.out.push(
-                    Diagnostic::error("misplaced-key", format!("`{key}` does not apply to a field of type `{t}`"))
-                        .at(this.doc.key_span(&at(key)))
-                        .help(format!("`{key}` is for {fits} fields; remove it or change the type")),
+                    Diagnostic::error(
+                        "misplaced-key",
+                        format!("`{key}` does not apply to a field of type `{t}`"),
+                    )
+                    .at(this.doc.key_span(&at(key)))
+                    .help(format!(
+                        "`{key}` is for {fits} fields; remove it or change the type"
+                    )),
                 );
             }
         };
         let is_num = matches!(f.ty, FieldType::Integer | FieldType::Number);
         let is_text = matches!(f.ty, FieldType::String | FieldType::Text);
-        misplaced("enum", !f.choices.is_empty() && f.ty != FieldType::String, "`string`", self);
-        misplaced("min", f.min.is_some() && !is_num, "`integer` and `number`", self);
-        misplaced("max", f.max.is_some() && !is_num, "`integer` and `number`", self);
-        misplaced("min_length", f.min_length.is_some() && !is_text, "`string` and `text`", self);
-        misplaced("max_length", f.max_length.is_some() && !is_text, "`string` and `text`", self);
-        misplaced("min_items", f.min_items.is_some() && f.ty != FieldType::List, "`list`", self);
-        misplaced("max_items", f.max_items.is_some() && f.ty != FieldType::List, "`list`", self);
-        misplaced("items", f.items.is_some() && f.ty != FieldType::List, "`list`", self);
-        misplaced("fields", !f.fields.is_empty() && f.ty != FieldType::Object, "`object`", self);
+        misplaced(
+            "enum",
+            !f.choices.is_empty() && f.ty != FieldType::String,
+            "`string`",
+            self,
+        );
+        misplaced(
+            "min",
+            f.min.is_some() && !is_num,
+            "`integer` and `number`",
+            self,
+        );
+        misplaced(
+            "max",
+            f.max.is_some() && !is_num,
+            "`integer` and `number`",
+            self,
+        );
+        misplaced(
+            "min_length",
+            f.min_length.is_some() && !is_text,
+            "`string` and `text`",
+            self,
+        );
+        misplaced(
+            "max_length",
+            f.max_length.is_some() && !is_text,
+            "`string` and `text`",
+            self,
+        );
+        misplaced(
+            "min_items",
+            f.min_items.is_some() && f.ty != FieldType::List,
+            "`list`",
+            self,
+        );
+        misplaced(
+            "max_items",
+            f.max_items.is_some() && f.ty != FieldType::List,
+            "`list`",
+            self,
+        );
+        misplaced(
+            "items",
+            f.items.is_some() && f.ty != FieldType::List,
+            "`list`",
+            self,
+        );
+        misplaced(
+            "fields",
+            !f.fields.is_empty() && f.ty != FieldType::Object,
+            "`object`",
+            self,
+        );
         if f.ty == FieldType::List && f.items.is_none() {
             self.out.push(
-                Diagnostic::error("missing-key", "a `list` field must say what one item is, under `items`")
-                    .at(self.doc.key_span(&ptr(segs)))
-                    .help("for example `items = { type = \"string\" }`"),
+                Diagnostic::error(
+                    "missing-key",
+                    "a `list` field must say what one item is, under `items`",
+                )
+                .at(self.doc.key_span(&ptr(segs)))
+                .help("for example `items = { type = \"string\" }`"),
             );
         }
         if f.ty == FieldType::Object && f.fields.is_empty() {
             self.out.push(
-                Diagnostic::error("missing-key", "an `object` field must list its fields under `fields`")
-                    .at(self.doc.key_span(&ptr(segs))),
+                Diagnostic::error(
+                    "missing-key",
+                    "an `object` field must list its fields under `fields`",
+                )
+                .at(self.doc.key_span(&ptr(segs))),
             );
         }
         if let (Some(lo), Some(hi)) = (f.min, f.max) {
             if lo > hi {
                 self.out.push(
-                    Diagnostic::error("bad-range", format!("`min` ({lo}) is larger than `max` ({hi}): no value could be entered"))
-                        .at(self.doc.value_span(&at("min"))),
+                    Diagnostic::error(
+                        "bad-range",
+                        format!(
+                            "`min` ({lo}) is larger than `max` ({hi}): no value could be entered"
+                        ),
+                    )
+                    .at(self.doc.value_span(&at("min"))),
                 );
             }
         }
         if let (Some(lo), Some(hi)) = (f.min_length, f.max_length) {
             if lo > hi {
                 self.out.push(
-                    Diagnostic::error("bad-range", format!("`min_length` ({lo}) is larger than `max_length` ({hi})"))
-                        .at(self.doc.value_span(&at("min_length"))),
+                    Diagnostic::error(
+                        "bad-range",
+                        format!("`min_length` ({lo}) is larger than `max_length` ({hi})"),
+                    )
+                    .at(self.doc.value_span(&at("min_length"))),
                 );
             }
         }
         if let (Some(lo), Some(hi)) = (f.min_items, f.max_items) {
             if lo > hi {
                 self.out.push(
-                    Diagnostic::error("bad-range", format!("`min_items` ({lo}) is larger than `max_items` ({hi})"))
-                        .at(self.doc.value_span(&at("min_items"))),
+                    Diagnostic::error(
+                        "bad-range",
+                        format!("`min_items` ({lo}) is larger than `max_items` ({hi})"),
+                    )
+                    .at(self.doc.value_span(&at("min_items"))),
                 );
             }
         }
@@ -475,7 +578,9 @@ impl Checker<'_> {
             if !seen.insert(c) {
                 self.out.push(
                     Diagnostic::error("duplicate-id", format!("the choice `{c}` is listed twice"))
-                        .at(self.doc.value_span(&ptr(&[segs, &["enum", &i.to_string()]].concat()))),
+                        .at(self
+                            .doc
+                            .value_span(&ptr(&[segs, &["enum", &i.to_string()]].concat()))),
                 );
             }
         }
@@ -492,13 +597,22 @@ impl Checker<'_> {
     fn step(&mut self, id: &str, step: &Step) {
         self.kind_fit(id, step);
         let outcomes: Vec<&str> = Procedure::outcomes_of(step);
-        self.duplicates(&step.outcomes, &["steps", id, "outcomes"], &format!("step `{id}`'s `outcomes`"));
+        self.duplicates(
+            &step.outcomes,
+            &["steps", id, "outcomes"],
+            &format!("step `{id}`'s `outcomes`"),
+        );
 
         if let Some(role) = &step.role {
             self.check_role_ref(role, &["steps", id, "role"], &format!("step `{id}`"));
         }
         if let Some(a) = &step.assignee {
-            self.check_field_ref(a, &["steps", id, "assignee"], &format!("`assignee` of step `{id}`"), &[FieldType::User]);
+            self.check_field_ref(
+                a,
+                &["steps", id, "assignee"],
+                &format!("`assignee` of step `{id}`"),
+                &[FieldType::User],
+            );
         }
 
         // Transitions.
@@ -506,7 +620,11 @@ impl Checker<'_> {
         for (i, t) in step.next.iter().enumerate() {
             let idx = i.to_string();
             let base = ["steps", id, "next", idx.as_str()];
-            self.check_step_ref(&t.to, &[&base[..], &["to"]].concat(), &format!("transition {} of step `{id}`", i + 1));
+            self.check_step_ref(
+                &t.to,
+                &[&base[..], &["to"]].concat(),
+                &format!("transition {} of step `{id}`", i + 1),
+            );
             if let Some(on) = &t.on {
                 if !outcomes.contains(&on.as_str()) {
                     let d = Diagnostic::error(
@@ -520,7 +638,9 @@ impl Checker<'_> {
                     .at(self.span(&[&base[..], &["on"]].concat()));
                     let d = match did_you_mean(on, outcomes.iter().copied()) {
                         Some(b) => d.help(format!("did you mean `{b}`?")),
-                        None => d.help(format!("add `{on}` to the step's `outcomes`, or correct the name")),
+                        None => d.help(format!(
+                            "add `{on}` to the step's `outcomes`, or correct the name"
+                        )),
                     };
                     self.out.push(d);
                 }
@@ -540,12 +660,20 @@ impl Checker<'_> {
                 );
             }
             if let Some(when) = &t.when {
-                self.cel(when, &[&base[..], &["when"]].concat(), true, &BTreeMap::new());
+                self.cel(
+                    when,
+                    &[&base[..], &["when"]].concat(),
+                    true,
+                    &BTreeMap::new(),
+                );
             } else {
                 unguarded_for.extend(applies.iter().copied());
             }
         }
-        if matches!(step.kind, StepKind::Task | StepKind::Auto | StepKind::Subprocess | StepKind::Join) {
+        if matches!(
+            step.kind,
+            StepKind::Task | StepKind::Auto | StepKind::Subprocess | StepKind::Join
+        ) {
             if step.next.is_empty() {
                 self.out.push(
                     Diagnostic::error("no-transitions", format!("step `{id}` has no `next`: where does the procedure go after it?"))
@@ -554,7 +682,10 @@ impl Checker<'_> {
                 );
             } else {
                 for o in &outcomes {
-                    let handled = step.next.iter().any(|t| t.on.as_deref().is_none_or(|on| on == *o));
+                    let handled = step
+                        .next
+                        .iter()
+                        .any(|t| t.on.as_deref().is_none_or(|on| on == *o));
                     if !handled {
                         self.out.push(
                             Diagnostic::error(
@@ -584,9 +715,17 @@ impl Checker<'_> {
 
         // Parallel.
         for (i, b) in step.branches.iter().enumerate() {
-            self.check_step_ref(b, &["steps", id, "branches", &i.to_string()], &format!("parallel step `{id}`"));
+            self.check_step_ref(
+                b,
+                &["steps", id, "branches", &i.to_string()],
+                &format!("parallel step `{id}`"),
+            );
         }
-        self.duplicates(&step.branches, &["steps", id, "branches"], &format!("step `{id}`'s `branches`"));
+        self.duplicates(
+            &step.branches,
+            &["steps", id, "branches"],
+            &format!("step `{id}`'s `branches`"),
+        );
         if let Some(j) = &step.join {
             self.check_step_ref(j, &["steps", id, "join"], &format!("`join` of step `{id}`"));
         }
@@ -596,7 +735,12 @@ impl Checker<'_> {
             self.subprocess(id, step, child);
         }
         if let Some(list) = &step.for_each {
-            self.check_field_ref(list, &["steps", id, "for_each"], &format!("`for_each` of step `{id}`"), &[FieldType::List]);
+            self.check_field_ref(
+                list,
+                &["steps", id, "for_each"],
+                &format!("`for_each` of step `{id}`"),
+                &[FieldType::List],
+            );
         }
         if step.kind != StepKind::Subprocess {
             for (k, src) in &step.input {
@@ -607,9 +751,17 @@ impl Checker<'_> {
         // Signatures.
         if let Some(sig) = &step.signatures {
             for (i, r) in sig.roles.iter().enumerate() {
-                self.check_role_ref(r, &["steps", id, "signatures", "roles", &i.to_string()], &format!("`signatures` of step `{id}`"));
+                self.check_role_ref(
+                    r,
+                    &["steps", id, "signatures", "roles", &i.to_string()],
+                    &format!("`signatures` of step `{id}`"),
+                );
             }
-            self.duplicates(&sig.roles, &["steps", id, "signatures", "roles"], "`signatures.roles`");
+            self.duplicates(
+                &sig.roles,
+                &["steps", id, "signatures", "roles"],
+                "`signatures.roles`",
+            );
             if sig.one_per_role && (sig.required as usize) < sig.roles.len() {
                 self.out.push(
                     Diagnostic::error(
@@ -626,15 +778,21 @@ impl Checker<'_> {
             }
             if sig.one_per_role && sig.roles.is_empty() {
                 self.out.push(
-                    Diagnostic::error("bad-signatures", "`one_per_role` needs the list of `roles` to sign")
-                        .at(self.key_span(&["steps", id, "signatures"])),
+                    Diagnostic::error(
+                        "bad-signatures",
+                        "`one_per_role` needs the list of `roles` to sign",
+                    )
+                    .at(self.key_span(&["steps", id, "signatures"])),
                 );
             }
             if sig.roles.is_empty() && step.role.is_none() {
                 self.out.push(
-                    Diagnostic::error("bad-signatures", format!("step `{id}` asks for signatures but names no role to sign"))
-                        .at(self.key_span(&["steps", id, "signatures"]))
-                        .help("give `signatures.roles` or the step's `role`"),
+                    Diagnostic::error(
+                        "bad-signatures",
+                        format!("step `{id}` asks for signatures but names no role to sign"),
+                    )
+                    .at(self.key_span(&["steps", id, "signatures"]))
+                    .help("give `signatures.roles` or the step's `role`"),
                 );
             }
         }
@@ -642,12 +800,21 @@ impl Checker<'_> {
         // Separation of duties.
         if let Some(sep) = &step.separation {
             for (i, other) in sep.not_same_person_as.iter().enumerate() {
-                let segs = ["steps", id, "separation", "not_same_person_as", &i.to_string()];
+                let segs = [
+                    "steps",
+                    id,
+                    "separation",
+                    "not_same_person_as",
+                    &i.to_string(),
+                ];
                 self.check_step_ref(other, &segs, &format!("the separation rule of step `{id}`"));
                 if other == id {
                     self.out.push(
-                        Diagnostic::error("bad-separation", format!("step `{id}` cannot be separated from itself"))
-                            .at(self.span(&segs)),
+                        Diagnostic::error(
+                            "bad-separation",
+                            format!("step `{id}` cannot be separated from itself"),
+                        )
+                        .at(self.span(&segs)),
                     );
                 }
             }
@@ -664,7 +831,11 @@ impl Checker<'_> {
         // Delegation.
         if let Some(del) = &step.delegation {
             for (i, r) in del.to_roles.iter().enumerate() {
-                self.check_role_ref(r, &["steps", id, "delegation", "to_roles", &i.to_string()], &format!("the delegation rule of step `{id}`"));
+                self.check_role_ref(
+                    r,
+                    &["steps", id, "delegation", "to_roles", &i.to_string()],
+                    &format!("the delegation rule of step `{id}`"),
+                );
             }
         }
 
@@ -672,11 +843,19 @@ impl Checker<'_> {
         for (name, src) in &step.compute {
             if RESERVED_NAMES.contains(&name.as_str()) {
                 self.out.push(
-                    Diagnostic::error("reserved-name", format!("a computed value may not be called `{name}`"))
-                        .at(self.doc.key_span(&ptr(&["steps", id, "compute", name]))),
+                    Diagnostic::error(
+                        "reserved-name",
+                        format!("a computed value may not be called `{name}`"),
+                    )
+                    .at(self.doc.key_span(&ptr(&["steps", id, "compute", name]))),
                 );
             }
-            self.cel(src, &["steps", id, "compute", name], false, &BTreeMap::new());
+            self.cel(
+                src,
+                &["steps", id, "compute", name],
+                false,
+                &BTreeMap::new(),
+            );
         }
 
         // Deadline.
@@ -716,13 +895,30 @@ impl Checker<'_> {
         ];
         let allowed: &[&str] = match k {
             StepKind::Task => &[
-                "role", "assignee", "outcomes", "form", "next", "deadline", "signatures", "separation", "delegation", "compute",
+                "role",
+                "assignee",
+                "outcomes",
+                "form",
+                "next",
+                "deadline",
+                "signatures",
+                "separation",
+                "delegation",
+                "compute",
             ],
             StepKind::Auto => &["next", "compute"],
             StepKind::Parallel => &["branches", "join"],
             // `next` on an end step is reported by the graph check, with its own sentence.
             StepKind::Join => &["next", "compute"],
-            StepKind::Subprocess => &["next", "procedure", "for_each", "input", "collect", "deadline", "compute"],
+            StepKind::Subprocess => &[
+                "next",
+                "procedure",
+                "for_each",
+                "input",
+                "collect",
+                "deadline",
+                "compute",
+            ],
             StepKind::End => &["next"],
         };
         for (key, here) in present {
@@ -730,7 +926,10 @@ impl Checker<'_> {
                 self.out.push(
                     Diagnostic::error(
                         "misplaced-key",
-                        format!("`{key}` does not belong on step `{id}`, which is a {} step", kind_name(k)),
+                        format!(
+                            "`{key}` does not belong on step `{id}`, which is a {} step",
+                            kind_name(k)
+                        ),
                     )
                     .at(self.key_span(&["steps", id, key]))
                     .help(kind_help(k, key)),
@@ -779,23 +978,35 @@ impl Checker<'_> {
             let known: Vec<&str> = self.ctx.procedures.keys().copied().collect();
             let d = Diagnostic::error(
                 "unknown-procedure",
-                format!("step `{id}` starts the procedure `{child_id}`, but there is no such procedure"),
+                format!(
+                    "step `{id}` starts the procedure `{child_id}`, but there is no such procedure"
+                ),
             )
             .at(self.span(&["steps", id, "procedure"]));
             let d = match did_you_mean(child_id, known.iter().copied()) {
                 Some(b) => d.help(format!("did you mean `{b}`?")),
-                None => d.help("child procedures are looked up among the files in the same directory"),
+                None => {
+                    d.help("child procedures are looked up among the files in the same directory")
+                }
             };
             self.out.push(d);
             for (k, src) in &step.input {
-                self.cel(src, &["steps", id, "input", k], false, &self.item_scope(step));
+                self.cel(
+                    src,
+                    &["steps", id, "input", k],
+                    false,
+                    &self.item_scope(step),
+                );
             }
             return;
         };
         if child.id == self.proc.id {
             self.out.push(
-                Diagnostic::error("recursive-procedure", format!("step `{id}` starts `{child_id}` from itself"))
-                    .at(self.span(&["steps", id, "procedure"])),
+                Diagnostic::error(
+                    "recursive-procedure",
+                    format!("step `{id}` starts `{child_id}` from itself"),
+                )
+                .at(self.span(&["steps", id, "procedure"])),
             );
         }
         let item = self.item_scope(step);
@@ -810,7 +1021,12 @@ impl Checker<'_> {
                     Some(b) => d.help(format!("did you mean `{b}`?")),
                     None => d.help(format!(
                         "its data fields are: {}",
-                        child.data.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        child
+                            .data
+                            .keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 };
                 self.out.push(d);
@@ -845,7 +1061,8 @@ impl Checker<'_> {
 
     fn deadline(&mut self, id: &str, step: &Step, dl: &super::model::Deadline, outcomes: &[&str]) {
         let base = ptr(&["steps", id, "deadline"]);
-        self.out.extend(super::duration::check_deadline(dl, &base, self.doc));
+        self.out
+            .extend(super::duration::check_deadline(dl, &base, self.doc));
         if let Ok(due) = dl.due.parse::<super::duration::Due>() {
             for f in due.fields() {
                 self.check_field_ref(
@@ -886,9 +1103,17 @@ impl Checker<'_> {
                     .help("give exactly one of `escalate_to`, `reassign_to`, `notify` or `take` per action; list several actions for several things"),
                 );
             }
-            for (key, role) in [("escalate_to", &a.escalate_to), ("reassign_to", &a.reassign_to), ("notify", &a.notify)] {
+            for (key, role) in [
+                ("escalate_to", &a.escalate_to),
+                ("reassign_to", &a.reassign_to),
+                ("notify", &a.notify),
+            ] {
                 if let Some(r) = role {
-                    self.check_role_ref(r, &[&segs[..], &[key]].concat(), &format!("breach action {} of step `{id}`", i + 1));
+                    self.check_role_ref(
+                        r,
+                        &[&segs[..], &[key]].concat(),
+                        &format!("breach action {} of step `{id}`", i + 1),
+                    );
                 }
             }
             if let Some(o) = &a.take {
@@ -908,8 +1133,11 @@ impl Checker<'_> {
                 }
                 if step.kind != StepKind::Task {
                     self.out.push(
-                        Diagnostic::error("bad-breach-action", "`take` completes a task automatically; this step is not a task")
-                            .at(self.span(&[&segs[..], &["take"]].concat())),
+                        Diagnostic::error(
+                            "bad-breach-action",
+                            "`take` completes a task automatically; this step is not a task",
+                        )
+                        .at(self.span(&[&segs[..], &["take"]].concat())),
                     );
                 }
             }
@@ -928,7 +1156,9 @@ impl Checker<'_> {
         // with escapes or multi-line strings we cannot map offsets, so point at the string.
         let inner = value_span.as_ref().and_then(|s| {
             let raw = self.doc_text(s.clone())?;
-            let quoted_same = (raw.starts_with('"') || raw.starts_with('\'')) && raw.len() == src.len() + 2 && &raw[1..raw.len() - 1] == src;
+            let quoted_same = (raw.starts_with('"') || raw.starts_with('\''))
+                && raw.len() == src.len() + 2
+                && &raw[1..raw.len() - 1] == src;
             quoted_same.then_some(s.start + 1)
         });
         for p in expr::check(src, &scope) {
@@ -938,10 +1168,17 @@ impl Checker<'_> {
             };
             let mut d = Diagnostic::error(p.code, p.message.clone()).at(span);
             if let Some(name) = &p.unknown_name {
-                let names: Vec<&str> = scope.fields.keys().map(String::as_str).chain(expr::BUILTINS.iter().copied()).collect();
+                let names: Vec<&str> = scope
+                    .fields
+                    .keys()
+                    .map(String::as_str)
+                    .chain(expr::BUILTINS.iter().copied())
+                    .collect();
                 d = match did_you_mean(name, names) {
                     Some(b) => d.help(format!("did you mean `{b}`?")),
-                    None => d.help(p.help.clone().unwrap_or_else(|| "declare it in `[data]` or in the form of a step".into())),
+                    None => d.help(p.help.clone().unwrap_or_else(|| {
+                        "declare it in `[data]` or in the form of a step".into()
+                    })),
                 };
             } else if let Some(h) = &p.help {
                 d = d.help(h.clone());
@@ -1002,4 +1239,3 @@ fn kind_help(k: StepKind, key: &str) -> String {
         _ => format!("remove `{key}` or change the step's `kind`"),
     }
 }
-

@@ -206,6 +206,9 @@ struct Exploration {
     expanded: Vec<bool>,
     /// The bound was hit: the proof is incomplete.
     truncated: bool,
+    /// A state that holds every token of one of its ancestors and more: the run that leads
+    /// to it can repeat forever, each time leaving more work open.
+    unbounded: Option<usize>,
 }
 
 fn explore(net: &Net, max_states: usize) -> Exploration {
@@ -215,6 +218,7 @@ fn explore(net: &Net, max_states: usize) -> Exploration {
         edges: vec![Vec::new()],
         expanded: vec![false],
         truncated: false,
+        unbounded: None,
     };
     let mut index: HashMap<Vec<u16>, usize> = HashMap::new();
     index.insert(vec![net.start], 0);
@@ -238,6 +242,8 @@ fn explore(net: &Net, max_states: usize) -> Exploration {
                         complete = false;
                         continue;
                     }
+                    // Only a split adds tokens, so only then can a state outgrow an ancestor.
+                    let grows = succ.len() > state.len() && ex.covers_ancestor(s, &succ);
                     let id = ex.states.len();
                     index.insert(succ.clone(), id);
                     ex.states.push(succ);
@@ -245,6 +251,13 @@ fn explore(net: &Net, max_states: usize) -> Exploration {
                     ex.edges.push(Vec::new());
                     ex.expanded.push(false);
                     queue.push_back(id);
+                    if grows {
+                        ex.unbounded = Some(id);
+                        ex.truncated = true;
+                        complete = false;
+                        next.push(id);
+                        break;
+                    }
                     id
                 }
             };
@@ -257,11 +270,37 @@ fn explore(net: &Net, max_states: usize) -> Exploration {
         if let Some(e) = ex.expanded.get_mut(s) {
             *e = complete;
         }
+        if ex.unbounded.is_some() {
+            break;
+        }
     }
     ex
 }
 
+/// Whether sorted multiset `small` is contained in sorted multiset `big`.
+fn sub_multiset(small: &[u16], big: &[u16]) -> bool {
+    let mut it = big.iter();
+    small.iter().all(|x| it.any(|y| y == x))
+}
+
 impl Exploration {
+    /// Whether `state` (about to be reached from `s`) strictly contains `s` or one of its
+    /// ancestors on the BFS tree.
+    fn covers_ancestor(&self, mut s: usize, state: &[u16]) -> bool {
+        loop {
+            let Some(a) = self.states.get(s) else {
+                return false;
+            };
+            if a.len() < state.len() && sub_multiset(a, state) {
+                return true;
+            }
+            match self.parent.get(s) {
+                Some(Some((p, _))) => s = *p,
+                _ => return false,
+            }
+        }
+    }
+
     fn run(&self, mut s: usize) -> Vec<Move> {
         let mut moves = Vec::new();
         while let Some(Some((p, mv))) = self.parent.get(s) {
@@ -384,11 +423,13 @@ fn describe_run(g: &Graph, net: &Net, moves: &[Move]) -> String {
     items.join(" → ")
 }
 
-/// A token with the branches it descends from, to say which branch a join misses.
+/// A token with the branches it descends from (parallel step, branch position) and the steps
+/// it went through, to say which branch a join misses and why.
 #[derive(Clone)]
 struct Tagged {
     at: u16,
     tag: Vec<(u16, usize)>,
+    trail: Vec<u16>,
 }
 
 /// Replays `moves` keeping track of branches: returns the final tokens and, for tokens that
@@ -397,6 +438,7 @@ fn replay(net: &Net, moves: &[Move]) -> (Vec<Tagged>, Vec<Tagged>) {
     let mut tokens = vec![Tagged {
         at: net.start,
         tag: Vec::new(),
+        trail: vec![net.start],
     }];
     let mut ended = Vec::new();
     let take = |tokens: &mut Vec<Tagged>, at: u16| -> Option<Tagged> {
@@ -408,6 +450,7 @@ fn replay(net: &Net, moves: &[Move]) -> (Vec<Tagged>, Vec<Tagged>) {
             Move::Step { from, to } => {
                 if let Some(t) = tokens.iter_mut().find(|t| t.at == from) {
                     t.at = to;
+                    t.trail.push(to);
                 }
             }
             Move::Split { at } => {
@@ -420,22 +463,24 @@ fn replay(net: &Net, moves: &[Move]) -> (Vec<Tagged>, Vec<Tagged>) {
                     for (pos, b) in bs.into_iter().enumerate() {
                         let mut tag = t.tag.clone();
                         tag.push((at, pos));
-                        tokens.push(Tagged { at: b, tag });
+                        let mut trail = t.trail.clone();
+                        trail.push(b);
+                        tokens.push(Tagged { at: b, tag, trail });
                     }
                 }
             }
             Move::Fire { at, to } => {
                 let need = net.arity.get(usize::from(at)).copied().unwrap_or(1);
-                let mut tag = Vec::new();
-                for k in 0..need {
+                let mut first = None;
+                for _ in 0..need {
                     if let Some(t) = take(&mut tokens, at) {
-                        if k == 0 {
-                            tag = t.tag;
-                        }
+                        first.get_or_insert(t);
                     }
                 }
+                let (mut tag, mut trail) = first.map(|t| (t.tag, t.trail)).unwrap_or_default();
                 tag.pop();
-                tokens.push(Tagged { at: to, tag });
+                trail.push(to);
+                tokens.push(Tagged { at: to, tag, trail });
             }
             Move::EndEarly { at } => {
                 if let Some(t) = take(&mut tokens, at) {
@@ -504,12 +549,19 @@ fn diagnose(g: &Graph, net: &Net, ex: &Exploration, doc: &SpannedDoc) -> Vec<Dia
             Some(j) => {
                 let (tokens, ended) = replay(net, &moves);
                 let owner = net.owner.get(usize::from(j)).copied().flatten();
-                let missing =
-                    owner.map_or_else(Vec::new, |p| missing_branches(g, p, j, &tokens, &ended));
-                let why = if missing.is_empty() {
-                    "not all of its branches can arrive".to_string()
-                } else {
-                    missing.join("; ")
+                let (why, reentered) = owner
+                    .map(|p| missing_branches(g, net, p, j, &tokens, &ended))
+                    .filter(|(w, _)| !w.is_empty())
+                    .unwrap_or_else(|| ("not all of its branches can arrive".to_string(), false));
+                let help = match owner.filter(|_| reentered) {
+                    Some(p) => format!(
+                        "to do part of the parallel work again, lead back to the parallel step \
+                         `{}` itself, not into one of its branches",
+                        id(p)
+                    ),
+                    None => "every branch started by a parallel step must arrive at its join: do \
+                             not let a branch leave for another part of the procedure"
+                        .to_string(),
                 };
                 Diagnostic::error(
                     "unsound-deadlock",
@@ -520,6 +572,7 @@ fn diagnose(g: &Graph, net: &Net, ex: &Exploration, doc: &SpannedDoc) -> Vec<Dia
                 )
                 .at(step_key(g, doc, j))
                 .label("waits forever")
+                .help(help)
             }
             None => {
                 let at = st.first().copied().unwrap_or(net.start);
@@ -529,12 +582,10 @@ fn diagnose(g: &Graph, net: &Net, ex: &Exploration, doc: &SpannedDoc) -> Vec<Dia
                 )
                 .at(step_key(g, doc, at))
                 .label("stuck here")
+                .help("every step on the way must be able to go on to an end step")
             }
         };
-        out.push(d.help(
-            "every branch started by a parallel step must arrive at its join: do not let a \
-             branch leave for another part of the procedure",
-        ));
+        out.push(d);
     }
 
     if f.deadlock.is_none() && f.improper_end.is_none() {
@@ -564,22 +615,44 @@ fn diagnose(g: &Graph, net: &Net, ex: &Exploration, doc: &SpannedDoc) -> Vec<Dia
         }
     }
 
-    if f.truncated {
+    if let Some(s) = ex.unbounded {
+        let moves = ex.run(s);
+        let run = describe_run(g, net, &moves);
+        let split = moves
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                Move::Split { at } => Some(*at),
+                _ => None,
+            })
+            .unwrap_or(net.start);
+        out.push(
+            Diagnostic::warning(
+                "soundness-unproven",
+                format!(
+                    "the parallel step `{}` can start its branches again and again while earlier \
+                     ones are still open (after `{run}`), so open work can grow without limit \
+                     and the procedure cannot be checked to the end",
+                    id(split)
+                ),
+            )
+            .at(step_key(g, doc, split))
+            .label("starts more work each time round")
+            .help("lead each branch to the join before anything loops back to this parallel step"),
+        );
+    } else if f.truncated {
         out.push(
             Diagnostic::warning(
                 "soundness-unproven",
                 format!(
                     "the procedure is too large to check exhaustively (more than {} \
-                     combinations of open steps, or work created without bound); it may still be \
-                     correct, but it was not proven that every instance can finish",
+                     combinations of open steps); it may still be correct, but it was not proven \
+                     that every instance can finish",
                     thousands(ex.states.len())
                 ),
             )
             .at(doc.value_span(&ptr(&["start"])))
-            .help(
-                "check loops that lead back into a parallel step, or split the procedure into \
-                 child procedures",
-            ),
+            .help("split the procedure into child procedures, or use fewer parallel branches"),
         );
     }
     out
@@ -598,21 +671,76 @@ fn thousands(n: usize) -> String {
     out
 }
 
-/// Sentences about each branch of parallel step `p` missing at join `j`.
-fn missing_branches(g: &Graph, p: u16, j: u16, tokens: &[Tagged], ended: &[Tagged]) -> Vec<String> {
+/// Why join `j` of parallel step `p` lacks branches: which branch was entered from outside
+/// (without `p` starting the others), and which never arrive and where they went instead.
+/// The flag says whether a branch was entered from outside.
+fn missing_branches(
+    g: &Graph,
+    net: &Net,
+    p: u16,
+    j: u16,
+    tokens: &[Tagged],
+    ended: &[Tagged],
+) -> (String, bool) {
     let names = g
         .steps
         .get(usize::from(p))
         .map_or(&[][..], |s| s.branches.as_slice());
+    let starts = net
+        .branches
+        .get(usize::from(p))
+        .map_or(&[][..], Vec::as_slice);
+    let pid = g.id(usize::from(p));
+    let name = |pos: usize| names.get(pos).map_or("?", String::as_str);
     let in_branch = |t: &Tagged, pos: usize| t.tag.contains(&(p, pos));
-    let mut out = Vec::new();
-    for (pos, name) in names.iter().enumerate() {
-        let arrived = tokens
-            .iter()
-            .any(|t| t.at == j && t.tag.last() == Some(&(p, pos)));
-        if arrived {
-            continue;
+
+    let mut seated = vec![false; names.len()];
+    for t in tokens.iter().filter(|t| t.at == j) {
+        if let Some(&(_, pos)) = t.tag.last().filter(|(q, _)| *q == p) {
+            if let Some(seat) = seated.get_mut(pos) {
+                *seat = true;
+            }
         }
+    }
+    // Tokens at the join that `p` did not start came into a branch from elsewhere (a loop
+    // back into the branch): name the branch they went through.
+    let mut foreign = Vec::new();
+    for t in tokens
+        .iter()
+        .filter(|t| t.at == j && t.tag.last().is_none_or(|(q, _)| *q != p))
+    {
+        let pos = t
+            .trail
+            .iter()
+            .rev()
+            .find_map(|s| starts.iter().position(|b| b == s));
+        match pos {
+            Some(pos) if !seated.get(pos).copied().unwrap_or(true) => {
+                if let Some(seat) = seated.get_mut(pos) {
+                    *seat = true;
+                }
+                foreign.push(format!(
+                    "branch `{}` is entered again without passing the parallel step `{pid}`",
+                    name(pos)
+                ));
+            }
+            Some(_) => {}
+            None => {
+                // Straight into the join: the step it came from is the one to name.
+                let from = t
+                    .trail
+                    .iter()
+                    .rev()
+                    .nth(1)
+                    .map_or(pid, |&s| g.id(usize::from(s)));
+                foreign.push(format!(
+                    "`{from}` leads into it without passing the parallel step `{pid}`"
+                ));
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    for pos in (0..names.len()).filter(|&pos| !seated[pos]) {
         let tail = if let Some(t) = tokens.iter().find(|t| t.at != j && in_branch(t, pos)) {
             format!(" (it is stuck at `{}`)", g.id(usize::from(t.at)))
         } else if let Some(t) = ended.iter().find(|t| in_branch(t, pos)) {
@@ -620,9 +748,14 @@ fn missing_branches(g: &Graph, p: u16, j: u16, tokens: &[Tagged], ended: &[Tagge
         } else {
             String::new()
         };
-        out.push(format!("branch `{name}` never arrives{tail}"));
+        missing.push(format!("branch `{}` never arrives{tail}", name(pos)));
     }
-    out
+    let why = match (foreign.is_empty(), missing.is_empty()) {
+        (_, true) => String::new(),
+        (true, false) => missing.join("; "),
+        (false, false) => format!("{}, so {}", foreign.join(" and "), missing.join(" and ")),
+    };
+    (why, !foreign.is_empty())
 }
 
 #[cfg(test)]
@@ -826,6 +959,45 @@ kind = "end"
     }
 
     #[test]
+    fn re_entering_a_branch_from_outside_deadlocks_the_join() {
+        let steps = r#"
+[steps.a]
+next = [{ to = "assess" }]
+[steps.assess]
+kind = "parallel"
+branches = ["hazard", "losses"]
+join = "assessed"
+[steps.hazard]
+next = [{ to = "assessed" }]
+[steps.losses]
+next = [{ to = "assessed" }]
+[steps.assessed]
+kind = "join"
+next = [{ to = "decide" }]
+[steps.decide]
+outcomes = ["close", "reassess"]
+next = [{ to = "closed", on = "close" }, { to = "hazard", on = "reassess" }]
+[steps.closed]
+kind = "end"
+"#;
+        let ds = diags(steps);
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        assert_eq!(ds[0].code, "unsound-deadlock");
+        assert_eq!(
+            ds[0].message,
+            "the join `assessed` can wait forever: after `start → a → assess(parallel) → hazard → \
+             assessed → losses → assessed → decide → hazard → assessed`, branch `hazard` is \
+             entered again without passing the parallel step `assess`, so branch `losses` never \
+             arrives"
+        );
+        assert!(ds[0]
+            .help
+            .as_deref()
+            .unwrap_or("")
+            .contains("`assess` itself"));
+    }
+
+    #[test]
     fn too_many_states_is_a_warning_not_a_verdict() {
         let (proc, doc, _) = load(ESCAPING_BRANCH);
         let ds = check_bounded(&proc, &doc, 3);
@@ -855,9 +1027,22 @@ next = [{ to = "done" }]
 [steps.done]
 kind = "end"
 "#;
-        let (proc, doc, _) = load(steps);
-        let ds = check_bounded(&proc, &doc, 2_000);
-        assert!(ds.iter().any(|d| d.code == "soundness-unproven"), "{ds:#?}");
+        let (proc, doc, src) = load(steps);
+        let ds = check_bounded(&proc, &doc, MAX_STATES);
+        let unproven: Vec<_> = ds
+            .iter()
+            .filter(|d| d.code == "soundness-unproven")
+            .collect();
+        assert_eq!(unproven.len(), 1, "{ds:#?}");
+        assert_eq!(
+            unproven[0].message,
+            "the parallel step `p` can start its branches again and again while earlier ones are \
+             still open (after `start → a → p(parallel)`), so open work can grow without limit \
+             and the procedure cannot be checked to the end"
+        );
+        assert_eq!(&src[unproven[0].span.clone().unwrap()], "p");
+        assert!(sub_multiset(&[1, 3, 3], &[0, 1, 2, 3, 3]));
+        assert!(!sub_multiset(&[1, 3, 3], &[1, 2, 3]));
     }
 
     proptest::proptest! {

@@ -1,1 +1,6 @@
-//! (in progress)
+//! The engine: procedures compiled for running, and the pure core that decides what a
+//! command does to an instance.
+pub mod compiled;
+pub mod decide;
+pub mod instance;
+pub mod service;

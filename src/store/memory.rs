@@ -1,1 +1,165 @@
-//! (in progress)
+//! An in-memory `Store` for tests of the engine and the HTTP layer: same semantics and the
+//! same key layout as `SledStore` (both go through `layout.rs`), so `dump()`s compare, but
+//! nothing touches a disk and "durable" means "applied". It must not be used where
+//! invariant 3 matters: everything is lost when the process ends.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+
+use super::layout::{self, Kv, ProcedureOutcome, Tree};
+use super::{
+    Commit, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId, TaskRow,
+    TimerRow,
+};
+
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// All trees behind one lock, so a commit is atomic by construction.
+pub struct MemoryStore {
+    trees: Mutex<Vec<Map>>,
+}
+
+struct Trees<'a>(&'a [Map]);
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        let mut trees = vec![Map::new(); Tree::ALL.len()];
+        trees[Tree::Meta.index()]
+            .insert(layout::FORMAT_KEY.to_vec(), layout::format_value().to_vec());
+        Self {
+            trees: Mutex::new(trees),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Map>> {
+        // Writers never panic half-way through a commit (every check runs before the first
+        // write), so a poisoned lock still guards consistent data.
+        self.trees.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Trees<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.lock();
+        f(&Trees(&guard))
+    }
+
+    fn apply(&self, commit: Commit) -> Result<(), StoreError> {
+        let plan = layout::plan_commit(commit)?;
+        let mut trees = self.lock();
+        for &(id, expected) in &plan.checks {
+            let stored = trees[Tree::Instances.index()].get(&layout::instance_key(id)[..]);
+            layout::check_version(id, expected, stored.map(Vec::as_slice))?;
+        }
+        for op in plan.ops {
+            let tree = &mut trees[op.tree.index()];
+            match op.value {
+                Some(v) => tree.insert(op.key, v),
+                None => tree.remove(&op.key),
+            };
+        }
+        Ok(())
+    }
+
+    fn register(&self, record: ProcedureRecord) -> Result<(), StoreError> {
+        let key = layout::procedure_key(&record.id, record.version)?;
+        let encoded = layout::encode_procedure(&record)?;
+        let mut trees = self.lock();
+        let tree = &mut trees[Tree::Procedures.index()];
+        if layout::procedure_outcome(&record, tree.get(&key).map(Vec::as_slice))?
+            == ProcedureOutcome::Insert
+        {
+            tree.insert(key, encoded);
+        }
+        Ok(())
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Kv for Trees<'_> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0[tree.index()].get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        from: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for (k, v) in self.0[tree.index()].range::<[u8], _>((from, Bound::Unbounded)) {
+            if !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for MemoryStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        self.apply(commit)
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
+        self.read(|t| layout::instance(t, id))
+    }
+
+    fn history(
+        &self,
+        id: InstanceId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.read(|t| layout::history(t, id, from_seq, limit))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+        self.read(|t| layout::task(t, id))
+    }
+
+    fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
+        self.read(|t| layout::tasks_for(t, roles, user))
+    }
+
+    fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, StoreError> {
+        self.read(|t| layout::instances(t, procedure, status, cursor, limit))
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        self.read(|t| layout::due_timers(t, now_ms, limit))
+    }
+
+    fn next_timer(&self) -> Result<Option<TimerRow>, StoreError> {
+        self.read(|t| layout::next_timer(t))
+    }
+
+    async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
+        self.register(record)
+    }
+
+    fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError> {
+        self.read(|t| layout::procedure(t, id, version))
+    }
+
+    fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
+        self.read(|t| layout::procedures(t))
+    }
+
+    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+        self.read(|t| layout::dump(t))
+    }
+}

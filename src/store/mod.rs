@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod group_commit;
+mod layout;
 pub mod memory;
 pub mod sled_store;
 
@@ -115,8 +117,14 @@ pub struct ProcedureRecord {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Someone else changed the instance first (or it already exists / does not exist).
-    #[error("instance {instance} was changed concurrently (expected version {expected}, found {found})")]
-    Conflict { instance: InstanceId, expected: u64, found: u64 },
+    #[error(
+        "instance {instance} was changed concurrently (expected version {expected}, found {found})"
+    )]
+    Conflict {
+        instance: InstanceId,
+        expected: u64,
+        found: u64,
+    },
     /// A different file was registered under the same procedure id and version.
     #[error("procedure {id} version {version} is already registered with different content")]
     ProcedureChanged { id: String, version: u32 },
@@ -125,6 +133,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage failure: {0}")]
     Io(String),
+    /// The request cannot be stored as given (an id containing the reserved 0x00 byte, a
+    /// malformed cursor, the same instance twice in one commit); nothing was written.
+    #[error("invalid store request: {0}")]
+    Invalid(String),
 }
 
 /// The operations the engine needs. Async so a network store fits behind it; the sled
@@ -132,12 +144,20 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// Applies `commit` atomically and returns once it is durable. On `Conflict` nothing
     /// was written.
-    fn commit(&self, commit: Commit) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    fn commit(
+        &self,
+        commit: Commit,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
     fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError>;
 
     /// Events of an instance with sequence numbers `from_seq ..` (1-based), at most `limit`.
-    fn history(&self, id: InstanceId, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn history(
+        &self,
+        id: InstanceId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError>;
 
@@ -162,7 +182,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a procedure version. Registering the same (id, version, hash) again is a
     /// no-op; the same (id, version) with another hash is `ProcedureChanged`. Durable on return.
-    fn put_procedure(&self, record: ProcedureRecord) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+    fn put_procedure(
+        &self,
+        record: ProcedureRecord,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
     fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError>;
 

@@ -1,1 +1,389 @@
-//! (in progress)
+//! The embedded store on sled 0.34.7: one multi-tree transaction per commit (invariant 2),
+//! acknowledged only after a group-commit flush (invariant 3, see `group_commit.rs`).
+//! It must not interpret event or snapshot bytes, must not block a tokio worker on an
+//! fsync, and must never panic on what it reads from disk.
+//!
+//! # Key layout (format 1)
+//!
+//! All integers are big-endian so that byte order is numeric order. Text (procedure ids,
+//! statuses, roles, user ids) is UTF-8 and may not contain 0x00, which separates it from
+//! what follows; the store refuses such text with `StoreError::Invalid`. Ids are UUIDs as
+//! their 16 raw bytes; UUID v7 sorts by creation time, so "in id order" is "in creation order".
+//!
+//! | tree                      | key                                                | value                      |
+//! |---------------------------|----------------------------------------------------|----------------------------|
+//! | `events`                  | instance(16) ++ seq u64                            | event bytes                |
+//! | `instances`               | instance(16)                                       | version u64 ++ snapshot    |
+//! | `instances_all`           | instance(16)                                       | empty                      |
+//! | `instances_by_procedure`  | procedure ++ 0x00 ++ instance(16)                  | empty                      |
+//! | `instances_by_status`     | procedure ++ 0x00 ++ status ++ 0x00 ++ instance(16)| empty                      |
+//! | `instances_by_status_any` | status ++ 0x00 ++ instance(16)                     | empty                      |
+//! | `meta`                    | `"format"`                                         | format version u32 (= 1)   |
+//! | `procedures`              | procedure ++ 0x00 ++ version u32                   | `ProcedureRecord` as JSON  |
+//! | `tasks`                   | task(16)                                           | `TaskRow` as JSON          |
+//! | `tasks_by_assignee`       | user ++ 0x00 ++ task(16)                           | instance(16)               |
+//! | `tasks_by_role`           | role ++ 0x00 ++ task(16)                           | instance(16)               |
+//! | `timers`                  | (due_ms + 2^63) u64 ++ instance(16) ++ timer(16)   | payload                    |
+//!
+//! * `instances_all` gets its entry when an instance is created (`expected_version == 0`);
+//!   `instances_by_procedure` when a `StatusChange` has `from: None`; the two status trees
+//!   follow every `StatusChange` (leave `from`, enter `to`). Together they answer
+//!   `instances(procedure, status, …)` for all four filter combinations by one prefix scan.
+//!   The page cursor is the last instance id returned (16 bytes).
+//! * Timers store `due_ms` shifted by 2^63 (the sign bit flipped), so negative, zero and
+//!   positive due times sort correctly; `due_timers` scans from the start up to `now`.
+//! * `meta.format` is written when a store is created. Opening a store whose format is not
+//!   the one this build writes fails with `StoreError::Corrupt` saying what to do.
+//! * `dump()` lists the trees above, in this (name) order.
+//!
+//! # Durability
+//!
+//! `commit()` turns the `Commit` into a plan of tree writes on the caller's task, then hands
+//! it to the store's writer thread, which applies queued plans one transaction each and
+//! flushes once for all of them before answering. sled's own periodic flush is off by
+//! default (`SledOptions::flush_every_ms`), since every acknowledged write is flushed anyway.
+
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use sled::transaction::{abort, TransactionError};
+use sled::Transactional;
+
+use super::group_commit::{Applied, Backend, GroupCommit};
+use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree};
+use super::{
+    Commit, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId, TaskRow,
+    TimerRow,
+};
+
+/// Tuning for `SledStore::open`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SledOptions {
+    /// sled's page cache size. sled's own default is 1 GB.
+    pub cache_capacity_bytes: u64,
+    /// sled's background flush interval. `None` (the default) leaves flushing to the
+    /// group-commit pipeline, which flushes after every batch of commits anyway.
+    pub flush_every_ms: Option<u64>,
+    /// The most commits one flush covers; bounds the wait of a commit queued behind others.
+    pub max_batch: usize,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            flush_every_ms: None,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// How well group commit is coalescing: `commits / flushes` is the mean batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SledStats {
+    /// Commits and procedure registrations acknowledged (or failed by a flush).
+    pub commits: u64,
+    /// Flushes (fsyncs) performed for them.
+    pub flushes: u64,
+}
+
+/// The sled-backed `Store`.
+pub struct SledStore {
+    trees: Trees,
+    pipeline: GroupCommit<Job>,
+}
+
+/// The store's trees, indexed by `Tree::index()`.
+#[derive(Clone)]
+struct Trees(Vec<sled::Tree>);
+
+impl Trees {
+    fn get(&self, tree: Tree) -> &sled::Tree {
+        &self.0[tree.index()]
+    }
+}
+
+enum Job {
+    Commit(Plan),
+    Procedure {
+        key: Vec<u8>,
+        record: ProcedureRecord,
+        encoded: Vec<u8>,
+    },
+}
+
+fn sled_err(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { at, .. } => {
+            StoreError::Corrupt(format!("sled detected corruption at {at:?}"))
+        }
+        sled::Error::Io(io) => StoreError::Io(io.to_string()),
+        other => StoreError::Io(other.to_string()),
+    }
+}
+
+fn tx_err(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => sled_err(e),
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in directory `path`. Fails with `Corrupt` if the
+    /// directory holds a store of another format, with `Io` if another process has it open.
+    pub fn open(path: impl AsRef<Path>, options: SledOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(options.flush_every_ms);
+        Self::from_config(
+            config,
+            &options,
+            &format!("the data directory {}", path.display()),
+        )
+    }
+
+    /// A throw-away store (deleted on drop; in `/dev/shm` on Linux), for tests.
+    pub fn temporary() -> Result<Self, StoreError> {
+        let options = SledOptions::default();
+        let config = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(options.flush_every_ms);
+        Self::from_config(config, &options, "the temporary store")
+    }
+
+    fn from_config(
+        config: sled::Config,
+        options: &SledOptions,
+        what: &str,
+    ) -> Result<Self, StoreError> {
+        let db = open_db(&config)?;
+        let trees = Trees(
+            Tree::ALL
+                .iter()
+                .map(|t| db.open_tree(t.name()).map_err(sled_err))
+                .collect::<Result<_, _>>()?,
+        );
+        check_or_write_format(&db, &trees, what)?;
+        let writer = Writer {
+            db,
+            trees: trees.clone(),
+        };
+        let pipeline = GroupCommit::start("sopflow-store-writer", writer, options.max_batch)?;
+        Ok(Self { trees, pipeline })
+    }
+
+    /// Group-commit counters since the store was opened.
+    pub fn stats(&self) -> SledStats {
+        let c = self.pipeline.counters();
+        SledStats {
+            commits: c.jobs.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Opens the sled database, waiting briefly if the directory is still locked. sled's IO
+/// threads answer a flush before they drop their handle on the data file, so a store that
+/// was just dropped in this process can hold the file lock for a moment longer; a store
+/// held by another process still fails, after the wait, with `Io`.
+fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(sled_err(e)),
+        }
+    }
+}
+
+fn check_or_write_format(db: &sled::Db, trees: &Trees, what: &str) -> Result<(), StoreError> {
+    let meta = trees.get(Tree::Meta);
+    if let Some(stored) = meta.get(layout::FORMAT_KEY).map_err(sled_err)? {
+        return layout::check_format(&stored, what);
+    }
+    for tree in Tree::ALL {
+        if !trees.get(tree).is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "{what} holds data in `{}` but no format marker; it was not written by \
+                 sopflow or is damaged: restore the data directory from a backup",
+                tree.name()
+            )));
+        }
+    }
+    meta.insert(layout::FORMAT_KEY, &layout::format_value())
+        .map_err(sled_err)?;
+    db.flush().map_err(sled_err)?;
+    Ok(())
+}
+
+/// The writer thread's half: applies jobs and flushes.
+struct Writer {
+    db: sled::Db,
+    trees: Trees,
+}
+
+impl Backend for Writer {
+    type Job = Job;
+
+    fn apply(&mut self, job: Job) -> Result<Applied, StoreError> {
+        match job {
+            Job::Commit(plan) => self.apply_plan(&plan).map(|()| Applied::Wrote),
+            Job::Procedure {
+                key,
+                record,
+                encoded,
+            } => {
+                let tree = self.trees.get(Tree::Procedures);
+                tree.transaction(|t| {
+                    let stored = t.get(&key)?;
+                    match layout::procedure_outcome(&record, stored.as_deref()) {
+                        Ok(ProcedureOutcome::Insert) => {
+                            t.insert(key.as_slice(), encoded.as_slice())?;
+                            Ok(Applied::Wrote)
+                        }
+                        Ok(ProcedureOutcome::AlreadyThere) => Ok(Applied::Unchanged),
+                        Err(e) => abort(e),
+                    }
+                })
+                .map_err(tx_err)
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(sled_err)
+    }
+}
+
+impl Writer {
+    /// One transaction over all trees; trees the plan does not write cost nothing (sled
+    /// only buffers writes per tree and takes one process-wide lock either way). The
+    /// closure only reads, compares and writes, so re-running it is harmless.
+    fn apply_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        self.trees.0[..]
+            .transaction(|views| {
+                let instances = &views[Tree::Instances.index()];
+                for &(id, expected) in &plan.checks {
+                    let stored = instances.get(layout::instance_key(id))?;
+                    if let Err(e) = layout::check_version(id, expected, stored.as_deref()) {
+                        return abort(e);
+                    }
+                }
+                for op in &plan.ops {
+                    let view = &views[op.tree.index()];
+                    match &op.value {
+                        Some(v) => view.insert(op.key.as_slice(), v.as_slice())?,
+                        None => view.remove(op.key.as_slice())?,
+                    };
+                }
+                Ok(())
+            })
+            .map_err(tx_err)
+    }
+}
+
+impl Kv for Trees {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .get(tree)
+            .get(key)
+            .map_err(sled_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        from: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        for entry in self.get(tree).range::<&[u8], _>((from, Bound::Unbounded)) {
+            let (k, v) = entry.map_err(sled_err)?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for SledStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let plan = layout::plan_commit(commit)?;
+        self.pipeline.submit(Job::Commit(plan)).await
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
+        layout::instance(&self.trees, id)
+    }
+
+    fn history(
+        &self,
+        id: InstanceId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        layout::history(&self.trees, id, from_seq, limit)
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+        layout::task(&self.trees, id)
+    }
+
+    fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
+        layout::tasks_for(&self.trees, roles, user)
+    }
+
+    fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, StoreError> {
+        layout::instances(&self.trees, procedure, status, cursor, limit)
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        layout::due_timers(&self.trees, now_ms, limit)
+    }
+
+    fn next_timer(&self) -> Result<Option<TimerRow>, StoreError> {
+        layout::next_timer(&self.trees)
+    }
+
+    async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
+        let key = layout::procedure_key(&record.id, record.version)?;
+        let encoded = layout::encode_procedure(&record)?;
+        self.pipeline
+            .submit(Job::Procedure {
+                key,
+                record,
+                encoded,
+            })
+            .await
+    }
+
+    fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError> {
+        layout::procedure(&self.trees, id, version)
+    }
+
+    fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
+        layout::procedures(&self.trees)
+    }
+
+    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+        layout::dump(&self.trees)
+    }
+}

@@ -1,0 +1,954 @@
+//! `decide`: what a command does to an instance. A pure function of (procedure, instance,
+//! command, actor, time) — no I/O, no store, no clock, no randomness — returning the events
+//! to append and the effects on other instances (children to start, a parent to tell).
+//!
+//! It works on a scratch copy of the instance and applies each event as it emits it, so the
+//! routing that follows a completion always sees the state it is producing. Any rule broken
+//! anywhere returns an error and no events: a rejected command changes nothing.
+
+use std::sync::Arc;
+
+use cel::objects::Key;
+use cel::Value as Cel;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::compiled::{from_cel, to_cel, CompiledProcedure, FieldProblem};
+use super::instance::{
+    derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp, Status, Task, TaskId,
+};
+use crate::definition::model::{DelegationLevel, Procedure, StepKind, DEFAULT_OUTCOME};
+
+/// What someone (or the engine) asks of an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start a new instance with `id` (chosen by the caller so it can be time-ordered).
+    Start {
+        id: InstanceId,
+        data: Map<String, Value>,
+        parent: Option<ParentLink>,
+    },
+    Claim {
+        task: TaskId,
+    },
+    Release {
+        task: TaskId,
+    },
+    Complete {
+        task: TaskId,
+        /// Required when the step has several outcomes.
+        outcome: Option<String>,
+        form: Map<String, Value>,
+        comment: Option<String>,
+    },
+    Delegate {
+        task: TaskId,
+        to: Actor,
+        reason: Option<String>,
+    },
+    Cancel {
+        reason: String,
+    },
+    Comment {
+        text: String,
+    },
+    /// A deadline timer fell due (armed by the deadlines milestone).
+    FireTimer {
+        timer: uuid::Uuid,
+    },
+    /// Sent by the engine when a child instance ends.
+    ChildEnded {
+        step: String,
+        child: InstanceId,
+        outcome: String,
+        data: Map<String, Value>,
+    },
+}
+
+impl Command {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Start { .. } => "start",
+            Command::Claim { .. } => "claim",
+            Command::Release { .. } => "release",
+            Command::Complete { .. } => "complete",
+            Command::Delegate { .. } => "delegate",
+            Command::Cancel { .. } => "cancel",
+            Command::Comment { .. } => "comment",
+            Command::FireTimer { .. } => "fire_timer",
+            Command::ChildEnded { .. } => "child_ended",
+        }
+    }
+}
+
+/// Work on other instances that must happen in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    StartChild {
+        id: InstanceId,
+        procedure: String,
+        data: Map<String, Value>,
+        parent: ParentLink,
+    },
+    NotifyParent {
+        parent: InstanceId,
+        step: String,
+        child: InstanceId,
+        outcome: String,
+        data: Map<String, Value>,
+    },
+    CancelChild {
+        id: InstanceId,
+        reason: String,
+    },
+}
+
+/// The result of a command that is allowed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+}
+
+/// Why a command was refused. Each maps to one HTTP status in the API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("the form is not valid")]
+    InvalidForm(Vec<FieldProblem>),
+    #[error("a condition could not be evaluated: {0}")]
+    Guard(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the instance has ended ({0})")]
+    Ended(&'static str),
+}
+
+/// The most steps one command may pass through without a person acting; a guard-driven
+/// loop of `auto` steps that never settles is stopped here rather than spinning forever.
+const STEP_BUDGET: usize = 10_000;
+
+/// Decides what `cmd` does. `state` is `None` only for `Start`. `actor` is `None` when the
+/// engine itself acts (a parent starting a child, a child ending, a timer).
+pub fn decide(
+    proc: &CompiledProcedure,
+    state: Option<&Instance>,
+    cmd: &Command,
+    actor: Option<&Actor>,
+    now: DateTime<Utc>,
+) -> Result<Decision, EngineError> {
+    if let Command::Start { id, data, parent } = cmd {
+        if state.is_some() {
+            return Err(EngineError::Conflict(format!("instance {id} already exists")));
+        }
+        return start(proc, *id, data, parent.clone(), actor, now);
+    }
+    let state = state.ok_or_else(|| EngineError::NotFound("instance".into()))?;
+    if state.procedure != proc.id() || state.version != proc.version() {
+        return Err(EngineError::Invalid(format!(
+            "instance {} runs {} v{}, not {} v{}",
+            state.id,
+            state.procedure,
+            state.version,
+            proc.id(),
+            proc.version()
+        )));
+    }
+    if state.status != Status::Running {
+        // A comment on an ended instance is still history worth keeping.
+        if !matches!(cmd, Command::Comment { .. }) {
+            return Err(EngineError::Ended(state.status.as_str()));
+        }
+    }
+    let mut run = Run::new(proc, state.clone(), actor, now);
+    match cmd {
+        // Handled above, before there is an instance.
+        Command::Start { .. } => {}
+        Command::Claim { task } => run.claim(*task)?,
+        Command::Release { task } => run.release(*task)?,
+        Command::Complete {
+            task,
+            outcome,
+            form,
+            comment,
+        } => run.complete(*task, outcome.as_deref(), form, comment.clone())?,
+        Command::Delegate { task, to, reason } => run.delegate(*task, to, reason.clone())?,
+        Command::Cancel { reason } => run.cancel(reason)?,
+        Command::Comment { text } => run.comment(text)?,
+        Command::FireTimer { timer } => {
+            // No step arms timers yet (the deadlines milestone does); an unknown timer is
+            // refused like any unknown id.
+            return Err(EngineError::NotFound(format!("timer {timer}")));
+        }
+        Command::ChildEnded {
+            step,
+            child,
+            outcome,
+            data,
+        } => run.child_ended(step, *child, outcome, data)?,
+    }
+    Ok(run.finish())
+}
+
+fn start(
+    proc: &CompiledProcedure,
+    id: InstanceId,
+    data: &Map<String, Value>,
+    parent: Option<ParentLink>,
+    actor: Option<&Actor>,
+    now: DateTime<Utc>,
+) -> Result<Decision, EngineError> {
+    if let Some(a) = actor {
+        let allowed: Vec<String> = if proc.def.start_roles.is_empty() {
+            proc.def.roles.keys().cloned().collect()
+        } else {
+            proc.def.start_roles.clone()
+        };
+        if !a.holds_any(&allowed) && !a.holds("admin") {
+            return Err(EngineError::Forbidden(format!(
+                "starting `{}` needs one of the roles {}",
+                proc.id(),
+                allowed.join(", ")
+            )));
+        }
+    }
+    let problems = proc.start_form.check(data);
+    if !problems.is_empty() {
+        return Err(EngineError::InvalidForm(problems));
+    }
+    let first = Event {
+        seq: 1,
+        at: now,
+        by: actor.map(Actor::stamp),
+        kind: EventKind::Started {
+            procedure: proc.id().to_string(),
+            version: proc.version(),
+            hash: proc.hash.clone(),
+            data: data.clone(),
+            parent,
+        },
+    };
+    let state = Instance::from_first(id, &first).ok_or_else(|| EngineError::Invalid("bad start event".into()))?;
+    let mut run = Run::new(proc, state, actor, now);
+    run.events.push(first);
+    let start_step = proc.def.start.clone();
+    run.enter(&start_step)?;
+    Ok(run.finish())
+}
+
+/// A command in progress: the scratch instance, the events emitted so far, the effects.
+struct Run<'a> {
+    proc: &'a CompiledProcedure,
+    s: Instance,
+    actor: Option<&'a Actor>,
+    now: DateTime<Utc>,
+    events: Vec<Event>,
+    effects: Vec<Effect>,
+    budget: usize,
+}
+
+impl<'a> Run<'a> {
+    fn new(proc: &'a CompiledProcedure, s: Instance, actor: Option<&'a Actor>, now: DateTime<Utc>) -> Self {
+        Run {
+            proc,
+            s,
+            actor,
+            now,
+            events: Vec::new(),
+            effects: Vec::new(),
+            budget: STEP_BUDGET,
+        }
+    }
+
+    fn finish(self) -> Decision {
+        Decision {
+            events: self.events,
+            effects: self.effects,
+        }
+    }
+
+    fn def(&self) -> &'a Procedure {
+        &self.proc.def
+    }
+
+    fn emit(&mut self, by: Option<Stamp>, kind: EventKind) {
+        let e = Event {
+            seq: self.s.seq + 1,
+            at: self.now,
+            by,
+            kind,
+        };
+        self.s.apply(&e);
+        self.events.push(e);
+    }
+
+    fn person(&self) -> Result<&'a Actor, EngineError> {
+        self.actor
+            .ok_or_else(|| EngineError::Forbidden("this needs a person to act".into()))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Task, EngineError> {
+        if let Some(t) = self.s.tasks.get(&id) {
+            return Ok(t.clone());
+        }
+        // Of several people completing the same task, the losers learn it is done, not that
+        // it never existed.
+        match self.s.closed.get(&id) {
+            Some(step) => Err(EngineError::Conflict(format!("task `{step}` ({id}) is already completed"))),
+            None => Err(EngineError::NotFound(format!("task {id} in instance {}", self.s.id))),
+        }
+    }
+
+    /// May `a` take this task at all (before claims and separation)?
+    fn eligible(&self, t: &Task, a: &Actor) -> bool {
+        match (&t.delegated_to, &t.assignee) {
+            (Some(d), _) => d == &a.id,
+            (None, Some(person)) => person == &a.id,
+            (None, None) => a.holds_any(&t.roles),
+        }
+    }
+
+    fn check_eligible(&self, t: &Task, a: &Actor) -> Result<(), EngineError> {
+        if self.eligible(t, a) {
+            return Ok(());
+        }
+        Err(EngineError::Forbidden(match (&t.delegated_to, &t.assignee) {
+            (Some(d), _) => format!("task `{}` was delegated to {d}", t.step),
+            (None, Some(p)) => format!("task `{}` is assigned to {p}", t.step),
+            (None, None) => format!("task `{}` is for the roles {}", t.step, t.roles.join(", ")),
+        }))
+    }
+
+    /// Separation of duties for `a` doing `step`.
+    fn check_separation(&self, step: &str, a: &Actor) -> Result<(), EngineError> {
+        let def = self.def();
+        let Some(s) = def.steps.get(step) else {
+            return Ok(());
+        };
+        if let Some(sep) = &s.separation {
+            for other in &sep.not_same_person_as {
+                if self.did(other, &a.id) {
+                    return Err(EngineError::Forbidden(format!(
+                        "{} did `{other}`, so may not do `{step}` (separation of duties)",
+                        a.id
+                    )));
+                }
+            }
+            if let Some(field) = &sep.not_from_department {
+                if self.s.data.get(field).and_then(Value::as_str) == Some(a.department.as_str()) {
+                    return Err(EngineError::Forbidden(format!(
+                        "{} belongs to the department in `{field}` ({}), so may not do `{step}`",
+                        a.id, a.department
+                    )));
+                }
+            }
+        }
+        // Parallel siblings: a rule on `other` naming this step binds this step too, since
+        // either may be done first.
+        for (other_id, other) in &def.steps {
+            if let Some(sep) = &other.separation {
+                if sep.not_same_person_as.iter().any(|x| x == step) && self.did(other_id, &a.id) {
+                    return Err(EngineError::Forbidden(format!(
+                        "{} did `{other_id}`, so may not do `{step}` (separation of duties)",
+                        a.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn did(&self, step: &str, user: &str) -> bool {
+        self.s.done_by.get(step).is_some_and(|v| v.iter().any(|u| u == user))
+    }
+
+    fn claim(&mut self, task: TaskId) -> Result<(), EngineError> {
+        let a = self.person()?;
+        let t = self.task(task)?;
+        if self.is_multi_sig(&t.step) {
+            return Err(EngineError::Invalid(format!(
+                "`{}` is signed by several people; sign it by completing it, no claim needed",
+                t.step
+            )));
+        }
+        self.check_eligible(&t, a)?;
+        self.check_separation(&t.step, a)?;
+        match &t.claimed_by {
+            Some(c) if c == &a.id => return Err(EngineError::Conflict(format!("you already hold task `{}`", t.step))),
+            Some(c) => return Err(EngineError::Conflict(format!("task `{}` is already claimed by {c}", t.step))),
+            None => {}
+        }
+        self.emit(Some(a.stamp()), EventKind::TaskClaimed { task });
+        Ok(())
+    }
+
+    fn release(&mut self, task: TaskId) -> Result<(), EngineError> {
+        let a = self.person()?;
+        let t = self.task(task)?;
+        if t.claimed_by.as_deref() != Some(a.id.as_str()) {
+            return Err(EngineError::Conflict(format!("task `{}` is not claimed by you", t.step)));
+        }
+        self.emit(Some(a.stamp()), EventKind::TaskReleased { task });
+        Ok(())
+    }
+
+    fn is_multi_sig(&self, step: &str) -> bool {
+        self.def().steps.get(step).is_some_and(|s| s.signatures.is_some())
+    }
+
+    fn delegate(&mut self, task: TaskId, to: &Actor, reason: Option<String>) -> Result<(), EngineError> {
+        let a = self.person()?;
+        let t = self.task(task)?;
+        let step = self
+            .def()
+            .steps
+            .get(&t.step)
+            .ok_or_else(|| EngineError::NotFound(format!("step {}", t.step)))?;
+        let Some(rule) = &step.delegation else {
+            return Err(EngineError::Forbidden(format!("task `{}` may not be delegated", t.step)));
+        };
+        // Only the person who holds the task (or could take it and nobody has) hands it on.
+        match t.holder() {
+            Some(h) if h != a.id => return Err(EngineError::Forbidden(format!("task `{}` is held by {h}", t.step))),
+            _ => self.check_eligible(&t, a)?,
+        }
+        if to.id == a.id {
+            return Err(EngineError::Invalid("you cannot delegate a task to yourself".into()));
+        }
+        let allowed: Vec<String> = if rule.to_roles.is_empty() {
+            t.roles.clone()
+        } else {
+            rule.to_roles.clone()
+        };
+        if !to.holds_any(&allowed) {
+            return Err(EngineError::Forbidden(format!(
+                "{} may not take `{}`: the delegate needs one of the roles {}",
+                to.id,
+                t.step,
+                allowed.join(", ")
+            )));
+        }
+        if rule.level == DelegationLevel::SameOrAbove && to.level < a.level {
+            return Err(EngineError::Forbidden(format!(
+                "{} is at level {}, below your level {}: `{}` may only be delegated to the same level or above",
+                to.id, to.level, a.level, t.step
+            )));
+        }
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if rule.reason_required && reason.is_none() {
+            return Err(EngineError::Invalid("a reason is required to delegate this task".into()));
+        }
+        self.check_separation(&t.step, to)?;
+        self.emit(
+            Some(a.stamp()),
+            EventKind::TaskDelegated {
+                task,
+                to: to.id.clone(),
+                reason,
+            },
+        );
+        Ok(())
+    }
+
+    fn complete(
+        &mut self,
+        task: TaskId,
+        outcome: Option<&str>,
+        form: &Map<String, Value>,
+        comment: Option<String>,
+    ) -> Result<(), EngineError> {
+        let a = self.person()?;
+        let t = self.task(task)?;
+        let (step, compiled) = self
+            .proc
+            .step(&t.step)
+            .ok_or_else(|| EngineError::NotFound(format!("step {}", t.step)))?;
+        let outcomes = Procedure::outcomes_of(step);
+        let outcome = match outcome {
+            Some(o) if outcomes.contains(&o) => o.to_string(),
+            Some(o) => {
+                return Err(EngineError::Invalid(format!(
+                    "`{o}` is not an outcome of `{}`; choose one of {}",
+                    t.step,
+                    outcomes.join(", ")
+                )))
+            }
+            None if outcomes.len() == 1 => outcomes[0].to_string(),
+            None => {
+                return Err(EngineError::Invalid(format!(
+                    "`{}` has several outcomes; choose one of {}",
+                    t.step,
+                    outcomes.join(", ")
+                )))
+            }
+        };
+        let multi = step.signatures.clone();
+        if let Some(sig) = &multi {
+            let roles = if sig.roles.is_empty() { t.roles.clone() } else { sig.roles.clone() };
+            if !a.holds_any(&roles) {
+                return Err(EngineError::Forbidden(format!(
+                    "signing `{}` needs one of the roles {}",
+                    t.step,
+                    roles.join(", ")
+                )));
+            }
+            if t.signatures.iter().any(|s| s.user == a.id) {
+                return Err(EngineError::Conflict(format!("you have already signed `{}`", t.step)));
+            }
+        } else {
+            self.check_eligible(&t, a)?;
+            if let Some(c) = &t.claimed_by {
+                if c != &a.id {
+                    return Err(EngineError::Conflict(format!("task `{}` is claimed by {c}", t.step)));
+                }
+            }
+        }
+        self.check_separation(&t.step, a)?;
+        let problems = compiled.form.check(form);
+        if !problems.is_empty() {
+            return Err(EngineError::InvalidForm(problems));
+        }
+        let mut stamp = a.stamp();
+        stamp.on_behalf_of = t.delegated_by.clone().filter(|_| t.delegated_to.as_deref() == Some(a.id.as_str()));
+
+        if let Some(sig) = &multi {
+            // The first outcome (approve, confirm…) needs every required signature; any other
+            // outcome from one eligible signer decides at once, as a veto or a return.
+            let agreeing = outcome == outcomes[0];
+            let roles = if sig.roles.is_empty() { t.roles.clone() } else { sig.roles.clone() };
+            let mut signers: Vec<(String, Vec<String>)> = t
+                .signatures
+                .iter()
+                .filter(|s| s.outcome == outcome)
+                .map(|s| (s.user.clone(), s.roles.clone()))
+                .collect();
+            signers.push((a.id.clone(), a.roles.clone()));
+            let enough = signers.len() >= sig.required as usize
+                && (!sig.one_per_role
+                    || roles
+                        .iter()
+                        .all(|r| signers.iter().any(|(_, held)| held.iter().any(|h| h == r))));
+            if agreeing && !enough {
+                self.emit(
+                    Some(stamp),
+                    EventKind::Signed {
+                        task,
+                        step: t.step.clone(),
+                        outcome,
+                        form: form.clone(),
+                        comment,
+                        meaning: step.meaning.clone(),
+                    },
+                );
+                return Ok(());
+            }
+        }
+
+        let mut data = self.s.data.clone();
+        for (k, v) in form {
+            data.insert(k.clone(), v.clone());
+        }
+        let computed = self.compute(&compiled.compute, &data, Some(form), Some(&outcome))?;
+        if multi.is_none() && t.claimed_by.is_none() {
+            // Implicit claim: the history shows who took the task even when they completed it
+            // in one go.
+            self.emit(Some(a.stamp()), EventKind::TaskClaimed { task });
+        }
+        self.emit(
+            Some(stamp),
+            EventKind::TaskCompleted {
+                task,
+                step: t.step.clone(),
+                outcome: outcome.clone(),
+                form: form.clone(),
+                computed,
+                comment,
+                meaning: step.meaning.clone(),
+            },
+        );
+        // Other open tasks of a multi-signature step do not exist: one task collects all
+        // signatures. Route on.
+        let from = t.step.clone();
+        self.route(&from, &outcome, Some(form))
+    }
+
+    fn cancel(&mut self, reason: &str) -> Result<(), EngineError> {
+        if reason.trim().is_empty() {
+            return Err(EngineError::Invalid("a reason is required to cancel an instance".into()));
+        }
+        if let Some(a) = self.actor {
+            if !a.holds_any(&self.def().cancel_roles) && !a.holds("admin") {
+                return Err(EngineError::Forbidden(if self.def().cancel_roles.is_empty() {
+                    format!("only an admin may cancel `{}` instances", self.def().id)
+                } else {
+                    format!(
+                        "cancelling `{}` needs one of the roles {}",
+                        self.def().id,
+                        self.def().cancel_roles.join(", ")
+                    )
+                }));
+            }
+        }
+        let children: Vec<InstanceId> = self.s.children.values().flat_map(|g| g.pending.keys().copied()).collect();
+        let by = self.actor.map(Actor::stamp);
+        self.emit(
+            by,
+            EventKind::Cancelled {
+                reason: reason.to_string(),
+            },
+        );
+        for id in children {
+            self.effects.push(Effect::CancelChild {
+                id,
+                reason: format!("parent {} cancelled: {reason}", self.s.id),
+            });
+        }
+        Ok(())
+    }
+
+    fn comment(&mut self, text: &str) -> Result<(), EngineError> {
+        let a = self.person()?;
+        if text.trim().is_empty() {
+            return Err(EngineError::Invalid("a comment needs text".into()));
+        }
+        self.emit(Some(a.stamp()), EventKind::Commented { text: text.to_string() });
+        Ok(())
+    }
+
+    fn child_ended(
+        &mut self,
+        step: &str,
+        child: InstanceId,
+        outcome: &str,
+        data: &Map<String, Value>,
+    ) -> Result<(), EngineError> {
+        let group = self
+            .s
+            .children
+            .get(step)
+            .ok_or_else(|| EngineError::NotFound(format!("children of step {step}")))?;
+        if !group.pending.contains_key(&child) {
+            return Err(EngineError::Conflict(format!("child {child} already reported its end")));
+        }
+        self.emit(
+            None,
+            EventKind::ChildEnded {
+                step: step.to_string(),
+                child,
+                outcome: outcome.to_string(),
+                data: data.clone(),
+            },
+        );
+        let done = self.s.children.get(step).is_some_and(|g| g.pending.is_empty());
+        if done {
+            self.collect(step)?;
+        }
+        Ok(())
+    }
+
+    /// All children of `step` ended: store their results and go on.
+    fn collect(&mut self, step: &str) -> Result<(), EngineError> {
+        let results: Vec<Value> = self
+            .s
+            .children
+            .get(step)
+            .map(|g| g.results.values().cloned().collect())
+            .unwrap_or_default();
+        let (def_step, compiled) = self
+            .proc
+            .step(step)
+            .ok_or_else(|| EngineError::NotFound(format!("step {step}")))?;
+        let field = def_step.collect.clone();
+        let mut data = self.s.data.clone();
+        if let Some(f) = &field {
+            data.insert(f.clone(), Value::Array(results.clone()));
+        }
+        let computed = self.compute(&compiled.compute, &data, None, None)?;
+        self.emit(
+            None,
+            EventKind::ChildrenCollected {
+                step: step.to_string(),
+                field,
+                results,
+                computed,
+            },
+        );
+        self.route(step, DEFAULT_OUTCOME, None)
+    }
+
+    /// Evaluates `compute` in order; each value is visible to the next.
+    fn compute(
+        &self,
+        exprs: &[(String, Arc<cel::Program>)],
+        data: &Map<String, Value>,
+        form: Option<&Map<String, Value>>,
+        outcome: Option<&str>,
+    ) -> Result<Map<String, Value>, EngineError> {
+        let mut data = data.clone();
+        let mut out = Map::new();
+        for (name, program) in exprs {
+            let v = self.eval(program, &data, form, outcome, None).map_err(|e| {
+                EngineError::Guard(format!("computing `{name}`: {e}"))
+            })?;
+            let json = self.proc.coerce(name, from_cel(&v));
+            data.insert(name.clone(), json.clone());
+            out.insert(name.clone(), json);
+        }
+        Ok(out)
+    }
+
+    fn eval(
+        &self,
+        program: &cel::Program,
+        data: &Map<String, Value>,
+        form: Option<&Map<String, Value>>,
+        outcome: Option<&str>,
+        item: Option<&Value>,
+    ) -> Result<Cel, String> {
+        let mut ctx = cel::Context::default();
+        self.proc.bind(&mut ctx, data);
+        let form_map: std::collections::HashMap<Key, Cel> = form
+            .map(|f| {
+                f.iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v, self.proc.fields.get(k))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ctx.add_variable_from_value("form", Cel::Map(form_map.into()));
+        ctx.add_variable_from_value("actor", self.actor.map_or(Cel::Null, actor_value));
+        ctx.add_variable_from_value(
+            "outcome",
+            outcome.map_or(Cel::Null, |o| Cel::String(Arc::new(o.to_string()))),
+        );
+        ctx.add_variable_from_value("now", Cel::Timestamp(self.now.fixed_offset()));
+        if let Some(item) = item {
+            ctx.add_variable_from_value("item", to_cel(item, None));
+        }
+        program.execute(&ctx).map_err(|e| e.to_string())
+    }
+
+    /// Leaves `from` with `outcome`: the first transition that matches and holds.
+    fn route(&mut self, from: &str, outcome: &str, form: Option<&Map<String, Value>>) -> Result<(), EngineError> {
+        let (step, compiled) = self
+            .proc
+            .step(from)
+            .ok_or_else(|| EngineError::NotFound(format!("step {from}")))?;
+        for (t, guard) in step.next.iter().zip(&compiled.guards) {
+            if t.on.as_deref().is_some_and(|on| on != outcome) {
+                continue;
+            }
+            let holds = match guard {
+                None => true,
+                Some(p) => match self.eval(p, &self.s.data, form, Some(outcome), None) {
+                    Ok(Cel::Bool(b)) => b,
+                    Ok(other) => {
+                        return Err(EngineError::Guard(format!(
+                            "the condition `{}` on `{from}` gave {other:?}, not true or false",
+                            t.when.as_deref().unwrap_or_default()
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(EngineError::Guard(format!(
+                            "the condition `{}` on `{from}` failed: {e}",
+                            t.when.as_deref().unwrap_or_default()
+                        )))
+                    }
+                },
+            };
+            if holds {
+                let to = t.to.clone();
+                return self.enter(&to);
+            }
+        }
+        Err(EngineError::Guard(format!(
+            "no transition of `{from}` applies to outcome `{outcome}` with this data; the instance would be stuck"
+        )))
+    }
+
+    /// Arrives at `id`.
+    fn enter(&mut self, id: &str) -> Result<(), EngineError> {
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| {
+            EngineError::Guard(format!(
+                "the procedure passed {STEP_BUDGET} steps without anyone acting (an endless loop of automatic steps at `{id}`)"
+            ))
+        })?;
+        let (step, compiled) = self
+            .proc
+            .step(id)
+            .ok_or_else(|| EngineError::NotFound(format!("step {id}")))?;
+        match step.kind {
+            StepKind::Task => {
+                let task = derive_id(self.s.id, self.s.seq + 1, 0);
+                let assignee = match &step.assignee {
+                    Some(field) => Some(
+                        self.s
+                            .data
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .ok_or_else(|| {
+                                EngineError::Guard(format!(
+                                    "step `{id}` is assigned to the person in `{field}`, but `{field}` is not filled in"
+                                ))
+                            })?
+                            .to_string(),
+                    ),
+                    None => None,
+                };
+                let roles = step.role.iter().cloned().collect();
+                self.emit(
+                    None,
+                    EventKind::TaskOpened {
+                        task,
+                        step: id.to_string(),
+                        roles,
+                        assignee,
+                    },
+                );
+                Ok(())
+            }
+            StepKind::Auto => {
+                let data = self.s.data.clone();
+                let computed = self.compute(&compiled.compute, &data, None, None)?;
+                self.emit(
+                    None,
+                    EventKind::AutoPassed {
+                        step: id.to_string(),
+                        computed,
+                    },
+                );
+                self.route(id, DEFAULT_OUTCOME, None)
+            }
+            StepKind::Parallel => {
+                let branches = step.branches.clone();
+                self.emit(
+                    None,
+                    EventKind::BranchesStarted {
+                        step: id.to_string(),
+                        branches: branches.clone(),
+                    },
+                );
+                for b in &branches {
+                    self.enter(b)?;
+                }
+                Ok(())
+            }
+            StepKind::Join => {
+                let width = self.proc.join_width.get(id).copied().unwrap_or(1);
+                let arrived = self.s.joins.get(id).copied().unwrap_or(0) + 1;
+                if arrived < width {
+                    self.emit(None, EventKind::BranchArrived { join: id.to_string() });
+                    return Ok(());
+                }
+                let data = self.s.data.clone();
+                let computed = self.compute(&compiled.compute, &data, None, None)?;
+                self.emit(
+                    None,
+                    EventKind::Joined {
+                        step: id.to_string(),
+                        computed,
+                    },
+                );
+                self.route(id, DEFAULT_OUTCOME, None)
+            }
+            StepKind::Subprocess => {
+                let child_proc = step.procedure.clone().unwrap_or_default();
+                let list_field = step.for_each.clone().unwrap_or_default();
+                let items: Vec<Value> = match self.s.data.get(&list_field) {
+                    Some(Value::Array(items)) => items.clone(),
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(_) => {
+                        return Err(EngineError::Guard(format!(
+                            "`{list_field}` should be a list to start one `{child_proc}` per item"
+                        )))
+                    }
+                };
+                let seq = self.s.seq + 1;
+                let mut children = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    let mut data = Map::new();
+                    for (name, program) in &compiled.input {
+                        let v = self
+                            .eval(program, &self.s.data, None, None, Some(item))
+                            .map_err(|e| EngineError::Guard(format!("input `{name}` of `{id}`: {e}")))?;
+                        data.insert(name.clone(), from_cel(&v));
+                    }
+                    let n = u32::try_from(index).map_err(|_| EngineError::Invalid("too many list items".into()))?;
+                    children.push(ChildStart {
+                        id: derive_id(self.s.id, seq, n),
+                        index,
+                        data,
+                    });
+                }
+                self.emit(
+                    None,
+                    EventKind::ChildrenStarted {
+                        step: id.to_string(),
+                        procedure: child_proc.clone(),
+                        children: children.clone(),
+                    },
+                );
+                for c in children {
+                    self.effects.push(Effect::StartChild {
+                        id: c.id,
+                        procedure: child_proc.clone(),
+                        data: c.data,
+                        parent: ParentLink {
+                            instance: self.s.id,
+                            step: id.to_string(),
+                            index: c.index,
+                        },
+                    });
+                }
+                if items.is_empty() {
+                    return self.collect(id);
+                }
+                Ok(())
+            }
+            StepKind::End => {
+                let busy = !self.s.tasks.is_empty() || !self.s.joins.is_empty() || !self.s.children.is_empty();
+                if busy {
+                    // Validation proves this cannot happen in a sound procedure; refusing is
+                    // safer than ending with work still open.
+                    return Err(EngineError::Guard(format!(
+                        "reached the end step `{id}` while other work is still open"
+                    )));
+                }
+                self.emit(None, EventKind::Ended { step: id.to_string() });
+                if let Some(p) = self.s.parent.clone() {
+                    self.effects.push(Effect::NotifyParent {
+                        parent: p.instance,
+                        step: p.step,
+                        child: self.s.id,
+                        outcome: id.to_string(),
+                        data: self.s.data.clone(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn actor_value(a: &Actor) -> Cel {
+    let m: std::collections::HashMap<Key, Cel> = [
+        ("id", Cel::String(Arc::new(a.id.clone()))),
+        ("name", Cel::String(Arc::new(a.name.clone()))),
+        ("department", Cel::String(Arc::new(a.department.clone()))),
+        (
+            "roles",
+            Cel::List(Arc::new(a.roles.iter().map(|r| Cel::String(Arc::new(r.clone()))).collect())),
+        ),
+        ("level", Cel::Int(i64::from(a.level))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+    .collect();
+    Cel::Map(m.into())
+}

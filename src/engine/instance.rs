@@ -1,0 +1,509 @@
+//! Instances as the fold of their events (invariant 1): the event and command types, the
+//! instance state, and `apply`, the one function that changes an instance.
+//!
+//! `apply` is total and deterministic: it never fails, never looks at the clock, and never
+//! decides anything — every choice was made by `decide` when it emitted the event. That is
+//! what makes replaying a history always give the same instance.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use crate::store::{InstanceId, TaskId};
+
+/// A person acting, as the directory describes them at the moment of the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub id: String,
+    pub name: String,
+    pub department: String,
+    pub roles: Vec<String>,
+    /// Seniority for "delegate to the same level or above".
+    pub level: u8,
+}
+
+impl Actor {
+    pub fn holds(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn holds_any(&self, roles: &[String]) -> bool {
+        roles.iter().any(|r| self.holds(r))
+    }
+
+    /// The actor as recorded in an event.
+    pub fn stamp(&self) -> Stamp {
+        Stamp {
+            user: self.id.clone(),
+            name: self.name.clone(),
+            department: self.department.clone(),
+            roles: self.roles.clone(),
+            on_behalf_of: None,
+        }
+    }
+}
+
+/// Who did something, recorded in the event as they were then (later directory changes do
+/// not rewrite history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub user: String,
+    pub name: String,
+    pub department: String,
+    pub roles: Vec<String>,
+    /// For a delegate: the person who handed the task on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
+}
+
+/// Where a child instance came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentLink {
+    pub instance: InstanceId,
+    pub step: String,
+    /// Position of the list item this child is for.
+    pub index: usize,
+}
+
+/// A child started by a subprocess step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildStart {
+    pub id: InstanceId,
+    pub index: usize,
+    pub data: Map<String, Value>,
+}
+
+/// One entry of an instance's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// 1-based position in the history; also the instance's version after this event.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// The person; `None` for the engine itself (routing, timers, children ending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Stamp>,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Started {
+        procedure: String,
+        version: u32,
+        hash: String,
+        data: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentLink>,
+    },
+    TaskOpened {
+        task: TaskId,
+        step: String,
+        roles: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        assignee: Option<String>,
+    },
+    TaskClaimed {
+        task: TaskId,
+    },
+    TaskReleased {
+        task: TaskId,
+    },
+    TaskDelegated {
+        task: TaskId,
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// One signature of a multi-signature step that does not complete it yet.
+    Signed {
+        task: TaskId,
+        step: String,
+        outcome: String,
+        form: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meaning: Option<String>,
+    },
+    TaskCompleted {
+        task: TaskId,
+        step: String,
+        outcome: String,
+        form: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        computed: Map<String, Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        meaning: Option<String>,
+    },
+    /// An `auto` step ran.
+    AutoPassed {
+        step: String,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        computed: Map<String, Value>,
+    },
+    BranchesStarted {
+        step: String,
+        branches: Vec<String>,
+    },
+    /// A branch reached its join, which still waits for others.
+    BranchArrived {
+        join: String,
+    },
+    Joined {
+        step: String,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        computed: Map<String, Value>,
+    },
+    ChildrenStarted {
+        step: String,
+        procedure: String,
+        children: Vec<ChildStart>,
+    },
+    ChildEnded {
+        step: String,
+        child: InstanceId,
+        outcome: String,
+        data: Map<String, Value>,
+    },
+    /// Every child of a subprocess step has ended; their results are in the data.
+    ChildrenCollected {
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        results: Vec<Value>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        computed: Map<String, Value>,
+    },
+    Commented {
+        text: String,
+    },
+    Cancelled {
+        reason: String,
+    },
+    Ended {
+        step: String,
+    },
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Completed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A signature on a multi-signature step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    pub user: String,
+    pub roles: Vec<String>,
+    pub outcome: String,
+    pub at: DateTime<Utc>,
+}
+
+/// An open task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub step: String,
+    /// Roles the task is offered to.
+    pub roles: Vec<String>,
+    /// The person named by the step's `assignee` field, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// Set when the task was handed on: the delegate, and who delegated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegated_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Signature>,
+    pub opened_at: DateTime<Utc>,
+}
+
+impl Task {
+    /// The one person the task is with, if it is with one person: delegate, claimer, or
+    /// named assignee, in that order.
+    pub fn holder(&self) -> Option<&str> {
+        self.delegated_to
+            .as_deref()
+            .or(self.claimed_by.as_deref())
+            .or(self.assignee.as_deref())
+    }
+}
+
+/// Children a subprocess step waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildGroup {
+    pub procedure: String,
+    /// Child id → item index, for those still running.
+    pub pending: BTreeMap<InstanceId, usize>,
+    /// Item index → the child's final data with its `outcome`.
+    pub results: BTreeMap<usize, Value>,
+}
+
+/// An instance: the fold of its events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub procedure: String,
+    pub version: u32,
+    pub hash: String,
+    pub status: Status,
+    /// The end step reached, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_step: Option<String>,
+    pub data: Map<String, Value>,
+    /// Number of events so far (the store's version of this instance).
+    pub seq: u64,
+    pub tasks: BTreeMap<TaskId, Task>,
+    /// Tasks completed (or closed by cancelling), with their step: a later command on one is
+    /// a conflict, not an unknown task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub closed: BTreeMap<TaskId, String>,
+    /// Join step → branches arrived so far.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub joins: BTreeMap<String, usize>,
+    /// Subprocess step → children still running.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub children: BTreeMap<String, ChildGroup>,
+    /// Step → everyone who completed or signed it, in order (separation of duties).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub done_by: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Instance {
+    /// The instance a `Started` event creates; `None` for any other event.
+    pub fn from_first(id: InstanceId, e: &Event) -> Option<Instance> {
+        match &e.kind {
+            EventKind::Started {
+                procedure,
+                version,
+                hash,
+                data,
+                parent,
+            } => Some(Instance {
+                id,
+                procedure: procedure.clone(),
+                version: *version,
+                hash: hash.clone(),
+                status: Status::Running,
+                end_step: None,
+                data: data.clone(),
+                seq: e.seq,
+                tasks: BTreeMap::new(),
+                closed: BTreeMap::new(),
+                joins: BTreeMap::new(),
+                children: BTreeMap::new(),
+                done_by: BTreeMap::new(),
+                parent: parent.clone(),
+                started_at: e.at,
+                updated_at: e.at,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Rebuilds an instance from its whole history.
+    pub fn fold(id: InstanceId, events: &[Event]) -> Option<Instance> {
+        let (first, rest) = events.split_first()?;
+        let mut inst = Instance::from_first(id, first)?;
+        for e in rest {
+            inst.apply(e);
+        }
+        Some(inst)
+    }
+
+    /// Applies one event. Total: an event that does not fit (a task already gone) changes
+    /// only what it can, because `decide` guarantees it never emits such an event.
+    pub fn apply(&mut self, e: &Event) {
+        self.seq = e.seq;
+        self.updated_at = e.at;
+        let user = e.by.as_ref().map(|s| s.user.clone());
+        match &e.kind {
+            EventKind::Started { .. } => {}
+            EventKind::TaskOpened {
+                task,
+                step,
+                roles,
+                assignee,
+            } => {
+                self.tasks.insert(
+                    *task,
+                    Task {
+                        id: *task,
+                        step: step.clone(),
+                        roles: roles.clone(),
+                        assignee: assignee.clone(),
+                        claimed_by: None,
+                        delegated_to: None,
+                        delegated_by: None,
+                        signatures: Vec::new(),
+                        opened_at: e.at,
+                    },
+                );
+            }
+            EventKind::TaskClaimed { task } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.claimed_by = user;
+                }
+            }
+            EventKind::TaskReleased { task } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.claimed_by = None;
+                }
+            }
+            EventKind::TaskDelegated { task, to, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.delegated_by = user;
+                    t.delegated_to = Some(to.clone());
+                    t.claimed_by = None;
+                }
+            }
+            EventKind::Signed {
+                task,
+                step,
+                outcome,
+                form,
+                ..
+            } => {
+                merge(&mut self.data, form);
+                if let (Some(t), Some(stamp)) = (self.tasks.get_mut(task), &e.by) {
+                    t.signatures.push(Signature {
+                        user: stamp.user.clone(),
+                        roles: stamp.roles.clone(),
+                        outcome: outcome.clone(),
+                        at: e.at,
+                    });
+                }
+                if let Some(u) = user {
+                    self.done_by.entry(step.clone()).or_default().push(u);
+                }
+            }
+            EventKind::TaskCompleted {
+                task,
+                step,
+                form,
+                computed,
+                ..
+            } => {
+                merge(&mut self.data, form);
+                merge(&mut self.data, computed);
+                self.tasks.remove(task);
+                self.closed.insert(*task, step.clone());
+                if let Some(u) = user {
+                    self.done_by.entry(step.clone()).or_default().push(u);
+                }
+            }
+            EventKind::AutoPassed { computed, .. } | EventKind::Joined { computed, .. } => {
+                if let EventKind::Joined { step, .. } = &e.kind {
+                    self.joins.remove(step);
+                }
+                merge(&mut self.data, computed);
+            }
+            EventKind::BranchesStarted { .. } => {}
+            EventKind::BranchArrived { join } => {
+                *self.joins.entry(join.clone()).or_default() += 1;
+            }
+            EventKind::ChildrenStarted {
+                step,
+                procedure,
+                children,
+            } => {
+                self.children.insert(
+                    step.clone(),
+                    ChildGroup {
+                        procedure: procedure.clone(),
+                        pending: children.iter().map(|c| (c.id, c.index)).collect(),
+                        results: BTreeMap::new(),
+                    },
+                );
+            }
+            EventKind::ChildEnded {
+                step,
+                child,
+                outcome,
+                data,
+            } => {
+                if let Some(g) = self.children.get_mut(step) {
+                    if let Some(index) = g.pending.remove(child) {
+                        let mut result = data.clone();
+                        result.insert("outcome".into(), Value::String(outcome.clone()));
+                        g.results.insert(index, Value::Object(result));
+                    }
+                }
+            }
+            EventKind::ChildrenCollected {
+                step,
+                field,
+                results,
+                computed,
+            } => {
+                self.children.remove(step);
+                if let Some(f) = field {
+                    self.data.insert(f.clone(), Value::Array(results.clone()));
+                }
+                merge(&mut self.data, computed);
+            }
+            EventKind::Commented { .. } => {}
+            EventKind::Cancelled { .. } => {
+                self.status = Status::Cancelled;
+                for (id, t) in std::mem::take(&mut self.tasks) {
+                    self.closed.insert(id, t.step);
+                }
+                self.joins.clear();
+                self.children.clear();
+            }
+            EventKind::Ended { step } => {
+                self.status = Status::Completed;
+                self.end_step = Some(step.clone());
+            }
+        }
+    }
+}
+
+fn merge(data: &mut Map<String, Value>, values: &Map<String, Value>) {
+    for (k, v) in values {
+        data.insert(k.clone(), v.clone());
+    }
+}
+
+/// A task or child id derived from the instance id and the position of the event that
+/// creates it: deterministic (so `decide` needs no randomness and no clock), and unique
+/// because instance ids are.
+pub fn derive_id(instance: InstanceId, seq: u64, n: u32) -> Uuid {
+    let mut h = Sha256::new();
+    h.update(instance.as_bytes());
+    h.update(seq.to_be_bytes());
+    h.update(n.to_be_bytes());
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}

@@ -1,0 +1,499 @@
+//! The engine as a service: the one API the HTTP layer, the CLI, tests and benchmarks use.
+//! It loads an instance, asks the pure core what a command does, carries out the effects on
+//! other instances (children, parents) in the same commit, turns the result into a store
+//! `Commit` (events, snapshots, worklist and status index rows) and waits until it is durable.
+//!
+//! It holds the procedure registry: every version ever registered stays runnable, and an
+//! instance always runs on the exact version it started on (invariant 6). It must not decide
+//! anything itself — rules live in `decide` — and must not read the system time except
+//! through its `Clock`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+use super::compiled::CompiledProcedure;
+use super::decide::{decide, Command, Effect, EngineError};
+use super::instance::{Actor, Event, Instance, InstanceId, Task};
+use crate::clock::Clock;
+use crate::definition::load::ValidProcedure;
+use crate::definition::model::Procedure;
+use crate::store::{Commit, InstanceWrite, Page, ProcedureRecord, StatusChange, Store, StoreError, TaskRow};
+
+/// Everything that can go wrong with a command, for the caller to map to a response.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("procedure `{0}` is not registered")]
+    UnknownProcedure(String),
+    #[error(
+        "procedure `{id}` version {version} was changed without raising `version`; running instances depend on the old text, so give the changed file `version = {next}`"
+    )]
+    ProcedureChanged { id: String, version: u32, next: u32 },
+    #[error("the store failed: {0}")]
+    Store(StoreError),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+/// How often a command is retried when another command changed the instance between our
+/// read and our commit. Each retry re-decides on fresh state, so the loser of a race on
+/// one task gets the engine's answer ("already completed"), not a storage error.
+const CAS_RETRIES: usize = 8;
+
+#[derive(Default)]
+struct Registry {
+    /// id → version → compiled procedure.
+    by_id: HashMap<String, BTreeMap<u32, Arc<CompiledProcedure>>>,
+}
+
+impl Registry {
+    fn get(&self, id: &str, version: u32) -> Option<Arc<CompiledProcedure>> {
+        self.by_id.get(id)?.get(&version).cloned()
+    }
+
+    fn latest(&self, id: &str) -> Option<Arc<CompiledProcedure>> {
+        self.by_id.get(id)?.values().next_back().cloned()
+    }
+}
+
+/// The engine over a store.
+pub struct Engine<S: Store> {
+    store: Arc<S>,
+    clock: Arc<dyn Clock>,
+    registry: RwLock<Registry>,
+}
+
+/// An instance touched by a command in progress.
+struct Touched {
+    before: Option<Instance>,
+    after: Instance,
+    events: Vec<Event>,
+}
+
+impl<S: Store> Engine<S> {
+    /// Opens the engine and loads every procedure version the store already knows, so
+    /// instances started on an older version keep running after the file changed.
+    pub fn open(store: Arc<S>, clock: Arc<dyn Clock>) -> Result<Self, ServiceError> {
+        let engine = Engine {
+            store,
+            clock,
+            registry: RwLock::new(Registry::default()),
+        };
+        let records = engine.store.procedures()?;
+        let defs: Vec<(Procedure, String)> = records
+            .iter()
+            .map(|r| {
+                crate::definition::load::parse_procedure(&r.source)
+                    .map(|p| (p, r.hash.clone()))
+                    .ok_or_else(|| ServiceError::Corrupt(format!("stored procedure {} v{} does not parse", r.id, r.version)))
+            })
+            .collect::<Result<_, _>>()?;
+        engine.install(&defs)?;
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn install(&self, defs: &[(Procedure, String)]) -> Result<(), ServiceError> {
+        let mut reg = self.registry.write().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<Procedure> = reg
+            .by_id
+            .values()
+            .flat_map(|v| v.values().map(|c| c.def.clone()))
+            .collect();
+        all.extend(defs.iter().map(|(p, _)| p.clone()));
+        let refs: Vec<&Procedure> = all.iter().collect();
+        for (p, hash) in defs {
+            let compiled = CompiledProcedure::compile(p.clone(), hash.clone(), &refs)
+                .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+            reg.by_id
+                .entry(p.id.clone())
+                .or_default()
+                .insert(p.version, Arc::new(compiled));
+        }
+        Ok(())
+    }
+
+    /// Registers validated procedures (from `definition::load`). A file whose content changed
+    /// while its version did not is refused, and nothing of this call is registered.
+    pub async fn register(&self, procedures: &[ValidProcedure]) -> Result<(), ServiceError> {
+        for p in procedures {
+            if let Some(existing) = self.store.procedure(&p.procedure.id, p.procedure.version)? {
+                if existing.hash != p.hash {
+                    let next = self.latest_version(&p.procedure.id).unwrap_or(p.procedure.version) + 1;
+                    return Err(ServiceError::ProcedureChanged {
+                        id: p.procedure.id.clone(),
+                        version: p.procedure.version,
+                        next,
+                    });
+                }
+            }
+        }
+        for p in procedures {
+            self.put_source(p).await?;
+        }
+        let defs: Vec<(Procedure, String)> = procedures.iter().map(|p| (p.procedure.clone(), p.hash.clone())).collect();
+        self.install(&defs)
+    }
+
+    async fn put_source(&self, p: &ValidProcedure) -> Result<(), ServiceError> {
+        match self
+            .store
+            .put_procedure(ProcedureRecord {
+                id: p.procedure.id.clone(),
+                version: p.procedure.version,
+                hash: p.hash.clone(),
+                source: p.source.to_string(),
+            })
+            .await
+        {
+            Err(StoreError::ProcedureChanged { id, version }) => Err(ServiceError::ProcedureChanged {
+                next: version + 1,
+                id,
+                version,
+            }),
+            other => other.map_err(ServiceError::from),
+        }
+    }
+
+    fn latest_version(&self, id: &str) -> Option<u32> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.latest(id).map(|c| c.version())
+    }
+
+    /// The newest registered version of a procedure.
+    pub fn procedure(&self, id: &str) -> Option<Arc<CompiledProcedure>> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).latest(id)
+    }
+
+    /// A specific version.
+    pub fn procedure_version(&self, id: &str, version: u32) -> Option<Arc<CompiledProcedure>> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner()).get(id, version)
+    }
+
+    /// Every registered procedure at its newest version, by id.
+    pub fn procedures(&self) -> Vec<Arc<CompiledProcedure>> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Arc<CompiledProcedure>> = reg.by_id.values().filter_map(|m| m.values().next_back().cloned()).collect();
+        v.sort_by(|a, b| a.id().cmp(b.id()));
+        v
+    }
+
+    /// Starts an instance of the newest version of `procedure`.
+    pub async fn start(&self, procedure: &str, data: Map<String, Value>, actor: Option<&Actor>) -> Result<Instance, ServiceError> {
+        let now = self.clock.now();
+        let id = new_instance_id(now);
+        let cmd = Command::Start { id, data, parent: None };
+        let proc = self
+            .procedure(procedure)
+            .ok_or_else(|| ServiceError::UnknownProcedure(procedure.to_string()))?;
+        self.run(id, Some(proc), cmd, actor).await
+    }
+
+    /// Runs a command on an existing instance and returns the instance after it.
+    pub async fn execute(&self, instance: InstanceId, cmd: Command, actor: Option<&Actor>) -> Result<Instance, ServiceError> {
+        self.run(instance, None, cmd, actor).await
+    }
+
+    async fn run(
+        &self,
+        id: InstanceId,
+        start_proc: Option<Arc<CompiledProcedure>>,
+        cmd: Command,
+        actor: Option<&Actor>,
+    ) -> Result<Instance, ServiceError> {
+        let mut attempt = 0;
+        loop {
+            let (commit, result) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
+            match self.store.commit(commit).await {
+                Ok(()) => return Ok(result),
+                Err(StoreError::Conflict { .. }) if attempt < CAS_RETRIES => {
+                    attempt += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(StoreError::Conflict { instance, .. }) => {
+                    return Err(EngineError::Conflict(format!(
+                        "instance {instance} is being changed by others; try again"
+                    ))
+                    .into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Decides a command and every effect it causes, and builds the commit — no writes.
+    fn prepare(
+        &self,
+        id: InstanceId,
+        start_proc: Option<Arc<CompiledProcedure>>,
+        cmd: &Command,
+        actor: Option<&Actor>,
+    ) -> Result<(Commit, Instance), ServiceError> {
+        let now = self.clock.now();
+        let mut touched: Vec<(InstanceId, Touched)> = Vec::new();
+        let mut queue: Vec<(InstanceId, Option<Arc<CompiledProcedure>>, Command, bool)> =
+            vec![(id, start_proc, cmd.clone(), true)];
+        // Bounded: a chain of children starting children is finite because procedures
+        // cannot start themselves, but a huge fan-out is still refused.
+        let mut budget = 100_000usize;
+        while let Some((target, proc, cmd, by_actor)) = queue.pop() {
+            budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| EngineError::Invalid("this command would touch too many instances".into()))?;
+            let pos = touched.iter().position(|(i, _)| *i == target);
+            let current: Option<Instance> = match pos {
+                Some(p) => Some(touched[p].1.after.clone()),
+                None => self.load(target)?,
+            };
+            let proc = match (&proc, &current) {
+                (Some(p), _) => p.clone(),
+                (None, Some(inst)) => self.procedure_version(&inst.procedure, inst.version).ok_or_else(|| {
+                    ServiceError::Corrupt(format!(
+                        "instance {target} runs {} v{}, which is not registered",
+                        inst.procedure, inst.version
+                    ))
+                })?,
+                (None, None) => return Err(EngineError::NotFound(format!("instance {target}")).into()),
+            };
+            let who = if by_actor { actor } else { None };
+            let decision = decide(&proc, current.as_ref(), &cmd, who, now)?;
+            let mut after = match &current {
+                Some(c) => c.clone(),
+                None => decision
+                    .events
+                    .first()
+                    .and_then(|e| Instance::from_first(target, e))
+                    .ok_or_else(|| ServiceError::Corrupt("a start produced no start event".into()))?,
+            };
+            let skip = usize::from(current.is_none());
+            for e in decision.events.iter().skip(skip) {
+                after.apply(e);
+            }
+            match pos {
+                Some(p) => {
+                    touched[p].1.after = after;
+                    touched[p].1.events.extend(decision.events);
+                }
+                None => touched.push((
+                    target,
+                    Touched {
+                        before: current,
+                        after,
+                        events: decision.events,
+                    },
+                )),
+            }
+            for effect in decision.effects.into_iter().rev() {
+                match effect {
+                    Effect::StartChild {
+                        id,
+                        procedure,
+                        data,
+                        parent,
+                    } => {
+                        let child = self
+                            .procedure(&procedure)
+                            .ok_or_else(|| ServiceError::UnknownProcedure(procedure.clone()))?;
+                        let data = data.into_iter().map(|(k, v)| {
+                            let v = child.coerce(&k, v);
+                            (k, v)
+                        }).collect();
+                        queue.push((
+                            id,
+                            Some(child),
+                            Command::Start {
+                                id,
+                                data,
+                                parent: Some(parent),
+                            },
+                            false,
+                        ));
+                    }
+                    Effect::NotifyParent {
+                        parent,
+                        step,
+                        child,
+                        outcome,
+                        data,
+                    } => queue.push((
+                        parent,
+                        None,
+                        Command::ChildEnded {
+                            step,
+                            child,
+                            outcome,
+                            data,
+                        },
+                        false,
+                    )),
+                    Effect::CancelChild { id, reason } => {
+                        // A child that already ended needs no cancelling.
+                        let running = match touched.iter().find(|(i, _)| *i == id) {
+                            Some((_, t)) => t.after.status == super::instance::Status::Running,
+                            None => self.load(id)?.is_some_and(|c| c.status == super::instance::Status::Running),
+                        };
+                        if running {
+                            queue.push((id, None, Command::Cancel { reason }, false));
+                        }
+                    }
+                }
+            }
+        }
+        let result = touched
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, t)| t.after.clone())
+            .ok_or_else(|| ServiceError::Corrupt("the command touched no instance".into()))?;
+        Ok((build_commit(&touched)?, result))
+    }
+
+    fn load(&self, id: InstanceId) -> Result<Option<Instance>, ServiceError> {
+        match self.store.instance(id)? {
+            None => Ok(None),
+            Some(stored) => {
+                let inst: Instance = serde_json::from_slice(&stored.snapshot)
+                    .map_err(|e| ServiceError::Corrupt(format!("snapshot of {id}: {e}")))?;
+                if inst.seq != stored.version {
+                    return Err(ServiceError::Corrupt(format!(
+                        "snapshot of {id} is at event {} but the store is at {}",
+                        inst.seq, stored.version
+                    )));
+                }
+                Ok(Some(inst))
+            }
+        }
+    }
+
+    /// The current state of an instance.
+    pub fn instance(&self, id: InstanceId) -> Result<Option<Instance>, ServiceError> {
+        self.load(id)
+    }
+
+    /// The whole history of an instance, oldest first.
+    pub fn history(&self, id: InstanceId) -> Result<Vec<Event>, ServiceError> {
+        let mut out = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = self.store.history(id, from, 1000)?;
+            if page.is_empty() {
+                break;
+            }
+            for (seq, bytes) in &page {
+                let e: Event = serde_json::from_slice(bytes)
+                    .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))?;
+                out.push(e);
+                from = seq + 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The tasks a person may see: offered to one of their roles or with them.
+    pub fn tasks_for(&self, actor: &Actor) -> Result<Vec<TaskRow>, ServiceError> {
+        Ok(self.store.tasks_for(&actor.roles, &actor.id)?)
+    }
+
+    /// An open task and its instance.
+    pub fn task(&self, task: uuid::Uuid) -> Result<Option<(Task, Instance)>, ServiceError> {
+        let Some(row) = self.store.task(task)? else {
+            return Ok(None);
+        };
+        let Some(inst) = self.load(row.instance)? else {
+            return Ok(None);
+        };
+        Ok(inst.tasks.get(&task).cloned().map(|t| (t, inst)))
+    }
+
+    /// Instances by procedure and status, in creation order, a page at a time.
+    pub fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, ServiceError> {
+        Ok(self.store.instances(procedure, status, cursor, limit)?)
+    }
+}
+
+/// A time-ordered instance id whose time part comes from our clock, not the system's.
+pub fn new_instance_id(now: chrono::DateTime<chrono::Utc>) -> InstanceId {
+    let secs = u64::try_from(now.timestamp()).unwrap_or(0);
+    let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs, now.timestamp_subsec_nanos());
+    uuid::Uuid::new_v7(ts)
+}
+
+/// The index row of an open task: offered to its roles, or with one person.
+fn task_row(inst: &Instance, t: &Task) -> TaskRow {
+    let holder = t.holder().map(str::to_string);
+    TaskRow {
+        task: t.id,
+        instance: inst.id,
+        procedure: inst.procedure.clone(),
+        step: t.step.clone(),
+        roles: if holder.is_some() { Vec::new() } else { t.roles.clone() },
+        assignee: holder,
+        due_ms: None,
+    }
+}
+
+fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceError> {
+    let mut commit = Commit::default();
+    for (id, t) in touched {
+        let events = t
+            .events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+        commit.instances.push(InstanceWrite {
+            id: *id,
+            expected_version: t.before.as_ref().map_or(0, |b| b.seq),
+            events,
+            snapshot: serde_json::to_vec(&t.after).map_err(|e| ServiceError::Corrupt(e.to_string()))?,
+        });
+        let before_rows: Vec<TaskRow> = t
+            .before
+            .as_ref()
+            .map(|b| b.tasks.values().map(|task| task_row(b, task)).collect())
+            .unwrap_or_default();
+        let after_rows: Vec<TaskRow> = t.after.tasks.values().map(|task| task_row(&t.after, task)).collect();
+        for r in &before_rows {
+            if !after_rows.contains(r) {
+                commit.closed_tasks.push(r.clone());
+            }
+        }
+        for r in &after_rows {
+            if !before_rows.contains(r) {
+                commit.open_tasks.push(r.clone());
+            }
+        }
+        let from = t.before.as_ref().map(|b| b.status.as_str().to_string());
+        let to = t.after.status.as_str().to_string();
+        if from.as_deref() != Some(to.as_str()) {
+            commit.statuses.push(StatusChange {
+                instance: *id,
+                procedure: t.after.procedure.clone(),
+                from,
+                to,
+            });
+        }
+    }
+    Ok(commit)
+}

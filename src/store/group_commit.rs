@@ -1,0 +1,340 @@
+//! The group-commit pipeline behind "acknowledged means durable" (invariant 3): callers hand
+//! a prepared job to one dedicated OS thread, which applies every job that has queued up,
+//! each in its own transaction, then makes them all durable with a single flush, and only
+//! then answers them. N concurrent commits therefore share one fsync.
+//!
+//! Why one thread does both the applying and the flushing: sled 0.34 guards every
+//! transaction with a process-wide write lock (`concurrency_control::write()`) and holds the
+//! read side of that lock for the whole of `flush()`, fsync included. A transaction can
+//! never run while a flush is in progress, so a separate applier could not overlap with the
+//! flusher anyway; it would only park caller threads (tokio workers, on a 2-core machine)
+//! on that lock. Here callers wait on a oneshot instead, and jobs arriving during a flush
+//! queue in the channel and form the next batch.
+//!
+//! This module must not acknowledge anything before the flush that follows its application
+//! has returned `Ok`, and must never acknowledge after a failed flush: a flush error fails
+//! every job of the batch and every later one (the store is poisoned; restart to recover
+//! from the log).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::StoreError;
+
+/// What the pipeline thread does with jobs. Owned by that thread.
+pub(crate) trait Backend: Send + 'static {
+    type Job: Send + 'static;
+    /// Applies one job (not yet durable). An error rejects that job only; nothing of it
+    /// may have been written.
+    fn apply(&mut self, job: Self::Job) -> Result<Applied, StoreError>;
+    /// Makes everything applied so far durable.
+    fn flush(&mut self) -> Result<(), StoreError>;
+}
+
+/// Whether an applied job wrote anything that needs a flush before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Applied {
+    Wrote,
+    /// Nothing changed (e.g. a procedure registered again); the job is still answered with
+    /// its batch, after any flush a job before it in the same batch needs.
+    Unchanged,
+}
+
+/// Counters for benchmarks and diagnostics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub jobs: AtomicU64,
+    pub flushes: AtomicU64,
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+pub(crate) struct GroupCommit<J> {
+    tx: Option<mpsc::Sender<(J, Reply)>>,
+    thread: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    /// Set once a flush failed; read by callers so they fail fast without queueing.
+    poisoned: Arc<Mutex<Option<String>>>,
+}
+
+impl<J: Send + 'static> GroupCommit<J> {
+    /// Starts the pipeline thread. `max_batch` bounds how many jobs one flush covers, which
+    /// bounds the latency a job can suffer from jobs queued ahead of it.
+    pub(crate) fn start<B: Backend<Job = J>>(
+        name: &str,
+        backend: B,
+        max_batch: usize,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel::<(J, Reply)>();
+        let counters = Arc::new(Counters::default());
+        let poisoned = Arc::new(Mutex::new(None));
+        let thread = {
+            let counters = Arc::clone(&counters);
+            let poisoned = Arc::clone(&poisoned);
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(move || run(backend, rx, max_batch.max(1), &counters, &poisoned))
+                .map_err(|e| StoreError::Io(format!("cannot start the store writer thread: {e}")))?
+        };
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            counters,
+            poisoned,
+        })
+    }
+
+    /// Queues `job` and resolves once it is applied and durable, or rejected.
+    pub(crate) async fn submit(&self, job: J) -> Result<(), StoreError> {
+        if let Some(reason) = self.poison_reason() {
+            return Err(StoreError::Io(reason));
+        }
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::Io("the store writer thread has stopped".to_string());
+        self.tx
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send((job, reply))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn poison_reason(&self) -> Option<String> {
+        match self.poisoned.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+impl<J> Drop for GroupCommit<J> {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread finish the jobs already queued, flush one
+        // last time and exit; joining makes the final flush happen before the store is gone.
+        self.tx = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run<B: Backend>(
+    mut backend: B,
+    rx: mpsc::Receiver<(B::Job, Reply)>,
+    max_batch: usize,
+    counters: &Counters,
+    poisoned: &Mutex<Option<String>>,
+) {
+    let mut waiting: Vec<Reply> = Vec::with_capacity(max_batch);
+    let mut failure: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut taken = 0;
+        let mut dirty = false;
+        while let Some((job, reply)) = next.take() {
+            taken += 1;
+            if let Some(reason) = &failure {
+                let _ = reply.send(Err(StoreError::Io(reason.clone())));
+            } else {
+                match backend.apply(job) {
+                    Ok(applied) => {
+                        dirty |= applied == Applied::Wrote;
+                        waiting.push(reply);
+                    }
+                    // A rejected job wrote nothing: answer at once, no flush needed.
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            if taken < max_batch {
+                next = rx.try_recv().ok();
+            }
+        }
+        if waiting.is_empty() {
+            continue;
+        }
+        counters
+            .jobs
+            .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        // Unchanged jobs rely only on writes of this batch (then `dirty` is set) or of
+        // earlier batches, which were flushed before they were answered.
+        let flushed = if dirty {
+            counters.flushes.fetch_add(1, Ordering::Relaxed);
+            backend.flush()
+        } else {
+            Ok(())
+        };
+        match flushed {
+            Ok(()) => {
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let reason = format!(
+                    "flushing to disk failed ({e}); nothing since the last successful flush \
+                     was acknowledged; restart sopflow once the disk problem is fixed"
+                );
+                match poisoned.lock() {
+                    Ok(mut g) => *g = Some(reason.clone()),
+                    Err(p) => *p.into_inner() = Some(reason.clone()),
+                }
+                for reply in waiting.drain(..) {
+                    let _ = reply.send(Err(StoreError::Io(reason.clone())));
+                }
+                failure = Some(reason);
+            }
+        }
+    }
+    // Channel closed: the store is being dropped. One last flush covers anything applied
+    // by sled's own callers outside the pipeline (none today) and is cheap otherwise.
+    if failure.is_none() {
+        let _ = backend.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    /// Records flush calls; `gate` makes the first flush wait so a batch can pile up.
+    struct Fake {
+        applied: Arc<Mutex<Vec<u32>>>,
+        flushes: Arc<AtomicU64>,
+        fail_flush: Arc<AtomicBool>,
+        gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    }
+
+    impl Backend for Fake {
+        type Job = u32;
+        fn apply(&mut self, job: u32) -> Result<Applied, StoreError> {
+            if job == 0 {
+                return Err(StoreError::Invalid("zero".into()));
+            }
+            self.applied
+                .lock()
+                .map_err(|_| StoreError::Io("lock".into()))?
+                .push(job);
+            Ok(Applied::Wrote)
+        }
+        fn flush(&mut self) -> Result<(), StoreError> {
+            let (lock, cv) = &*self.gate;
+            let mut open = lock.lock().map_err(|_| StoreError::Io("lock".into()))?;
+            while !*open {
+                open = cv.wait(open).map_err(|_| StoreError::Io("lock".into()))?;
+            }
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            if self.fail_flush.load(Ordering::SeqCst) {
+                Err(StoreError::Io("disk on fire".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn fake(
+        gate_open: bool,
+    ) -> (
+        Fake,
+        Arc<AtomicU64>,
+        Arc<AtomicBool>,
+        Arc<(Mutex<bool>, std::sync::Condvar)>,
+    ) {
+        let flushes = Arc::new(AtomicU64::new(0));
+        let fail = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new((Mutex::new(gate_open), std::sync::Condvar::new()));
+        let f = Fake {
+            applied: Arc::new(Mutex::new(Vec::new())),
+            flushes: Arc::clone(&flushes),
+            fail_flush: Arc::clone(&fail),
+            gate: Arc::clone(&gate),
+        };
+        (f, flushes, fail, gate)
+    }
+
+    fn open_gate(gate: &(Mutex<bool>, std::sync::Condvar)) {
+        let (lock, cv) = gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_queued_during_a_flush_share_the_next_one() {
+        let (backend, flushes, _fail, gate) = fake(false);
+        let gc = Arc::new(GroupCommit::start("test-gc", backend, 1024).unwrap());
+        // The first job's flush blocks on the gate; 50 more pile up behind it.
+        let first = tokio::spawn({
+            let gc = Arc::clone(&gc);
+            async move { gc.submit(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut rest = Vec::new();
+        for i in 2..52 {
+            let gc = Arc::clone(&gc);
+            rest.push(tokio::spawn(async move { gc.submit(i).await }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            0,
+            "nothing acknowledged before the gate"
+        );
+        open_gate(&gate);
+        first.await.unwrap().unwrap();
+        for r in rest {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            2,
+            "one flush for the first, one for the 50"
+        );
+        assert_eq!(gc.counters().jobs.load(Ordering::SeqCst), 51);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_job_is_answered_without_a_flush() {
+        let (backend, flushes, _fail, _gate) = fake(true);
+        let gc = GroupCommit::start("test-gc", backend, 8).unwrap();
+        assert!(matches!(gc.submit(0).await, Err(StoreError::Invalid(_))));
+        assert_eq!(flushes.load(Ordering::SeqCst), 0);
+        gc.submit(7).await.unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_fails_its_waiters_and_everything_after() {
+        let (backend, _flushes, fail, _gate) = fake(true);
+        fail.store(true, Ordering::SeqCst);
+        let gc = GroupCommit::start("test-gc", backend, 8).unwrap();
+        assert!(matches!(gc.submit(1).await, Err(StoreError::Io(_))));
+        fail.store(false, Ordering::SeqCst);
+        assert!(
+            matches!(gc.submit(2).await, Err(StoreError::Io(_))),
+            "poisoned"
+        );
+    }
+
+    #[tokio::test]
+    async fn drop_flushes_and_joins() {
+        let (backend, flushes, _fail, _gate) = fake(true);
+        let gc = GroupCommit::start("test-gc", backend, 8).unwrap();
+        gc.submit(1).await.unwrap();
+        drop(gc);
+        assert_eq!(
+            flushes.load(Ordering::SeqCst),
+            2,
+            "the commit's flush and the final one"
+        );
+    }
+}

@@ -1,0 +1,751 @@
+//! The key layout shared by every key-value store implementation (sled, memory): tree names,
+//! key encoders, the translation of a `Commit` into plain tree writes (`Plan`), and the read
+//! queries written once over a minimal `Kv` trait. The layout itself is documented in
+//! `sled_store.rs`.
+//!
+//! Keeping this in one place is what makes `MemoryStore` and `SledStore` agree byte for byte
+//! (their `dump()`s are comparable). This module must not do I/O of its own, must not
+//! interpret event or snapshot bytes, and must never panic on bytes read back from disk:
+//! anything malformed is `StoreError::Corrupt`.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use uuid::Uuid;
+
+use super::{
+    Commit, InstanceId, Page, ProcedureRecord, StoreError, StoredInstance, TaskId, TaskRow,
+    TimerRow,
+};
+
+/// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
+/// a key or value encoding below changes.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
+pub(crate) const FORMAT_KEY: &[u8] = b"format";
+
+/// Separates variable-length text from what follows it in a key; text may never contain it.
+const SEP: u8 = 0x00;
+const UUID_LEN: usize = 16;
+const VERSION_LEN: usize = 8;
+const TIMER_KEY_LEN: usize = 8 + UUID_LEN + UUID_LEN;
+
+/// The trees, in name order (so `dump()` lists them in name order by walking `ALL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Tree {
+    Events,
+    Instances,
+    InstancesAll,
+    InstancesByProcedure,
+    InstancesByStatus,
+    InstancesByStatusAny,
+    Meta,
+    Procedures,
+    Tasks,
+    TasksByAssignee,
+    TasksByRole,
+    Timers,
+}
+
+impl Tree {
+    pub(crate) const ALL: [Tree; 12] = [
+        Tree::Events,
+        Tree::Instances,
+        Tree::InstancesAll,
+        Tree::InstancesByProcedure,
+        Tree::InstancesByStatus,
+        Tree::InstancesByStatusAny,
+        Tree::Meta,
+        Tree::Procedures,
+        Tree::Tasks,
+        Tree::TasksByAssignee,
+        Tree::TasksByRole,
+        Tree::Timers,
+    ];
+
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Tree::Events => "events",
+            Tree::Instances => "instances",
+            Tree::InstancesAll => "instances_all",
+            Tree::InstancesByProcedure => "instances_by_procedure",
+            Tree::InstancesByStatus => "instances_by_status",
+            Tree::InstancesByStatusAny => "instances_by_status_any",
+            Tree::Meta => "meta",
+            Tree::Procedures => "procedures",
+            Tree::Tasks => "tasks",
+            Tree::TasksByAssignee => "tasks_by_assignee",
+            Tree::TasksByRole => "tasks_by_role",
+            Tree::Timers => "timers",
+        }
+    }
+
+    /// Position in `ALL`, for implementations that keep their trees in an array.
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One write of a plan: `Some` inserts, `None` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Op {
+    pub tree: Tree,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// A commit translated into tree writes, computed before any lock is taken so that the
+/// transaction itself (which sled may run more than once) only compares and writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    /// (instance, expected version): checked before any write; the first mismatch aborts.
+    pub checks: Vec<(InstanceId, u64)>,
+    /// Applied in order, so a removal followed by an insert of the same key leaves the insert.
+    pub ops: Vec<Op>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Key encoders
+// ---------------------------------------------------------------------------------------
+
+/// Text that goes into a key in front of `SEP`. A 0x00 inside would make two different
+/// (text, id) pairs share a key prefix, so it is refused rather than silently mis-indexed.
+fn text(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.as_bytes().contains(&SEP) {
+        return Err(StoreError::Invalid(format!(
+            "{what} {value:?} contains a NUL (0x00) character, which the store reserves as a separator"
+        )));
+    }
+    Ok(())
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(SEP);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub(crate) fn instance_key(id: InstanceId) -> [u8; UUID_LEN] {
+    *id.as_bytes()
+}
+
+pub(crate) fn event_key(id: InstanceId, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(UUID_LEN + 8);
+    key.extend_from_slice(id.as_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `i64` → `u64` preserving order: flipping the sign bit is adding 2^63, so negative due
+/// times sort before zero and positive ones.
+pub(crate) fn ordered_ms(ms: i64) -> [u8; 8] {
+    ((ms as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn ms_from_ordered(bytes: [u8; 8]) -> i64 {
+    (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
+}
+
+pub(crate) fn timer_key(t: &TimerRow) -> Vec<u8> {
+    let mut key = Vec::with_capacity(TIMER_KEY_LEN);
+    key.extend_from_slice(&ordered_ms(t.due_ms));
+    key.extend_from_slice(t.instance.as_bytes());
+    key.extend_from_slice(t.timer.as_bytes());
+    key
+}
+
+pub(crate) fn procedure_key(id: &str, version: u32) -> Result<Vec<u8>, StoreError> {
+    text("procedure id", id)?;
+    Ok(join(&[id.as_bytes(), &version.to_be_bytes()]))
+}
+
+fn status_key(procedure: &str, status: &str, id: InstanceId) -> Vec<u8> {
+    join(&[procedure.as_bytes(), status.as_bytes(), id.as_bytes()])
+}
+
+fn status_any_key(status: &str, id: InstanceId) -> Vec<u8> {
+    join(&[status.as_bytes(), id.as_bytes()])
+}
+
+fn text_then_id(prefix: &str, id: Uuid) -> Vec<u8> {
+    join(&[prefix.as_bytes(), id.as_bytes()])
+}
+
+/// Every (tree, key, value) a task row owns.
+fn task_entries(row: &TaskRow) -> Result<Vec<(Tree, Vec<u8>, Vec<u8>)>, StoreError> {
+    let mut out = Vec::with_capacity(row.roles.len() + 2);
+    out.push((Tree::Tasks, row.task.as_bytes().to_vec(), encode_task(row)?));
+    for role in &row.roles {
+        text("role", role)?;
+        out.push((
+            Tree::TasksByRole,
+            text_then_id(role, row.task),
+            row.instance.as_bytes().to_vec(),
+        ));
+    }
+    if let Some(user) = &row.assignee {
+        text("assignee", user)?;
+        out.push((
+            Tree::TasksByAssignee,
+            text_then_id(user, row.task),
+            row.instance.as_bytes().to_vec(),
+        ));
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Values
+// ---------------------------------------------------------------------------------------
+
+fn encode_task(row: &TaskRow) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(row).map_err(|e| StoreError::Invalid(format!("task row: {e}")))
+}
+
+fn decode_task(bytes: &[u8]) -> Result<TaskRow, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("task row: {e}")))
+}
+
+pub(crate) fn encode_procedure(record: &ProcedureRecord) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(record).map_err(|e| StoreError::Invalid(format!("procedure record: {e}")))
+}
+
+pub(crate) fn decode_procedure(bytes: &[u8]) -> Result<ProcedureRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("procedure record: {e}")))
+}
+
+fn instance_value(version: u64, snapshot: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(VERSION_LEN + snapshot.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(snapshot);
+    value
+}
+
+/// The version stored in front of an instance's snapshot.
+pub(crate) fn stored_version(value: &[u8]) -> Result<u64, StoreError> {
+    value
+        .get(..VERSION_LEN)
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("instance value of {} bytes", value.len())))
+}
+
+fn decode_instance(value: &[u8]) -> Result<StoredInstance, StoreError> {
+    let version = stored_version(value)?;
+    Ok(StoredInstance {
+        version,
+        snapshot: value[VERSION_LEN..].to_vec(),
+    })
+}
+
+fn uuid_at(bytes: &[u8], at: usize, what: &str) -> Result<Uuid, StoreError> {
+    bytes
+        .get(at..at + UUID_LEN)
+        .and_then(|b| Uuid::from_slice(b).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes", bytes.len())))
+}
+
+fn decode_timer(key: &[u8], payload: &[u8]) -> Result<TimerRow, StoreError> {
+    if key.len() != TIMER_KEY_LEN {
+        return Err(StoreError::Corrupt(format!(
+            "timer key of {} bytes",
+            key.len()
+        )));
+    }
+    let mut due = [0u8; 8];
+    due.copy_from_slice(&key[..8]);
+    Ok(TimerRow {
+        due_ms: ms_from_ordered(due),
+        instance: uuid_at(key, 8, "timer key")?,
+        timer: uuid_at(key, 8 + UUID_LEN, "timer key")?,
+        payload: payload.to_vec(),
+    })
+}
+
+pub(crate) fn format_value() -> [u8; 4] {
+    FORMAT_VERSION.to_be_bytes()
+}
+
+/// Checks the `meta` format entry of an existing store; `what` names the store for the message.
+pub(crate) fn check_format(stored: &[u8], what: &str) -> Result<(), StoreError> {
+    let found = <[u8; 4]>::try_from(stored).ok().map(u32::from_be_bytes);
+    match found {
+        Some(FORMAT_VERSION) => Ok(()),
+        Some(v) => Err(StoreError::Corrupt(format!(
+            "{what} uses store format {v}, but this build of sopflow reads format \
+             {FORMAT_VERSION}; open it with the sopflow version that wrote it (or restore \
+             a backup of the data directory) instead of starting this version on it"
+        ))),
+        None => Err(StoreError::Corrupt(format!(
+            "{what} has an unreadable format marker ({} bytes); it was not written by \
+             sopflow or is damaged: restore the data directory from a backup",
+            stored.len()
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commit → plan
+// ---------------------------------------------------------------------------------------
+
+/// Translates a commit into checks and writes. Order of the writes: instances and events,
+/// then task closes before task opens (so a task reopened with new candidates in the same
+/// commit ends up with exactly its new keys), status moves (leave before enter), timer
+/// disarms before arms.
+pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
+    let mut plan = Plan::default();
+    let mut seen = BTreeSet::new();
+    for w in commit.instances {
+        if !seen.insert(w.id) {
+            return Err(StoreError::Invalid(format!(
+                "instance {} appears twice in one commit; merge its events into one write",
+                w.id
+            )));
+        }
+        let n = u64::try_from(w.events.len())
+            .map_err(|_| StoreError::Invalid("too many events".into()))?;
+        let new_version = w
+            .expected_version
+            .checked_add(n)
+            .ok_or_else(|| StoreError::Invalid(format!("instance {} version overflows", w.id)))?;
+        plan.checks.push((w.id, w.expected_version));
+        for (i, event) in (w.expected_version + 1..).zip(w.events) {
+            plan.ops.push(Op {
+                tree: Tree::Events,
+                key: event_key(w.id, i),
+                value: Some(event),
+            });
+        }
+        plan.ops.push(Op {
+            tree: Tree::Instances,
+            key: instance_key(w.id).to_vec(),
+            value: Some(instance_value(new_version, &w.snapshot)),
+        });
+        if w.expected_version == 0 {
+            plan.ops.push(Op {
+                tree: Tree::InstancesAll,
+                key: instance_key(w.id).to_vec(),
+                value: Some(Vec::new()),
+            });
+        }
+    }
+    for row in &commit.closed_tasks {
+        for (tree, key, _) in task_entries(row)? {
+            plan.ops.push(Op {
+                tree,
+                key,
+                value: None,
+            });
+        }
+    }
+    for row in &commit.open_tasks {
+        for (tree, key, value) in task_entries(row)? {
+            plan.ops.push(Op {
+                tree,
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    for s in &commit.statuses {
+        text("procedure id", &s.procedure)?;
+        text("status", &s.to)?;
+        match &s.from {
+            Some(from) => {
+                text("status", from)?;
+                plan.ops.push(Op {
+                    tree: Tree::InstancesByStatus,
+                    key: status_key(&s.procedure, from, s.instance),
+                    value: None,
+                });
+                plan.ops.push(Op {
+                    tree: Tree::InstancesByStatusAny,
+                    key: status_any_key(from, s.instance),
+                    value: None,
+                });
+            }
+            None => plan.ops.push(Op {
+                tree: Tree::InstancesByProcedure,
+                key: text_then_id(&s.procedure, s.instance),
+                value: Some(Vec::new()),
+            }),
+        }
+        plan.ops.push(Op {
+            tree: Tree::InstancesByStatus,
+            key: status_key(&s.procedure, &s.to, s.instance),
+            value: Some(Vec::new()),
+        });
+        plan.ops.push(Op {
+            tree: Tree::InstancesByStatusAny,
+            key: status_any_key(&s.to, s.instance),
+            value: Some(Vec::new()),
+        });
+    }
+    for t in &commit.disarm_timers {
+        plan.ops.push(Op {
+            tree: Tree::Timers,
+            key: timer_key(t),
+            value: None,
+        });
+    }
+    for t in commit.arm_timers {
+        plan.ops.push(Op {
+            tree: Tree::Timers,
+            key: timer_key(&t),
+            value: Some(t.payload),
+        });
+    }
+    Ok(plan)
+}
+
+/// What registering `record` must do, given what is stored under its key.
+pub(crate) fn procedure_outcome(
+    record: &ProcedureRecord,
+    stored: Option<&[u8]>,
+) -> Result<ProcedureOutcome, StoreError> {
+    match stored {
+        None => Ok(ProcedureOutcome::Insert),
+        Some(bytes) => {
+            let existing = decode_procedure(bytes)?;
+            if existing.hash == record.hash {
+                Ok(ProcedureOutcome::AlreadyThere)
+            } else {
+                Err(StoreError::ProcedureChanged {
+                    id: record.id.clone(),
+                    version: record.version,
+                })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcedureOutcome {
+    Insert,
+    AlreadyThere,
+}
+
+/// The CAS verdict for one instance given its stored value.
+pub(crate) fn check_version(
+    instance: InstanceId,
+    expected: u64,
+    stored: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let found = match stored {
+        None => 0,
+        Some(v) => stored_version(v)?,
+    };
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            instance,
+            expected,
+            found,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries
+// ---------------------------------------------------------------------------------------
+
+/// The reads the queries need. `scan` visits entries with keys from `from` upwards in key
+/// order until `visit` returns `false`.
+pub(crate) trait Kv {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn scan(
+        &self,
+        tree: Tree,
+        from: Bound<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError>;
+}
+
+pub(crate) fn instance(kv: &dyn Kv, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
+    kv.get(Tree::Instances, &instance_key(id))?
+        .as_deref()
+        .map(decode_instance)
+        .transpose()
+}
+
+pub(crate) fn history(
+    kv: &dyn Kv,
+    id: InstanceId,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let start = event_key(id, from_seq.max(1));
+    kv.scan(Tree::Events, Bound::Included(&start), &mut |k, v| {
+        if !k.starts_with(id.as_bytes()) {
+            return Ok(false);
+        }
+        let seq = k
+            .get(UUID_LEN..)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt(format!("event key of {} bytes", k.len())))?;
+        out.push((seq, v.to_vec()));
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn task(kv: &dyn Kv, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+    kv.get(Tree::Tasks, id.as_bytes())?
+        .as_deref()
+        .map(decode_task)
+        .transpose()
+}
+
+fn collect_task_ids(
+    kv: &dyn Kv,
+    tree: Tree,
+    owner: &str,
+    into: &mut BTreeSet<TaskId>,
+) -> Result<(), StoreError> {
+    let mut prefix = owner.as_bytes().to_vec();
+    prefix.push(SEP);
+    kv.scan(tree, Bound::Included(&prefix), &mut |k, _| {
+        if !k.starts_with(&prefix) {
+            return Ok(false);
+        }
+        into.insert(uuid_at(k, prefix.len(), "task index key")?);
+        Ok(true)
+    })
+}
+
+pub(crate) fn tasks_for(
+    kv: &dyn Kv,
+    roles: &[String],
+    user: &str,
+) -> Result<Vec<TaskRow>, StoreError> {
+    text("user id", user)?;
+    let mut ids = BTreeSet::new();
+    for role in roles {
+        text("role", role)?;
+        collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
+    }
+    collect_task_ids(kv, Tree::TasksByAssignee, user, &mut ids)?;
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = task(kv, id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("task {id} is indexed but has no task row"))
+        })?;
+        rows.push(row);
+    }
+    // Tasks without a due time come last: a worklist shows what is urgent first.
+    rows.sort_by_key(|r| (r.due_ms.is_none(), r.due_ms, r.task));
+    Ok(rows)
+}
+
+pub(crate) fn instances(
+    kv: &dyn Kv,
+    procedure: Option<&str>,
+    status: Option<&str>,
+    cursor: Option<&[u8]>,
+    limit: usize,
+) -> Result<Page<InstanceId>, StoreError> {
+    let (tree, prefix) = match (procedure, status) {
+        (None, None) => (Tree::InstancesAll, Vec::new()),
+        (Some(p), None) => {
+            text("procedure id", p)?;
+            (Tree::InstancesByProcedure, join(&[p.as_bytes(), b""]))
+        }
+        (None, Some(s)) => {
+            text("status", s)?;
+            (Tree::InstancesByStatusAny, join(&[s.as_bytes(), b""]))
+        }
+        (Some(p), Some(s)) => {
+            text("procedure id", p)?;
+            text("status", s)?;
+            (
+                Tree::InstancesByStatus,
+                join(&[p.as_bytes(), s.as_bytes(), b""]),
+            )
+        }
+    };
+    // The cursor is the last instance id returned; the filter supplies the rest of the key,
+    // so a cursor stays valid even if the caller changes nothing but the page size.
+    let after = match cursor {
+        None | Some([]) => None,
+        Some(c) if c.len() == UUID_LEN => {
+            let mut key = prefix.clone();
+            key.extend_from_slice(c);
+            Some(key)
+        }
+        Some(c) => {
+            return Err(StoreError::Invalid(format!(
+                "instance cursor of {} bytes; pass back the `next` of the previous page",
+                c.len()
+            )))
+        }
+    };
+    if limit == 0 {
+        return Ok(Page {
+            items: Vec::new(),
+            next: cursor.map(<[u8]>::to_vec),
+        });
+    }
+    let from = match &after {
+        Some(key) => Bound::Excluded(key.as_slice()),
+        None => Bound::Included(prefix.as_slice()),
+    };
+    let mut items = Vec::new();
+    let mut more = false;
+    kv.scan(tree, from, &mut |k, _| {
+        if !k.starts_with(&prefix) {
+            return Ok(false);
+        }
+        if items.len() == limit {
+            more = true;
+            return Ok(false);
+        }
+        if k.len() != prefix.len() + UUID_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "{} key of {} bytes",
+                tree.name(),
+                k.len()
+            )));
+        }
+        items.push(uuid_at(k, prefix.len(), tree.name())?);
+        Ok(true)
+    })?;
+    let next = if more {
+        items.last().map(|id| id.as_bytes().to_vec())
+    } else {
+        None
+    };
+    Ok(Page { items, next })
+}
+
+pub(crate) fn due_timers(
+    kv: &dyn Kv,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<TimerRow>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let now = ordered_ms(now_ms);
+    kv.scan(Tree::Timers, Bound::Unbounded, &mut |k, v| {
+        if k.get(..8).is_some_and(|due| due > &now[..]) {
+            return Ok(false);
+        }
+        out.push(decode_timer(k, v)?);
+        Ok(out.len() < limit)
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn next_timer(kv: &dyn Kv) -> Result<Option<TimerRow>, StoreError> {
+    let mut out = None;
+    kv.scan(Tree::Timers, Bound::Unbounded, &mut |k, v| {
+        out = Some(decode_timer(k, v)?);
+        Ok(false)
+    })?;
+    Ok(out)
+}
+
+pub(crate) fn procedure(
+    kv: &dyn Kv,
+    id: &str,
+    version: u32,
+) -> Result<Option<ProcedureRecord>, StoreError> {
+    let key = procedure_key(id, version)?;
+    kv.get(Tree::Procedures, &key)?
+        .as_deref()
+        .map(decode_procedure)
+        .transpose()
+}
+
+pub(crate) fn procedures(kv: &dyn Kv) -> Result<Vec<ProcedureRecord>, StoreError> {
+    let mut out = Vec::new();
+    kv.scan(Tree::Procedures, Bound::Unbounded, &mut |_, v| {
+        out.push(decode_procedure(v)?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+pub(crate) type Dump = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+pub(crate) fn dump(kv: &dyn Kv) -> Result<Dump, StoreError> {
+    let mut out = Vec::with_capacity(Tree::ALL.len());
+    for tree in Tree::ALL {
+        let mut entries = Vec::new();
+        kv.scan(tree, Bound::Unbounded, &mut |k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        out.push((tree.name().to_string(), entries));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_ms_sorts_like_i64() {
+        let values = [i64::MIN, -1_000, -1, 0, 1, 1_000, i64::MAX];
+        for pair in values.windows(2) {
+            assert!(ordered_ms(pair[0]) < ordered_ms(pair[1]), "{pair:?}");
+        }
+        for v in values {
+            assert_eq!(ms_from_ordered(ordered_ms(v)), v);
+        }
+    }
+
+    #[test]
+    fn tree_order_is_name_order() {
+        let names: Vec<_> = Tree::ALL.iter().map(|t| t.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        for (i, t) in Tree::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i);
+        }
+    }
+
+    #[test]
+    fn malformed_values_are_corrupt_not_panics() {
+        assert!(matches!(
+            stored_version(&[1, 2, 3]),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            decode_timer(&[0; 7], b""),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(decode_task(b"{"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            check_format(&[0, 0], "x"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(matches!(
+            check_format(&9u32.to_be_bytes(), "x"),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert!(check_format(&format_value(), "x").is_ok());
+    }
+
+    #[test]
+    fn nul_in_text_is_refused() {
+        assert!(matches!(
+            procedure_key("a\0b", 1),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+}

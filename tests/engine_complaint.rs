@@ -1,0 +1,262 @@
+//! Complaint handling driven through the engine: the main path and each alternative the
+//! seed describes (seed 002 Customer Relationship and Complaint Handling §4.5–4.8), and the
+//! rejections that must leave the store untouched.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use sopflow::engine::decide::{Command, EngineError};
+use sopflow::engine::instance::{EventKind, Status};
+use sopflow::engine::service::ServiceError;
+use sopflow::store::Store;
+
+fn cast() -> (sopflow::engine::instance::Actor, sopflow::engine::instance::Actor, sopflow::engine::instance::Actor) {
+    (
+        person("fiona", "after_sales", &["follow_up"], 2),
+        person("sam", "sales", &["sales"], 2),
+        person("mary", "general_management", &["management_rep"], 4),
+    )
+}
+
+fn start_data() -> serde_json::Map<String, serde_json::Value> {
+    obj(json!({ "customer": "Hengxin Lifting", "contact": "Mr Li, 0731-555" }))
+}
+
+fn registration(severity: &str) -> serde_json::Value {
+    json!({
+        "channel": "hotline",
+        "complaint": "Hoist brake slips under load",
+        "severity": severity,
+        "first_answer": "An engineer will call today",
+    })
+}
+
+fn resolution() -> serde_json::Value {
+    json!({ "resolution": "Brake pads replaced", "resolved_on": "2026-11-03" })
+}
+
+#[tokio::test]
+async fn general_complaint_resolved_satisfied_closed() {
+    let (e, _clock) = engine().await;
+    let (fiona, sam, _) = cast();
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    assert_eq!(open_steps(&inst), ["register"]);
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
+    assert_eq!(open_steps(&inst), ["resolve_general"]);
+    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution()).await.unwrap();
+    assert_eq!(open_steps(&inst), ["follow_up_visit"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "follow_up_visit",
+        &fiona,
+        None,
+        json!({ "customer_satisfied": true, "customer_evaluation": "Works now" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inst.status, Status::Completed);
+    assert_eq!(inst.end_step.as_deref(), Some("closed"));
+    assert!(inst.tasks.is_empty());
+
+    // The history is the truth: folding it gives the stored snapshot.
+    let history = e.history(inst.id).unwrap();
+    let folded = sopflow::engine::instance::Instance::fold(inst.id, &history).unwrap();
+    assert_eq!(folded, e.instance(inst.id).unwrap().unwrap());
+    assert!(matches!(history.last().unwrap().kind, EventKind::Ended { .. }));
+    // Everyone's worklist is empty again.
+    assert!(e.tasks_for(&fiona).unwrap().is_empty());
+    assert!(e.tasks_for(&sam).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn major_complaint_goes_to_the_management_representative() {
+    let (e, _clock) = engine().await;
+    let (fiona, sam, mary) = cast();
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("major")).await.unwrap();
+    assert_eq!(open_steps(&inst), ["handle_by_management_rep"]);
+    // Offered to the management representative, not to sales.
+    assert_eq!(e.tasks_for(&mary).unwrap().len(), 1);
+    assert!(e.tasks_for(&sam).unwrap().is_empty());
+    let mut plan = resolution();
+    plan["handling_plan"] = json!("Replace the hoist under warranty");
+    let inst = complete(&e, &inst, "handle_by_management_rep", &mary, None, plan).await.unwrap();
+    assert_eq!(open_steps(&inst), ["follow_up_visit"]);
+}
+
+#[tokio::test]
+async fn not_satisfied_becomes_a_second_complaint() {
+    let (e, _clock) = engine().await;
+    let (fiona, sam, _) = cast();
+    let after_sales = person("alan", "after_sales", &["after_sales"], 2);
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
+    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution()).await.unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "follow_up_visit",
+        &fiona,
+        None,
+        json!({ "customer_satisfied": false, "customer_evaluation": "Still slips" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["second_complaint"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "second_complaint",
+        &after_sales,
+        None,
+        json!({ "second_cause": "product_quality", "second_findings": "Worn drum" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["resolve_second"]);
+    let inst = complete(&e, &inst, "resolve_second", &after_sales, None, resolution()).await.unwrap();
+    // A loop: back to the follow-up visit, which now closes it.
+    let inst = complete(
+        &e,
+        &inst,
+        "follow_up_visit",
+        &fiona,
+        None,
+        json!({ "customer_satisfied": true, "customer_evaluation": "Fixed" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inst.status, Status::Completed);
+}
+
+/// Every rejection leaves the store byte-for-byte unchanged.
+#[tokio::test]
+async fn rejections_change_nothing() {
+    let (e, _clock) = engine().await;
+    let (fiona, sam, mary) = cast();
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let task = task_at(&inst, "register");
+    let before = e.store().dump().unwrap();
+
+    // Wrong role.
+    let err = complete(&e, &inst, "register", &sam, None, registration("general")).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
+    // Invalid form: every field's problem listed.
+    let err = complete(&e, &inst, "register", &fiona, None, json!({ "severity": "minor", "colour": "red" }))
+        .await
+        .unwrap_err();
+    let ServiceError::Engine(EngineError::InvalidForm(problems)) = err else {
+        panic!("expected an invalid form, got {err:?}")
+    };
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    for f in ["channel", "colour", "complaint", "first_answer", "severity"] {
+        assert!(fields.contains(&f), "{f} missing from {problems:?}");
+    }
+    // Unknown outcome.
+    let err = complete(&e, &inst, "register", &fiona, Some("approve"), registration("general")).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Invalid(_))), "{err:?}");
+    // Unknown task.
+    let err = e
+        .execute(
+            inst.id,
+            Command::Claim {
+                task: uuid::Uuid::nil(),
+            },
+            Some(&fiona),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::NotFound(_))), "{err:?}");
+    // Cancel without the role.
+    let err = e
+        .execute(inst.id, Command::Cancel { reason: "duplicate".into() }, Some(&sam))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
+    assert_eq!(before, e.store().dump().unwrap(), "a rejected command wrote something");
+
+    // Completed task, then cancelled instance.
+    let done = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
+    let snapshot = e.store().dump().unwrap();
+    let err = e
+        .execute(
+            inst.id,
+            Command::Complete {
+                task: task.id,
+                outcome: None,
+                form: obj(registration("general")),
+                comment: None,
+            },
+            Some(&fiona),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))), "{err:?}");
+    assert_eq!(snapshot, e.store().dump().unwrap());
+    let cancelled = e
+        .execute(done.id, Command::Cancel { reason: "customer withdrew".into() }, Some(&mary))
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert!(e.tasks_for(&sam).unwrap().is_empty(), "cancelling closes the worklist entries");
+    let snapshot = e.store().dump().unwrap();
+    let err = complete(&e, &done, "resolve_general", &sam, None, resolution()).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Ended(_))), "{err:?}");
+    assert_eq!(snapshot, e.store().dump().unwrap());
+}
+
+#[tokio::test]
+async fn claim_release_and_claimed_tasks_belong_to_one_person() {
+    let (e, _clock) = engine().await;
+    let (fiona, _, _) = cast();
+    let fred = person("fred", "after_sales", &["follow_up"], 2);
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let t = task_at(&inst, "register");
+    assert_eq!(e.tasks_for(&fred).unwrap().len(), 1);
+    let inst = e.execute(inst.id, Command::Claim { task: t.id }, Some(&fiona)).await.unwrap();
+    assert_eq!(task_at(&inst, "register").claimed_by.as_deref(), Some("fiona"));
+    // Claimed: it leaves the role's list and is on Fiona's.
+    assert!(e.tasks_for(&fred).unwrap().is_empty());
+    assert_eq!(e.tasks_for(&fiona).unwrap().len(), 1);
+    let err = e.execute(inst.id, Command::Claim { task: t.id }, Some(&fred)).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))));
+    let err = complete(&e, &inst, "register", &fred, None, registration("general")).await.unwrap_err();
+    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))));
+    let inst = e.execute(inst.id, Command::Release { task: t.id }, Some(&fiona)).await.unwrap();
+    assert_eq!(e.tasks_for(&fred).unwrap().len(), 1);
+    complete(&e, &inst, "register", &fred, None, registration("general")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_racers_complete_one_task_exactly_once() {
+    let (e, _clock) = engine().await;
+    let e = std::sync::Arc::new(e);
+    let (fiona, _, _) = cast();
+    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let e = e.clone();
+        let inst = inst.clone();
+        let who = person(&format!("racer{i}"), "after_sales", &["follow_up"], 2);
+        handles.push(tokio::spawn(async move {
+            complete(&e, &inst, "register", &who, None, registration("general")).await
+        }));
+    }
+    let mut wins = 0;
+    for h in handles {
+        match h.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(ServiceError::Engine(EngineError::Conflict(_))) => {}
+            Err(other) => panic!("a loser must get a conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    let history = e.history(inst.id).unwrap();
+    let completions = history
+        .iter()
+        .filter(|ev| matches!(ev.kind, EventKind::TaskCompleted { .. }))
+        .count();
+    assert_eq!(completions, 1);
+}

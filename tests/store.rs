@@ -1,0 +1,898 @@
+//! Store contract tests: every test in `suite!` runs against both `MemoryStore` and
+//! `SledStore`, so the engine can trust that the in-memory store it tests against behaves
+//! like the one it ships with. Sled-only tests (reopen, format marker, durability) follow.
+//! These tests must not reach into a store's internals except through `dump()` and, for the
+//! format tests, by opening the data directory with plain sled.
+
+use std::sync::Arc;
+
+use sopflow::store::memory::MemoryStore;
+use sopflow::store::sled_store::{SledOptions, SledStore};
+use sopflow::store::{
+    Commit, InstanceWrite, ProcedureRecord, StatusChange, Store, StoreError, TaskRow, TimerRow,
+};
+use uuid::Uuid;
+
+type Dump = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
+fn new_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+fn write(id: Uuid, expected: u64, events: usize) -> InstanceWrite {
+    InstanceWrite {
+        id,
+        expected_version: expected,
+        events: (0..events)
+            .map(|i| format!("event {} of {id}", expected + 1 + i as u64).into_bytes())
+            .collect(),
+        snapshot: format!("snapshot of {id} at {}", expected + events as u64).into_bytes(),
+    }
+}
+
+fn create(id: Uuid, procedure: &str, status: &str) -> Commit {
+    Commit {
+        instances: vec![write(id, 0, 1)],
+        statuses: vec![StatusChange {
+            instance: id,
+            procedure: procedure.into(),
+            from: None,
+            to: status.into(),
+        }],
+        ..Commit::default()
+    }
+}
+
+fn task(instance: Uuid, roles: &[&str], assignee: Option<&str>, due_ms: Option<i64>) -> TaskRow {
+    TaskRow {
+        task: new_id(),
+        instance,
+        procedure: "complaint-handling".into(),
+        step: "register".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        assignee: assignee.map(str::to_string),
+        due_ms,
+    }
+}
+
+fn timer(due_ms: i64, instance: Uuid) -> TimerRow {
+    TimerRow {
+        due_ms,
+        instance,
+        timer: new_id(),
+        payload: format!("fire at {due_ms}").into_bytes(),
+    }
+}
+
+fn record(id: &str, version: u32, hash: &str) -> ProcedureRecord {
+    ProcedureRecord {
+        id: id.into(),
+        version,
+        hash: hash.into(),
+        source: format!("id = \"{id}\"\nversion = {version}\n"),
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn tree<'a>(dump: &'a Dump, name: &str) -> &'a [(Vec<u8>, Vec<u8>)] {
+    dump.iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, e)| e.as_slice())
+        .unwrap_or(&[])
+}
+
+// ---------------------------------------------------------------------------------------
+// The shared suite
+// ---------------------------------------------------------------------------------------
+
+async fn cas_same_version_twice<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    s.commit(Commit {
+        instances: vec![write(id, 1, 2)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let before = s.dump().unwrap();
+    let err = s
+        .commit(Commit {
+            instances: vec![write(id, 1, 1)],
+            open_tasks: vec![task(id, &["sales"], None, None)],
+            arm_timers: vec![timer(5, id)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_err();
+    match err {
+        StoreError::Conflict {
+            instance,
+            expected,
+            found,
+        } => {
+            assert_eq!((instance, expected, found), (id, 1, 3));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        s.dump().unwrap(),
+        before,
+        "a conflicting commit wrote something"
+    );
+    assert_eq!(s.instance(id).unwrap().unwrap().version, 3);
+}
+
+async fn create_twice_conflicts<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    let before = s.dump().unwrap();
+    let err = s.commit(create(id, "p", "open")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                found: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.dump().unwrap(), before);
+    // Updating an instance that does not exist conflicts too.
+    let err = s
+        .commit(Commit {
+            instances: vec![write(new_id(), 4, 1)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 4,
+                found: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.dump().unwrap(), before);
+}
+
+async fn race_64<S: Store>(s: S) {
+    let s = Arc::new(s);
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    let mut racers = Vec::new();
+    for i in 0..64 {
+        let s = Arc::clone(&s);
+        racers.push(tokio::spawn(async move {
+            let mut w = write(id, 1, 1);
+            w.snapshot = format!("winner {i}").into_bytes();
+            (
+                i,
+                s.commit(Commit {
+                    instances: vec![w],
+                    ..Commit::default()
+                })
+                .await,
+            )
+        }));
+    }
+    let mut winners = Vec::new();
+    for r in racers {
+        let (i, result) = r.await.unwrap();
+        match result {
+            Ok(()) => winners.push(i),
+            Err(StoreError::Conflict {
+                expected: 1,
+                found: 2,
+                ..
+            }) => {}
+            Err(other) => panic!("racer {i}: {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let stored = s.instance(id).unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        stored.snapshot,
+        format!("winner {}", winners[0]).into_bytes()
+    );
+    assert_eq!(s.history(id, 1, 100).unwrap().len(), 2);
+}
+
+async fn second_cas_fails_nothing_written<S: Store>(s: S) {
+    let (a, b) = (new_id(), new_id());
+    s.commit(create(a, "p", "open")).await.unwrap();
+    s.commit(create(b, "p", "open")).await.unwrap();
+    let before = s.dump().unwrap();
+    let err = s
+        .commit(Commit {
+            instances: vec![write(a, 1, 1), write(b, 7, 1)],
+            statuses: vec![StatusChange {
+                instance: a,
+                procedure: "p".into(),
+                from: Some("open".into()),
+                to: "done".into(),
+            }],
+            open_tasks: vec![task(a, &["sales"], Some("ann"), None)],
+            arm_timers: vec![timer(1, a)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { instance, .. } if instance == b),
+        "{err:?}"
+    );
+    assert_eq!(s.dump().unwrap(), before);
+}
+
+async fn task_index_open_close<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    let before = s.dump().unwrap();
+    let t1 = task(id, &["sales", "quality"], Some("ann"), Some(3_000));
+    let t2 = task(id, &["quality"], None, Some(1_000));
+    let t3 = task(id, &[], Some("bob"), None);
+    s.commit(Commit {
+        instances: vec![write(id, 1, 1)],
+        open_tasks: vec![t1.clone(), t2.clone(), t3.clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.task(t1.task).unwrap().as_ref(), Some(&t1));
+    assert_eq!(
+        s.tasks_for(&strings(&["sales"]), "nobody").unwrap(),
+        vec![t1.clone()]
+    );
+    // Deduplicated across roles and the assignee, sorted by due time, undated last.
+    assert_eq!(
+        s.tasks_for(&strings(&["sales", "quality"]), "ann").unwrap(),
+        vec![t2.clone(), t1.clone()]
+    );
+    assert_eq!(
+        s.tasks_for(&strings(&["quality"]), "bob").unwrap(),
+        vec![t2.clone(), t1.clone(), t3.clone()]
+    );
+    assert_eq!(s.tasks_for(&[], "bob").unwrap(), vec![t3.clone()]);
+    assert!(
+        s.tasks_for(&strings(&["sale"]), "an").unwrap().is_empty(),
+        "prefix, not exact match"
+    );
+
+    s.commit(Commit {
+        instances: vec![write(id, 2, 1)],
+        closed_tasks: vec![t1.clone(), t2.clone(), t3.clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let after = s.dump().unwrap();
+    for name in ["tasks", "tasks_by_role", "tasks_by_assignee"] {
+        assert_eq!(
+            tree(&after, name),
+            tree(&before, name),
+            "{name} still holds keys"
+        );
+    }
+    assert!(s.task(t1.task).unwrap().is_none());
+    assert!(s
+        .tasks_for(&strings(&["sales", "quality"]), "ann")
+        .unwrap()
+        .is_empty());
+}
+
+async fn reopen_task_with_new_roles<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    let old = task(id, &["sales", "quality"], Some("ann"), Some(10));
+    s.commit(Commit {
+        instances: vec![write(id, 1, 1)],
+        open_tasks: vec![old.clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let mut new = old.clone();
+    new.roles = strings(&["quality", "management_rep"]);
+    new.assignee = None;
+    new.due_ms = Some(20);
+    s.commit(Commit {
+        instances: vec![write(id, 2, 1)],
+        closed_tasks: vec![old.clone()],
+        open_tasks: vec![new.clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.task(old.task).unwrap(), Some(new.clone()));
+    assert!(s.tasks_for(&strings(&["sales"]), "ann").unwrap().is_empty());
+    assert_eq!(
+        s.tasks_for(&strings(&["quality"]), "x").unwrap(),
+        vec![new.clone()]
+    );
+    assert_eq!(
+        s.tasks_for(&strings(&["management_rep"]), "x").unwrap(),
+        vec![new.clone()]
+    );
+    let dump = s.dump().unwrap();
+    assert_eq!(tree(&dump, "tasks").len(), 1);
+    assert_eq!(tree(&dump, "tasks_by_role").len(), 2);
+    assert_eq!(tree(&dump, "tasks_by_assignee").len(), 0);
+}
+
+/// Walks every page of a listing with page size `limit`.
+fn all_pages<S: Store>(
+    s: &S,
+    procedure: Option<&str>,
+    status: Option<&str>,
+    limit: usize,
+) -> Vec<Uuid> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let page = s
+            .instances(procedure, status, cursor.as_deref(), limit)
+            .unwrap();
+        assert!(page.items.len() <= limit);
+        out.extend(page.items);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+async fn status_index_and_paging<S: Store>(s: S) {
+    // 7 instances: p/open ×3, p/done ×2, q/open ×2; created in this order.
+    let plan = [
+        ("p", "open"),
+        ("q", "open"),
+        ("p", "open"),
+        ("p", "done"),
+        ("q", "open"),
+        ("p", "open"),
+        ("p", "done"),
+    ];
+    let mut ids = Vec::new();
+    for (procedure, status) in plan {
+        let id = new_id();
+        s.commit(create(id, procedure, "open")).await.unwrap();
+        if status == "done" {
+            s.commit(Commit {
+                instances: vec![write(id, 1, 1)],
+                statuses: vec![StatusChange {
+                    instance: id,
+                    procedure: procedure.into(),
+                    from: Some("open".into()),
+                    to: "done".into(),
+                }],
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+        }
+        ids.push((id, procedure, status));
+    }
+    let expect = |p: Option<&str>, st: Option<&str>| -> Vec<Uuid> {
+        ids.iter()
+            .filter(|(_, pp, ss)| p.is_none_or(|p| p == *pp) && st.is_none_or(|st| st == *ss))
+            .map(|(id, _, _)| *id)
+            .collect()
+    };
+    for p in [None, Some("p"), Some("q"), Some("r")] {
+        for st in [None, Some("open"), Some("done"), Some("gone")] {
+            let want = expect(p, st);
+            for limit in [1, 2, 3, 100] {
+                assert_eq!(
+                    all_pages(&s, p, st, limit),
+                    want,
+                    "procedure {p:?} status {st:?} limit {limit}"
+                );
+            }
+        }
+    }
+    // A page that ends exactly at the last item says so.
+    let page = s.instances(Some("p"), Some("done"), None, 2).unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.next, None);
+    // A cursor that is not one the store handed out is refused, not misread.
+    assert!(matches!(
+        s.instances(None, None, Some(b"xyz"), 2),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn timers<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    assert_eq!(s.next_timer().unwrap(), None);
+    assert!(s.due_timers(i64::MAX, 10).unwrap().is_empty());
+    let dues = [5_000, -3, 0, i64::MIN, 1, -1_000_000, i64::MAX, 0];
+    let rows: Vec<TimerRow> = dues.iter().map(|&d| timer(d, id)).collect();
+    s.commit(Commit {
+        instances: vec![write(id, 1, 1)],
+        arm_timers: rows.clone(),
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let mut sorted = rows.clone();
+    sorted.sort_by_key(|t| (t.due_ms, t.instance, t.timer));
+    assert_eq!(s.next_timer().unwrap().as_ref(), Some(&sorted[0]));
+    assert_eq!(s.due_timers(i64::MAX, 100).unwrap(), sorted);
+    let due_now: Vec<_> = sorted.iter().filter(|t| t.due_ms <= 0).cloned().collect();
+    assert_eq!(
+        s.due_timers(0, 100).unwrap(),
+        due_now,
+        "due at or before now, earliest first"
+    );
+    assert_eq!(s.due_timers(0, 2).unwrap(), due_now[..2].to_vec());
+    assert!(s.due_timers(i64::MIN, 100).unwrap().len() == 1);
+    // Disarm the earliest two; the next one is now the earliest.
+    s.commit(Commit {
+        instances: vec![write(id, 2, 1)],
+        disarm_timers: sorted[..2].to_vec(),
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.next_timer().unwrap().as_ref(), Some(&sorted[2]));
+    assert_eq!(s.due_timers(i64::MAX, 100).unwrap(), sorted[2..].to_vec());
+    // Disarm and re-arm the same timer at another time in one commit: it moves.
+    let mut moved = sorted[2].clone();
+    moved.due_ms = 42;
+    s.commit(Commit {
+        instances: vec![write(id, 3, 1)],
+        disarm_timers: vec![sorted[2].clone()],
+        arm_timers: vec![moved.clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert!(s
+        .due_timers(41, 100)
+        .unwrap()
+        .iter()
+        .all(|t| t.timer != moved.timer));
+    assert!(s.due_timers(42, 100).unwrap().contains(&moved));
+}
+
+async fn procedures<S: Store>(s: S) {
+    assert!(s.procedures().unwrap().is_empty());
+    let a1 = record("complaint-handling", 1, "aaa");
+    s.put_procedure(a1.clone()).await.unwrap();
+    let before = s.dump().unwrap();
+    s.put_procedure(a1.clone()).await.unwrap();
+    assert_eq!(s.dump().unwrap(), before, "same hash again is a no-op");
+    let err = s
+        .put_procedure(record("complaint-handling", 1, "bbb"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::ProcedureChanged { id, version: 1 } if id == "complaint-handling"),
+        "{err:?}"
+    );
+    assert_eq!(s.dump().unwrap(), before);
+    let a2 = record("complaint-handling", 2, "bbb");
+    let a10 = record("complaint-handling", 10, "ccc");
+    let r1 = record("recall", 1, "ddd");
+    let c1 = record("complaint", 1, "eee");
+    for r in [&a10, &r1, &a2, &c1] {
+        s.put_procedure(r.clone()).await.unwrap();
+    }
+    assert_eq!(
+        s.procedure("complaint-handling", 2).unwrap(),
+        Some(a2.clone())
+    );
+    assert_eq!(s.procedure("complaint-handling", 3).unwrap(), None);
+    assert_eq!(s.procedure("complaint", 1).unwrap(), Some(c1.clone()));
+    // By id, then by version numerically (10 after 2); "complaint" before "complaint-handling".
+    assert_eq!(s.procedures().unwrap(), vec![c1, a1, a2, a10, r1]);
+}
+
+async fn history_paging<S: Store>(s: S) {
+    let (id, other) = (new_id(), new_id());
+    s.commit(create(other, "p", "open")).await.unwrap();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    s.commit(Commit {
+        instances: vec![write(id, 1, 4)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    s.commit(Commit {
+        instances: vec![write(id, 5, 5)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.instance(id).unwrap().unwrap().version, 10);
+    let all = s.history(id, 1, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(all[6].1, format!("event 7 of {id}").into_bytes());
+    let mut paged = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = s.history(id, from, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        from = page.last().unwrap().0 + 1;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(
+        s.history(id, 0, 2).unwrap(),
+        all[..2].to_vec(),
+        "seq 0 starts at the first event"
+    );
+    assert!(s.history(id, 11, 5).unwrap().is_empty());
+    assert!(s.history(id, 1, 0).unwrap().is_empty());
+    assert!(s.history(new_id(), 1, 5).unwrap().is_empty());
+    assert_eq!(s.history(other, 1, 100).unwrap().len(), 1);
+}
+
+async fn nul_rejected<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    let before = s.dump().unwrap();
+    let bad_commits = [
+        create(new_id(), "p\0q", "open"),
+        create(new_id(), "p", "op\0en"),
+        Commit {
+            instances: vec![write(id, 1, 1)],
+            open_tasks: vec![task(id, &["sa\0les"], None, None)],
+            ..Commit::default()
+        },
+        Commit {
+            instances: vec![write(id, 1, 1)],
+            open_tasks: vec![task(id, &["sales"], Some("a\0nn"), None)],
+            ..Commit::default()
+        },
+        Commit {
+            instances: vec![write(id, 1, 1), write(id, 2, 1)],
+            ..Commit::default()
+        },
+    ];
+    for c in bad_commits {
+        let err = s.commit(c.clone()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{c:?}: {err:?}");
+    }
+    assert!(matches!(
+        s.put_procedure(record("a\0b", 1, "h")).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.tasks_for(&strings(&["a\0"]), "u"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.tasks_for(&[], "u\0"),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.instances(Some("p\0"), None, None, 5),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(s.procedure("p\0", 1), Err(StoreError::Invalid(_))));
+    assert_eq!(s.dump().unwrap(), before);
+}
+
+/// A scripted sequence of commits whose final `dump()` is compared across implementations.
+async fn script<S: Store>(s: &S, ids: &[Uuid], tasks: &[TaskRow], timers: &[TimerRow]) {
+    s.put_procedure(record("p", 1, "h")).await.unwrap();
+    for &id in ids {
+        s.commit(create(id, "p", "open")).await.unwrap();
+    }
+    s.commit(Commit {
+        instances: vec![write(ids[0], 1, 2), write(ids[1], 1, 1)],
+        open_tasks: tasks.to_vec(),
+        arm_timers: timers.to_vec(),
+        statuses: vec![StatusChange {
+            instance: ids[1],
+            procedure: "p".into(),
+            from: Some("open".into()),
+            to: "waiting".into(),
+        }],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    s.commit(Commit {
+        instances: vec![write(ids[0], 3, 1)],
+        closed_tasks: vec![tasks[0].clone()],
+        disarm_timers: vec![timers[0].clone()],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert!(s.commit(create(ids[2], "p", "open")).await.is_err());
+}
+
+macro_rules! suite {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn cas_same_version_twice_one_conflicts_and_writes_nothing() {
+                super::cas_same_version_twice($make).await;
+            }
+            #[tokio::test]
+            async fn creating_twice_or_updating_a_missing_instance_conflicts() {
+                super::create_twice_conflicts($make).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sixty_four_racers_one_winner() {
+                super::race_64($make).await;
+            }
+            #[tokio::test]
+            async fn second_instance_cas_failure_writes_nothing_for_either() {
+                super::second_cas_fails_nothing_written($make).await;
+            }
+            #[tokio::test]
+            async fn task_index_open_and_close() {
+                super::task_index_open_close($make).await;
+            }
+            #[tokio::test]
+            async fn reopening_a_task_with_other_roles_in_one_commit() {
+                super::reopen_task_with_new_roles($make).await;
+            }
+            #[tokio::test]
+            async fn status_index_and_paging_for_every_filter() {
+                super::status_index_and_paging($make).await;
+            }
+            #[tokio::test]
+            async fn timers_arm_due_next_disarm() {
+                super::timers($make).await;
+            }
+            #[tokio::test]
+            async fn procedure_registry() {
+                super::procedures($make).await;
+            }
+            #[tokio::test]
+            async fn history_pages() {
+                super::history_paging($make).await;
+            }
+            #[tokio::test]
+            async fn nul_bytes_and_duplicate_instances_are_rejected() {
+                super::nul_rejected($make).await;
+            }
+        }
+    };
+}
+
+fn sled_temp() -> SledStore {
+    SledStore::temporary().unwrap()
+}
+
+suite!(memory, MemoryStore::new());
+suite!(sled, sled_temp());
+
+// ---------------------------------------------------------------------------------------
+// Across implementations and sled-only
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn memory_and_sled_write_identical_bytes() {
+    let ids: Vec<Uuid> = (0..3).map(|_| new_id()).collect();
+    let tasks = vec![
+        task(ids[0], &["sales", "quality"], Some("ann"), Some(9)),
+        task(ids[1], &["quality"], None, None),
+    ];
+    let timers = vec![timer(-5, ids[0]), timer(7, ids[1])];
+    let memory = MemoryStore::new();
+    let sled = sled_temp();
+    script(&memory, &ids, &tasks, &timers).await;
+    script(&sled, &ids, &tasks, &timers).await;
+    let (m, s) = (memory.dump().unwrap(), sled.dump().unwrap());
+    assert_eq!(m, s);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "trees in name order");
+}
+
+#[tokio::test]
+async fn reopen_gives_an_identical_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<Uuid> = (0..3).map(|_| new_id()).collect();
+    let tasks = vec![
+        task(ids[0], &["sales"], Some("ann"), Some(9)),
+        task(ids[1], &["quality"], None, None),
+    ];
+    let timers = vec![timer(-5, ids[0]), timer(7, ids[1])];
+    let before = {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        script(&s, &ids, &tasks, &timers).await;
+        s.dump().unwrap()
+    };
+    let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    assert_eq!(s.dump().unwrap(), before);
+    assert_eq!(s.instance(ids[0]).unwrap().unwrap().version, 4);
+}
+
+#[tokio::test]
+async fn an_acknowledged_commit_is_in_the_files_before_the_store_closes() {
+    // sled's own periodic flush is off, so only the group-commit flush can have written
+    // the commit to the files by the time we copy them (the store is still open).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let options = SledOptions {
+        flush_every_ms: None,
+        ..SledOptions::default()
+    };
+    let s = SledStore::open(dir.path(), options.clone()).unwrap();
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    s.commit(Commit {
+        instances: vec![write(id, 1, 2)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    copy_dir(dir.path(), copy.path());
+    let recovered = SledStore::open(copy.path(), options).unwrap();
+    assert_eq!(recovered.instance(id).unwrap().unwrap().version, 3);
+    assert_eq!(recovered.history(id, 1, 10).unwrap().len(), 3);
+    drop(s);
+}
+
+/// Opens the directory with plain sled, waiting out the moment a just-dropped store's IO
+/// threads still hold the file lock (see `SledStore::open`).
+fn raw_open(path: &std::path::Path) -> ::sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match ::sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_format_version_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    {
+        let db = raw_open(dir.path());
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("format", &99u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path(), SledOptions::default())
+        .err()
+        .expect("must refuse");
+    let StoreError::Corrupt(message) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("format 99") && message.contains("format 1"),
+        "{message}"
+    );
+    assert!(
+        message.contains("open it with the sopflow version that wrote it"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn data_without_a_format_marker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = raw_open(dir.path());
+        db.open_tree("instances").unwrap().insert("x", "y").unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path(), SledOptions::default())
+        .err()
+        .expect("must refuse");
+    assert!(
+        matches!(&err, StoreError::Corrupt(m) if m.contains("no format marker")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_value_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = new_id();
+    {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        s.commit(create(id, "p", "open")).await.unwrap();
+    }
+    {
+        let db = raw_open(dir.path());
+        db.open_tree("instances")
+            .unwrap()
+            .insert(id.as_bytes(), &[1, 2, 3][..])
+            .unwrap();
+        db.open_tree("timers")
+            .unwrap()
+            .insert(&[0u8; 5][..], &[][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    assert!(matches!(s.instance(id), Err(StoreError::Corrupt(_))));
+    assert!(matches!(s.next_timer(), Err(StoreError::Corrupt(_))));
+    let err = s
+        .commit(Commit {
+            instances: vec![write(id, 1, 1)],
+            ..Commit::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_directory_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    let second = SledStore::open(dir.path(), SledOptions::default());
+    assert!(
+        matches!(second, Err(StoreError::Io(_))),
+        "{:?}",
+        second.err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commits_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    let before = s.stats();
+    let mut handles = Vec::new();
+    for _ in 0..64 {
+        let s = Arc::clone(&s);
+        handles.push(tokio::spawn(async move {
+            for _ in 0..4 {
+                s.commit(create(new_id(), "p", "open")).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let after = s.stats();
+    let (commits, flushes) = (
+        after.commits - before.commits,
+        after.flushes - before.flushes,
+    );
+    assert_eq!(commits, 256);
+    assert!(
+        flushes < commits / 2,
+        "{flushes} flushes for {commits} commits: no grouping"
+    );
+    assert_eq!(all_pages(&*s, None, None, 100).len(), 256);
+}
