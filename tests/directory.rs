@@ -119,6 +119,18 @@ fn demo_directory_staffs_every_role_of_every_shipped_procedure() {
         "roles without an active holder: {missing:?}"
     );
     assert!(directory::check_procedures(&dir, &procedures).is_empty());
+    // Every declared role is one a procedure uses, or one of the API's.
+    let used: HashSet<&str> = procedures
+        .iter()
+        .flat_map(|p| p.roles.keys().map(String::as_str))
+        .chain(["auditor", "process_owner", "admin"])
+        .collect();
+    let stray: Vec<&String> = dir
+        .roles()
+        .keys()
+        .filter(|r| !used.contains(r.as_str()))
+        .collect();
+    assert!(stray.is_empty(), "roles no procedure uses: {stray:?}");
     directory::add_procedure_checks(&mut report, &dir, &procedures);
     assert_eq!(report.diagnostics.len(), 0, "{}", report.render_text());
 }
@@ -375,4 +387,63 @@ fn json_diagnostics_of_a_directory_carry_line_and_column() {
         json.first().map(|d| d["help"].clone()),
         Some(Value::from("did you mean `quality`?"))
     );
+}
+
+#[test]
+fn a_file_that_is_not_utf8_is_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("org.toml");
+    std::fs::write(&path, b"title = \"\xff\"\n").expect("write");
+    let (d, report) = directory::load(&path);
+    assert!(d.is_none());
+    assert_eq!(report.diagnostics.first().map(|d| d.code), Some("not-utf8"));
+    assert!(report.diagnostics[0].span.is_some());
+}
+
+mod no_input_panics {
+    use proptest::prelude::*;
+    use sopflow::directory;
+
+    /// Lines of the demo directory, shuffled, dropped, duplicated and mangled: whatever
+    /// comes out, loading reports instead of panicking, and every error is located.
+    fn demo_lines() -> Vec<String> {
+        std::fs::read_to_string("org.toml")
+            .expect("org.toml")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn mangled_demo_directories_are_reported(
+            picks in proptest::collection::vec((0usize..400, 0u8..6, "[a-z\\[\\]=\" .0-9]{0,12}"), 1..120)
+        ) {
+            let lines = demo_lines();
+            let mut text = String::new();
+            for (i, how, noise) in picks {
+                let line = &lines[i % lines.len()];
+                match how {
+                    0 => {}
+                    1 => text.push_str(&line.replace('"', "")),
+                    2 => text.push_str(&noise),
+                    3 => { text.push_str(line); text.push_str(&noise); }
+                    _ => text.push_str(line),
+                }
+                text.push('\n');
+            }
+            let (dir, report) = directory::load_text("mangled.toml", &text);
+            prop_assert_eq!(dir.is_some(), report.errors() == 0);
+            prop_assert!(report.diagnostics.iter().filter(|d| d.is_error()).all(|d| d.span.is_some()));
+            let _ = report.render_text();
+        }
+
+        #[test]
+        fn arbitrary_text_is_reported(text in "\\PC{0,300}") {
+            let (dir, report) = directory::load_text("any.toml", &text);
+            prop_assert_eq!(dir.is_some(), report.errors() == 0);
+        }
+    }
 }

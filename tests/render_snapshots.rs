@@ -50,8 +50,55 @@ fn dot_of_every_shipped_procedure() {
     }
 }
 
+/// Titles, roles and conditions holding every character either syntax cares about, and step
+/// ids that are Mermaid keywords.
+const HOSTILE: &str = r#"
+id = "hostile"
+version = 3
+title = "Nasty <b>bold</b> \"q\" {x}: y; #z %% -- --> \\ `tick`"
+start = "state"
+
+[steps.state]
+title = """Multi
+line "title" with : ; # { } < > & \\ | ` %% --> end"""
+role = "a:b"
+deadline = { due = "3 days before date; x" }
+outcomes = ["ok: fine", "bad \"one\""]
+next = [
+  { to = "class", on = "ok: fine", when = "x < 3 && y > 4 || z == \"a;b\" -- %% #1 {2}" },
+  { to = "end", on = "bad \"one\"" },
+]
+
+[steps.class]
+kind = "parallel"
+branches = ["direction", "note"]
+join = "join"
+
+[steps.direction]
+title = "   "
+next = [{ to = "join" }]
+
+[steps.note]
+kind = "auto"
+next = [{ to = "join" }]
+
+[steps.join]
+kind = "join"
+next = [{ to = "end" }]
+
+[steps.end]
+kind = "end"
+title = "[*]"
+"#;
+
 #[test]
-fn graphviz_accepts_every_shipped_procedure_when_installed() {
+fn hostile_labels_snapshot() {
+    let proc: Procedure = toml::from_str(HOSTILE).expect("parses");
+    insta::assert_snapshot!("hostile.mmd", mermaid(&proc));
+    insta::assert_snapshot!("hostile.dot", dot(&proc));
+}
+
+fn graphviz_installed() -> bool {
     let installed = Command::new("dot")
         .arg("-V")
         .stderr(Stdio::null())
@@ -59,9 +106,20 @@ fn graphviz_accepts_every_shipped_procedure_when_installed() {
         .is_ok_and(|s| s.success());
     if !installed {
         eprintln!("Graphviz `dot` not installed; skipping");
+    }
+    installed
+}
+
+#[test]
+fn graphviz_accepts_every_shipped_procedure_and_hostile_labels_when_installed() {
+    if !graphviz_installed() {
         return;
     }
-    for (stem, proc) in shipped() {
+    let hostile: Procedure = toml::from_str(HOSTILE).expect("parses");
+    for (stem, proc) in shipped()
+        .into_iter()
+        .chain([("hostile".to_string(), hostile)])
+    {
         let mut child = Command::new("dot")
             .arg("-Tsvg")
             .stdin(Stdio::piped())

@@ -543,7 +543,9 @@ fn since_midnight(t: NaiveTime) -> TimeDelta {
 }
 
 impl Calendar {
-    /// Compiles a calendar file. Rejects what `check` reports as errors, except the id.
+    /// Compiles a calendar file. Rejects what `check` reports as errors, except a wrong id
+    /// and a day that is both a holiday and an extra working day (the extra day wins here,
+    /// so a calendar the loader already reported on still computes something sensible).
     pub fn from_file(file: &CalendarFile) -> Result<Calendar, CalendarError> {
         let tz = file
             .timezone
@@ -605,6 +607,25 @@ impl Calendar {
             extra: BTreeSet::new(),
             hours: None,
         }
+    }
+
+    /// The same calendar read in another time zone (a schedule's own `timezone`).
+    pub fn in_zone(&self, tz: Tz) -> Calendar {
+        Calendar { tz, ..self.clone() }
+    }
+
+    /// The `k`-th run of a schedule that first runs at `first` and repeats `every`
+    /// (`k = 0` is `first`). Always counted from the first run, never from the previous one,
+    /// so a monthly schedule starting on 31 January runs on 28 February and then 31 March,
+    /// not 28 March.
+    pub fn occurrence(
+        &self,
+        first: DateTime<Utc>,
+        every: &Amount,
+        k: u32,
+    ) -> Result<DateTime<Utc>, TimeError> {
+        let n = every.n.checked_mul(k).ok_or(TimeError::OutOfRange)?;
+        self.add(first, &Amount::new(n, every.unit))
     }
 
     pub fn id(&self) -> &str {
@@ -1276,6 +1297,66 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
             "2027-02-14 09:00 UTC"
         );
         assert_eq!(add(&c, "2027-01-31 09:00", "90m"), "2027-01-31 10:30 UTC");
+    }
+
+    #[test]
+    fn schedule_runs_count_from_the_first_run() {
+        let c = cal(CN).in_zone(Tz::Europe__Berlin);
+        let first = at(&c, "2027-01-31 09:00");
+        let month = Amount::new(1, Unit::Months);
+        let runs: Vec<String> = (0..4)
+            .map(|k| local(&c, c.occurrence(first, &month, k).unwrap_or(first)))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                "2027-01-31 09:00 CET",
+                "2027-02-28 09:00 CET",
+                "2027-03-31 09:00 CEST",
+                "2027-04-30 09:00 CEST"
+            ]
+        );
+        let half_year = Amount::new(6, Unit::Months);
+        assert_eq!(
+            c.occurrence(first, &half_year, u32::MAX),
+            Err(TimeError::OutOfRange)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn working_days_land_inside_working_time(
+            minutes in 0i64..(2 * 366 * 24 * 60),
+            n in 1u32..40,
+        ) {
+            let c = cal(CN);
+            let from = at(&c, "2026-01-01 00:00") + Duration::minutes(minutes);
+            let to = c.add_working_days(from, n).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let day = c.local(to).date();
+            proptest::prop_assert!(to > from);
+            proptest::prop_assert!(c.is_working_day(day));
+            let (start, end) = c.period(day).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(start <= to && to < end);
+            // counting back the same amount never goes before the start
+            let back = c.subtract_working_days(to, n).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(back <= to);
+        }
+
+        #[test]
+        fn working_hours_add_and_subtract_are_inverse_inside_working_time(
+            minutes in 0i64..(366 * 24 * 60),
+            n in 1u32..200,
+        ) {
+            let c = cal(CN);
+            let from = at(&c, "2026-01-01 00:00") + Duration::minutes(minutes);
+            let fail = |e: TimeError| proptest::test_runner::TestCaseError::fail(e.to_string());
+            let to = c.add_working_hours(from, n).map_err(fail)?;
+            let back = c.subtract_working_hours(to, n).map_err(fail)?;
+            // `from` outside working time rolls to the next start; coming back lands there
+            let rolled = c.add_working_hours(back, 0).map_err(fail)?;
+            proptest::prop_assert!(rolled >= from);
+            proptest::prop_assert_eq!(c.add_working_hours(back, n).map_err(fail)?, to);
+        }
     }
 
     fn data(pairs: &[(&str, serde_json::Value)]) -> serde_json::Map<String, serde_json::Value> {

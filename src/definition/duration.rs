@@ -20,6 +20,10 @@
 //! - reminder: `<amount> before` (counted back from the due time).
 //! - schedule interval: `<amount>` in days, weeks, months or years, or `half a year`.
 //! - cron: five fields, minute hour day-of-month month day-of-week.
+//!
+//! Diagnostic codes: `bad-duration` (deadline `due`, `remind`, `on_breach.after`),
+//! `bad-schedule` (`every`/`cron` missing or both, bad interval, cron or `starting`),
+//! `unknown-timezone` (schedule `timezone`).
 
 use std::fmt;
 use std::ops::Range;
@@ -310,6 +314,15 @@ impl FromStr for Due {
         }
         let due = p.due()?;
         if let Some(t) = p.peek() {
+            if let (Due::AtField(f), true) = (&due, t.text.starts_with(['+', '-'])) {
+                return Err(ParseError::new(
+                    "sopflow does not calculate with `+` and `-`",
+                    Some(t.span()),
+                )
+                .help(format!(
+                    "count from a date field with words: `3 days after {f}`, `3 days before {f}`"
+                )));
+            }
             if t.is("and") {
                 return Err(ParseError::new(
                     "to combine two due times, start with `earlier of` or `later of`",
@@ -353,7 +366,25 @@ fn combo(f: &mut fmt::Formatter<'_>, head: &str, a: &Due, b: &Due) -> fmt::Resul
     } else {
         (a, b)
     };
-    write!(f, "{head} {a} and {b}")
+    write!(f, "{head} {a}")?;
+    // `earlier of a and earlier of b and c` is printed `earlier of a and b and c`, which
+    // parses back to the same nesting.
+    let mut rest = b;
+    loop {
+        let inner = match (head, rest) {
+            ("earlier of", Due::Earlier(x, y)) | ("later of", Due::Later(x, y)) if !is_combo(x) => {
+                Some((x, y))
+            }
+            _ => None,
+        };
+        match inner {
+            Some((x, y)) => {
+                write!(f, " and {x}")?;
+                rest = y;
+            }
+            None => return write!(f, " and {rest}"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -993,11 +1024,36 @@ impl<'a> Parser<'a> {
             };
         }
         if simple_unit(t.text).is_some() || is_working_word(t.text) {
+            // Show the whole unit (`working days`), not just its first word.
+            let unit_end = match self.peek_at(1) {
+                Some(n) if is_working_word(t.text) && simple_unit(n.text).is_some() => n,
+                _ => t,
+            };
+            let unit = self.src.get(t.start..unit_end.end()).unwrap_or(t.text);
             return Err(ParseError::new(
-                format!("a number is missing before `{}`", t.text),
-                Some(t.span()),
+                format!("a number is missing before `{unit}`"),
+                Some(t.start..unit_end.end()),
             )
-            .help(format!("write how many, like `3 {}`", t.text)));
+            .help(format!("write how many, like `3 {unit}`")));
+        }
+        const FILLERS: [&str; 6] = ["by", "on", "at", "until", "within", "in"];
+        if let Some(next) = self.peek_at(1) {
+            if FILLERS.iter().any(|w| t.is(w)) {
+                let rest = self.src.get(next.start..).unwrap_or(next.text).trim_end();
+                return Err(
+                    ParseError::new(format!("leave out `{}`", t.text), Some(t.span()))
+                        .help(format!("write just `{rest}`")),
+                );
+            }
+            if is_identifier(t.text)
+                && (simple_unit(next.text).is_some() || is_working_word(next.text))
+            {
+                return Err(ParseError::new(
+                    format!("`{}` is not a number", t.text),
+                    Some(t.span()),
+                )
+                .help(format!("write numbers with digits, like `3 {}`", next.text)));
+            }
         }
         if is_keyword(t.text) {
             return Err(ParseError::new(
@@ -1613,8 +1669,10 @@ mod tests {
             "2027-01-31T17:00+08:00",
             "2027-01-31T17:00-05:30",
             "earlier of 7 days and 3 days before audit_date",
-            "later of a and later of b and c",
+            "later of a and b and c",
+            "later of a and earlier of b and c",
             "earlier of 1 working day and later of a and 2027-01-01",
+            "earlier of a and b and later of c and e",
         ] {
             assert_eq!(due(s).to_string(), s, "{s}");
             assert_eq!(due(&due(s).to_string()), due(s));
@@ -1704,6 +1762,24 @@ mod tests {
                 "3 wrking days before x",
                 "`wrking` is not a unit of time",
                 "wrking",
+            ),
+            (
+                "working days",
+                "a number is missing before `working days`",
+                "working days",
+            ),
+            ("three days", "`three` is not a number", "three"),
+            ("by audit_date", "leave out `by`", "by"),
+            ("within 3 days", "leave out `within`", "within"),
+            (
+                "audit_date + 3 days",
+                "sopflow does not calculate with `+` and `-`",
+                "+",
+            ),
+            (
+                "24 hours from now",
+                "`from` does not belong in the due time",
+                "from now",
             ),
         ];
         for (s, message, at) in cases {
@@ -1807,6 +1883,43 @@ mod tests {
         assert!("2027-01-15 junk".parse::<FixedTime>().is_err());
         assert!("".parse::<FixedTime>().is_err());
         assert!("soon".parse::<FixedTime>().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_input_makes_the_parsers_panic(s in "\\PC{0,40}") {
+            let _ = s.parse::<Due>();
+            let _ = parse_amount(&s);
+            let _ = parse_reminder(&s);
+            let _ = parse_every(&s);
+            let _ = check_cron(&s);
+            let _ = s.parse::<FixedTime>();
+        }
+
+        #[test]
+        fn errors_point_inside_the_string(
+            s in "[0-9a-z .,:+-]{0,12}( (working|days?|hours?|before|after|and|of|earlier)){0,4}"
+        ) {
+            if let Err(e) = s.parse::<Due>() {
+                if let Some(r) = e.at {
+                    proptest::prop_assert!(r.start <= r.end && r.end <= s.len());
+                    proptest::prop_assert!(s.get(r).is_some());
+                }
+            }
+        }
+
+        #[test]
+        fn amounts_round_trip(n in 0u32..30_000, u in 0usize..8) {
+            let units = [
+                Unit::Minutes, Unit::Hours, Unit::Days, Unit::Weeks,
+                Unit::Months, Unit::Years, Unit::WorkingDays, Unit::WorkingHours,
+            ];
+            let unit = units.get(u).copied().unwrap_or(Unit::Days);
+            let a = Amount::new(n.min(unit.max()), unit);
+            proptest::prop_assert_eq!(parse_amount(&a.to_string()), Ok(a));
+            let d = Due::Relative { amount: a, before: n % 2 == 0, field: "f".into() };
+            proptest::prop_assert_eq!(d.to_string().parse::<Due>(), Ok(d));
+        }
     }
 
     fn deadline_doc(src: &str) -> (SpannedDoc, Deadline) {

@@ -45,7 +45,8 @@ pub fn can_precede(proc: &Procedure, x: &str, y: &str) -> bool {
     }
 }
 
-/// Runs every graph check and returns every problem found.
+/// Runs every graph check and returns every problem found, all errors: `unreachable-step`,
+/// `loop-without-exit`, `end-has-transitions`, `join-mismatch`, `separation-order`.
 pub fn check(proc: &Procedure, doc: &SpannedDoc) -> Vec<Diagnostic> {
     let g = Graph::new(proc);
     let mut out = Vec::new();

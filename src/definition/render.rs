@@ -180,7 +180,19 @@ pub fn dot(proc: &Procedure) -> String {
 
 /// The text lines describing a step: title, who does it, what kind, when it is due.
 fn node_lines(id: &str, step: &Step) -> Vec<String> {
-    let mut lines = vec![one_line(step.title.as_deref().unwrap_or(id))];
+    let title = step
+        .title
+        .as_deref()
+        .map(one_line)
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| one_line(id));
+    // An empty description would break Mermaid's `state "…" as x`.
+    let title = if title.is_empty() {
+        "(unnamed)".to_string()
+    } else {
+        title
+    };
+    let mut lines = vec![title];
     match step.kind {
         StepKind::Auto => lines.push("(automatic)".to_string()),
         StepKind::Subprocess => {
@@ -207,10 +219,12 @@ fn node_lines(id: &str, step: &Step) -> Vec<String> {
 
 /// `approve [score >= 60]`, `approve`, `[score >= 60]` or nothing.
 fn edge_label(t: &Transition) -> Option<String> {
-    match (t.on.as_deref(), t.when.as_deref()) {
-        (Some(on), Some(when)) => Some(format!("{} [{}]", one_line(on), one_line(when))),
-        (Some(on), None) => Some(one_line(on)),
-        (None, Some(when)) => Some(format!("[{}]", one_line(when))),
+    let on = t.on.as_deref().map(one_line).filter(|s| !s.is_empty());
+    let when = t.when.as_deref().map(one_line).filter(|s| !s.is_empty());
+    match (on, when) {
+        (Some(on), Some(when)) => Some(format!("{on} [{when}]")),
+        (Some(on), None) => Some(on),
+        (None, Some(when)) => Some(format!("[{when}]")),
         (None, None) => None,
     }
 }
@@ -464,5 +478,16 @@ kind = "end"
         );
         assert_eq!(dot_quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
         assert_eq!(one_line("  two\n  lines "), "two lines");
+        let blank = Transition {
+            to: "x".into(),
+            on: Some(" ".into()),
+            when: Some(String::new()),
+        };
+        assert_eq!(edge_label(&blank), None);
+        let step = Step {
+            title: Some("\n".into()),
+            ..Step::default()
+        };
+        assert_eq!(node_lines("", &step), vec!["(unnamed)"]);
     }
 }

@@ -10,6 +10,11 @@
 //! step terminates the instance if it is alone, and is otherwise an improper end (the token
 //! is then dropped and the others go on, so a join left waiting is found too).
 //!
+//! The exploration is bounded: at most [`MAX_STATES`] states, and it stops as soon as a state
+//! holds every token of one of its ancestors and more (the run between them can repeat
+//! forever, so open work grows without limit). Either way the result is the warning
+//! `soundness-unproven`, never a false verdict.
+//!
 //! This module must not repeat what `graph.rs` already says in other words: it runs only when
 //! every reference resolves, and it stays silent about states whose trouble is a step that
 //! cannot reach an end at all (a dead end or a loop without exit, which `graph.rs` reports).
@@ -25,10 +30,12 @@ use super::source::{ptr, SpannedDoc};
 /// Most states explored before giving up with `soundness-unproven`.
 pub const MAX_STATES: usize = 200_000;
 
-/// Most tokens in one state; beyond this the procedure creates work without bound.
+/// Most tokens in one state: a last guard on memory, should growth escape the ancestor test.
 const MAX_TOKENS: usize = 4_096;
 
-/// Proves the procedure sound or reports how it is not.
+/// Proves the procedure sound or reports how it is not: at most one each of the errors
+/// `unsound-deadlock`, `unsound-improper-end`, `unsound-no-end`, and the warning
+/// `soundness-unproven`. Returns nothing when a reference does not resolve.
 pub fn check(proc: &Procedure, doc: &SpannedDoc) -> Vec<Diagnostic> {
     check_bounded(proc, doc, MAX_STATES)
 }

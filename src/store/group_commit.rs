@@ -19,6 +19,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -48,6 +49,10 @@ pub(crate) enum Applied {
 pub(crate) struct Counters {
     pub jobs: AtomicU64,
     pub flushes: AtomicU64,
+    /// Time the writer thread spent applying jobs and flushing, in microseconds: tells
+    /// whether a slow pipeline is waiting on the disk or on the CPU.
+    pub apply_micros: AtomicU64,
+    pub flush_micros: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -125,6 +130,11 @@ impl<J> Drop for GroupCommit<J> {
     }
 }
 
+fn add_micros(counter: &AtomicU64, since: Instant) {
+    let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(micros, Ordering::Relaxed);
+}
+
 fn run<B: Backend>(
     mut backend: B,
     rx: mpsc::Receiver<(B::Job, Reply)>,
@@ -143,7 +153,10 @@ fn run<B: Backend>(
             if let Some(reason) = &failure {
                 let _ = reply.send(Err(StoreError::Io(reason.clone())));
             } else {
-                match backend.apply(job) {
+                let started = Instant::now();
+                let applied = backend.apply(job);
+                add_micros(&counters.apply_micros, started);
+                match applied {
                     Ok(applied) => {
                         dirty |= applied == Applied::Wrote;
                         waiting.push(reply);
@@ -168,7 +181,10 @@ fn run<B: Backend>(
         // earlier batches, which were flushed before they were answered.
         let flushed = if dirty {
             counters.flushes.fetch_add(1, Ordering::Relaxed);
-            backend.flush()
+            let started = Instant::now();
+            let flushed = backend.flush();
+            add_micros(&counters.flush_micros, started);
+            flushed
         } else {
             Ok(())
         };
@@ -212,7 +228,7 @@ mod tests {
         applied: Arc<Mutex<Vec<u32>>>,
         flushes: Arc<AtomicU64>,
         fail_flush: Arc<AtomicBool>,
-        gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
+        gate: Gate,
     }
 
     impl Backend for Fake {
@@ -242,17 +258,12 @@ mod tests {
         }
     }
 
-    fn fake(
-        gate_open: bool,
-    ) -> (
-        Fake,
-        Arc<AtomicU64>,
-        Arc<AtomicBool>,
-        Arc<(Mutex<bool>, std::sync::Condvar)>,
-    ) {
+    type Gate = Arc<(Mutex<bool>, std::sync::Condvar)>;
+
+    fn fake(gate_open: bool) -> (Fake, Arc<AtomicU64>, Arc<AtomicBool>, Gate) {
         let flushes = Arc::new(AtomicU64::new(0));
         let fail = Arc::new(AtomicBool::new(false));
-        let gate = Arc::new((Mutex::new(gate_open), std::sync::Condvar::new()));
+        let gate: Gate = Arc::new((Mutex::new(gate_open), std::sync::Condvar::new()));
         let f = Fake {
             applied: Arc::new(Mutex::new(Vec::new())),
             flushes: Arc::clone(&flushes),

@@ -14,7 +14,7 @@ use std::ops::Bound;
 use uuid::Uuid;
 
 use super::{
-    Commit, InstanceId, Page, ProcedureRecord, StoreError, StoredInstance, TaskId, TaskRow,
+    Commit, Dump, InstanceId, Page, ProcedureRecord, StoreError, StoredInstance, TaskId, TaskRow,
     TimerRow,
 };
 
@@ -177,7 +177,10 @@ fn text_then_id(prefix: &str, id: Uuid) -> Vec<u8> {
 }
 
 /// Every (tree, key, value) a task row owns.
-fn task_entries(row: &TaskRow) -> Result<Vec<(Tree, Vec<u8>, Vec<u8>)>, StoreError> {
+/// (tree, key, value) of one index or row entry.
+type Entry = (Tree, Vec<u8>, Vec<u8>);
+
+fn task_entries(row: &TaskRow) -> Result<Vec<Entry>, StoreError> {
     let mut out = Vec::with_capacity(row.roles.len() + 2);
     out.push((Tree::Tasks, row.task.as_bytes().to_vec(), encode_task(row)?));
     for role in &row.roles {
@@ -455,16 +458,15 @@ pub(crate) fn check_version(
 // Queries
 // ---------------------------------------------------------------------------------------
 
+/// A scan callback: gets each (key, value), returns whether to go on.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> + 'a;
+
 /// The reads the queries need. `scan` visits entries with keys from `from` upwards in key
 /// order until `visit` returns `false`.
 pub(crate) trait Kv {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn scan(
-        &self,
-        tree: Tree,
-        from: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
-    ) -> Result<(), StoreError>;
+    fn scan(&self, tree: Tree, from: Bound<&[u8]>, visit: &mut Visit<'_>)
+        -> Result<(), StoreError>;
 }
 
 pub(crate) fn instance(kv: &dyn Kv, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
@@ -677,8 +679,6 @@ pub(crate) fn procedures(kv: &dyn Kv) -> Result<Vec<ProcedureRecord>, StoreError
     })?;
     Ok(out)
 }
-
-pub(crate) type Dump = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
 
 pub(crate) fn dump(kv: &dyn Kv) -> Result<Dump, StoreError> {
     let mut out = Vec::with_capacity(Tree::ALL.len());

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
-use super::layout::{self, Kv, ProcedureOutcome, Tree};
+use super::layout::{self, Kv, ProcedureOutcome, Tree, Visit};
 use super::{
-    Commit, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId, TaskRow,
-    TimerRow,
+    Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId,
+    TaskRow, TimerRow,
 };
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -92,7 +92,7 @@ impl Kv for Trees<'_> {
         &self,
         tree: Tree,
         from: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
         for (k, v) in self.0[tree.index()].range::<[u8], _>((from, Bound::Unbounded)) {
             if !visit(k, v)? {
@@ -159,7 +159,7 @@ impl Store for MemoryStore {
         self.read(|t| layout::procedures(t))
     }
 
-    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+    fn dump(&self) -> Result<Dump, StoreError> {
         self.read(|t| layout::dump(t))
     }
 }

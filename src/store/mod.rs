@@ -103,6 +103,9 @@ pub struct Page<T> {
     pub next: Option<Vec<u8>>,
 }
 
+/// Every tree of a store as (name, [(key, value)]), trees in name order: see `Store::dump`.
+pub type Dump = Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>;
+
 /// A stored procedure version: the registry pins instances to (id, version, hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcedureRecord {
@@ -194,5 +197,5 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every key and value of every tree, for tests that compare the whole store
     /// before and after a rejected command.
-    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError>;
+    fn dump(&self) -> Result<Dump, StoreError>;
 }

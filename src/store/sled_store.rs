@@ -51,10 +51,10 @@ use sled::transaction::{abort, TransactionError};
 use sled::Transactional;
 
 use super::group_commit::{Applied, Backend, GroupCommit};
-use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree};
+use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree, Visit};
 use super::{
-    Commit, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId, TaskRow,
-    TimerRow,
+    Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId,
+    TaskRow, TimerRow,
 };
 
 /// Tuning for `SledStore::open`.
@@ -86,6 +86,10 @@ pub struct SledStats {
     pub commits: u64,
     /// Flushes (fsyncs) performed for them.
     pub flushes: u64,
+    /// Writer-thread time spent applying transactions, in microseconds.
+    pub apply_micros: u64,
+    /// Writer-thread time spent in `flush()`, in microseconds.
+    pub flush_micros: u64,
 }
 
 /// The sled-backed `Store`.
@@ -183,6 +187,8 @@ impl SledStore {
         SledStats {
             commits: c.jobs.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
+            apply_micros: c.apply_micros.load(Ordering::Relaxed),
+            flush_micros: c.flush_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -306,7 +312,7 @@ impl Kv for Trees {
         &self,
         tree: Tree,
         from: Bound<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+        visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
         for entry in self.get(tree).range::<&[u8], _>((from, Bound::Unbounded)) {
             let (k, v) = entry.map_err(sled_err)?;
@@ -383,7 +389,7 @@ impl Store for SledStore {
         layout::procedures(&self.trees)
     }
 
-    fn dump(&self) -> Result<Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)>, StoreError> {
+    fn dump(&self) -> Result<Dump, StoreError> {
         layout::dump(&self.trees)
     }
 }

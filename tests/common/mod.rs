@@ -99,3 +99,43 @@ pub async fn complete<S: Store>(
 pub fn empty() -> Value {
     json!({})
 }
+
+/// The stored instance is exactly the fold of its history (the history is the truth), and
+/// is returned for further checks.
+pub fn assert_folds<S: Store>(e: &Engine<S>, id: sopflow::store::InstanceId) -> Instance {
+    let history = e.history(id).expect("history readable");
+    let folded = Instance::fold(id, &history).expect("history folds");
+    let stored = e
+        .instance(id)
+        .expect("instance readable")
+        .expect("instance stored");
+    assert_eq!(
+        folded, stored,
+        "the stored snapshot differs from the fold of the history"
+    );
+    stored
+}
+
+/// Completes `step` as `who`, expecting a refusal, and asserts the store did not change.
+pub async fn refused<S: Store>(
+    e: &Engine<S>,
+    inst: &Instance,
+    step: &str,
+    who: &Actor,
+    outcome: Option<&str>,
+    form: Value,
+) -> sopflow::engine::decide::EngineError {
+    let before = e.store().dump().expect("store dump");
+    let err = complete(e, inst, step, who, outcome, form)
+        .await
+        .expect_err("must be refused");
+    assert_eq!(
+        before,
+        e.store().dump().expect("store dump"),
+        "a refused command wrote something"
+    );
+    match err {
+        ServiceError::Engine(err) => err,
+        other => panic!("expected an engine refusal, got {other:?}"),
+    }
+}
