@@ -116,9 +116,9 @@ fn run_commits(
 ) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let label = format!(
-        "commit, {callers:>2} caller{}, flush_every_ms={:?}",
+        "commit, {callers:>2} caller{}, {}",
         if callers == 1 { " " } else { "s" },
-        options.flush_every_ms
+        describe(&options)
     );
     let store = Arc::new(SledStore::open(dir.path(), options).expect("open"));
     let warmup = Duration::from_secs_f64(secs / 6.0);
@@ -156,8 +156,17 @@ fn run_commits(
     }
 }
 
-/// The disk's ceiling for one-at-a-time durability: sled insert + flush per operation.
-fn run_fsync_ceiling(secs: f64) -> Row {
+fn describe(o: &SledOptions) -> String {
+    match (o.fsync, o.flush_every_ms) {
+        (true, None) => "defaults (fdatasync on)".into(),
+        (false, None) => "fsync: false".into(),
+        (f, ms) => format!("fsync: {f}, flush_every_ms: {ms:?}"),
+    }
+}
+
+/// The disk's ceiling for one-at-a-time durability: sled insert + flush per operation,
+/// optionally followed by an `fdatasync` of sled's log file as `SledOptions::fsync` does.
+fn run_fsync_ceiling(secs: f64, fdatasync: bool) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = sled::Config::new()
         .path(dir.path())
@@ -165,6 +174,7 @@ fn run_fsync_ceiling(secs: f64) -> Row {
         .open()
         .expect("sled");
     let tree = db.open_tree("ceiling").expect("tree");
+    let log = std::fs::File::open(dir.path().join("db")).expect("log file");
     let value = vec![b'v'; SNAPSHOT_BYTES];
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let mut latencies = Vec::new();
@@ -175,13 +185,20 @@ fn run_fsync_ceiling(secs: f64) -> Row {
         tree.insert(i.to_be_bytes(), value.as_slice())
             .expect("insert");
         db.flush().expect("flush");
+        if fdatasync {
+            log.sync_data().expect("fdatasync");
+        }
         latencies.push(t.elapsed());
         i += 1;
     }
     let elapsed = start.elapsed().as_secs_f64();
     latencies.sort_unstable();
     Row {
-        label: "fsync ceiling: sled insert + flush(), sequential".into(),
+        label: if fdatasync {
+            "ceiling: sled insert + flush() + fdatasync, sequential".into()
+        } else {
+            "ceiling: sled insert + flush(), sequential".into()
+        },
         per_sec: latencies.len() as f64 / elapsed,
         p50: percentile(&latencies, 0.50),
         p99: percentile(&latencies, 0.99),
@@ -203,17 +220,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut rows = vec![run_fsync_ceiling(secs)];
-    let ours = SledOptions::default();
-    let sleds_own = SledOptions {
+    let mut rows = vec![
+        run_fsync_ceiling(secs, false),
+        run_fsync_ceiling(secs, true),
+    ];
+    let defaults = SledOptions::default();
+    let no_fsync = SledOptions {
+        fsync: false,
+        ..SledOptions::default()
+    };
+    let sled_timer = SledOptions {
         flush_every_ms: Some(500),
         ..SledOptions::default()
     };
     for callers in [1, 8, 64] {
-        rows.push(run_commits(&rt, callers, ours.clone(), secs));
+        rows.push(run_commits(&rt, callers, defaults.clone(), secs));
     }
-    for callers in [1, 64] {
-        rows.push(run_commits(&rt, callers, sleds_own.clone(), secs));
+    for options in [no_fsync, sled_timer] {
+        for callers in [1, 64] {
+            rows.push(run_commits(&rt, callers, options.clone(), secs));
+        }
     }
     println!();
     println!(
@@ -223,16 +249,16 @@ fn main() {
     );
     println!();
     println!(
-        "| {:<50} | {:>13} | {:>10} | {:>10} | {:>13} | {:>12} | {:>12} |",
+        "| {:<56} | {:>13} | {:>10} | {:>10} | {:>13} | {:>12} | {:>12} |",
         "what", "durable ops/s", "p50", "p99", "commits/flush", "apply us/op", "flush us/op"
     );
     println!(
-        "|{:-<52}|{:->15}|{:->12}|{:->12}|{:->15}|{:->14}|{:->14}|",
+        "|{:-<58}|{:->15}|{:->12}|{:->12}|{:->15}|{:->14}|{:->14}|",
         "", "", "", "", "", "", ""
     );
     for r in rows {
         println!(
-            "| {:<50} | {:>13.0} | {:>10.3?} | {:>10.3?} | {:>13.1} | {:>12.1} | {:>12.1} |",
+            "| {:<56} | {:>13.0} | {:>10.3?} | {:>10.3?} | {:>13.1} | {:>12.1} | {:>12.1} |",
             r.label, r.per_sec, r.p50, r.p99, r.batch, r.apply_us, r.flush_us
         );
     }

@@ -129,7 +129,7 @@ fn graph_by_id_and_by_file() {
             "{id}: {}",
             String::from_utf8_lossy(&m.stderr)
         );
-        assert!(stdout(&m).starts_with("stateDiagram-v2"), "{id}");
+        assert!(stdout(&m).contains("\nstateDiagram-v2\n"), "{id}");
         let d = sopflow(&["graph", path.to_str().expect("utf-8"), "--format", "dot"]);
         assert_eq!(d.status.code(), Some(0), "{id}");
         assert!(stdout(&d).starts_with("digraph"), "{id}");

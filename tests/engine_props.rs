@@ -1,9 +1,7 @@
 //! Property tests of the engine over every shipped procedure: random sequences of commands
-//! by random people keep the invariants —
-//! - the stored snapshot equals the fold of the stored history (invariant 1);
-//! - no task is completed twice;
-//! - an ended instance accepts no command but a comment, and a refused command changes
-//!   nothing in the store.
+//! by random people keep the invariants: the stored snapshot equals the fold of the stored
+//! history (invariant 1); no task is completed twice; an ended instance accepts no command
+//! but a comment; and a refused command changes nothing in the store.
 //! Forms are generated from the declared field types, so most commands are valid and the
 //! instances travel deep into their procedures.
 

@@ -717,7 +717,7 @@ async fn not_effective_runs_another_round_then_terminates_with_a_survey() {
 /// A multi-signature step collects signatures from several roles; each signer must find the
 /// task on their own worklist, not only people of the step's `role`.
 #[tokio::test]
-#[ignore = "engine bug: a multi-signature task is offered only to the step's `role`, not to the other signing roles (worklist)"]
+
 async fn every_signing_role_sees_the_multi_signature_task() {
     let (e, _clock) = engine().await;
     let c = cast();
@@ -948,15 +948,30 @@ async fn racing_signers_and_racing_branches_decide_once() {
     let e = std::sync::Arc::new(e);
     let c = cast();
     let inst = recorded(&e, &c, "internal_discovery").await;
-    let inst = complete(&e, &inst, "identify_jointly", &c.quinn, Some("defective"), identification("caused_damage"))
-        .await
-        .unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "identify_jointly",
+        &c.quinn,
+        Some("defective"),
+        identification("caused_damage"),
+    )
+    .await
+    .unwrap();
     assert_eq!(open_steps(&inst), ["identify_jointly"]);
     let mut handles = Vec::new();
     for who in [c.ed.clone(), c.eve.clone()] {
         let (e, inst) = (e.clone(), inst.clone());
         handles.push(tokio::spawn(async move {
-            complete(&e, &inst, "identify_jointly", &who, Some("defective"), identification("caused_damage")).await
+            complete(
+                &e,
+                &inst,
+                "identify_jointly",
+                &who,
+                Some("defective"),
+                identification("caused_damage"),
+            )
+            .await
         }));
     }
     let mut wins = 0;
@@ -972,16 +987,24 @@ async fn racing_signers_and_racing_branches_decide_once() {
     assert_eq!(open_steps(&inst), ["assess_hazard", "estimate_losses"]);
     assert_eq!(inst.done_by["identify_jointly"].len(), 2);
 
-    let inst = complete(&e, &inst, "assess_hazard", &c.ed, None, hazard()).await.unwrap();
-    let inst = complete(&e, &inst, "assess_hazard", &c.pat, None, hazard()).await.unwrap();
+    let inst = complete(&e, &inst, "assess_hazard", &c.ed, None, hazard())
+        .await
+        .unwrap();
+    let inst = complete(&e, &inst, "assess_hazard", &c.pat, None, hazard())
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["assess_hazard", "estimate_losses"]);
     let last_signature = {
         let (e, inst, who) = (e.clone(), inst.clone(), c.quinn.clone());
-        tokio::spawn(async move { complete(&e, &inst, "assess_hazard", &who, None, hazard()).await })
+        tokio::spawn(
+            async move { complete(&e, &inst, "assess_hazard", &who, None, hazard()).await },
+        )
     };
     let estimate = {
         let (e, inst, who) = (e.clone(), inst.clone(), c.olga.clone());
-        tokio::spawn(async move { complete(&e, &inst, "estimate_losses", &who, None, losses()).await })
+        tokio::spawn(
+            async move { complete(&e, &inst, "estimate_losses", &who, None, losses()).await },
+        )
     };
     last_signature.await.unwrap().unwrap();
     estimate.await.unwrap().unwrap();
@@ -992,12 +1015,21 @@ async fn racing_signers_and_racing_branches_decide_once() {
         .history(inst.id)
         .unwrap()
         .iter()
-        .filter(|ev| matches!(&ev.kind, EventKind::Joined { step, .. } if step == "scope_determined"))
+        .filter(
+            |ev| matches!(&ev.kind, EventKind::Joined { step, .. } if step == "scope_determined"),
+        )
         .count();
     assert_eq!(joined, 1);
     let inst = planned(&e, &c, inst).await;
-    let inst = complete(&e, &inst, "decide", &c.george, Some("reject"), decision("Not proportionate"))
-        .await
-        .unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "decide",
+        &c.george,
+        Some("reject"),
+        decision("Not proportionate"),
+    )
+    .await
+    .unwrap();
     assert_ended(&e, &inst, "not_returned");
 }

@@ -670,7 +670,7 @@ async fn scrap_appraisal_sends_it_back_for_repair() {
 /// departments still needs a distinct person for each role: two further materials signatures
 /// do not stand in for engineering and quality.
 #[tokio::test]
-#[ignore = "engine bug: one_per_role lets one signer holding several roles cover all of them; no distinct signer per role is required"]
+
 async fn one_signer_with_every_role_does_not_cover_the_other_roles() {
     let (e, _clock) = engine().await;
     let c = cast();

@@ -340,7 +340,7 @@ fn check_set(
                 file_stem: stem,
             };
             diagnostics.extend(semantic::check(proc, doc, &ctx));
-            diagnostics.extend(graph::check(proc, doc));
+            diagnostics.extend(without_cascades(&diagnostics, graph::check(proc, doc)));
             // Soundness explores every interleaving; on a graph with broken references or
             // shape errors its findings would only restate them less clearly.
             if !diagnostics.iter().any(Diagnostic::is_error) {
@@ -364,6 +364,20 @@ fn check_set(
         validation.reports.push(report);
     }
     validation
+}
+
+/// Drops graph findings that only restate an earlier error: with a misspelt step reference
+/// the target looks unreachable, and without any end step every loop looks endless. Fixing
+/// the earlier error fixes these too, so showing them would only bury it.
+fn without_cascades(earlier: &[Diagnostic], graph: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let has = |code: &str| earlier.iter().any(|d| d.code == code);
+    let broken_refs = has("unknown-step");
+    let no_end = has("no-end-step");
+    graph
+        .into_iter()
+        .filter(|d| !(broken_refs && d.code == "unreachable-step"))
+        .filter(|d| !(no_end && d.code == "loop-without-exit"))
+        .collect()
 }
 
 /// Parses procedure text into the model without the meaning checks, for text that was

@@ -530,10 +530,7 @@ impl<'a> Run<'a> {
                 .collect();
             signers.push((a.id.clone(), a.roles.clone()));
             let enough = signers.len() >= sig.required as usize
-                && (!sig.one_per_role
-                    || roles
-                        .iter()
-                        .all(|r| signers.iter().any(|(_, held)| held.iter().any(|h| h == r))));
+                && (!sig.one_per_role || distinct_signer_per_role(&roles, &signers));
             if agreeing && !enough {
                 self.emit(
                     Some(stamp),
@@ -801,7 +798,15 @@ impl<'a> Run<'a> {
                     ),
                     None => None,
                 };
-                let roles = step.role.iter().cloned().collect();
+                // A multi-signature task is offered to every role that may sign it.
+                let mut roles: Vec<String> = step.role.iter().cloned().collect();
+                if let Some(sig) = &step.signatures {
+                    for r in &sig.roles {
+                        if !roles.contains(r) {
+                            roles.push(r.clone());
+                        }
+                    }
+                }
                 self.emit(
                     None,
                     EventKind::TaskOpened {
@@ -936,6 +941,40 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Whether each role can be matched to a different signer holding it (joint identification
+/// by technical *and* quality departments needs two people, even if one holds both roles).
+/// Kuhn's augmenting-path matching: roles and signers are a handful, so this is instant.
+fn distinct_signer_per_role(roles: &[String], signers: &[(String, Vec<String>)]) -> bool {
+    fn augment(
+        role: usize,
+        roles: &[String],
+        signers: &[(String, Vec<String>)],
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for (s, (_, held)) in signers.iter().enumerate() {
+            if seen[s] || !held.iter().any(|h| h == &roles[role]) {
+                continue;
+            }
+            seen[s] = true;
+            let free = match owner[s] {
+                None => true,
+                Some(other) => augment(other, roles, signers, seen, owner),
+            };
+            if free {
+                owner[s] = Some(role);
+                return true;
+            }
+        }
+        false
+    }
+    let mut owner = vec![None; signers.len()];
+    (0..roles.len()).all(|r| {
+        let mut seen = vec![false; signers.len()];
+        augment(r, roles, signers, &mut seen, &mut owner)
+    })
+}
+
 fn actor_value(a: &Actor) -> Cel {
     let m: std::collections::HashMap<Key, Cel> = [
         ("id", Cel::String(Arc::new(a.id.clone()))),
@@ -951,4 +990,29 @@ fn actor_value(a: &Actor) -> Cel {
     .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
     .collect();
     Cel::Map(m.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_signer_per_role;
+
+    fn signer(id: &str, roles: &[&str]) -> (String, Vec<String>) {
+        (id.into(), roles.iter().map(|r| r.to_string()).collect())
+    }
+
+    #[test]
+    fn each_role_needs_its_own_signer() {
+        let roles = vec!["engineering".to_string(), "quality".to_string()];
+        assert!(!distinct_signer_per_role(&roles, &[signer("a", &["engineering", "quality"])]));
+        assert!(distinct_signer_per_role(
+            &roles,
+            &[signer("a", &["engineering", "quality"]), signer("b", &["quality"])]
+        ));
+        // Greedy would give `a` engineering first and then fail; matching reassigns.
+        assert!(distinct_signer_per_role(
+            &roles,
+            &[signer("a", &["quality", "engineering"]), signer("b", &["engineering"])]
+        ));
+        assert!(!distinct_signer_per_role(&roles, &[signer("a", &["quality"]), signer("b", &["quality"])]));
+    }
 }

@@ -28,9 +28,10 @@ use super::StoreError;
 /// What the pipeline thread does with jobs. Owned by that thread.
 pub(crate) trait Backend: Send + 'static {
     type Job: Send + 'static;
-    /// Applies one job (not yet durable). An error rejects that job only; nothing of it
-    /// may have been written.
-    fn apply(&mut self, job: Self::Job) -> Result<Applied, StoreError>;
+    /// Applies a batch of jobs (not yet durable), in order, each seeing the writes of the
+    /// ones before it. Returns one result per job; an `Err` rejects that job only, and
+    /// nothing of it may have been written.
+    fn apply(&mut self, jobs: Vec<Self::Job>) -> Vec<Result<Applied, StoreError>>;
     /// Makes everything applied so far durable.
     fn flush(&mut self) -> Result<(), StoreError>;
 }
@@ -142,33 +143,49 @@ fn run<B: Backend>(
     counters: &Counters,
     poisoned: &Mutex<Option<String>>,
 ) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     let mut waiting: Vec<Reply> = Vec::with_capacity(max_batch);
     let mut failure: Option<String> = None;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        let mut taken = 0;
-        let mut dirty = false;
-        while let Some((job, reply)) = next.take() {
-            taken += 1;
-            if let Some(reason) = &failure {
-                let _ = reply.send(Err(StoreError::Io(reason.clone())));
-            } else {
-                let started = Instant::now();
-                let applied = backend.apply(job);
-                add_micros(&counters.apply_micros, started);
-                match applied {
-                    Ok(applied) => {
-                        dirty |= applied == Applied::Wrote;
-                        waiting.push(reply);
-                    }
-                    // A rejected job wrote nothing: answer at once, no flush needed.
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+    while let Ok((job, reply)) = rx.recv() {
+        jobs.push(job);
+        replies.push(reply);
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok((job, reply)) => {
+                    jobs.push(job);
+                    replies.push(reply);
                 }
+                Err(_) => break,
             }
-            if taken < max_batch {
-                next = rx.try_recv().ok();
+        }
+        if let Some(reason) = &failure {
+            jobs.clear();
+            for reply in replies.drain(..) {
+                let _ = reply.send(Err(StoreError::Io(reason.clone())));
+            }
+            continue;
+        }
+        let started = Instant::now();
+        let results = backend.apply(std::mem::take(&mut jobs));
+        add_micros(&counters.apply_micros, started);
+        let mut dirty = false;
+        let mut results = results.into_iter();
+        for reply in replies.drain(..) {
+            match results.next() {
+                Some(Ok(applied)) => {
+                    dirty |= applied == Applied::Wrote;
+                    waiting.push(reply);
+                }
+                // A rejected job wrote nothing: answer at once, no flush needed.
+                Some(Err(e)) => {
+                    let _ = reply.send(Err(e));
+                }
+                None => {
+                    let _ = reply.send(Err(StoreError::Io(
+                        "the store writer lost track of a commit; it was not applied".into(),
+                    )));
+                }
             }
         }
         if waiting.is_empty() {
@@ -233,15 +250,17 @@ mod tests {
 
     impl Backend for Fake {
         type Job = u32;
-        fn apply(&mut self, job: u32) -> Result<Applied, StoreError> {
-            if job == 0 {
-                return Err(StoreError::Invalid("zero".into()));
-            }
-            self.applied
-                .lock()
-                .map_err(|_| StoreError::Io("lock".into()))?
-                .push(job);
-            Ok(Applied::Wrote)
+        fn apply(&mut self, jobs: Vec<u32>) -> Vec<Result<Applied, StoreError>> {
+            let mut applied = self.applied.lock().unwrap();
+            jobs.into_iter()
+                .map(|job| {
+                    if job == 0 {
+                        return Err(StoreError::Invalid("zero".into()));
+                    }
+                    applied.push(job);
+                    Ok(Applied::Wrote)
+                })
+                .collect()
         }
         fn flush(&mut self) -> Result<(), StoreError> {
             let (lock, cv) = &*self.gate;
