@@ -51,6 +51,7 @@ fn clerk(i: usize) -> Actor {
         department: "office".into(),
         roles: vec!["clerk".into()],
         level: 1,
+        within: vec![],
     }
 }
 
@@ -67,7 +68,10 @@ async fn open_engine(dir: &std::path::Path) -> Arc<Engine<SledStore>> {
 async fn caller(engine: Arc<Engine<SledStore>>, who: Actor, until: Instant) -> Vec<Duration> {
     let mut lat = Vec::new();
     while Instant::now() < until {
-        let mut inst = engine.start("bench-five", Map::new(), Some(&who)).await.expect("start");
+        let mut inst = engine
+            .start("bench-five", Map::new(), Some(&who))
+            .await
+            .expect("start");
         while let Some(task) = inst.tasks.keys().next().copied() {
             let t = Instant::now();
             inst = engine
@@ -129,13 +133,22 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("sopflow engine benchmark — {cores} cores, sled store, five-step procedure, {secs} s per level");
     let tmp = tempfile::tempdir().expect("tempdir");
-    println!("fsync ceiling (4 KiB write + fdatasync, 1 thread): {:.0}/s", fsync_ceiling(tmp.path(), 2.0));
+    println!(
+        "fsync ceiling (4 KiB write + fdatasync, 1 thread): {:.0}/s",
+        fsync_ceiling(tmp.path(), 2.0)
+    );
     println!();
-    println!("{:>8} {:>14} {:>10} {:>10} {:>10}", "callers", "completions/s", "p50", "p99", "max");
+    println!(
+        "{:>8} {:>14} {:>10} {:>10} {:>10}",
+        "callers", "completions/s", "p50", "p99", "max"
+    );
     for callers in [1usize, 8, 64] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (rate, lat) = rt.block_on(async {
@@ -180,7 +193,9 @@ fn main() {
                 let who = who.clone();
                 tokio::spawn(async move {
                     for _ in 0..n / 8 {
-                        e.start("bench-five", Map::new(), Some(&who)).await.expect("start");
+                        e.start("bench-five", Map::new(), Some(&who))
+                            .await
+                            .expect("start");
                     }
                 })
             })
@@ -190,14 +205,19 @@ fn main() {
         }
         let after = rss_bytes();
         let disk: u64 = walk_size(dir.path());
-        (after.saturating_sub(before) as f64 / n as f64, disk as f64 / n as f64)
+        (
+            after.saturating_sub(before) as f64 / n as f64,
+            disk as f64 / n as f64,
+        )
     });
     println!();
     println!("{n} open instances: {per_instance:.0} bytes of resident memory each (process RSS growth), {disk:.0} bytes on disk each");
 }
 
 fn walk_size(p: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.filter_map(Result::ok)
         .map(|e| {
             let path = e.path();

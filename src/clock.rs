@@ -63,7 +63,9 @@ mod tests {
 
     #[test]
     fn manual_clock_moves_only_forward_and_clones_share_time() {
-        let start = DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap();
+        let start = DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
         let c = ManualClock::new(start);
         let c2 = c.clone();
         c.advance(Duration::hours(2));

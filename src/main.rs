@@ -5,12 +5,19 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod work;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use sopflow::definition::load::{self, Options};
 use sopflow::definition::{render, schema};
+use sopflow::engine::decide::Command as EngineCommand;
 
 #[derive(Parser)]
-#[command(name = "sopflow", version, about = "Runs an organisation's control procedures, written as TOML state graphs.")]
+#[command(
+    name = "sopflow",
+    version,
+    about = "Runs an organisation's control procedures, written as TOML state graphs."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +40,10 @@ enum Command {
         /// Directory of calendar files (default: `calendars/` beside the procedures).
         #[arg(long)]
         calendars: Option<PathBuf>,
+        /// The directory file of users and roles to check too (default: `org.toml` beside the
+        /// procedures directory, if there is one).
+        #[arg(long)]
+        directory: Option<PathBuf>,
     },
     /// Draw a procedure's graph: steps with role and deadline, transitions labelled with
     /// outcome and condition, parallel split/join, end steps.
@@ -49,11 +60,116 @@ enum Command {
         #[arg(long)]
         calendars: Option<PathBuf>,
     },
+    /// Start an instance of a procedure.
+    Start {
+        procedure: String,
+        /// Who starts it (a user id from the directory).
+        #[arg(long = "as")]
+        user: String,
+        /// Start data, as a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// List the open tasks offered to a person's roles or assigned to them.
+    Tasks {
+        #[arg(long = "as")]
+        user: String,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Take a task so nobody else does it.
+    Claim {
+        task: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Give a claimed task back to its role.
+    Release {
+        task: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Complete a task with an outcome and its form.
+    Complete {
+        task: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        /// The outcome, when the step has several.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// The form values, as a JSON object.
+        #[arg(long)]
+        form: Option<String>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Hand a task on to a colleague (as the step's delegation rule allows).
+    Delegate {
+        task: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        /// The colleague's user id.
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Cancel a running instance.
+    Cancel {
+        instance: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Add a comment to an instance's history.
+    Comment {
+        instance: uuid::Uuid,
+        #[arg(long = "as")]
+        user: String,
+        text: String,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// Show an instance: status, open tasks, data and history.
+    Show {
+        instance: uuid::Uuid,
+        #[command(flatten)]
+        places: work::Places,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Print the JSON Schema (Draft-07) of procedure files, or of calendar files.
     Schema {
         /// Which schema to print.
         #[arg(value_enum, default_value_t = SchemaKind::Procedure)]
         kind: SchemaKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Make a new API token for a user: prints the token once, and the line to put in the
+    /// user's entry of the directory file (only its SHA-256 is stored).
+    Issue {
+        user: String,
+        #[arg(long, default_value = "org.toml")]
+        directory: PathBuf,
     },
 }
 
@@ -77,10 +193,20 @@ enum SchemaKind {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
+    };
+    match result {
         Ok(code) => code,
         // `sopflow validate | head` closing the pipe early is not a failure worth a message.
-        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -90,15 +216,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate {
             paths,
             format,
             deny_warnings,
             calendars,
+            directory,
         } => {
-            let v = load::validate_paths(&paths, &Options { calendars_dir: calendars });
+            let mut v = load::validate_paths(
+                &paths,
+                &Options {
+                    calendars_dir: calendars,
+                },
+            );
+            // The directory file is checked with the procedures, so a role nobody holds (a
+            // task nobody could take) shows up here rather than in production.
+            let org = directory.or_else(|| {
+                let beside = paths.first().and_then(|p| {
+                    let dir = if p.is_dir() {
+                        p.clone()
+                    } else {
+                        p.parent()?.to_path_buf()
+                    };
+                    Some(dir.join("..").join("org.toml"))
+                })?;
+                work::path_exists(&beside).then_some(beside)
+            });
+            if let Some(org) = org {
+                let (people, mut report) = sopflow::directory::load(&org);
+                if let Some(people) = people {
+                    let procs: Vec<_> = v.valid.iter().map(|p| p.procedure.clone()).collect();
+                    sopflow::directory::add_procedure_checks(&mut report, &people, &procs);
+                }
+                v.reports.push(report);
+            }
             let mut out = std::io::stdout().lock();
             match format {
                 Format::Text => {
@@ -138,7 +291,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let failed = v.errors() > 0 || (deny_warnings && v.warnings() > 0);
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Graph {
             procedure,
@@ -159,7 +316,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 by_id
             };
-            let v = load::validate_paths(std::slice::from_ref(&file), &Options { calendars_dir: calendars });
+            let v = load::validate_paths(
+                std::slice::from_ref(&file),
+                &Options {
+                    calendars_dir: calendars,
+                },
+            );
             let shown = file.display().to_string();
             let Some(valid) = v.valid.iter().find(|p| p.path == shown) else {
                 // Draw only what validates: a graph of a broken file would mislead.
@@ -175,6 +337,179 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 GraphFormat::Dot => render::dot(&valid.procedure),
             };
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start {
+            procedure,
+            user,
+            data,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let data = work::parse_json_object(data.as_deref(), "--data")?;
+            let inst = s
+                .engine
+                .start(&procedure, data, Some(&who))
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&inst);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tasks { user, places } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let rows = s.engine.tasks_for(&who)?;
+            if rows.is_empty() {
+                println!("no open tasks for {user}");
+            }
+            for r in rows {
+                let how = match &r.assignee {
+                    Some(a) => format!("with {a}"),
+                    None => format!("for {}", r.roles.join(", ")),
+                };
+                println!(
+                    "{}  {:<22} {:<28} {how}  (instance {})",
+                    r.task, r.procedure, r.step, r.instance
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Claim { task, user, places } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let inst = s.instance_of_task(task)?;
+            let after = s
+                .engine
+                .execute(inst.id, EngineCommand::Claim { task }, Some(&who))
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&after);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Release { task, user, places } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let inst = s.instance_of_task(task)?;
+            let after = s
+                .engine
+                .execute(inst.id, EngineCommand::Release { task }, Some(&who))
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&after);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Complete {
+            task,
+            user,
+            outcome,
+            form,
+            comment,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let inst = s.instance_of_task(task)?;
+            let form = work::parse_json_object(form.as_deref(), "--form")?;
+            let after = s
+                .engine
+                .execute(
+                    inst.id,
+                    EngineCommand::Complete {
+                        task,
+                        outcome,
+                        form,
+                        comment,
+                    },
+                    Some(&who),
+                )
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&after);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delegate {
+            task,
+            user,
+            to,
+            reason,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let to = s.actor(&to)?;
+            let inst = s.instance_of_task(task)?;
+            let after = s
+                .engine
+                .execute(
+                    inst.id,
+                    EngineCommand::Delegate { task, to, reason },
+                    Some(&who),
+                )
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&after);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel {
+            instance,
+            user,
+            reason,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let after = s
+                .engine
+                .execute(instance, EngineCommand::Cancel { reason }, Some(&who))
+                .await
+                .map_err(work::explain)?;
+            work::print_instance(&after);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Comment {
+            instance,
+            user,
+            text,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            s.engine
+                .execute(instance, EngineCommand::Comment { text }, Some(&who))
+                .await
+                .map_err(work::explain)?;
+            println!("comment added");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { instance, places } => {
+            let s = work::Session::open(&places).await?;
+            let inst = s
+                .engine
+                .instance(instance)?
+                .ok_or_else(|| anyhow::anyhow!("there is no instance {instance}"))?;
+            work::print_instance(&inst);
+            println!("data: {}", serde_json::to_string_pretty(&inst.data)?);
+            println!("history:");
+            work::print_history(&s.engine, instance)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            command: TokenCommand::Issue { user, directory },
+        } => {
+            let (people, report) = sopflow::directory::load(&directory);
+            let people = people.ok_or_else(|| {
+                anyhow::anyhow!("{}{} has errors", report.render_text(), directory.display())
+            })?;
+            if people.user(&user).is_none() {
+                anyhow::bail!("there is no user `{user}` in {}", directory.display());
+            }
+            let token = sopflow::directory::new_token()?;
+            let hash = sopflow::directory::token_hash(&token);
+            println!("token for {user} (shown once; give it to them and keep no copy):");
+            println!("  {token}");
+            println!("add its hash to {user}'s entry in {}:", directory.display());
+            println!("  {}", sopflow::directory::token_line(&hash));
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { kind } => {

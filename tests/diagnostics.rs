@@ -23,7 +23,10 @@ fn options() -> Options {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string()
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
@@ -41,9 +44,17 @@ fn each_invalid_fixture_is_rejected_with_a_located_error() {
             .iter()
             .find(|r| Path::new(&r.path) == path)
             .expect("a report for the file");
-        assert!(report.errors() > 0, "{} should have an error", path.display());
         assert!(
-            report.diagnostics.iter().filter(|d| d.is_error()).all(|d| d.span.is_some()),
+            report.errors() > 0,
+            "{} should have an error",
+            path.display()
+        );
+        assert!(
+            report
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .all(|d| d.span.is_some()),
             "{}: every error must point at a place in the file",
             path.display()
         );
@@ -60,7 +71,13 @@ fn each_warning_fixture_warns_without_failing() {
             .iter()
             .find(|r| Path::new(&r.path) == path)
             .expect("a report for the file");
-        assert_eq!(report.errors(), 0, "{}: {}", path.display(), report.render_text());
+        assert_eq!(
+            report.errors(),
+            0,
+            "{}: {}",
+            path.display(),
+            report.render_text()
+        );
         assert!(report.warnings() > 0, "{} should warn", path.display());
         insta::assert_snapshot!(format!("warning__{}", stem(&path)), report.render_text());
     }
@@ -70,7 +87,11 @@ fn each_warning_fixture_warns_without_failing() {
 fn json_diagnostics_carry_line_and_column() {
     let path = PathBuf::from("tests/fixtures/invalid/unknown-key.toml");
     let v = validate_paths(std::slice::from_ref(&path), &options());
-    let report = v.reports.iter().find(|r| Path::new(&r.path) == path).expect("report");
+    let report = v
+        .reports
+        .iter()
+        .find(|r| Path::new(&r.path) == path)
+        .expect("report");
     let json = report.to_json();
     insta::assert_json_snapshot!("json__unknown-key", json);
 }

@@ -11,7 +11,11 @@ use sopflow::engine::instance::{EventKind, Status};
 use sopflow::engine::service::ServiceError;
 use sopflow::store::Store;
 
-fn cast() -> (sopflow::engine::instance::Actor, sopflow::engine::instance::Actor, sopflow::engine::instance::Actor) {
+fn cast() -> (
+    sopflow::engine::instance::Actor,
+    sopflow::engine::instance::Actor,
+    sopflow::engine::instance::Actor,
+) {
     (
         person("fiona", "after_sales", &["follow_up"], 2),
         person("sam", "sales", &["sales"], 2),
@@ -40,11 +44,18 @@ fn resolution() -> serde_json::Value {
 async fn general_complaint_resolved_satisfied_closed() {
     let (e, _clock) = engine().await;
     let (fiona, sam, _) = cast();
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["register"]);
-    let inst = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("general"))
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["resolve_general"]);
-    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution()).await.unwrap();
+    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution())
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["follow_up_visit"]);
     let inst = complete(
         &e,
@@ -64,7 +75,10 @@ async fn general_complaint_resolved_satisfied_closed() {
     let history = e.history(inst.id).unwrap();
     let folded = sopflow::engine::instance::Instance::fold(inst.id, &history).unwrap();
     assert_eq!(folded, e.instance(inst.id).unwrap().unwrap());
-    assert!(matches!(history.last().unwrap().kind, EventKind::Ended { .. }));
+    assert!(matches!(
+        history.last().unwrap().kind,
+        EventKind::Ended { .. }
+    ));
     // Everyone's worklist is empty again.
     assert!(e.tasks_for(&fiona).unwrap().is_empty());
     assert!(e.tasks_for(&sam).unwrap().is_empty());
@@ -74,15 +88,22 @@ async fn general_complaint_resolved_satisfied_closed() {
 async fn major_complaint_goes_to_the_management_representative() {
     let (e, _clock) = engine().await;
     let (fiona, sam, mary) = cast();
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
-    let inst = complete(&e, &inst, "register", &fiona, None, registration("major")).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("major"))
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["handle_by_management_rep"]);
     // Offered to the management representative, not to sales.
     assert_eq!(e.tasks_for(&mary).unwrap().len(), 1);
     assert!(e.tasks_for(&sam).unwrap().is_empty());
     let mut plan = resolution();
     plan["handling_plan"] = json!("Replace the hoist under warranty");
-    let inst = complete(&e, &inst, "handle_by_management_rep", &mary, None, plan).await.unwrap();
+    let inst = complete(&e, &inst, "handle_by_management_rep", &mary, None, plan)
+        .await
+        .unwrap();
     assert_eq!(open_steps(&inst), ["follow_up_visit"]);
 }
 
@@ -91,9 +112,16 @@ async fn not_satisfied_becomes_a_second_complaint() {
     let (e, _clock) = engine().await;
     let (fiona, sam, _) = cast();
     let after_sales = person("alan", "after_sales", &["after_sales"], 2);
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
-    let inst = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
-    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution()).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
+    let inst = complete(&e, &inst, "register", &fiona, None, registration("general"))
+        .await
+        .unwrap();
+    let inst = complete(&e, &inst, "resolve_general", &sam, None, resolution())
+        .await
+        .unwrap();
     let inst = complete(
         &e,
         &inst,
@@ -116,7 +144,16 @@ async fn not_satisfied_becomes_a_second_complaint() {
     .await
     .unwrap();
     assert_eq!(open_steps(&inst), ["resolve_second"]);
-    let inst = complete(&e, &inst, "resolve_second", &after_sales, None, resolution()).await.unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "resolve_second",
+        &after_sales,
+        None,
+        resolution(),
+    )
+    .await
+    .unwrap();
     // A loop: back to the follow-up visit, which now closes it.
     let inst = complete(
         &e,
@@ -136,17 +173,32 @@ async fn not_satisfied_becomes_a_second_complaint() {
 async fn rejections_change_nothing() {
     let (e, _clock) = engine().await;
     let (fiona, sam, mary) = cast();
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
     let task = task_at(&inst, "register");
     let before = e.store().dump().unwrap();
 
     // Wrong role.
-    let err = complete(&e, &inst, "register", &sam, None, registration("general")).await.unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
-    // Invalid form: every field's problem listed.
-    let err = complete(&e, &inst, "register", &fiona, None, json!({ "severity": "minor", "colour": "red" }))
+    let err = complete(&e, &inst, "register", &sam, None, registration("general"))
         .await
         .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
+    // Invalid form: every field's problem listed.
+    let err = complete(
+        &e,
+        &inst,
+        "register",
+        &fiona,
+        None,
+        json!({ "severity": "minor", "colour": "red" }),
+    )
+    .await
+    .unwrap_err();
     let ServiceError::Engine(EngineError::InvalidForm(problems)) = err else {
         panic!("expected an invalid form, got {err:?}")
     };
@@ -155,8 +207,20 @@ async fn rejections_change_nothing() {
         assert!(fields.contains(&f), "{f} missing from {problems:?}");
     }
     // Unknown outcome.
-    let err = complete(&e, &inst, "register", &fiona, Some("approve"), registration("general")).await.unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Invalid(_))), "{err:?}");
+    let err = complete(
+        &e,
+        &inst,
+        "register",
+        &fiona,
+        Some("approve"),
+        registration("general"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Invalid(_))),
+        "{err:?}"
+    );
     // Unknown task.
     let err = e
         .execute(
@@ -168,17 +232,35 @@ async fn rejections_change_nothing() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::NotFound(_))), "{err:?}");
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::NotFound(_))),
+        "{err:?}"
+    );
     // Cancel without the role.
     let err = e
-        .execute(inst.id, Command::Cancel { reason: "duplicate".into() }, Some(&sam))
+        .execute(
+            inst.id,
+            Command::Cancel {
+                reason: "duplicate".into(),
+            },
+            Some(&sam),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
-    assert_eq!(before, e.store().dump().unwrap(), "a rejected command wrote something");
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
+    assert_eq!(
+        before,
+        e.store().dump().unwrap(),
+        "a rejected command wrote something"
+    );
 
     // Completed task, then cancelled instance.
-    let done = complete(&e, &inst, "register", &fiona, None, registration("general")).await.unwrap();
+    let done = complete(&e, &inst, "register", &fiona, None, registration("general"))
+        .await
+        .unwrap();
     let snapshot = e.store().dump().unwrap();
     let err = e
         .execute(
@@ -193,17 +275,34 @@ async fn rejections_change_nothing() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))), "{err:?}");
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Conflict(_))),
+        "{err:?}"
+    );
     assert_eq!(snapshot, e.store().dump().unwrap());
     let cancelled = e
-        .execute(done.id, Command::Cancel { reason: "customer withdrew".into() }, Some(&mary))
+        .execute(
+            done.id,
+            Command::Cancel {
+                reason: "customer withdrew".into(),
+            },
+            Some(&mary),
+        )
         .await
         .unwrap();
     assert_eq!(cancelled.status, Status::Cancelled);
-    assert!(e.tasks_for(&sam).unwrap().is_empty(), "cancelling closes the worklist entries");
+    assert!(
+        e.tasks_for(&sam).unwrap().is_empty(),
+        "cancelling closes the worklist entries"
+    );
     let snapshot = e.store().dump().unwrap();
-    let err = complete(&e, &done, "resolve_general", &sam, None, resolution()).await.unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Ended(_))), "{err:?}");
+    let err = complete(&e, &done, "resolve_general", &sam, None, resolution())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Ended(_))),
+        "{err:?}"
+    );
     assert_eq!(snapshot, e.store().dump().unwrap());
 }
 
@@ -212,21 +311,46 @@ async fn claim_release_and_claimed_tasks_belong_to_one_person() {
     let (e, _clock) = engine().await;
     let (fiona, _, _) = cast();
     let fred = person("fred", "after_sales", &["follow_up"], 2);
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
     let t = task_at(&inst, "register");
     assert_eq!(e.tasks_for(&fred).unwrap().len(), 1);
-    let inst = e.execute(inst.id, Command::Claim { task: t.id }, Some(&fiona)).await.unwrap();
-    assert_eq!(task_at(&inst, "register").claimed_by.as_deref(), Some("fiona"));
+    let inst = e
+        .execute(inst.id, Command::Claim { task: t.id }, Some(&fiona))
+        .await
+        .unwrap();
+    assert_eq!(
+        task_at(&inst, "register").claimed_by.as_deref(),
+        Some("fiona")
+    );
     // Claimed: it leaves the role's list and is on Fiona's.
     assert!(e.tasks_for(&fred).unwrap().is_empty());
     assert_eq!(e.tasks_for(&fiona).unwrap().len(), 1);
-    let err = e.execute(inst.id, Command::Claim { task: t.id }, Some(&fred)).await.unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))));
-    let err = complete(&e, &inst, "register", &fred, None, registration("general")).await.unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Conflict(_))));
-    let inst = e.execute(inst.id, Command::Release { task: t.id }, Some(&fiona)).await.unwrap();
+    let err = e
+        .execute(inst.id, Command::Claim { task: t.id }, Some(&fred))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Engine(EngineError::Conflict(_))
+    ));
+    let err = complete(&e, &inst, "register", &fred, None, registration("general"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ServiceError::Engine(EngineError::Conflict(_))
+    ));
+    let inst = e
+        .execute(inst.id, Command::Release { task: t.id }, Some(&fiona))
+        .await
+        .unwrap();
     assert_eq!(e.tasks_for(&fred).unwrap().len(), 1);
-    complete(&e, &inst, "register", &fred, None, registration("general")).await.unwrap();
+    complete(&e, &inst, "register", &fred, None, registration("general"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -234,7 +358,10 @@ async fn sixty_four_racers_complete_one_task_exactly_once() {
     let (e, _clock) = engine().await;
     let e = std::sync::Arc::new(e);
     let (fiona, _, _) = cast();
-    let inst = e.start("complaint-handling", start_data(), Some(&fiona)).await.unwrap();
+    let inst = e
+        .start("complaint-handling", start_data(), Some(&fiona))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for i in 0..64 {
         let e = e.clone();

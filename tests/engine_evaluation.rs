@@ -37,7 +37,10 @@ fn cast() -> Cast {
 }
 
 async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>) -> Instance {
-    let inst = e.start("internal-evaluation", obj(json!({})), Some(&c.mary)).await.unwrap();
+    let inst = e
+        .start("internal-evaluation", obj(json!({})), Some(&c.mary))
+        .await
+        .unwrap();
     let inst = complete(
         e,
         &inst,
@@ -52,7 +55,16 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     )
     .await
     .unwrap();
-    let inst = complete(e, &inst, "approve_plan", &c.george, Some("approve"), json!({})).await.unwrap();
+    let inst = complete(
+        e,
+        &inst,
+        "approve_plan",
+        &c.george,
+        Some("approve"),
+        json!({}),
+    )
+    .await
+    .unwrap();
     let inst = complete(
         e,
         &inst,
@@ -74,7 +86,10 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
     let inst = complete(
         e,
         &inst,
@@ -88,14 +103,40 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     // Assigned to the team leader named in the data: only Lena sees it.
     let t = task_at(&inst, "notify_department");
     assert_eq!(t.assignee.as_deref(), Some("lena"));
-    let err = complete(e, &inst, "notify_department", &c.otto, None, json!({ "notice_date": "2026-11-10" }))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
-    let inst = complete(e, &inst, "notify_department", &c.lena, None, json!({ "notice_date": "2026-11-10" }))
-        .await
-        .unwrap();
-    let inst = complete(e, &inst, "await_objection", &c.quinn, Some("accept"), json!({})).await.unwrap();
+    let err = complete(
+        e,
+        &inst,
+        "notify_department",
+        &c.otto,
+        None,
+        json!({ "notice_date": "2026-11-10" }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
+    let inst = complete(
+        e,
+        &inst,
+        "notify_department",
+        &c.lena,
+        None,
+        json!({ "notice_date": "2026-11-10" }),
+    )
+    .await
+    .unwrap();
+    let inst = complete(
+        e,
+        &inst,
+        "await_objection",
+        &c.quinn,
+        Some("accept"),
+        json!({}),
+    )
+    .await
+    .unwrap();
     let inst = complete(
         e,
         &inst,
@@ -122,7 +163,16 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     // §5.3.3 d: actual score / total of the related items × 100 = 86 / 90 × 100.
     let score = inst.data["score"].as_f64().unwrap();
     assert!((score - 95.555_555).abs() < 1e-3, "score {score}");
-    let inst = complete(e, &inst, "review_deductions", &c.lena, Some("confirm"), json!({})).await.unwrap();
+    let inst = complete(
+        e,
+        &inst,
+        "review_deductions",
+        &c.lena,
+        Some("confirm"),
+        json!({}),
+    )
+    .await
+    .unwrap();
     let inst = complete(
         e,
         &inst,
@@ -143,7 +193,16 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     )
     .await
     .unwrap();
-    complete(e, &inst, "approve_report", &c.mary, Some("approve"), json!({})).await.unwrap()
+    complete(
+        e,
+        &inst,
+        "approve_report",
+        &c.mary,
+        Some("approve"),
+        json!({}),
+    )
+    .await
+    .unwrap()
 }
 
 fn item(n: u32, head: &str) -> Value {
@@ -153,7 +212,12 @@ fn item(n: u32, head: &str) -> Value {
     })
 }
 
-async fn run_child(e: &Engine<MemoryStore>, child: &Instance, owner: &Actor, reviewer: &Actor) -> Instance {
+async fn run_child(
+    e: &Engine<MemoryStore>,
+    child: &Instance,
+    owner: &Actor,
+    reviewer: &Actor,
+) -> Instance {
     let child = complete(
         e,
         child,
@@ -185,7 +249,10 @@ async fn run_child(e: &Engine<MemoryStore>, child: &Instance, owner: &Actor, rev
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, ServiceError::Engine(EngineError::Forbidden(_))), "{err:?}");
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
     complete(
         e,
         &child,
@@ -202,9 +269,21 @@ async fn run_child(e: &Engine<MemoryStore>, child: &Instance, owner: &Actor, rev
 async fn three_deduction_items_three_corrective_actions_then_the_parent_continues() {
     let (e, _clock) = engine().await;
     let c = cast();
-    let parent = through_the_audit(&e, &c, vec![item(1, "quinn"), item(2, "quinn"), item(3, "quinn")]).await;
-    assert!(parent.tasks.is_empty(), "the parent waits for its children: {:?}", open_steps(&parent));
-    let group = parent.children.get("corrective_actions").expect("children started");
+    let parent = through_the_audit(
+        &e,
+        &c,
+        vec![item(1, "quinn"), item(2, "quinn"), item(3, "quinn")],
+    )
+    .await;
+    assert!(
+        parent.tasks.is_empty(),
+        "the parent waits for its children: {:?}",
+        open_steps(&parent)
+    );
+    let group = parent
+        .children
+        .get("corrective_actions")
+        .expect("children started");
     assert_eq!(group.pending.len(), 3);
     let children: Vec<_> = group.pending.keys().copied().collect();
 
@@ -212,12 +291,18 @@ async fn three_deduction_items_three_corrective_actions_then_the_parent_continue
         let child = e.instance(*id).unwrap().expect("child stored");
         assert_eq!(child.procedure, "corrective-action");
         assert_eq!(child.parent.as_ref().map(|p| p.instance), Some(parent.id));
-        assert_eq!(task_at(&child, "plan_rectification").assignee.as_deref(), Some("quinn"));
+        assert_eq!(
+            task_at(&child, "plan_rectification").assignee.as_deref(),
+            Some("quinn")
+        );
         let ended = run_child(&e, &child, &c.quinn, &c.lena).await;
         assert_eq!(ended.status, Status::Completed);
         let parent_now = e.instance(parent.id).unwrap().unwrap();
         if i < 2 {
-            assert!(parent_now.tasks.is_empty(), "the parent must wait for all children");
+            assert!(
+                parent_now.tasks.is_empty(),
+                "the parent must wait for all children"
+            );
         } else {
             assert_eq!(open_steps(&parent_now), ["confirm_rectification"]);
             let results = parent_now.data["corrective_results"].as_array().unwrap();
@@ -255,12 +340,18 @@ async fn cancelling_the_parent_cancels_running_children() {
     let (e, _clock) = engine().await;
     let c = cast();
     let parent = through_the_audit(&e, &c, vec![item(1, "quinn"), item(2, "quinn")]).await;
-    let children: Vec<_> = parent.children["corrective_actions"].pending.keys().copied().collect();
+    let children: Vec<_> = parent.children["corrective_actions"]
+        .pending
+        .keys()
+        .copied()
+        .collect();
     let admin = person("root", "office", &["admin"], 5);
     let cancelled = e
         .execute(
             parent.id,
-            sopflow::engine::decide::Command::Cancel { reason: "Audit annulled".into() },
+            sopflow::engine::decide::Command::Cancel {
+                reason: "Audit annulled".into(),
+            },
             Some(&admin),
         )
         .await

@@ -26,16 +26,28 @@ fn people(roles: &[String]) -> Vec<Actor> {
     let mut roles: Vec<&str> = roles.iter().map(String::as_str).collect();
     roles.push("admin");
     (0..USERS)
-        .map(|i| person(&format!("u{i}"), DEPARTMENTS[i % 3], &roles, (i % 5) as u8 + 1))
+        .map(|i| {
+            person(
+                &format!("u{i}"),
+                DEPARTMENTS[i % 3],
+                &roles,
+                (i % 5) as u8 + 1,
+            )
+        })
         .collect()
 }
 
 /// A value of the field's type, chosen by `seed`.
 fn value(f: &Field, seed: u64) -> Value {
     match f.ty {
-        FieldType::String if !f.choices.is_empty() => json!(f.choices[(seed as usize) % f.choices.len()]),
+        FieldType::String if !f.choices.is_empty() => {
+            json!(f.choices[(seed as usize) % f.choices.len()])
+        }
         FieldType::String | FieldType::Text => json!(format!("text {seed}")),
-        FieldType::Integer => json!(f.min.map_or(1, |m| m.ceil() as i64).max(f.max.map_or(i64::MIN, |m| m.floor() as i64).min(1))),
+        FieldType::Integer => json!(f
+            .min
+            .map_or(1, |m| m.ceil() as i64)
+            .max(f.max.map_or(i64::MIN, |m| m.floor() as i64).min(1))),
         FieldType::Number => json!(f.min.unwrap_or(0.0).max(f.max.map_or(1.0, |m| m.min(1.0)))),
         FieldType::Boolean => json!(seed % 2 == 0),
         FieldType::Date => json!(format!("2026-12-{:02}", 1 + seed % 28)),
@@ -46,12 +58,21 @@ fn value(f: &Field, seed: u64) -> Value {
             let n = f.min_items.unwrap_or(0).max(seed % 3);
             let n = f.max_items.map_or(n, |m| n.min(m));
             let item = f.items.as_deref();
-            Value::Array((0..n).filter_map(|i| item.map(|it| value(it, seed.wrapping_add(i)))).collect())
+            Value::Array(
+                (0..n)
+                    .filter_map(|i| item.map(|it| value(it, seed.wrapping_add(i))))
+                    .collect(),
+            )
         }
         FieldType::Object => Value::Object(
             f.fields
                 .iter()
-                .map(|(k, sub)| (k.clone(), value(sub, seed.wrapping_mul(31).wrapping_add(k.len() as u64))))
+                .map(|(k, sub)| {
+                    (
+                        k.clone(),
+                        value(sub, seed.wrapping_mul(31).wrapping_add(k.len() as u64)),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -67,13 +88,41 @@ fn form(fields: &indexmap::IndexMap<String, Field>, seed: u64) -> Map<String, Va
 
 #[derive(Debug, Clone)]
 enum Op {
-    Start { procedure: usize, seed: u64 },
-    Complete { instance: usize, task: usize, user: usize, seed: u64, garbage: bool },
-    Claim { instance: usize, task: usize, user: usize },
-    Release { instance: usize, task: usize, user: usize },
-    Delegate { instance: usize, task: usize, user: usize, to: usize },
-    Cancel { instance: usize, user: usize },
-    Comment { instance: usize, user: usize },
+    Start {
+        procedure: usize,
+        seed: u64,
+    },
+    Complete {
+        instance: usize,
+        task: usize,
+        user: usize,
+        seed: u64,
+        garbage: bool,
+    },
+    Claim {
+        instance: usize,
+        task: usize,
+        user: usize,
+    },
+    Release {
+        instance: usize,
+        task: usize,
+        user: usize,
+    },
+    Delegate {
+        instance: usize,
+        task: usize,
+        user: usize,
+        to: usize,
+    },
+    Cancel {
+        instance: usize,
+        user: usize,
+    },
+    Comment {
+        instance: usize,
+        user: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -103,13 +152,24 @@ impl World {
     /// The `i`-th instance, counting running ones first so most commands land where there
     /// is work; the odd index past them reaches ended instances, which must refuse.
     fn nth(&self, i: usize) -> Option<Instance> {
-        let all: Vec<Instance> = self.ids.iter().filter_map(|id| self.e.instance(*id).ok().flatten()).collect();
-        let (mut running, ended): (Vec<Instance>, Vec<Instance>) = all.into_iter().partition(|x| x.status == Status::Running);
+        let all: Vec<Instance> = self
+            .ids
+            .iter()
+            .filter_map(|id| self.e.instance(*id).ok().flatten())
+            .collect();
+        let (mut running, ended): (Vec<Instance>, Vec<Instance>) =
+            all.into_iter().partition(|x| x.status == Status::Running);
         if running.is_empty() || (i == 7 && !ended.is_empty()) {
             running.extend(ended);
         }
-        running.into_iter().nth(i % self.ids.len().max(1))
-            .or_else(|| self.ids.first().and_then(|id| self.e.instance(*id).ok().flatten()))
+        running
+            .into_iter()
+            .nth(i % self.ids.len().max(1))
+            .or_else(|| {
+                self.ids
+                    .first()
+                    .and_then(|id| self.e.instance(*id).ok().flatten())
+            })
     }
 
     /// Every instance in the store, children included.
@@ -127,7 +187,11 @@ async fn step(w: &mut World, op: &Op) -> bool {
 /// `compare`: dump the whole store before and compare after a refusal (the property test
 /// does; the long progress run only samples it, to stay fast).
 async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
-    let before = if compare { w.e.store().dump().expect("dump") } else { Vec::new() };
+    let before = if compare {
+        w.e.store().dump().expect("dump")
+    } else {
+        Vec::new()
+    };
     let (result, ended_target) = match op.clone() {
         Op::Start { procedure, seed } => {
             let p = &w.procs[procedure % w.procs.len()];
@@ -143,45 +207,145 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
         }
         other => {
             let (instance, cmd, user) = match other {
-                Op::Complete { instance, task, user, seed, garbage } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    let Some(t) = inst.tasks.values().nth(task % inst.tasks.len().max(1)).cloned() else { return false };
-                    let def = w.procs.iter().find(|p| p.id == inst.procedure).expect("known procedure");
+                Op::Complete {
+                    instance,
+                    task,
+                    user,
+                    seed,
+                    garbage,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let Some(t) = inst
+                        .tasks
+                        .values()
+                        .nth(task % inst.tasks.len().max(1))
+                        .cloned()
+                    else {
+                        return false;
+                    };
+                    let def = w
+                        .procs
+                        .iter()
+                        .find(|p| p.id == inst.procedure)
+                        .expect("known procedure");
                     let step = &def.steps[&t.step];
                     let outcomes = Procedure::outcomes_of(step);
                     let outcome = outcomes[seed as usize % outcomes.len()].to_string();
-                    let form = if garbage { Map::from_iter([("nonsense".to_string(), json!(1))]) } else { form(&step.form, seed) };
-                    (inst, Command::Complete { task: t.id, outcome: Some(outcome), form, comment: None }, user)
+                    let form = if garbage {
+                        Map::from_iter([("nonsense".to_string(), json!(1))])
+                    } else {
+                        form(&step.form, seed)
+                    };
+                    (
+                        inst,
+                        Command::Complete {
+                            task: t.id,
+                            outcome: Some(outcome),
+                            form,
+                            comment: None,
+                        },
+                        user,
+                    )
                 }
-                Op::Claim { instance, task, user } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    let Some(t) = inst.tasks.values().nth(task % inst.tasks.len().max(1)).cloned() else { return false };
+                Op::Claim {
+                    instance,
+                    task,
+                    user,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let Some(t) = inst
+                        .tasks
+                        .values()
+                        .nth(task % inst.tasks.len().max(1))
+                        .cloned()
+                    else {
+                        return false;
+                    };
                     (inst, Command::Claim { task: t.id }, user)
                 }
-                Op::Release { instance, task, user } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    let Some(t) = inst.tasks.values().nth(task % inst.tasks.len().max(1)).cloned() else { return false };
+                Op::Release {
+                    instance,
+                    task,
+                    user,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let Some(t) = inst
+                        .tasks
+                        .values()
+                        .nth(task % inst.tasks.len().max(1))
+                        .cloned()
+                    else {
+                        return false;
+                    };
                     (inst, Command::Release { task: t.id }, user)
                 }
-                Op::Delegate { instance, task, user, to } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    let Some(t) = inst.tasks.values().nth(task % inst.tasks.len().max(1)).cloned() else { return false };
+                Op::Delegate {
+                    instance,
+                    task,
+                    user,
+                    to,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let Some(t) = inst
+                        .tasks
+                        .values()
+                        .nth(task % inst.tasks.len().max(1))
+                        .cloned()
+                    else {
+                        return false;
+                    };
                     let to = w.people[to].clone();
-                    (inst, Command::Delegate { task: t.id, to, reason: Some("away".into()) }, user)
+                    (
+                        inst,
+                        Command::Delegate {
+                            task: t.id,
+                            to,
+                            reason: Some("away".into()),
+                        },
+                        user,
+                    )
                 }
                 Op::Cancel { instance, user } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    (inst, Command::Cancel { reason: "random".into() }, user)
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    (
+                        inst,
+                        Command::Cancel {
+                            reason: "random".into(),
+                        },
+                        user,
+                    )
                 }
                 Op::Comment { instance, user } => {
-                    let Some(inst) = w.nth(instance) else { return false };
-                    (inst, Command::Comment { text: "note".into() }, user)
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    (
+                        inst,
+                        Command::Comment {
+                            text: "note".into(),
+                        },
+                        user,
+                    )
                 }
                 Op::Start { .. } => unreachable!(),
             };
-            let ended = instance.status != Status::Running && !matches!(cmd, Command::Comment { .. });
+            let ended =
+                instance.status != Status::Running && !matches!(cmd, Command::Comment { .. });
             let who = w.people[user].clone();
-            (w.e.execute(instance.id, cmd, Some(&who)).await.map(|_| ()), ended)
+            (
+                w.e.execute(instance.id, cmd, Some(&who)).await.map(|_| ()),
+                ended,
+            )
         }
     };
     match result {
@@ -194,7 +358,11 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
                 eprintln!("refused {:?}: {e}", std::mem::discriminant(op));
             }
             if compare {
-                assert_eq!(before, w.e.store().dump().expect("dump"), "a refused command changed the store");
+                assert_eq!(
+                    before,
+                    w.e.store().dump().expect("dump"),
+                    "a refused command changed the store"
+                );
             }
             false
         }
@@ -203,9 +371,16 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
 
 fn check_invariants(w: &World) {
     for id in w.all() {
-        let stored = w.e.instance(id).expect("read").expect("listed instances exist");
+        let stored =
+            w.e.instance(id)
+                .expect("read")
+                .expect("listed instances exist");
         let history = w.e.history(id).expect("history");
-        assert_eq!(history.len() as u64, stored.seq, "history length is the version");
+        assert_eq!(
+            history.len() as u64,
+            stored.seq,
+            "history length is the version"
+        );
         for (i, ev) in history.iter().enumerate() {
             assert_eq!(ev.seq, i as u64 + 1, "sequence numbers are dense");
         }
@@ -257,7 +432,12 @@ async fn generated_commands_make_real_progress() {
     let mut roles: Vec<String> = procs.iter().flat_map(|p| p.roles.keys().cloned()).collect();
     roles.sort();
     roles.dedup();
-    let mut w = World { e, procs, people: people(&roles), ids: Vec::new() };
+    let mut w = World {
+        e,
+        procs,
+        people: people(&roles),
+        ids: Vec::new(),
+    };
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[7u8; 32]);
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let mut completions = 0;
@@ -276,6 +456,9 @@ async fn generated_commands_make_real_progress() {
         .filter(|i| i.status == Status::Completed)
         .map(|i| i.procedure)
         .collect();
-    assert!(completions > 200, "only {completions} completions succeeded");
+    assert!(
+        completions > 200,
+        "only {completions} completions succeeded"
+    );
     assert!(ended.len() >= 3, "instances ended only for {ended:?}");
 }

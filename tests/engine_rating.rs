@@ -893,7 +893,10 @@ async fn children_ending_together_are_all_collected_once() {
 async fn cancelling_one_rating_does_not_leave_the_round_waiting_for_ever() {
     let (e, _clock) = engine().await;
     let c = cast();
-    let round = e.start("customer-rating", obj(json!({})), Some(&c.maud)).await.unwrap();
+    let round = e
+        .start("customer-rating", obj(json!({})), Some(&c.maud))
+        .await
+        .unwrap();
     let round = complete(
         &e,
         &round,
@@ -952,7 +955,10 @@ async fn cancelling_one_rating_does_not_leave_the_round_waiting_for_ever() {
     match cancel {
         // Refused: the rating still runs, and the round still waits for it.
         Err(_) => {
-            assert_eq!(e.instance(dropped).unwrap().unwrap().status, Status::Running);
+            assert_eq!(
+                e.instance(dropped).unwrap().unwrap().status,
+                Status::Running
+            );
             assert_eq!(round.status, Status::Running);
         }
         // Allowed: the round must not wait on an ended child.
@@ -969,7 +975,11 @@ async fn cancelling_one_rating_does_not_leave_the_round_waiting_for_ever() {
                     );
                 }
             }
-            assert_eq!(round.status, Status::Completed, "the round should have gone on");
+            assert_eq!(
+                round.status,
+                Status::Completed,
+                "the round should have gone on"
+            );
         }
     }
 }

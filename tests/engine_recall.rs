@@ -717,7 +717,6 @@ async fn not_effective_runs_another_round_then_terminates_with_a_survey() {
 /// A multi-signature step collects signatures from several roles; each signer must find the
 /// task on their own worklist, not only people of the step's `role`.
 #[tokio::test]
-
 async fn every_signing_role_sees_the_multi_signature_task() {
     let (e, _clock) = engine().await;
     let c = cast();

@@ -49,9 +49,14 @@ async fn a_changed_file_must_raise_its_version() {
     e.register(&valid(V1)).await.unwrap();
     // Registering the identical file again is fine.
     e.register(&valid(V1)).await.unwrap();
-    let changed = V1.replace("title = \"Leave request\"", "title = \"Leave request (new)\"");
+    let changed = V1.replace(
+        "title = \"Leave request\"",
+        "title = \"Leave request (new)\"",
+    );
     let err = e.register(&valid(&changed)).await.unwrap_err();
-    assert!(matches!(err, ServiceError::ProcedureChanged { ref id, version: 1, next: 2 } if id == "leave"));
+    assert!(
+        matches!(err, ServiceError::ProcedureChanged { ref id, version: 1, next: 2 } if id == "leave")
+    );
     let msg = err.to_string();
     assert!(msg.contains("version = 2"), "{msg}");
     assert!(msg.contains("without raising `version`"), "{msg}");
@@ -62,19 +67,29 @@ async fn running_instances_keep_their_version() {
     let clock = ManualClock::new(t0());
     let e = Engine::open(Arc::new(MemoryStore::new()), Arc::new(clock)).unwrap();
     e.register(&valid(V1)).await.unwrap();
-    let old = e.start("leave", Default::default(), Some(&manager())).await.unwrap();
+    let old = e
+        .start("leave", Default::default(), Some(&manager()))
+        .await
+        .unwrap();
     // Version 2 adds a second approval by HR.
     let v2 = V1
         .replace("version = 1", "version = 2")
         .replace("manager = \"Manager\"", "manager = \"Manager\"\nhr = \"Human resources\"")
         .replace("next = [{ to = \"done\" }]\n[steps.done]", "next = [{ to = \"hr_check\" }]\n[steps.hr_check]\nrole = \"hr\"\nnext = [{ to = \"done\" }]\n[steps.done]");
     e.register(&valid(&v2)).await.unwrap();
-    let new = e.start("leave", Default::default(), Some(&manager())).await.unwrap();
+    let new = e
+        .start("leave", Default::default(), Some(&manager()))
+        .await
+        .unwrap();
     assert_eq!((old.version, new.version), (1, 2));
     // The old instance ends after one approval, as version 1 says; the new one goes to HR.
-    let old = complete(&e, &old, "approve", &manager(), None, json!({})).await.unwrap();
+    let old = complete(&e, &old, "approve", &manager(), None, json!({}))
+        .await
+        .unwrap();
     assert_eq!(old.status, Status::Completed);
-    let new = complete(&e, &new, "approve", &manager(), None, json!({})).await.unwrap();
+    let new = complete(&e, &new, "approve", &manager(), None, json!({}))
+        .await
+        .unwrap();
     assert_eq!(open_steps(&new), ["hr_check"]);
 }
 
@@ -90,7 +105,11 @@ async fn reopening_the_sled_store_gives_identical_state() {
         let (e, _clock) = engine_on(store.clone()).await;
         e.register(&valid(V1)).await.unwrap();
         let inst = e
-            .start("complaint-handling", obj(json!({ "customer": "C", "contact": "K" })), Some(&fiona))
+            .start(
+                "complaint-handling",
+                obj(json!({ "customer": "C", "contact": "K" })),
+                Some(&fiona),
+            )
             .await
             .unwrap();
         let inst = complete(
@@ -115,8 +134,15 @@ async fn reopening_the_sled_store_gives_identical_state() {
     let inst = e.instance(id).unwrap().unwrap();
     assert_eq!(open_steps(&inst), ["resolve_general"]);
     assert_eq!(e.tasks_for(&sam).unwrap().len(), 1);
-    let inst = complete(&e, &inst, "resolve_general", &sam, None, json!({ "resolution": "r", "resolved_on": "2026-11-03" }))
-        .await
-        .unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "resolve_general",
+        &sam,
+        None,
+        json!({ "resolution": "r", "resolved_on": "2026-11-03" }),
+    )
+    .await
+    .unwrap();
     assert_eq!(open_steps(&inst), ["follow_up_visit"]);
 }

@@ -670,7 +670,6 @@ async fn scrap_appraisal_sends_it_back_for_repair() {
 /// departments still needs a distinct person for each role: two further materials signatures
 /// do not stand in for engineering and quality.
 #[tokio::test]
-
 async fn one_signer_with_every_role_does_not_cover_the_other_roles() {
     let (e, _clock) = engine().await;
     let c = cast();

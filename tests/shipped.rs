@@ -10,8 +10,15 @@ fn shipped_procedures_and_calendars_validate_clean() {
     let v = validate_paths(&[PathBuf::from("procedures")], &Options::default());
     let text: String = v.reports.iter().map(|r| r.render_text()).collect();
     assert_eq!(v.errors() + v.warnings(), 0, "{text}");
-    assert!(v.valid.len() >= 7, "expected the seven shipped procedures, got {}", v.valid.len());
-    assert!(v.reports.iter().any(|r| r.path.contains("calendars")), "calendars are checked too");
+    assert!(
+        v.valid.len() >= 7,
+        "expected the seven shipped procedures, got {}",
+        v.valid.len()
+    );
+    assert!(
+        v.reports.iter().any(|r| r.path.contains("calendars")),
+        "calendars are checked too"
+    );
 }
 
 #[test]
@@ -35,6 +42,10 @@ fn shipped_procedures_cite_their_seed_clauses() {
     for entry in std::fs::read_dir("procedures").expect("dir") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("readable");
-        assert!(text.contains("seed 00"), "{} cites no seed document", path.display());
+        assert!(
+            text.contains("seed 00"),
+            "{} cites no seed document",
+            path.display()
+        );
     }
 }

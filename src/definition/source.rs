@@ -218,7 +218,9 @@ mod tests {
     fn reports_every_syntax_error_with_a_span() {
         let errs = SpannedDoc::parse("a = \nb = [1,\n").unwrap_err();
         assert!(!errs.is_empty());
-        assert!(errs.iter().all(|d| d.code == "toml-syntax" && d.span.is_some()));
+        assert!(errs
+            .iter()
+            .all(|d| d.code == "toml-syntax" && d.span.is_some()));
     }
 
     #[test]

@@ -316,7 +316,9 @@ fn coerce_to(field: &Field, value: Value) -> Value {
             None => Value::String(s),
         },
         (FieldType::Integer, Value::Number(n)) => match n.as_f64() {
-            Some(f) if n.as_i64().is_none() && f.fract() == 0.0 && f.abs() < 9.0e15 => json!(f as i64),
+            Some(f) if n.as_i64().is_none() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                json!(f as i64)
+            }
             _ => Value::Number(n),
         },
         (FieldType::List, Value::Array(items)) => match field.items.as_deref() {

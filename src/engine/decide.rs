@@ -15,7 +15,8 @@ use serde_json::{Map, Value};
 
 use super::compiled::{from_cel, to_cel, CompiledProcedure, FieldProblem};
 use super::instance::{
-    derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp, Status, Task, TaskId,
+    derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp,
+    Status, Task, TaskId,
 };
 use crate::definition::model::{DelegationLevel, Procedure, StepKind, DEFAULT_OUTCOME};
 
@@ -145,7 +146,9 @@ pub fn decide(
 ) -> Result<Decision, EngineError> {
     if let Command::Start { id, data, parent } = cmd {
         if state.is_some() {
-            return Err(EngineError::Conflict(format!("instance {id} already exists")));
+            return Err(EngineError::Conflict(format!(
+                "instance {id} already exists"
+            )));
         }
         return start(proc, *id, data, parent.clone(), actor, now);
     }
@@ -234,7 +237,8 @@ fn start(
             parent,
         },
     };
-    let state = Instance::from_first(id, &first).ok_or_else(|| EngineError::Invalid("bad start event".into()))?;
+    let state = Instance::from_first(id, &first)
+        .ok_or_else(|| EngineError::Invalid("bad start event".into()))?;
     let mut run = Run::new(proc, state, actor, now);
     run.events.push(first);
     let start_step = proc.def.start.clone();
@@ -254,7 +258,12 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn new(proc: &'a CompiledProcedure, s: Instance, actor: Option<&'a Actor>, now: DateTime<Utc>) -> Self {
+    fn new(
+        proc: &'a CompiledProcedure,
+        s: Instance,
+        actor: Option<&'a Actor>,
+        now: DateTime<Utc>,
+    ) -> Self {
         Run {
             proc,
             s,
@@ -300,8 +309,13 @@ impl<'a> Run<'a> {
         // Of several people completing the same task, the losers learn it is done, not that
         // it never existed.
         match self.s.closed.get(&id) {
-            Some(step) => Err(EngineError::Conflict(format!("task `{step}` ({id}) is already completed"))),
-            None => Err(EngineError::NotFound(format!("task {id} in instance {}", self.s.id))),
+            Some(step) => Err(EngineError::Conflict(format!(
+                "task `{step}` ({id}) is already completed"
+            ))),
+            None => Err(EngineError::NotFound(format!(
+                "task {id} in instance {}",
+                self.s.id
+            ))),
         }
     }
 
@@ -318,11 +332,15 @@ impl<'a> Run<'a> {
         if self.eligible(t, a) {
             return Ok(());
         }
-        Err(EngineError::Forbidden(match (&t.delegated_to, &t.assignee) {
-            (Some(d), _) => format!("task `{}` was delegated to {d}", t.step),
-            (None, Some(p)) => format!("task `{}` is assigned to {p}", t.step),
-            (None, None) => format!("task `{}` is for the roles {}", t.step, t.roles.join(", ")),
-        }))
+        Err(EngineError::Forbidden(
+            match (&t.delegated_to, &t.assignee) {
+                (Some(d), _) => format!("task `{}` was delegated to {d}", t.step),
+                (None, Some(p)) => format!("task `{}` is assigned to {p}", t.step),
+                (None, None) => {
+                    format!("task `{}` is for the roles {}", t.step, t.roles.join(", "))
+                }
+            },
+        ))
     }
 
     /// Separation of duties for `a` doing `step`.
@@ -341,10 +359,16 @@ impl<'a> Run<'a> {
                 }
             }
             if let Some(field) = &sep.not_from_department {
-                if self.s.data.get(field).and_then(Value::as_str) == Some(a.department.as_str()) {
+                if let Some(dep) = self
+                    .s
+                    .data
+                    .get(field)
+                    .and_then(Value::as_str)
+                    .filter(|d| a.in_department(d))
+                {
                     return Err(EngineError::Forbidden(format!(
-                        "{} belongs to the department in `{field}` ({}), so may not do `{step}`",
-                        a.id, a.department
+                        "{} belongs to the department in `{field}` ({dep}), so may not do `{step}`",
+                        a.id
                     )));
                 }
             }
@@ -365,7 +389,10 @@ impl<'a> Run<'a> {
     }
 
     fn did(&self, step: &str, user: &str) -> bool {
-        self.s.done_by.get(step).is_some_and(|v| v.iter().any(|u| u == user))
+        self.s
+            .done_by
+            .get(step)
+            .is_some_and(|v| v.iter().any(|u| u == user))
     }
 
     fn claim(&mut self, task: TaskId) -> Result<(), EngineError> {
@@ -380,8 +407,18 @@ impl<'a> Run<'a> {
         self.check_eligible(&t, a)?;
         self.check_separation(&t.step, a)?;
         match &t.claimed_by {
-            Some(c) if c == &a.id => return Err(EngineError::Conflict(format!("you already hold task `{}`", t.step))),
-            Some(c) => return Err(EngineError::Conflict(format!("task `{}` is already claimed by {c}", t.step))),
+            Some(c) if c == &a.id => {
+                return Err(EngineError::Conflict(format!(
+                    "you already hold task `{}`",
+                    t.step
+                )))
+            }
+            Some(c) => {
+                return Err(EngineError::Conflict(format!(
+                    "task `{}` is already claimed by {c}",
+                    t.step
+                )))
+            }
             None => {}
         }
         self.emit(Some(a.stamp()), EventKind::TaskClaimed { task });
@@ -392,17 +429,28 @@ impl<'a> Run<'a> {
         let a = self.person()?;
         let t = self.task(task)?;
         if t.claimed_by.as_deref() != Some(a.id.as_str()) {
-            return Err(EngineError::Conflict(format!("task `{}` is not claimed by you", t.step)));
+            return Err(EngineError::Conflict(format!(
+                "task `{}` is not claimed by you",
+                t.step
+            )));
         }
         self.emit(Some(a.stamp()), EventKind::TaskReleased { task });
         Ok(())
     }
 
     fn is_multi_sig(&self, step: &str) -> bool {
-        self.def().steps.get(step).is_some_and(|s| s.signatures.is_some())
+        self.def()
+            .steps
+            .get(step)
+            .is_some_and(|s| s.signatures.is_some())
     }
 
-    fn delegate(&mut self, task: TaskId, to: &Actor, reason: Option<String>) -> Result<(), EngineError> {
+    fn delegate(
+        &mut self,
+        task: TaskId,
+        to: &Actor,
+        reason: Option<String>,
+    ) -> Result<(), EngineError> {
         let a = self.person()?;
         let t = self.task(task)?;
         let step = self
@@ -411,15 +459,25 @@ impl<'a> Run<'a> {
             .get(&t.step)
             .ok_or_else(|| EngineError::NotFound(format!("step {}", t.step)))?;
         let Some(rule) = &step.delegation else {
-            return Err(EngineError::Forbidden(format!("task `{}` may not be delegated", t.step)));
+            return Err(EngineError::Forbidden(format!(
+                "task `{}` may not be delegated",
+                t.step
+            )));
         };
         // Only the person who holds the task (or could take it and nobody has) hands it on.
         match t.holder() {
-            Some(h) if h != a.id => return Err(EngineError::Forbidden(format!("task `{}` is held by {h}", t.step))),
+            Some(h) if h != a.id => {
+                return Err(EngineError::Forbidden(format!(
+                    "task `{}` is held by {h}",
+                    t.step
+                )))
+            }
             _ => self.check_eligible(&t, a)?,
         }
         if to.id == a.id {
-            return Err(EngineError::Invalid("you cannot delegate a task to yourself".into()));
+            return Err(EngineError::Invalid(
+                "you cannot delegate a task to yourself".into(),
+            ));
         }
         let allowed: Vec<String> = if rule.to_roles.is_empty() {
             t.roles.clone()
@@ -442,7 +500,9 @@ impl<'a> Run<'a> {
         }
         let reason = reason.filter(|r| !r.trim().is_empty());
         if rule.reason_required && reason.is_none() {
-            return Err(EngineError::Invalid("a reason is required to delegate this task".into()));
+            return Err(EngineError::Invalid(
+                "a reason is required to delegate this task".into(),
+            ));
         }
         self.check_separation(&t.step, to)?;
         self.emit(
@@ -490,7 +550,11 @@ impl<'a> Run<'a> {
         };
         let multi = step.signatures.clone();
         if let Some(sig) = &multi {
-            let roles = if sig.roles.is_empty() { t.roles.clone() } else { sig.roles.clone() };
+            let roles = if sig.roles.is_empty() {
+                t.roles.clone()
+            } else {
+                sig.roles.clone()
+            };
             if !a.holds_any(&roles) {
                 return Err(EngineError::Forbidden(format!(
                     "signing `{}` needs one of the roles {}",
@@ -499,13 +563,19 @@ impl<'a> Run<'a> {
                 )));
             }
             if t.signatures.iter().any(|s| s.user == a.id) {
-                return Err(EngineError::Conflict(format!("you have already signed `{}`", t.step)));
+                return Err(EngineError::Conflict(format!(
+                    "you have already signed `{}`",
+                    t.step
+                )));
             }
         } else {
             self.check_eligible(&t, a)?;
             if let Some(c) = &t.claimed_by {
                 if c != &a.id {
-                    return Err(EngineError::Conflict(format!("task `{}` is claimed by {c}", t.step)));
+                    return Err(EngineError::Conflict(format!(
+                        "task `{}` is claimed by {c}",
+                        t.step
+                    )));
                 }
             }
         }
@@ -515,13 +585,20 @@ impl<'a> Run<'a> {
             return Err(EngineError::InvalidForm(problems));
         }
         let mut stamp = a.stamp();
-        stamp.on_behalf_of = t.delegated_by.clone().filter(|_| t.delegated_to.as_deref() == Some(a.id.as_str()));
+        stamp.on_behalf_of = t
+            .delegated_by
+            .clone()
+            .filter(|_| t.delegated_to.as_deref() == Some(a.id.as_str()));
 
         if let Some(sig) = &multi {
             // The first outcome (approve, confirm…) needs every required signature; any other
             // outcome from one eligible signer decides at once, as a veto or a return.
             let agreeing = outcome == outcomes[0];
-            let roles = if sig.roles.is_empty() { t.roles.clone() } else { sig.roles.clone() };
+            let roles = if sig.roles.is_empty() {
+                t.roles.clone()
+            } else {
+                sig.roles.clone()
+            };
             let mut signers: Vec<(String, Vec<String>)> = t
                 .signatures
                 .iter()
@@ -577,22 +654,31 @@ impl<'a> Run<'a> {
 
     fn cancel(&mut self, reason: &str) -> Result<(), EngineError> {
         if reason.trim().is_empty() {
-            return Err(EngineError::Invalid("a reason is required to cancel an instance".into()));
+            return Err(EngineError::Invalid(
+                "a reason is required to cancel an instance".into(),
+            ));
         }
         if let Some(a) = self.actor {
             if !a.holds_any(&self.def().cancel_roles) && !a.holds("admin") {
-                return Err(EngineError::Forbidden(if self.def().cancel_roles.is_empty() {
-                    format!("only an admin may cancel `{}` instances", self.def().id)
-                } else {
-                    format!(
-                        "cancelling `{}` needs one of the roles {}",
-                        self.def().id,
-                        self.def().cancel_roles.join(", ")
-                    )
-                }));
+                return Err(EngineError::Forbidden(
+                    if self.def().cancel_roles.is_empty() {
+                        format!("only an admin may cancel `{}` instances", self.def().id)
+                    } else {
+                        format!(
+                            "cancelling `{}` needs one of the roles {}",
+                            self.def().id,
+                            self.def().cancel_roles.join(", ")
+                        )
+                    },
+                ));
             }
         }
-        let children: Vec<InstanceId> = self.s.children.values().flat_map(|g| g.pending.keys().copied()).collect();
+        let children: Vec<InstanceId> = self
+            .s
+            .children
+            .values()
+            .flat_map(|g| g.pending.keys().copied())
+            .collect();
         let by = self.actor.map(Actor::stamp);
         self.emit(
             by,
@@ -614,7 +700,12 @@ impl<'a> Run<'a> {
         if text.trim().is_empty() {
             return Err(EngineError::Invalid("a comment needs text".into()));
         }
-        self.emit(Some(a.stamp()), EventKind::Commented { text: text.to_string() });
+        self.emit(
+            Some(a.stamp()),
+            EventKind::Commented {
+                text: text.to_string(),
+            },
+        );
         Ok(())
     }
 
@@ -631,7 +722,9 @@ impl<'a> Run<'a> {
             .get(step)
             .ok_or_else(|| EngineError::NotFound(format!("children of step {step}")))?;
         if !group.pending.contains_key(&child) {
-            return Err(EngineError::Conflict(format!("child {child} already reported its end")));
+            return Err(EngineError::Conflict(format!(
+                "child {child} already reported its end"
+            )));
         }
         self.emit(
             None,
@@ -642,7 +735,11 @@ impl<'a> Run<'a> {
                 data: data.clone(),
             },
         );
-        let done = self.s.children.get(step).is_some_and(|g| g.pending.is_empty());
+        let done = self
+            .s
+            .children
+            .get(step)
+            .is_some_and(|g| g.pending.is_empty());
         if done {
             self.collect(step)?;
         }
@@ -690,9 +787,9 @@ impl<'a> Run<'a> {
         let mut data = data.clone();
         let mut out = Map::new();
         for (name, program) in exprs {
-            let v = self.eval(program, &data, form, outcome, None).map_err(|e| {
-                EngineError::Guard(format!("computing `{name}`: {e}"))
-            })?;
+            let v = self
+                .eval(program, &data, form, outcome, None)
+                .map_err(|e| EngineError::Guard(format!("computing `{name}`: {e}")))?;
             let json = self.proc.coerce(name, from_cel(&v));
             data.insert(name.clone(), json.clone());
             out.insert(name.clone(), json);
@@ -713,7 +810,12 @@ impl<'a> Run<'a> {
         let form_map: std::collections::HashMap<Key, Cel> = form
             .map(|f| {
                 f.iter()
-                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), to_cel(v, self.proc.fields.get(k))))
+                    .map(|(k, v)| {
+                        (
+                            Key::String(Arc::new(k.clone())),
+                            to_cel(v, self.proc.fields.get(k)),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -731,7 +833,12 @@ impl<'a> Run<'a> {
     }
 
     /// Leaves `from` with `outcome`: the first transition that matches and holds.
-    fn route(&mut self, from: &str, outcome: &str, form: Option<&Map<String, Value>>) -> Result<(), EngineError> {
+    fn route(
+        &mut self,
+        from: &str,
+        outcome: &str,
+        form: Option<&Map<String, Value>>,
+    ) -> Result<(), EngineError> {
         let (step, compiled) = self
             .proc
             .step(from)
@@ -848,7 +955,12 @@ impl<'a> Run<'a> {
                 let width = self.proc.join_width.get(id).copied().unwrap_or(1);
                 let arrived = self.s.joins.get(id).copied().unwrap_or(0) + 1;
                 if arrived < width {
-                    self.emit(None, EventKind::BranchArrived { join: id.to_string() });
+                    self.emit(
+                        None,
+                        EventKind::BranchArrived {
+                            join: id.to_string(),
+                        },
+                    );
                     return Ok(());
                 }
                 let data = self.s.data.clone();
@@ -881,10 +993,13 @@ impl<'a> Run<'a> {
                     for (name, program) in &compiled.input {
                         let v = self
                             .eval(program, &self.s.data, None, None, Some(item))
-                            .map_err(|e| EngineError::Guard(format!("input `{name}` of `{id}`: {e}")))?;
+                            .map_err(|e| {
+                                EngineError::Guard(format!("input `{name}` of `{id}`: {e}"))
+                            })?;
                         data.insert(name.clone(), from_cel(&v));
                     }
-                    let n = u32::try_from(index).map_err(|_| EngineError::Invalid("too many list items".into()))?;
+                    let n = u32::try_from(index)
+                        .map_err(|_| EngineError::Invalid("too many list items".into()))?;
                     children.push(ChildStart {
                         id: derive_id(self.s.id, seq, n),
                         index,
@@ -917,7 +1032,9 @@ impl<'a> Run<'a> {
                 Ok(())
             }
             StepKind::End => {
-                let busy = !self.s.tasks.is_empty() || !self.s.joins.is_empty() || !self.s.children.is_empty();
+                let busy = !self.s.tasks.is_empty()
+                    || !self.s.joins.is_empty()
+                    || !self.s.children.is_empty();
                 if busy {
                     // Validation proves this cannot happen in a sound procedure; refusing is
                     // safer than ending with work still open.
@@ -925,7 +1042,12 @@ impl<'a> Run<'a> {
                         "reached the end step `{id}` while other work is still open"
                     )));
                 }
-                self.emit(None, EventKind::Ended { step: id.to_string() });
+                self.emit(
+                    None,
+                    EventKind::Ended {
+                        step: id.to_string(),
+                    },
+                );
                 if let Some(p) = self.s.parent.clone() {
                     self.effects.push(Effect::NotifyParent {
                         parent: p.instance,
@@ -982,7 +1104,12 @@ fn actor_value(a: &Actor) -> Cel {
         ("department", Cel::String(Arc::new(a.department.clone()))),
         (
             "roles",
-            Cel::List(Arc::new(a.roles.iter().map(|r| Cel::String(Arc::new(r.clone()))).collect())),
+            Cel::List(Arc::new(
+                a.roles
+                    .iter()
+                    .map(|r| Cel::String(Arc::new(r.clone())))
+                    .collect(),
+            )),
         ),
         ("level", Cel::Int(i64::from(a.level))),
     ]
@@ -1003,16 +1130,28 @@ mod tests {
     #[test]
     fn each_role_needs_its_own_signer() {
         let roles = vec!["engineering".to_string(), "quality".to_string()];
-        assert!(!distinct_signer_per_role(&roles, &[signer("a", &["engineering", "quality"])]));
+        assert!(!distinct_signer_per_role(
+            &roles,
+            &[signer("a", &["engineering", "quality"])]
+        ));
         assert!(distinct_signer_per_role(
             &roles,
-            &[signer("a", &["engineering", "quality"]), signer("b", &["quality"])]
+            &[
+                signer("a", &["engineering", "quality"]),
+                signer("b", &["quality"])
+            ]
         ));
         // Greedy would give `a` engineering first and then fail; matching reassigns.
         assert!(distinct_signer_per_role(
             &roles,
-            &[signer("a", &["quality", "engineering"]), signer("b", &["engineering"])]
+            &[
+                signer("a", &["quality", "engineering"]),
+                signer("b", &["engineering"])
+            ]
         ));
-        assert!(!distinct_signer_per_role(&roles, &[signer("a", &["quality"]), signer("b", &["quality"])]));
+        assert!(!distinct_signer_per_role(
+            &roles,
+            &[signer("a", &["quality"]), signer("b", &["quality"])]
+        ));
     }
 }

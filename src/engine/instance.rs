@@ -24,6 +24,10 @@ pub struct Actor {
     pub roles: Vec<String>,
     /// Seniority for "delegate to the same level or above".
     pub level: u8,
+    /// The departments the person counts as belonging to: their own and every department
+    /// above it. Empty means just `department`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub within: Vec<String>,
 }
 
 impl Actor {
@@ -33,6 +37,33 @@ impl Actor {
 
     pub fn holds_any(&self, roles: &[String]) -> bool {
         roles.iter().any(|r| self.holds(r))
+    }
+
+    /// Whether the person belongs to `department`, directly or through a sub-department.
+    pub fn in_department(&self, department: &str) -> bool {
+        self.department == department || self.within.iter().any(|d| d == department)
+    }
+
+    /// The person with this id in the directory, as the engine sees them; `None` if unknown
+    /// or no longer active.
+    pub fn from_directory(dir: &crate::directory::Directory, id: &str) -> Option<Actor> {
+        let u = dir.user(id).filter(|u| u.active)?;
+        let mut within = vec![u.department.clone()];
+        let mut current = dir.department(&u.department).and_then(|d| d.parent.clone());
+        // Parent cycles are refused when the directory loads; the bound is only a guard.
+        for _ in 0..64 {
+            let Some(p) = current else { break };
+            current = dir.department(&p).and_then(|d| d.parent.clone());
+            within.push(p);
+        }
+        Some(Actor {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            department: u.department.clone(),
+            roles: u.roles.clone(),
+            level: u.level,
+            within,
+        })
     }
 
     /// The actor as recorded in an event.

@@ -19,7 +19,9 @@ use super::instance::{Actor, Event, Instance, InstanceId, Task};
 use crate::clock::Clock;
 use crate::definition::load::ValidProcedure;
 use crate::definition::model::Procedure;
-use crate::store::{Commit, InstanceWrite, Page, ProcedureRecord, StatusChange, Store, StoreError, TaskRow};
+use crate::store::{
+    Commit, InstanceWrite, Page, ProcedureRecord, StatusChange, Store, StoreError, TaskRow,
+};
 
 /// Everything that can go wrong with a command, for the caller to map to a response.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,12 @@ impl<S: Store> Engine<S> {
             .map(|r| {
                 crate::definition::load::parse_procedure(&r.source)
                     .map(|p| (p, r.hash.clone()))
-                    .ok_or_else(|| ServiceError::Corrupt(format!("stored procedure {} v{} does not parse", r.id, r.version)))
+                    .ok_or_else(|| {
+                        ServiceError::Corrupt(format!(
+                            "stored procedure {} v{} does not parse",
+                            r.id, r.version
+                        ))
+                    })
             })
             .collect::<Result<_, _>>()?;
         engine.install(&defs)?;
@@ -135,7 +142,10 @@ impl<S: Store> Engine<S> {
         for p in procedures {
             if let Some(existing) = self.store.procedure(&p.procedure.id, p.procedure.version)? {
                 if existing.hash != p.hash {
-                    let next = self.latest_version(&p.procedure.id).unwrap_or(p.procedure.version) + 1;
+                    let next = self
+                        .latest_version(&p.procedure.id)
+                        .unwrap_or(p.procedure.version)
+                        + 1;
                     return Err(ServiceError::ProcedureChanged {
                         id: p.procedure.id.clone(),
                         version: p.procedure.version,
@@ -147,7 +157,10 @@ impl<S: Store> Engine<S> {
         for p in procedures {
             self.put_source(p).await?;
         }
-        let defs: Vec<(Procedure, String)> = procedures.iter().map(|p| (p.procedure.clone(), p.hash.clone())).collect();
+        let defs: Vec<(Procedure, String)> = procedures
+            .iter()
+            .map(|p| (p.procedure.clone(), p.hash.clone()))
+            .collect();
         self.install(&defs)
     }
 
@@ -162,11 +175,13 @@ impl<S: Store> Engine<S> {
             })
             .await
         {
-            Err(StoreError::ProcedureChanged { id, version }) => Err(ServiceError::ProcedureChanged {
-                next: version + 1,
-                id,
-                version,
-            }),
+            Err(StoreError::ProcedureChanged { id, version }) => {
+                Err(ServiceError::ProcedureChanged {
+                    next: version + 1,
+                    id,
+                    version,
+                })
+            }
             other => other.map_err(ServiceError::from),
         }
     }
@@ -178,27 +193,46 @@ impl<S: Store> Engine<S> {
 
     /// The newest registered version of a procedure.
     pub fn procedure(&self, id: &str) -> Option<Arc<CompiledProcedure>> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).latest(id)
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest(id)
     }
 
     /// A specific version.
     pub fn procedure_version(&self, id: &str, version: u32) -> Option<Arc<CompiledProcedure>> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner()).get(id, version)
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id, version)
     }
 
     /// Every registered procedure at its newest version, by id.
     pub fn procedures(&self) -> Vec<Arc<CompiledProcedure>> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<Arc<CompiledProcedure>> = reg.by_id.values().filter_map(|m| m.values().next_back().cloned()).collect();
+        let mut v: Vec<Arc<CompiledProcedure>> = reg
+            .by_id
+            .values()
+            .filter_map(|m| m.values().next_back().cloned())
+            .collect();
         v.sort_by(|a, b| a.id().cmp(b.id()));
         v
     }
 
     /// Starts an instance of the newest version of `procedure`.
-    pub async fn start(&self, procedure: &str, data: Map<String, Value>, actor: Option<&Actor>) -> Result<Instance, ServiceError> {
+    pub async fn start(
+        &self,
+        procedure: &str,
+        data: Map<String, Value>,
+        actor: Option<&Actor>,
+    ) -> Result<Instance, ServiceError> {
         let now = self.clock.now();
         let id = new_instance_id(now);
-        let cmd = Command::Start { id, data, parent: None };
+        let cmd = Command::Start {
+            id,
+            data,
+            parent: None,
+        };
         let proc = self
             .procedure(procedure)
             .ok_or_else(|| ServiceError::UnknownProcedure(procedure.to_string()))?;
@@ -206,7 +240,12 @@ impl<S: Store> Engine<S> {
     }
 
     /// Runs a command on an existing instance and returns the instance after it.
-    pub async fn execute(&self, instance: InstanceId, cmd: Command, actor: Option<&Actor>) -> Result<Instance, ServiceError> {
+    pub async fn execute(
+        &self,
+        instance: InstanceId,
+        cmd: Command,
+        actor: Option<&Actor>,
+    ) -> Result<Instance, ServiceError> {
         self.run(instance, None, cmd, actor).await
     }
 
@@ -253,9 +292,9 @@ impl<S: Store> Engine<S> {
         // cannot start themselves, but a huge fan-out is still refused.
         let mut budget = 100_000usize;
         while let Some((target, proc, cmd, by_actor)) = queue.pop() {
-            budget = budget
-                .checked_sub(1)
-                .ok_or_else(|| EngineError::Invalid("this command would touch too many instances".into()))?;
+            budget = budget.checked_sub(1).ok_or_else(|| {
+                EngineError::Invalid("this command would touch too many instances".into())
+            })?;
             let pos = touched.iter().position(|(i, _)| *i == target);
             let current: Option<Instance> = match pos {
                 Some(p) => Some(touched[p].1.after.clone()),
@@ -263,13 +302,17 @@ impl<S: Store> Engine<S> {
             };
             let proc = match (&proc, &current) {
                 (Some(p), _) => p.clone(),
-                (None, Some(inst)) => self.procedure_version(&inst.procedure, inst.version).ok_or_else(|| {
-                    ServiceError::Corrupt(format!(
-                        "instance {target} runs {} v{}, which is not registered",
-                        inst.procedure, inst.version
-                    ))
-                })?,
-                (None, None) => return Err(EngineError::NotFound(format!("instance {target}")).into()),
+                (None, Some(inst)) => self
+                    .procedure_version(&inst.procedure, inst.version)
+                    .ok_or_else(|| {
+                        ServiceError::Corrupt(format!(
+                            "instance {target} runs {} v{}, which is not registered",
+                            inst.procedure, inst.version
+                        ))
+                    })?,
+                (None, None) => {
+                    return Err(EngineError::NotFound(format!("instance {target}")).into())
+                }
             };
             let who = if by_actor { actor } else { None };
             let decision = decide(&proc, current.as_ref(), &cmd, who, now)?;
@@ -279,7 +322,9 @@ impl<S: Store> Engine<S> {
                     .events
                     .first()
                     .and_then(|e| Instance::from_first(target, e))
-                    .ok_or_else(|| ServiceError::Corrupt("a start produced no start event".into()))?,
+                    .ok_or_else(|| {
+                        ServiceError::Corrupt("a start produced no start event".into())
+                    })?,
             };
             let skip = usize::from(current.is_none());
             for e in decision.events.iter().skip(skip) {
@@ -310,10 +355,13 @@ impl<S: Store> Engine<S> {
                         let child = self
                             .procedure(&procedure)
                             .ok_or_else(|| ServiceError::UnknownProcedure(procedure.clone()))?;
-                        let data = data.into_iter().map(|(k, v)| {
-                            let v = child.coerce(&k, v);
-                            (k, v)
-                        }).collect();
+                        let data = data
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let v = child.coerce(&k, v);
+                                (k, v)
+                            })
+                            .collect();
                         queue.push((
                             id,
                             Some(child),
@@ -346,7 +394,9 @@ impl<S: Store> Engine<S> {
                         // A child that already ended needs no cancelling.
                         let running = match touched.iter().find(|(i, _)| *i == id) {
                             Some((_, t)) => t.after.status == super::instance::Status::Running,
-                            None => self.load(id)?.is_some_and(|c| c.status == super::instance::Status::Running),
+                            None => self
+                                .load(id)?
+                                .is_some_and(|c| c.status == super::instance::Status::Running),
                         };
                         if running {
                             queue.push((id, None, Command::Cancel { reason }, false));
@@ -447,7 +497,11 @@ fn task_row(inst: &Instance, t: &Task) -> TaskRow {
         instance: inst.id,
         procedure: inst.procedure.clone(),
         step: t.step.clone(),
-        roles: if holder.is_some() { Vec::new() } else { t.roles.clone() },
+        roles: if holder.is_some() {
+            Vec::new()
+        } else {
+            t.roles.clone()
+        },
         assignee: holder,
         due_ms: None,
     }
@@ -466,14 +520,20 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
             id: *id,
             expected_version: t.before.as_ref().map_or(0, |b| b.seq),
             events,
-            snapshot: serde_json::to_vec(&t.after).map_err(|e| ServiceError::Corrupt(e.to_string()))?,
+            snapshot: serde_json::to_vec(&t.after)
+                .map_err(|e| ServiceError::Corrupt(e.to_string()))?,
         });
         let before_rows: Vec<TaskRow> = t
             .before
             .as_ref()
             .map(|b| b.tasks.values().map(|task| task_row(b, task)).collect())
             .unwrap_or_default();
-        let after_rows: Vec<TaskRow> = t.after.tasks.values().map(|task| task_row(&t.after, task)).collect();
+        let after_rows: Vec<TaskRow> = t
+            .after
+            .tasks
+            .values()
+            .map(|task| task_row(&t.after, task))
+            .collect();
         for r in &before_rows {
             if !after_rows.contains(r) {
                 commit.closed_tasks.push(r.clone());

@@ -1,7 +1,8 @@
-//! The embedded store on sled 0.34.7: one multi-tree transaction per commit (invariant 2),
-//! acknowledged only after a group-commit flush (invariant 3, see `group_commit.rs`).
-//! It must not interpret event or snapshot bytes, must not block a tokio worker on an
-//! fsync, and must never panic on what it reads from disk.
+//! The embedded store on sled 0.34.7: every commit is applied all-or-nothing inside one
+//! multi-tree sled transaction (invariant 2) and acknowledged only after a group-commit
+//! flush (invariant 3, see `group_commit.rs`). It must not interpret event or snapshot
+//! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
+//! from disk.
 //!
 //! # Key layout (format 1)
 //!
@@ -38,10 +39,21 @@
 //!
 //! # Durability
 //!
-//! `commit()` turns the `Commit` into a plan of tree writes on the caller's task, then hands
-//! it to the store's writer thread, which applies queued plans one transaction each and
-//! flushes once for all of them before answering. sled's own periodic flush is off by
-//! default (`SledOptions::flush_every_ms`), since every acknowledged write is flushed anyway.
+//! `commit()` turns the `Commit` into a plan of tree writes on the caller's task and hands
+//! it to the store's writer thread. That thread takes every plan queued at that moment,
+//! applies them in one sled transaction (each plan checks its versions against the writes
+//! of the plans before it and is skipped, writing nothing, if they differ), calls
+//! `Db::flush()` and then `fdatasync` on sled's log file (sled itself only uses
+//! `sync_file_range`, which does not survive a power loss), and only then answers. sled's
+//! periodic flush is off by default (`SledOptions::flush_every_ms`): every acknowledged
+//! write is flushed by the pipeline anyway.
+//!
+//! Reads (`instance`, `tasks_for`, …) see applied writes as soon as the writer thread has
+//! applied them, possibly a flush before they are durable; a reader can therefore see a
+//! commit whose caller has not been answered yet (and would not be, if the flush failed).
+//!
+//! Known limit: sled stores a value bigger than about 128 KB (a huge snapshot) as a
+//! separate blob file, written without any sync; the `fdatasync` above covers the log only.
 
 use std::ops::Bound;
 use std::path::Path;

@@ -34,7 +34,10 @@ pub async fn engine() -> (Engine<MemoryStore>, ManualClock) {
 pub async fn engine_on<S: Store>(store: Arc<S>) -> (Engine<S>, ManualClock) {
     let clock = ManualClock::new(t0());
     let engine = Engine::open(store, Arc::new(clock.clone())).expect("engine opens");
-    engine.register(&shipped()).await.expect("shipped procedures register");
+    engine
+        .register(&shipped())
+        .await
+        .expect("shipped procedures register");
     (engine, clock)
 }
 
@@ -45,6 +48,7 @@ pub fn person(id: &str, department: &str, roles: &[&str], level: u8) -> Actor {
         department: department.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         level,
+        within: vec![],
     }
 }
 
