@@ -889,7 +889,6 @@ async fn children_ending_together_are_all_collected_once() {
 /// learns that the child ended. What must never happen is a round waiting on a child that
 /// has ended, with no task anywhere that could move it on.
 #[tokio::test]
-#[ignore = "engine bug: cancelling a child instance does not notify its parent, which then waits for ever"]
 async fn cancelling_one_rating_does_not_leave_the_round_waiting_for_ever() {
     let (e, _clock) = engine().await;
     let c = cast();

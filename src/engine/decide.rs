@@ -692,6 +692,18 @@ impl<'a> Run<'a> {
                 reason: format!("parent {} cancelled: {reason}", self.s.id),
             });
         }
+        // A parent waits for every child; one cancelled on its own must still report, or
+        // the parent would wait forever. (When the parent itself cancelled it, the service
+        // drops this report: the parent is no longer running.)
+        if let Some(p) = self.s.parent.clone() {
+            self.effects.push(Effect::NotifyParent {
+                parent: p.instance,
+                step: p.step,
+                child: self.s.id,
+                outcome: "cancelled".into(),
+                data: self.s.data.clone(),
+            });
+        }
         Ok(())
     }
 

@@ -379,26 +379,26 @@ impl<S: Store> Engine<S> {
                         child,
                         outcome,
                         data,
-                    } => queue.push((
-                        parent,
-                        None,
-                        Command::ChildEnded {
-                            step,
-                            child,
-                            outcome,
-                            data,
-                        },
-                        false,
-                    )),
+                    } => {
+                        // A parent that was cancelled (by the cascade that cancelled this
+                        // child) no longer waits for anything.
+                        if self.is_running(parent, &touched)? {
+                            queue.push((
+                                parent,
+                                None,
+                                Command::ChildEnded {
+                                    step,
+                                    child,
+                                    outcome,
+                                    data,
+                                },
+                                false,
+                            ));
+                        }
+                    }
                     Effect::CancelChild { id, reason } => {
                         // A child that already ended needs no cancelling.
-                        let running = match touched.iter().find(|(i, _)| *i == id) {
-                            Some((_, t)) => t.after.status == super::instance::Status::Running,
-                            None => self
-                                .load(id)?
-                                .is_some_and(|c| c.status == super::instance::Status::Running),
-                        };
-                        if running {
+                        if self.is_running(id, &touched)? {
                             queue.push((id, None, Command::Cancel { reason }, false));
                         }
                     }
@@ -411,6 +411,19 @@ impl<S: Store> Engine<S> {
             .map(|(_, t)| t.after.clone())
             .ok_or_else(|| ServiceError::Corrupt("the command touched no instance".into()))?;
         Ok((build_commit(&touched)?, result))
+    }
+
+    fn is_running(
+        &self,
+        id: InstanceId,
+        touched: &[(InstanceId, Touched)],
+    ) -> Result<bool, ServiceError> {
+        Ok(match touched.iter().find(|(i, _)| *i == id) {
+            Some((_, t)) => t.after.status == super::instance::Status::Running,
+            None => self
+                .load(id)?
+                .is_some_and(|c| c.status == super::instance::Status::Running),
+        })
     }
 
     fn load(&self, id: InstanceId) -> Result<Option<Instance>, ServiceError> {
