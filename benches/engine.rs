@@ -3,7 +3,9 @@
 //! start to end; with p50/p99 latency of a completion, the fsync ceiling of the same disk,
 //! and the memory cost of an open instance.
 //!
-//! Run: `cargo bench --bench engine` (add `-- --seconds N` to measure longer).
+//! Run: `cargo bench --bench engine` (add `-- --seconds N` to measure longer). With
+//! `-- --memory` the same load runs on the in-memory store: no disk, so the figure is the
+//! engine's own CPU ceiling, to compare with the durable one.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -16,7 +18,9 @@ use sopflow::definition::load::validate_text;
 use sopflow::engine::decide::Command;
 use sopflow::engine::instance::Actor;
 use sopflow::engine::service::Engine;
+use sopflow::store::memory::MemoryStore;
 use sopflow::store::sled_store::{SledOptions, SledStore};
+use sopflow::store::Store;
 
 const FIVE_STEPS: &str = r#"
 id = "bench-five"
@@ -55,8 +59,7 @@ fn clerk(i: usize) -> Actor {
     }
 }
 
-async fn open_engine(dir: &std::path::Path) -> Arc<Engine<SledStore>> {
-    let store = SledStore::open(dir, SledOptions::default()).expect("store opens");
+async fn open_engine<S: Store>(store: S) -> Arc<Engine<S>> {
     let engine = Engine::open(Arc::new(store), Arc::new(SystemClock)).expect("engine opens");
     let v = validate_text("bench-five.toml", FIVE_STEPS, &[], &HashSet::new());
     assert_eq!(v.errors(), 0, "{}", v.reports[0].render_text());
@@ -65,7 +68,7 @@ async fn open_engine(dir: &std::path::Path) -> Arc<Engine<SledStore>> {
 }
 
 /// Drives instances start to end until `until`; returns completion latencies.
-async fn caller(engine: Arc<Engine<SledStore>>, who: Actor, until: Instant) -> Vec<Duration> {
+async fn caller<S: Store>(engine: Arc<Engine<S>>, who: Actor, until: Instant) -> Vec<Duration> {
     let mut lat = Vec::new();
     while Instant::now() < until {
         let mut inst = engine
@@ -133,12 +136,16 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
+    let memory = std::env::args().any(|a| a == "--memory");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("sopflow engine benchmark — {cores} cores, sled store, five-step procedure, {secs} s per level");
+    println!(
+        "sopflow engine benchmark — {cores} cores, {} store, five-step procedure, {secs} s per level",
+        if memory { "in-memory (not durable)" } else { "sled" }
+    );
     let tmp = tempfile::tempdir().expect("tempdir");
     println!(
         "fsync ceiling (4 KiB write + fdatasync, 1 thread): {:.0}/s",
@@ -151,23 +158,12 @@ fn main() {
     );
     for callers in [1usize, 8, 64] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (rate, lat) = rt.block_on(async {
-            let engine = open_engine(dir.path()).await;
-            // Warm up, then measure.
-            let warm = Instant::now() + Duration::from_millis(500);
-            caller(engine.clone(), clerk(0), warm).await;
-            let until = Instant::now() + Duration::from_secs_f64(secs);
-            let start = Instant::now();
-            let handles: Vec<_> = (0..callers)
-                .map(|i| tokio::spawn(caller(engine.clone(), clerk(i), until)))
-                .collect();
-            let mut all = Vec::new();
-            for h in handles {
-                all.extend(h.await.expect("caller"));
-            }
-            let elapsed = start.elapsed().as_secs_f64();
-            (all.len() as f64 / elapsed, all)
-        });
+        let (rate, lat) = if memory {
+            rt.block_on(measure(open_engine(MemoryStore::new()), callers, secs))
+        } else {
+            let store = SledStore::open(dir.path(), SledOptions::default()).expect("store opens");
+            rt.block_on(measure(open_engine(store), callers, secs))
+        };
         let mut lat = lat;
         lat.sort();
         println!(
@@ -180,11 +176,15 @@ fn main() {
         );
     }
 
+    if memory {
+        return;
+    }
     // Memory per open instance: instances started and left waiting at their first step.
     let dir = tempfile::tempdir().expect("tempdir");
     let n = 20_000usize;
     let (per_instance, disk) = rt.block_on(async {
-        let engine = open_engine(dir.path()).await;
+        let store = SledStore::open(dir.path(), SledOptions::default()).expect("store opens");
+        let engine = open_engine(store).await;
         let who = clerk(0);
         let before = rss_bytes();
         let handles: Vec<_> = (0..8)
@@ -212,6 +212,28 @@ fn main() {
     });
     println!();
     println!("{n} open instances: {per_instance:.0} bytes of resident memory each (process RSS growth), {disk:.0} bytes on disk each");
+}
+
+async fn measure<S: Store>(
+    engine: impl std::future::Future<Output = Arc<Engine<S>>>,
+    callers: usize,
+    secs: f64,
+) -> (f64, Vec<Duration>) {
+    let engine = engine.await;
+    // Warm up, then measure.
+    let warm = Instant::now() + Duration::from_millis(500);
+    caller(engine.clone(), clerk(0), warm).await;
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..callers)
+        .map(|i| tokio::spawn(caller(engine.clone(), clerk(i), until)))
+        .collect();
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("caller"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    (all.len() as f64 / elapsed, all)
 }
 
 fn walk_size(p: &std::path::Path) -> u64 {

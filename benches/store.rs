@@ -1,7 +1,9 @@
 //! Store benchmark: durable commits per second through `SledStore::commit().await` with 1, 8
 //! and 64 concurrent callers, their p50/p99 latency, and the disk's fsync ceiling (one
 //! sequential `insert + flush()` per operation) beside it. Run with
-//! `cargo bench --bench store`; `SOPFLOW_BENCH_SECS` sets the seconds per row (default 3).
+//! `cargo bench --bench store`. Environment: `SOPFLOW_BENCH_SECS` seconds per row (default
+//! 3), `SOPFLOW_BENCH_SNAPSHOT_BYTES` snapshot size (default 1024), `SOPFLOW_BENCH_ONLY=N`
+//! only the N-caller row with default options (for profiling).
 //!
 //! A plain `main` rather than criterion groups: what matters is throughput under
 //! concurrency and tail latency, which criterion's one-closure-at-a-time model does not
@@ -15,7 +17,14 @@ use sopflow::store::{Commit, InstanceWrite, StatusChange, Store, TaskRow, TimerR
 use uuid::Uuid;
 
 const EVENT_BYTES: usize = 300;
-const SNAPSHOT_BYTES: usize = 1024;
+
+/// Snapshot size: 1 KB, or `SOPFLOW_BENCH_SNAPSHOT_BYTES` to see how cost scales with it.
+fn snapshot_bytes() -> usize {
+    std::env::var("SOPFLOW_BENCH_SNAPSHOT_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024)
+}
 
 fn task(instance: Uuid, n: u64) -> TaskRow {
     TaskRow {
@@ -40,7 +49,7 @@ async fn caller(store: Arc<SledStore>, until: Instant, warmup_until: Instant) ->
                 id,
                 expected_version: 0,
                 events: vec![vec![b'e'; EVENT_BYTES]],
-                snapshot: vec![b's'; SNAPSHOT_BYTES],
+                snapshot: vec![b's'; snapshot_bytes()],
             }],
             open_tasks: vec![open.clone()],
             statuses: vec![StatusChange {
@@ -67,7 +76,7 @@ async fn caller(store: Arc<SledStore>, until: Instant, warmup_until: Instant) ->
                 id,
                 expected_version: version,
                 events: vec![vec![b'e'; EVENT_BYTES], vec![b'f'; EVENT_BYTES]],
-                snapshot: vec![b's'; SNAPSHOT_BYTES],
+                snapshot: vec![b's'; snapshot_bytes()],
             }],
             closed_tasks: vec![open],
             open_tasks: vec![next.clone()],
@@ -175,7 +184,7 @@ fn run_fsync_ceiling(secs: f64, fdatasync: bool) -> Row {
         .expect("sled");
     let tree = db.open_tree("ceiling").expect("tree");
     let log = std::fs::File::open(dir.path().join("db")).expect("log file");
-    let value = vec![b'v'; SNAPSHOT_BYTES];
+    let value = vec![b'v'; snapshot_bytes()];
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let mut latencies = Vec::new();
     let mut i: u64 = 0;
@@ -216,14 +225,23 @@ fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let snapshot = snapshot_bytes();
+    // `SOPFLOW_BENCH_ONLY=64`: just that many callers with default options (for profiling).
+    let only: Option<usize> = std::env::var("SOPFLOW_BENCH_ONLY")
+        .ok()
+        .and_then(|s| s.parse().ok());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let mut rows = vec![
-        run_fsync_ceiling(secs, false),
-        run_fsync_ceiling(secs, true),
-    ];
+    let mut rows = Vec::new();
+    if let Some(callers) = only {
+        rows.push(run_commits(&rt, callers, SledOptions::default(), secs));
+        print_table(rows, cores, secs, snapshot);
+        return;
+    }
+    rows.push(run_fsync_ceiling(secs, false));
+    rows.push(run_fsync_ceiling(secs, true));
     let defaults = SledOptions::default();
     let no_fsync = SledOptions {
         fsync: false,
@@ -241,10 +259,14 @@ fn main() {
             rows.push(run_commits(&rt, callers, options.clone(), secs));
         }
     }
+    print_table(rows, cores, secs, snapshot);
+}
+
+fn print_table(rows: Vec<Row>, cores: usize, secs: f64, snapshot: usize) {
     println!();
     println!(
         "sopflow store benchmark: {cores} cores, {secs} s per row, tokio multi-thread runtime \
-         ({cores} workers); commit = 1 instance (2 events x {EVENT_BYTES} B, {SNAPSHOT_BYTES} B \
+         ({cores} workers); commit = 1 instance (2 events x {EVENT_BYTES} B, {snapshot} B \
          snapshot), 1 task closed + 1 opened, 1 timer armed"
     );
     println!();

@@ -629,11 +629,8 @@ impl<'a> Run<'a> {
             data.insert(k.clone(), v.clone());
         }
         let computed = self.compute(&compiled.compute, &data, Some(form), Some(&outcome))?;
-        if multi.is_none() && t.claimed_by.is_none() {
-            // Implicit claim: the history shows who took the task even when they completed it
-            // in one go.
-            self.emit(Some(a.stamp()), EventKind::TaskClaimed { task });
-        }
+        // Completing an unclaimed task claims it implicitly: the completion event already
+        // says who took it, so no separate claim event is written.
         self.emit(
             Some(stamp),
             EventKind::TaskCompleted {

@@ -52,11 +52,15 @@
 //! applied them, possibly a flush before they are durable; a reader can therefore see a
 //! commit whose caller has not been answered yet (and would not be, if the flush failed).
 //!
-//! Known limit: sled stores a value bigger than about 128 KB (a huge snapshot) as a
-//! separate blob file, written without any sync; the `fdatasync` above covers the log only.
+//! sled writes a page bigger than about 128 KB (a leaf holding large snapshots) to its own
+//! file under `blobs/` without syncing it; the pipeline syncs new blob files too.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::ErrorKind;
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use sled::transaction::{
@@ -163,11 +167,11 @@ impl SledStore {
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms);
-        let log_file = options.fsync.then(|| path.join("db"));
+        let fsync_dir = options.fsync.then(|| path.to_path_buf());
         Self::from_config(
             config,
             &options,
-            log_file,
+            fsync_dir,
             &format!("the data directory {}", path.display()),
         )
     }
@@ -189,7 +193,7 @@ impl SledStore {
     fn from_config(
         config: sled::Config,
         options: &SledOptions,
-        log_file: Option<std::path::PathBuf>,
+        fsync_dir: Option<PathBuf>,
         what: &str,
     ) -> Result<Self, StoreError> {
         let db = open_db(&config)?;
@@ -200,14 +204,9 @@ impl SledStore {
                 .collect::<Result<_, _>>()?,
         );
         check_or_write_format(&db, &trees, what)?;
-        let log_file = log_file
-            .map(|p| {
-                std::fs::File::open(&p)
-                    .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", p.display())))
-            })
-            .transpose()?;
+        let fsync = fsync_dir.as_deref().map(Fsync::open).transpose()?;
         let writer = Writer {
-            log_file,
+            fsync,
             db,
             trees: trees.clone(),
         };
@@ -271,8 +270,71 @@ fn check_or_write_format(db: &sled::Db, trees: &Trees, what: &str) -> Result<(),
 struct Writer {
     db: sled::Db,
     trees: Trees,
-    /// The log file, opened a second time only to `fdatasync` it (see `SledOptions::fsync`).
-    log_file: Option<std::fs::File>,
+    fsync: Option<Fsync>,
+}
+
+/// What `SledOptions::fsync` syncs after sled's own flush: the log file, and any blob
+/// files (sled writes a page bigger than about 128 KB, e.g. a leaf holding large
+/// snapshots, to its own file under `blobs/`, with no sync at all).
+struct Fsync {
+    log: File,
+    log_path: PathBuf,
+    blobs: PathBuf,
+    synced_blobs: HashSet<OsString>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+impl Fsync {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|e| io("cannot open", &log_path, e))?;
+        // The log's directory entry must be durable too, once.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync", dir, e))?;
+        Ok(Self {
+            log,
+            log_path,
+            blobs: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.log
+            .sync_data()
+            .map_err(|e| io("fdatasync of", &self.log_path, e))?;
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("cannot list", &self.blobs, e)),
+        };
+        let mut present = HashSet::new();
+        let mut added = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("cannot list", &self.blobs, e))?;
+            let name = entry.file_name();
+            if !self.synced_blobs.contains(&name) {
+                match File::open(entry.path()).and_then(|f| f.sync_data()) {
+                    Ok(()) => added = true,
+                    // sled removes blobs of rewritten pages; a vanished one needs no sync.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io("fdatasync of", &entry.path(), e)),
+                }
+            }
+            present.insert(name);
+        }
+        if added {
+            File::open(&self.blobs)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("cannot sync", &self.blobs, e))?;
+        }
+        self.synced_blobs = present;
+        Ok(())
+    }
 }
 
 type TxResult<T> = Result<T, UnabortableTransactionError>;
@@ -280,14 +342,14 @@ type TxResult<T> = Result<T, UnabortableTransactionError>;
 impl Backend for Writer {
     type Job = Job;
 
-    /// The whole batch is one sled transaction over all trees. sled 0.34 pays a fixed
-    /// cost per transaction (it rolls and writes its IO buffer twice to pin the batch for
-    /// recovery: ~130 µs here), which dominated when each commit had its own. Each job
-    /// still stands alone: its checks run against the writes of the jobs before it, and a
-    /// job whose check fails writes nothing. The batch becomes durable as a whole, and no
-    /// job of it is acknowledged before that, so sharing the transaction cannot let one
-    /// command's effects survive a crash partially. The closure only reads, compares and
-    /// writes, so sled re-running it is harmless.
+    /// The whole batch is one sled transaction over all trees. Every sled 0.34 transaction
+    /// seals and writes its IO buffer (with a waiting `sync_file_range`) to pin the batch
+    /// for recovery; one per batch instead of one per commit keeps that I/O off the
+    /// per-commit path. Each job still stands alone: its checks run against the writes of
+    /// the jobs before it, and a job whose check fails writes nothing. The batch becomes
+    /// durable as a whole and no job of it is acknowledged before that, so sharing the
+    /// transaction cannot let one command's effects survive a crash partially. The closure
+    /// only reads, compares and writes, so sled re-running it is harmless.
     fn apply(&mut self, jobs: Vec<Job>) -> Vec<Result<Applied, StoreError>> {
         let outcome = self.trees.0[..].transaction(|views: &Vec<TransactionalTree>| {
             let mut results = Vec::with_capacity(jobs.len());
@@ -317,11 +379,10 @@ impl Backend for Writer {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         self.db.flush().map_err(sled_err)?;
-        if let Some(file) = &self.log_file {
-            file.sync_data()
-                .map_err(|e| StoreError::Io(format!("fdatasync of the log: {e}")))?;
+        match &mut self.fsync {
+            Some(fsync) => fsync.sync(),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -386,6 +447,8 @@ impl Kv for Trees {
 }
 
 impl Store for SledStore {
+    /// Once the commit is queued, dropping the future does not withdraw it: it is applied
+    /// and flushed like the others, only nobody is told.
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let plan = layout::plan_commit(commit)?;
         self.pipeline.submit(Job::Commit(plan)).await
