@@ -65,6 +65,7 @@ impl Session {
             )
         })?;
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock))?;
+        engine.set_calendars(&v.calendars);
         engine.register(&v.valid).await?;
         Ok(Session { engine, people })
     }

@@ -128,6 +128,12 @@ async fn reopening_the_sled_store_gives_identical_state() {
     let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
     assert_eq!(store.dump().unwrap(), dump_before, "reopened store differs");
     let e = Engine::open(store, Arc::new(ManualClock::new(t0()))).unwrap();
+    // Calendars are configuration read from files, not stored: load them as a server would.
+    let v = sopflow::definition::load::validate_paths(
+        &[std::path::PathBuf::from("procedures")],
+        &Default::default(),
+    );
+    e.set_calendars(&v.calendars);
     // The registry came back from the store: both procedures are runnable without
     // registering the files again.
     assert!(e.procedure("leave").is_some());

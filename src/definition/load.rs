@@ -36,6 +36,8 @@ pub struct Validation {
     pub reports: Vec<FileReport>,
     /// The procedures among them that have no errors.
     pub valid: Vec<ValidProcedure>,
+    /// The calendars that have no errors, ready for working-time arithmetic.
+    pub calendars: Vec<std::sync::Arc<super::calendar::Calendar>>,
 }
 
 impl Validation {
@@ -103,7 +105,7 @@ pub fn validate_paths(paths: &[PathBuf], opts: &Options) -> Validation {
         .or_else(|| default_calendars_dir(&dirs));
     let mut validation = Validation::default();
     let calendars = match &cal_dir {
-        Some(d) => load_calendars(d, &mut validation.reports),
+        Some(d) => load_calendars(d, &mut validation.reports, &mut validation.calendars),
         None => HashSet::new(),
     };
 
@@ -168,7 +170,11 @@ fn default_calendars_dir(dirs: &BTreeSet<PathBuf>) -> Option<PathBuf> {
     here.is_dir().then_some(here)
 }
 
-fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> {
+fn load_calendars(
+    dir: &Path,
+    reports: &mut Vec<FileReport>,
+    compiled: &mut Vec<std::sync::Arc<super::calendar::Calendar>>,
+) -> HashSet<String> {
     let mut ids = HashSet::new();
     for path in toml_files(dir) {
         let display = path.display().to_string();
@@ -195,7 +201,14 @@ fn load_calendars(dir: &Path, reports: &mut Vec<FileReport>) -> HashSet<String> 
                             Ok(cal) => {
                                 diagnostics = super::calendar::check(&cal, &doc, &stem);
                                 if !diagnostics.iter().any(Diagnostic::is_error) {
-                                    ids.insert(cal.id.clone());
+                                    match super::calendar::Calendar::from_file(&cal) {
+                                        Ok(c) => {
+                                            ids.insert(cal.id.clone());
+                                            compiled.push(std::sync::Arc::new(c));
+                                        }
+                                        Err(e) => diagnostics
+                                            .push(Diagnostic::error("bad-calendar", e.to_string())),
+                                    }
                                 }
                             }
                             Err(e) => diagnostics.push(Diagnostic::error(

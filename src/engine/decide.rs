@@ -16,9 +16,16 @@ use serde_json::{Map, Value};
 use super::compiled::{from_cel, to_cel, CompiledProcedure, FieldProblem};
 use super::instance::{
     derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp,
-    Status, Task, TaskId,
+    Status, Task, TaskId, TimerKind, TimerSpec,
 };
-use crate::definition::model::{DelegationLevel, Procedure, StepKind, DEFAULT_OUTCOME};
+use crate::definition::calendar::{resolve, Calendar};
+use crate::definition::duration::{parse_amount, parse_reminder, Due};
+use crate::definition::model::{
+    BreachAction, DelegationLevel, Procedure, Step, StepKind, DEFAULT_OUTCOME,
+};
+
+/// The working-day calendars by id, for deadlines.
+pub type Calendars = std::collections::HashMap<String, Arc<Calendar>>;
 
 /// What someone (or the engine) asks of an instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +150,7 @@ pub fn decide(
     cmd: &Command,
     actor: Option<&Actor>,
     now: DateTime<Utc>,
+    calendars: &Calendars,
 ) -> Result<Decision, EngineError> {
     if let Command::Start { id, data, parent } = cmd {
         if state.is_some() {
@@ -150,7 +158,7 @@ pub fn decide(
                 "instance {id} already exists"
             )));
         }
-        return start(proc, *id, data, parent.clone(), actor, now);
+        return start(proc, *id, data, parent.clone(), actor, now, calendars);
     }
     let state = state.ok_or_else(|| EngineError::NotFound("instance".into()))?;
     if state.procedure != proc.id() || state.version != proc.version() {
@@ -169,7 +177,7 @@ pub fn decide(
             return Err(EngineError::Ended(state.status.as_str()));
         }
     }
-    let mut run = Run::new(proc, state.clone(), actor, now);
+    let mut run = Run::new(proc, state.clone(), actor, now, calendars);
     match cmd {
         // Handled above, before there is an instance.
         Command::Start { .. } => {}
@@ -184,11 +192,7 @@ pub fn decide(
         Command::Delegate { task, to, reason } => run.delegate(*task, to, reason.clone())?,
         Command::Cancel { reason } => run.cancel(reason)?,
         Command::Comment { text } => run.comment(text)?,
-        Command::FireTimer { timer } => {
-            // No step arms timers yet (the deadlines milestone does); an unknown timer is
-            // refused like any unknown id.
-            return Err(EngineError::NotFound(format!("timer {timer}")));
-        }
+        Command::FireTimer { timer } => run.fire(*timer)?,
         Command::ChildEnded {
             step,
             child,
@@ -206,6 +210,7 @@ fn start(
     parent: Option<ParentLink>,
     actor: Option<&Actor>,
     now: DateTime<Utc>,
+    calendars: &Calendars,
 ) -> Result<Decision, EngineError> {
     if let Some(a) = actor {
         let allowed: Vec<String> = if proc.def.start_roles.is_empty() {
@@ -239,7 +244,7 @@ fn start(
     };
     let state = Instance::from_first(id, &first)
         .ok_or_else(|| EngineError::Invalid("bad start event".into()))?;
-    let mut run = Run::new(proc, state, actor, now);
+    let mut run = Run::new(proc, state, actor, now, calendars);
     run.events.push(first);
     let start_step = proc.def.start.clone();
     run.enter(&start_step)?;
@@ -255,6 +260,7 @@ struct Run<'a> {
     events: Vec<Event>,
     effects: Vec<Effect>,
     budget: usize,
+    calendars: &'a Calendars,
 }
 
 impl<'a> Run<'a> {
@@ -263,6 +269,7 @@ impl<'a> Run<'a> {
         s: Instance,
         actor: Option<&'a Actor>,
         now: DateTime<Utc>,
+        calendars: &'a Calendars,
     ) -> Self {
         Run {
             proc,
@@ -272,6 +279,7 @@ impl<'a> Run<'a> {
             events: Vec::new(),
             effects: Vec::new(),
             budget: STEP_BUDGET,
+            calendars,
         }
     }
 
@@ -649,6 +657,223 @@ impl<'a> Run<'a> {
         self.route(&from, &outcome, Some(form))
     }
 
+    /// The due time of a step opening now and the timers it arms: one per reminder (those
+    /// still ahead), one per breach action at its threshold — or, without actions, one at the
+    /// due time so the breach is still recorded in the history.
+    fn deadline_of(
+        &self,
+        id: &str,
+        step: &Step,
+    ) -> Result<(Option<DateTime<Utc>>, Vec<TimerSpec>), EngineError> {
+        let Some(dl) = &step.deadline else {
+            return Ok((None, Vec::new()));
+        };
+        let cal_id = dl
+            .calendar
+            .as_deref()
+            .or(self.def().calendar.as_deref())
+            .unwrap_or("default");
+        let cal = self.calendars.get(cal_id).ok_or_else(|| {
+            EngineError::Guard(format!(
+                "the deadline of `{id}` uses the calendar `{cal_id}`, which is not loaded"
+            ))
+        })?;
+        let bad = |what: String| EngineError::Guard(format!("the deadline of `{id}`: {what}"));
+        let due_expr: Due = dl
+            .due
+            .parse()
+            .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
+        let due =
+            resolve(&due_expr, self.now, &self.s.data, cal).map_err(|e| bad(e.to_string()))?;
+        let seq = self.s.seq + 1;
+        let mut timers = Vec::new();
+        for (i, r) in dl.remind.iter().enumerate() {
+            let amount = parse_reminder(r).map_err(|e| bad(e.to_string()))?;
+            let at = cal.subtract(due, &amount).map_err(|e| bad(e.to_string()))?;
+            if at > self.now {
+                timers.push(TimerSpec {
+                    id: derive_id(self.s.id, seq, 1000 + i as u32),
+                    at,
+                    kind: TimerKind::Remind { index: i },
+                });
+            }
+        }
+        for (i, a) in dl.on_breach.iter().enumerate() {
+            let at = match &a.after {
+                Some(after) => {
+                    let amount = parse_amount(after).map_err(|e| bad(e.to_string()))?;
+                    cal.add(due, &amount).map_err(|e| bad(e.to_string()))?
+                }
+                None => due,
+            };
+            timers.push(TimerSpec {
+                id: derive_id(self.s.id, seq, 2000 + i as u32),
+                at,
+                kind: TimerKind::Breach { index: i },
+            });
+        }
+        if dl.on_breach.is_empty() {
+            timers.push(TimerSpec {
+                id: derive_id(self.s.id, seq, 2000),
+                at: due,
+                kind: TimerKind::Breach { index: 0 },
+            });
+        }
+        Ok((Some(due), timers))
+    }
+
+    /// A timer fell due. Never refused for what the procedure says (only for an unknown
+    /// timer): a timer that could not fire would fire again forever.
+    fn fire(&mut self, timer: uuid::Uuid) -> Result<(), EngineError> {
+        let t = self
+            .s
+            .timers
+            .get(&timer)
+            .cloned()
+            .ok_or_else(|| EngineError::NotFound(format!("timer {timer}")))?;
+        let task = self.task(t.task)?;
+        let step_def = self
+            .def()
+            .steps
+            .get(&task.step)
+            .cloned()
+            .unwrap_or_default();
+        let due = task.due.unwrap_or(t.at);
+        match t.kind {
+            TimerKind::Remind { .. } => {
+                self.emit(
+                    None,
+                    EventKind::DeadlineReminded {
+                        task: task.id,
+                        step: task.step.clone(),
+                        due,
+                        timer,
+                    },
+                );
+            }
+            TimerKind::Breach { index } => {
+                let action = step_def
+                    .deadline
+                    .as_ref()
+                    .and_then(|d| d.on_breach.get(index))
+                    .cloned()
+                    .unwrap_or_default();
+                self.emit(
+                    None,
+                    EventKind::DeadlineBreached {
+                        task: task.id,
+                        step: task.step.clone(),
+                        due,
+                        late_ms: (self.now - due).num_milliseconds(),
+                        action: describe_action(&action),
+                        timer,
+                    },
+                );
+                self.breach_action(&task, &action, due)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn breach_action(
+        &mut self,
+        task: &Task,
+        action: &BreachAction,
+        due: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        if let Some(role) = &action.escalate_to {
+            self.emit(
+                None,
+                EventKind::TaskEscalated {
+                    task: task.id,
+                    role: role.clone(),
+                },
+            );
+        } else if let Some(role) = &action.reassign_to {
+            self.emit(
+                None,
+                EventKind::TaskReassigned {
+                    task: task.id,
+                    role: role.clone(),
+                },
+            );
+        } else if let Some(role) = &action.notify {
+            let message = format!(
+                "`{}` of {} {} was due {} and is not done",
+                task.step,
+                self.s.procedure,
+                self.s.id,
+                due.format("%Y-%m-%d %H:%M UTC")
+            );
+            self.emit(
+                None,
+                EventKind::Notified {
+                    task: task.id,
+                    step: task.step.clone(),
+                    role: role.clone(),
+                    message,
+                },
+            );
+        } else if let Some(outcome) = &action.take {
+            // The clock completes the step. If the procedure cannot go on from there (a
+            // condition fails on this data), undo the attempt and tell the step's role, so
+            // the timer is spent and a person decides.
+            let saved = (
+                self.s.clone(),
+                self.events.len(),
+                self.effects.len(),
+                self.budget,
+            );
+            if let Err(e) = self.take(task, outcome) {
+                self.s = saved.0;
+                self.events.truncate(saved.1);
+                self.effects.truncate(saved.2);
+                self.budget = saved.3;
+                let role = task
+                    .roles
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "admin".into());
+                self.emit(
+                    None,
+                    EventKind::Notified {
+                        task: task.id,
+                        step: task.step.clone(),
+                        role,
+                        message: format!(
+                            "`{}` could not be completed automatically with `{outcome}`: {e}",
+                            task.step
+                        ),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, task: &Task, outcome: &str) -> Result<(), EngineError> {
+        let (step, compiled) = self
+            .proc
+            .step(&task.step)
+            .ok_or_else(|| EngineError::NotFound(format!("step {}", task.step)))?;
+        let data = self.s.data.clone();
+        let computed = self.compute(&compiled.compute, &data, None, Some(outcome))?;
+        self.emit(
+            None,
+            EventKind::TaskCompleted {
+                task: task.id,
+                step: task.step.clone(),
+                outcome: outcome.to_string(),
+                form: Map::new(),
+                computed,
+                comment: Some("completed by the clock: the deadline passed".into()),
+                meaning: step.meaning.clone(),
+            },
+        );
+        let from = task.step.clone();
+        self.route(&from, outcome, None)
+    }
+
     fn cancel(&mut self, reason: &str) -> Result<(), EngineError> {
         if reason.trim().is_empty() {
             return Err(EngineError::Invalid(
@@ -923,6 +1148,7 @@ impl<'a> Run<'a> {
                         }
                     }
                 }
+                let (due, timers) = self.deadline_of(id, step)?;
                 self.emit(
                     None,
                     EventKind::TaskOpened {
@@ -930,6 +1156,8 @@ impl<'a> Run<'a> {
                         step: id.to_string(),
                         roles,
                         assignee,
+                        due,
+                        timers,
                     },
                 );
                 Ok(())
@@ -1104,6 +1332,20 @@ fn distinct_signer_per_role(roles: &[String], signers: &[(String, Vec<String>)])
         let mut seen = vec![false; signers.len()];
         augment(r, roles, signers, &mut seen, &mut owner)
     })
+}
+
+fn describe_action(a: &BreachAction) -> String {
+    if let Some(r) = &a.escalate_to {
+        format!("escalate to {r}")
+    } else if let Some(r) = &a.reassign_to {
+        format!("reassign to {r}")
+    } else if let Some(r) = &a.notify {
+        format!("notify {r}")
+    } else if let Some(o) = &a.take {
+        format!("take outcome {o}")
+    } else {
+        "record".into()
+    }
 }
 
 fn actor_value(a: &Actor) -> Cel {

@@ -138,6 +138,46 @@ pub enum EventKind {
         roles: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         assignee: Option<String>,
+        /// When the step is due, computed when it opened (calendar and data as they were).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<DateTime<Utc>>,
+        /// Reminders and breach actions armed with the task.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        timers: Vec<TimerSpec>,
+    },
+    /// A reminder fell due.
+    DeadlineReminded {
+        task: TaskId,
+        step: String,
+        due: DateTime<Utc>,
+        timer: uuid::Uuid,
+    },
+    /// A breach threshold passed: the step is late by `late_ms`; `action` says what
+    /// happens (escalate, reassign, notify, take), followed by its own event.
+    DeadlineBreached {
+        task: TaskId,
+        step: String,
+        due: DateTime<Utc>,
+        late_ms: i64,
+        action: String,
+        timer: uuid::Uuid,
+    },
+    /// The task is offered to another role as well.
+    TaskEscalated {
+        task: TaskId,
+        role: String,
+    },
+    /// The task is taken from its role and person and offered to another role.
+    TaskReassigned {
+        task: TaskId,
+        role: String,
+    },
+    /// A notification for everyone holding `role`.
+    Notified {
+        task: TaskId,
+        step: String,
+        role: String,
+        message: String,
     },
     TaskClaimed {
         task: TaskId,
@@ -243,6 +283,45 @@ impl Status {
     }
 }
 
+/// What a timer does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The `index`-th reminder of the step's deadline.
+    Remind { index: usize },
+    /// The `index`-th breach action of the step's deadline.
+    Breach { index: usize },
+}
+
+/// A timer armed when a task opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerSpec {
+    pub id: uuid::Uuid,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: TimerKind,
+}
+
+/// An armed timer of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub task: TaskId,
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub kind: TimerKind,
+}
+
+/// Where a task stands against its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineState {
+    #[default]
+    OnTime,
+    Reminded,
+    Breached,
+    Escalated,
+}
+
 /// A signature on a multi-signature step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
@@ -272,6 +351,10 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<Signature>,
     pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub deadline: DeadlineState,
 }
 
 impl Task {
@@ -317,6 +400,9 @@ pub struct Instance {
     /// Join step → branches arrived so far.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub joins: BTreeMap<String, usize>,
+    /// Armed timers by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timers: BTreeMap<uuid::Uuid, Timer>,
     /// Subprocess step → children still running.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub children: BTreeMap<String, ChildGroup>,
@@ -350,6 +436,7 @@ impl Instance {
                 seq: e.seq,
                 tasks: BTreeMap::new(),
                 closed: BTreeMap::new(),
+                timers: BTreeMap::new(),
                 joins: BTreeMap::new(),
                 children: BTreeMap::new(),
                 done_by: BTreeMap::new(),
@@ -384,7 +471,19 @@ impl Instance {
                 step,
                 roles,
                 assignee,
+                due,
+                timers,
             } => {
+                for t in timers {
+                    self.timers.insert(
+                        t.id,
+                        Timer {
+                            task: *task,
+                            at: t.at,
+                            kind: t.kind,
+                        },
+                    );
+                }
                 self.tasks.insert(
                     *task,
                     Task {
@@ -397,9 +496,46 @@ impl Instance {
                         delegated_by: None,
                         signatures: Vec::new(),
                         opened_at: e.at,
+                        due: *due,
+                        deadline: DeadlineState::OnTime,
                     },
                 );
             }
+            EventKind::DeadlineReminded { task, timer, .. } => {
+                self.timers.remove(timer);
+                if let Some(t) = self.tasks.get_mut(task) {
+                    if t.deadline == DeadlineState::OnTime {
+                        t.deadline = DeadlineState::Reminded;
+                    }
+                }
+            }
+            EventKind::DeadlineBreached { task, timer, .. } => {
+                self.timers.remove(timer);
+                if let Some(t) = self.tasks.get_mut(task) {
+                    if t.deadline != DeadlineState::Escalated {
+                        t.deadline = DeadlineState::Breached;
+                    }
+                }
+            }
+            EventKind::TaskEscalated { task, role } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    if !t.roles.contains(role) {
+                        t.roles.push(role.clone());
+                    }
+                    t.deadline = DeadlineState::Escalated;
+                }
+            }
+            EventKind::TaskReassigned { task, role } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    t.roles = vec![role.clone()];
+                    t.assignee = None;
+                    t.claimed_by = None;
+                    t.delegated_to = None;
+                    t.delegated_by = None;
+                    t.deadline = DeadlineState::Escalated;
+                }
+            }
+            EventKind::Notified { .. } => {}
             EventKind::TaskClaimed { task } => {
                 if let Some(t) = self.tasks.get_mut(task) {
                     t.claimed_by = user;
@@ -447,6 +583,7 @@ impl Instance {
                 merge(&mut self.data, form);
                 merge(&mut self.data, computed);
                 self.tasks.remove(task);
+                self.timers.retain(|_, t| t.task != *task);
                 self.closed.insert(*task, step.clone());
                 if let Some(u) = user {
                     self.done_by.entry(step.clone()).or_default().push(u);
@@ -508,6 +645,7 @@ impl Instance {
                 for (id, t) in std::mem::take(&mut self.tasks) {
                     self.closed.insert(id, t.step);
                 }
+                self.timers.clear();
                 self.joins.clear();
                 self.children.clear();
             }

@@ -14,13 +14,14 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use super::compiled::CompiledProcedure;
-use super::decide::{decide, Command, Effect, EngineError};
+use super::decide::{decide, Calendars, Command, Effect, EngineError};
 use super::instance::{Actor, Event, Instance, InstanceId, Task};
 use crate::clock::Clock;
 use crate::definition::load::ValidProcedure;
 use crate::definition::model::Procedure;
 use crate::store::{
     Commit, InstanceWrite, Page, ProcedureRecord, StatusChange, Store, StoreError, TaskRow,
+    TimerRow,
 };
 
 /// Everything that can go wrong with a command, for the caller to map to a response.
@@ -72,6 +73,7 @@ pub struct Engine<S: Store> {
     store: Arc<S>,
     clock: Arc<dyn Clock>,
     registry: RwLock<Registry>,
+    calendars: RwLock<Arc<Calendars>>,
 }
 
 /// An instance touched by a command in progress.
@@ -89,6 +91,7 @@ impl<S: Store> Engine<S> {
             store,
             clock,
             registry: RwLock::new(Registry::default()),
+            calendars: RwLock::new(Arc::new(Calendars::new())),
         };
         let records = engine.store.procedures()?;
         let defs: Vec<(Procedure, String)> = records
@@ -106,6 +109,48 @@ impl<S: Store> Engine<S> {
             .collect::<Result<_, _>>()?;
         engine.install(&defs)?;
         Ok(engine)
+    }
+
+    /// Sets the working-day calendars deadlines are computed with (replacing any before).
+    /// Calendars are live configuration: a holiday added today moves deadlines computed
+    /// from now on, never those already recorded in a history.
+    pub fn set_calendars(&self, calendars: &[Arc<crate::definition::calendar::Calendar>]) {
+        let map: Calendars = calendars
+            .iter()
+            .map(|c| (c.id().to_string(), c.clone()))
+            .collect();
+        *self.calendars.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+    }
+
+    /// Fires every timer due by now, oldest first, each through the ordinary command path
+    /// (one command, one commit). Returns how many fired. A timer another process or call
+    /// fired first is skipped: its removal and its event were one transaction.
+    pub async fn fire_due(&self) -> Result<usize, ServiceError> {
+        let mut fired = 0;
+        loop {
+            let now_ms = self.clock.now().timestamp_millis();
+            let due = self.store.due_timers(now_ms, 256)?;
+            if due.is_empty() {
+                return Ok(fired);
+            }
+            let mut progressed = false;
+            for row in due {
+                match self
+                    .execute(row.instance, Command::FireTimer { timer: row.timer }, None)
+                    .await
+                {
+                    Ok(_) => {
+                        fired += 1;
+                        progressed = true;
+                    }
+                    Err(ServiceError::Engine(EngineError::NotFound(_))) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !progressed {
+                return Ok(fired);
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -315,7 +360,12 @@ impl<S: Store> Engine<S> {
                 }
             };
             let who = if by_actor { actor } else { None };
-            let decision = decide(&proc, current.as_ref(), &cmd, who, now)?;
+            let calendars = self
+                .calendars
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let decision = decide(&proc, current.as_ref(), &cmd, who, now, &calendars)?;
             let mut after = match &current {
                 Some(c) => c.clone(),
                 None => decision
@@ -516,8 +566,20 @@ fn task_row(inst: &Instance, t: &Task) -> TaskRow {
             t.roles.clone()
         },
         assignee: holder,
-        due_ms: None,
+        due_ms: t.due.map(|d| d.timestamp_millis()),
     }
+}
+
+fn timer_rows(inst: &Instance) -> Vec<TimerRow> {
+    inst.timers
+        .iter()
+        .map(|(id, t)| TimerRow {
+            due_ms: t.at.timestamp_millis(),
+            instance: inst.id,
+            timer: *id,
+            payload: Vec::new(),
+        })
+        .collect()
 }
 
 fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceError> {
@@ -555,6 +617,20 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
         for r in &after_rows {
             if !before_rows.contains(r) {
                 commit.open_tasks.push(r.clone());
+            }
+        }
+        // Timers are armed and disarmed in the same commit as the step change that causes
+        // them: a step completed before its deadline never fires.
+        let before_timers = t.before.as_ref().map(timer_rows).unwrap_or_default();
+        let after_timers = timer_rows(&t.after);
+        for r in &before_timers {
+            if !after_timers.contains(r) {
+                commit.disarm_timers.push(r.clone());
+            }
+        }
+        for r in &after_timers {
+            if !before_timers.contains(r) {
+                commit.arm_timers.push(r.clone());
             }
         }
         let from = t.before.as_ref().map(|b| b.status.as_str().to_string());

@@ -34,8 +34,11 @@ pub async fn engine() -> (Engine<MemoryStore>, ManualClock) {
 pub async fn engine_on<S: Store>(store: Arc<S>) -> (Engine<S>, ManualClock) {
     let clock = ManualClock::new(t0());
     let engine = Engine::open(store, Arc::new(clock.clone())).expect("engine opens");
+    let v = validate_paths(&[PathBuf::from("procedures")], &Options::default());
+    assert_eq!(v.errors(), 0, "shipped procedures must validate");
+    engine.set_calendars(&v.calendars);
     engine
-        .register(&shipped())
+        .register(&v.valid)
         .await
         .expect("shipped procedures register");
     (engine, clock)

@@ -1,0 +1,265 @@
+//! Deadlines through the engine, driven only by the manual clock (no test sleeps): the
+//! complaint's 24-hour registration deadline (seed 000 §3, seed 004 User supervision
+//! measures (1)) with its reminder, escalation at once and a notification one working day
+//! later; a step done one millisecond before its due time; `take` completing a step when
+//! nobody objects in time; exactly-once firing, also for timers that fell due while the
+//! store was closed.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Duration;
+use common::*;
+use serde_json::json;
+use sopflow::clock::ManualClock;
+use sopflow::definition::load::validate_text;
+use sopflow::engine::instance::{DeadlineState, EventKind, Instance, Status};
+use sopflow::engine::service::Engine;
+use sopflow::store::sled_store::{SledOptions, SledStore};
+use sopflow::store::Store;
+
+fn data() -> serde_json::Map<String, serde_json::Value> {
+    obj(json!({ "customer": "Hengxin", "contact": "Li" }))
+}
+
+fn fiona() -> sopflow::engine::instance::Actor {
+    person("fiona", "after_sales", &["follow_up"], 2)
+}
+
+fn kinds(history: &[sopflow::engine::instance::Event]) -> Vec<String> {
+    history
+        .iter()
+        .map(|e| {
+            serde_json::to_value(&e.kind).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn count(history: &[sopflow::engine::instance::Event], kind: &str) -> usize {
+    kinds(history).iter().filter(|k| *k == kind).count()
+}
+
+#[tokio::test]
+async fn reminder_then_escalation_then_a_notification_a_working_day_later() {
+    let (e, clock) = engine().await;
+    let mary = person("mary", "general_management", &["management_rep"], 4);
+    // Monday 2026-11-02 09:00 UTC (17:00 in Shanghai, within working hours).
+    let inst = e
+        .start("complaint-handling", data(), Some(&fiona()))
+        .await
+        .unwrap();
+    let task = task_at(&inst, "register");
+    assert_eq!(task.due, Some(t0() + Duration::hours(24)));
+    assert_eq!(
+        inst.timers.len(),
+        3,
+        "one reminder and two breach thresholds"
+    );
+    // The worklist row carries the due time.
+    let rows = e.tasks_for(&fiona()).unwrap();
+    assert_eq!(
+        rows[0].due_ms,
+        Some((t0() + Duration::hours(24)).timestamp_millis())
+    );
+
+    clock.advance(Duration::hours(20) - Duration::milliseconds(1));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    clock.advance(Duration::milliseconds(1));
+    assert_eq!(e.fire_due().await.unwrap(), 1, "the reminder, 4h before");
+    let now = e.instance(inst.id).unwrap().unwrap();
+    assert_eq!(task_at(&now, "register").deadline, DeadlineState::Reminded);
+    assert!(e.tasks_for(&mary).unwrap().is_empty());
+
+    clock.advance(Duration::hours(4));
+    assert_eq!(
+        e.fire_due().await.unwrap(),
+        1,
+        "the breach: escalate at once"
+    );
+    let now = e.instance(inst.id).unwrap().unwrap();
+    let t = task_at(&now, "register");
+    assert_eq!(t.deadline, DeadlineState::Escalated);
+    assert!(t.roles.contains(&"management_rep".to_string()));
+    assert_eq!(
+        e.tasks_for(&mary).unwrap().len(),
+        1,
+        "the management representative now sees it"
+    );
+    assert_eq!(e.fire_due().await.unwrap(), 0, "fires exactly once");
+
+    // "1 working day" after Tuesday 17:00 Shanghai is Wednesday 17:00 Shanghai.
+    clock.advance(Duration::hours(24) - Duration::milliseconds(1));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    clock.advance(Duration::milliseconds(1));
+    assert_eq!(
+        e.fire_due().await.unwrap(),
+        1,
+        "the general manager is notified"
+    );
+    let history = e.history(inst.id).unwrap();
+    let notified: Vec<_> = history
+        .iter()
+        .filter_map(|ev| match &ev.kind {
+            EventKind::Notified { role, .. } => Some(role.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(notified, ["general_manager"]);
+    let breach = history
+        .iter()
+        .find_map(|ev| match &ev.kind {
+            EventKind::DeadlineBreached {
+                late_ms, action, ..
+            } if action.starts_with("notify") => Some(*late_ms),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        breach,
+        Duration::hours(24).num_milliseconds(),
+        "how late is recorded"
+    );
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    let now = e.instance(inst.id).unwrap().unwrap();
+    assert!(now.timers.is_empty());
+    assert_eq!(Instance::fold(inst.id, &history).unwrap(), now);
+}
+
+#[tokio::test]
+async fn a_step_done_one_millisecond_before_its_due_time_never_fires() {
+    let (e, clock) = engine().await;
+    let inst = e
+        .start("complaint-handling", data(), Some(&fiona()))
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(24) - Duration::milliseconds(1));
+    // The reminder (4h before) fired on the way; the breach must not.
+    assert_eq!(e.fire_due().await.unwrap(), 1);
+    let inst = e.instance(inst.id).unwrap().unwrap();
+    let after = complete(
+        &e,
+        &inst,
+        "register",
+        &fiona(),
+        None,
+        json!({ "channel": "hotline", "complaint": "x", "severity": "general", "first_answer": "y" }),
+    )
+    .await
+    .unwrap();
+    assert!(
+        after.timers.is_empty(),
+        "completing disarms the step's timers in the same commit"
+    );
+    clock.advance(Duration::days(30));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    let history = e.history(inst.id).unwrap();
+    assert_eq!(count(&history, "deadline_breached"), 0);
+    assert_eq!(count(&history, "deadline_reminded"), 1);
+}
+
+const OBJECTION: &str = r#"
+id = "objection"
+version = 1
+title = "No objection means we proceed"
+start = "object"
+calendar = "default"
+[roles]
+dept = "Audited department"
+[data]
+audit_date = { type = "date", required = true }
+[steps.object]
+role = "dept"
+outcomes = ["accept", "object"]
+deadline = { due = "3 days before audit_date", on_breach = [{ take = "accept" }] }
+next = [{ to = "proceed", on = "accept" }, { to = "rescheduled", on = "object" }]
+[steps.proceed]
+kind = "end"
+[steps.rescheduled]
+kind = "end"
+"#;
+
+#[tokio::test]
+async fn nobody_objects_in_time_so_the_clock_takes_the_step() {
+    let (e, clock) = engine().await;
+    let v = validate_text(
+        "objection.toml",
+        OBJECTION,
+        &[],
+        &HashSet::from(["default".to_string()]),
+    );
+    assert_eq!(v.errors(), 0, "{}", v.reports[0].render_text());
+    e.register(&v.valid).await.unwrap();
+    let dept = person("dora", "sales", &["dept"], 3);
+    let inst = e
+        .start(
+            "objection",
+            obj(json!({ "audit_date": "2026-11-12" })),
+            Some(&dept),
+        )
+        .await
+        .unwrap();
+    // Due 3 days before 2026-11-12 00:00 Shanghai = 2026-11-08 16:00 UTC.
+    let due = task_at(&inst, "object").due.unwrap();
+    assert_eq!(due.to_rfc3339(), "2026-11-08T16:00:00+00:00");
+    clock.set(due - Duration::milliseconds(1));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    clock.set(due);
+    assert_eq!(e.fire_due().await.unwrap(), 1);
+    let done = e.instance(inst.id).unwrap().unwrap();
+    assert_eq!(done.status, Status::Completed);
+    assert_eq!(done.end_step.as_deref(), Some("proceed"));
+    let history = e.history(inst.id).unwrap();
+    let by_clock = history.iter().any(|ev| {
+        matches!(&ev.kind, EventKind::TaskCompleted { outcome, .. } if outcome == "accept")
+            && ev.by.is_none()
+    });
+    assert!(
+        by_clock,
+        "the completion is recorded as the engine's, not a person's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_due_while_the_store_was_closed_fire_once_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+        let (e, _clock) = engine_on(store).await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            ids.push(
+                e.start("complaint-handling", data(), Some(&fiona()))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        ids
+    };
+    // Three days pass with the store closed.
+    let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    assert!(store.next_timer().unwrap().is_some());
+    let clock = ManualClock::new(t0() + Duration::days(3));
+    let e = Engine::open(store.clone(), Arc::new(clock)).unwrap();
+    let v = sopflow::definition::load::validate_paths(
+        &[std::path::PathBuf::from("procedures")],
+        &Default::default(),
+    );
+    e.set_calendars(&v.calendars);
+    // Five instances × (reminder, escalation, notification).
+    assert_eq!(e.fire_due().await.unwrap(), 15);
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    assert!(store.next_timer().unwrap().is_none());
+    for id in ids {
+        let h = e.history(id).unwrap();
+        assert_eq!(count(&h, "deadline_reminded"), 1);
+        assert_eq!(count(&h, "deadline_breached"), 2);
+        assert_eq!(count(&h, "task_escalated"), 1);
+        assert_eq!(count(&h, "notified"), 1);
+    }
+}
