@@ -67,6 +67,8 @@ impl Session {
         let engine = Engine::open(Arc::new(store), Arc::new(SystemClock))?;
         engine.set_calendars(&v.calendars);
         engine.register(&v.valid).await?;
+        // Deadlines that passed since the last command take effect before this one.
+        engine.fire_due().await?;
         Ok(Session { engine, people })
     }
 

@@ -160,6 +160,11 @@ async fn a_step_done_one_millisecond_before_its_due_time_never_fires() {
     let history = e.history(inst.id).unwrap();
     assert_eq!(count(&history, "deadline_breached"), 0);
     assert_eq!(count(&history, "deadline_reminded"), 1);
+    let on_time = history.iter().find_map(|ev| match &ev.kind {
+        EventKind::TaskCompleted { on_time, .. } => Some(*on_time),
+        _ => None,
+    });
+    assert_eq!(on_time, Some(Some(true)));
 }
 
 const OBJECTION: &str = r#"
@@ -262,4 +267,107 @@ async fn timers_due_while_the_store_was_closed_fire_once_after_reopening() {
         assert_eq!(count(&h, "task_escalated"), 1);
         assert_eq!(count(&h, "notified"), 1);
     }
+}
+
+const REASSIGN: &str = r#"
+id = "reassign"
+version = 1
+title = "Late work moves to another team"
+start = "fix"
+calendar = "default"
+[roles]
+team_a = "Team A"
+team_b = "Team B"
+[steps.fix]
+role = "team_a"
+deadline = { due = "2h", on_breach = [{ reassign_to = "team_b" }] }
+next = [{ to = "done" }]
+[steps.done]
+kind = "end"
+"#;
+
+#[tokio::test]
+async fn a_late_task_is_reassigned_and_completion_records_whether_it_was_on_time() {
+    let (e, clock) = engine().await;
+    let v = validate_text(
+        "reassign.toml",
+        REASSIGN,
+        &[],
+        &HashSet::from(["default".to_string()]),
+    );
+    assert_eq!(v.errors(), 0, "{}", v.reports[0].render_text());
+    e.register(&v.valid).await.unwrap();
+    let ann = person("ann", "office", &["team_a"], 2);
+    let bob = person("bob", "office", &["team_b"], 2);
+    let inst = e
+        .start("reassign", Default::default(), Some(&ann))
+        .await
+        .unwrap();
+    let t = task_at(&inst, "fix");
+    e.execute(
+        inst.id,
+        sopflow::engine::decide::Command::Claim { task: t.id },
+        Some(&ann),
+    )
+    .await
+    .unwrap();
+    clock.advance(Duration::hours(2));
+    assert_eq!(e.fire_due().await.unwrap(), 1);
+    // Taken from Ann (who had claimed it) and offered to team B only.
+    assert!(e.tasks_for(&ann).unwrap().is_empty());
+    assert_eq!(e.tasks_for(&bob).unwrap().len(), 1);
+    let now = e.instance(inst.id).unwrap().unwrap();
+    let err = complete(&e, &now, "fix", &ann, None, json!({}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+    complete(&e, &now, "fix", &bob, None, json!({}))
+        .await
+        .unwrap();
+    let on_time: Vec<Option<bool>> = e
+        .history(inst.id)
+        .unwrap()
+        .iter()
+        .filter_map(|ev| match &ev.kind {
+            EventKind::TaskCompleted { on_time, .. } => Some(*on_time),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        on_time,
+        [Some(false)],
+        "the history records the step as late"
+    );
+}
+
+/// The scheduler fires what is due without anyone calling `fire_due`. Its first pass runs
+/// at once, so the bound below is a safety net, not a timing assumption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_fires_due_timers_by_itself() {
+    let (e, clock) = engine().await;
+    let e = Arc::new(e);
+    let inst = e
+        .start("complaint-handling", data(), Some(&fiona()))
+        .await
+        .unwrap();
+    clock.advance(Duration::days(3));
+    let scheduler = sopflow::scheduler::Scheduler::spawn(e.clone());
+    let fired = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let h = e.history(inst.id).unwrap();
+            if count(&h, "notified") == 1 {
+                return h;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the scheduler fired the overdue timers");
+    scheduler.stop().await;
+    assert_eq!(count(&fired, "deadline_breached"), 2);
+    assert_eq!(
+        e.fire_due().await.unwrap(),
+        0,
+        "nothing was left, nothing fired twice"
+    );
 }

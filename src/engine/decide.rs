@@ -649,6 +649,7 @@ impl<'a> Run<'a> {
                 computed,
                 comment,
                 meaning: step.meaning.clone(),
+                on_time: t.due.map(|due| self.now < due),
             },
         );
         // Other open tasks of a multi-signature step do not exist: one task collects all
@@ -868,6 +869,7 @@ impl<'a> Run<'a> {
                 computed,
                 comment: Some("completed by the clock: the deadline passed".into()),
                 meaning: step.meaning.clone(),
+                on_time: Some(false),
             },
         );
         let from = task.step.clone();

@@ -213,6 +213,9 @@ pub enum EventKind {
         comment: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         meaning: Option<String>,
+        /// For a step with a deadline: whether it was completed by its due time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        on_time: Option<bool>,
     },
     /// An `auto` step ran.
     AutoPassed {

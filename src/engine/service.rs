@@ -74,6 +74,9 @@ pub struct Engine<S: Store> {
     clock: Arc<dyn Clock>,
     registry: RwLock<Registry>,
     calendars: RwLock<Arc<Calendars>>,
+    /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
+    /// timer earlier than the one it sleeps towards.
+    timers_armed: tokio::sync::Notify,
 }
 
 /// An instance touched by a command in progress.
@@ -92,6 +95,7 @@ impl<S: Store> Engine<S> {
             clock,
             registry: RwLock::new(Registry::default()),
             calendars: RwLock::new(Arc::new(Calendars::new())),
+            timers_armed: tokio::sync::Notify::new(),
         };
         let records = engine.store.procedures()?;
         let defs: Vec<(Procedure, String)> = records
@@ -151,6 +155,11 @@ impl<S: Store> Engine<S> {
                 return Ok(fired);
             }
         }
+    }
+
+    /// Completes when a commit arms a timer (for the scheduler).
+    pub async fn timers_armed(&self) {
+        self.timers_armed.notified().await
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -304,8 +313,14 @@ impl<S: Store> Engine<S> {
         let mut attempt = 0;
         loop {
             let (commit, result) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
+            let armed = !commit.arm_timers.is_empty();
             match self.store.commit(commit).await {
-                Ok(()) => return Ok(result),
+                Ok(()) => {
+                    if armed {
+                        self.timers_armed.notify_one();
+                    }
+                    return Ok(result);
+                }
                 Err(StoreError::Conflict { .. }) if attempt < CAS_RETRIES => {
                     attempt += 1;
                     tokio::task::yield_now().await;

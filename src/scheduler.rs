@@ -1,0 +1,68 @@
+//! The deadline scheduler: a task that sleeps until the earliest armed timer — or until a
+//! commit arms an earlier one — then fires everything due through the engine's ordinary
+//! command path (the shape of mini-redis's `purge_expired_tasks` loop). Firing is exactly
+//! once because removing a timer and appending its event are one transaction; timers that
+//! fell due while the process was down fire at the first pass, in due order.
+//!
+//! It holds no timers in memory (a million armed timers cost nothing while idle: it reads
+//! only the earliest), and it must not decide anything: the engine does. With a manual
+//! clock time only moves when told to, so whoever advances it calls `Engine::fire_due`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::engine::service::Engine;
+use crate::store::Store;
+
+/// The longest the scheduler sleeps without looking again, so a clock change (or a timer
+/// armed by another process sharing the store) is noticed within this bound.
+const MAX_SLEEP: Duration = Duration::from_secs(30);
+
+/// A running scheduler.
+pub struct Scheduler {
+    shutdown: Arc<Notify>,
+    join: JoinHandle<()>,
+}
+
+impl Scheduler {
+    /// Starts the scheduler on the current tokio runtime.
+    pub fn spawn<S: Store>(engine: Arc<Engine<S>>) -> Scheduler {
+        let shutdown = Arc::new(Notify::new());
+        let stop = shutdown.clone();
+        let join = tokio::spawn(async move {
+            loop {
+                if let Err(e) = engine.fire_due().await {
+                    // The timer stays armed and is tried again on the next pass.
+                    eprintln!("sopflow scheduler: firing due timers failed: {e}");
+                }
+                let wait = match engine.store().next_timer() {
+                    Ok(Some(next)) => {
+                        let now = engine.clock().now().timestamp_millis();
+                        let ms = u64::try_from(next.due_ms.saturating_sub(now)).unwrap_or(0);
+                        Duration::from_millis(ms).min(MAX_SLEEP)
+                    }
+                    Ok(None) => MAX_SLEEP,
+                    Err(e) => {
+                        eprintln!("sopflow scheduler: reading the next timer failed: {e}");
+                        MAX_SLEEP
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = engine.timers_armed() => {}
+                    _ = stop.notified() => return,
+                }
+            }
+        });
+        Scheduler { shutdown, join }
+    }
+
+    /// Stops the scheduler after the firing in progress, if any, has finished.
+    pub async fn stop(self) {
+        self.shutdown.notify_one();
+        let _ = self.join.await;
+    }
+}
