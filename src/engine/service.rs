@@ -15,13 +15,16 @@ use serde_json::{Map, Value};
 
 use super::compiled::CompiledProcedure;
 use super::decide::{decide, Calendars, Command, Effect, EngineError};
+use super::instance::derive_id;
 use super::instance::{Actor, Event, Instance, InstanceId, Task};
 use crate::clock::Clock;
+use crate::definition::calendar::{parse_timezone, Calendar};
+use crate::definition::duration::{cron_parser, parse_every, FixedTime};
 use crate::definition::load::ValidProcedure;
 use crate::definition::model::Procedure;
 use crate::store::{
-    Commit, InstanceWrite, Page, ProcedureRecord, StatusChange, Store, StoreError, TaskRow,
-    TimerRow,
+    Commit, InstanceWrite, Page, ProcedureRecord, ScheduleWrite, StatusChange, Store, StoreError,
+    TaskRow, TimerRow,
 };
 
 /// Everything that can go wrong with a command, for the caller to map to a response.
@@ -126,6 +129,175 @@ impl<S: Store> Engine<S> {
         *self.calendars.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
     }
 
+    /// Arms the first run of every registered procedure that declares a `schedule` and has
+    /// none armed yet. Idempotent; called by `register`.
+    pub async fn arm_schedules(&self) -> Result<usize, ServiceError> {
+        let now = self.clock.now();
+        let mut armed = 0;
+        for p in self.procedures() {
+            if p.def.schedule.is_none() || self.store.schedule(p.id())?.is_some() {
+                continue;
+            }
+            let Some(next) = self.next_run(&p.def, now, None)? else {
+                continue;
+            };
+            let sid = schedule_id(p.id());
+            let commit = Commit {
+                schedules: vec![ScheduleWrite {
+                    procedure: p.id().to_string(),
+                    expected_runs: 0,
+                    runs: 0,
+                    next_ms: next.timestamp_millis(),
+                }],
+                arm_timers: vec![TimerRow {
+                    due_ms: next.timestamp_millis(),
+                    instance: sid,
+                    timer: derive_id(sid, 0, 0),
+                    payload: p.id().as_bytes().to_vec(),
+                }],
+                ..Commit::default()
+            };
+            match self.store.commit(commit).await {
+                Ok(()) => armed += 1,
+                Err(StoreError::ScheduleMoved { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if armed > 0 {
+            self.timers_armed.notify_one();
+        }
+        Ok(armed)
+    }
+
+    /// When a procedure's schedule runs next after `after`. `prev` is the run that just fell
+    /// due: the next run is the first one after `after`, so runs missed while the process was
+    /// down are caught up once, not once per missed period.
+    fn next_run(
+        &self,
+        def: &Procedure,
+        after: chrono::DateTime<chrono::Utc>,
+        prev: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServiceError> {
+        let Some(s) = &def.schedule else {
+            return Ok(None);
+        };
+        let bad = |e: String| ServiceError::Corrupt(format!("the schedule of {}: {e}", def.id));
+        let calendars = self
+            .calendars
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let base = calendars
+            .get(def.calendar.as_deref().unwrap_or("default"))
+            .map(|c| (**c).clone())
+            .unwrap_or_else(Calendar::utc);
+        let tz = match &s.timezone {
+            Some(t) => parse_timezone(t).map_err(|e| bad(e.to_string()))?,
+            None => base.timezone(),
+        };
+        let cal = base.in_zone(tz);
+        if let Some(expr) = &s.cron {
+            let cron = cron_parser().parse(expr).map_err(|e| bad(e.to_string()))?;
+            let local = after.with_timezone(&tz);
+            let next = cron
+                .find_next_occurrence(&local, false)
+                .map_err(|e| bad(e.to_string()))?;
+            return Ok(Some(next.with_timezone(&chrono::Utc)));
+        }
+        let Some(every) = &s.every else {
+            return Ok(None);
+        };
+        let amount = parse_every(every).map_err(|e| bad(e.to_string()))?;
+        let mut t = match (prev, &s.starting) {
+            (Some(p), _) => p,
+            (None, Some(start)) => {
+                let fixed: FixedTime = start
+                    .parse()
+                    .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
+                cal.at(&fixed).map_err(|e| bad(e.to_string()))?
+            }
+            (None, None) => cal.add(after, &amount).map_err(|e| bad(e.to_string()))?,
+        };
+        // Bounded: even a daily schedule missed for a century is ~36,500 steps.
+        for _ in 0..1_000_000 {
+            if t > after {
+                return Ok(Some(t));
+            }
+            t = cal.add(t, &amount).map_err(|e| bad(e.to_string()))?;
+        }
+        Err(bad("no next run could be found".into()))
+    }
+
+    /// Starts the scheduled run `row` stands for and arms the next, in one commit with a
+    /// compare-and-swap on the schedule's run count: a run starts exactly once even if two
+    /// firings race or the process restarts between them.
+    async fn fire_schedule(&self, row: &TimerRow, procedure: &str) -> Result<bool, ServiceError> {
+        let disarm = Commit {
+            disarm_timers: vec![row.clone()],
+            ..Commit::default()
+        };
+        let sched = self.store.schedule(procedure)?;
+        let proc = self.procedure(procedure);
+        let (Some(sched), Some(proc)) = (sched, proc) else {
+            self.store.commit(disarm).await?;
+            return Ok(false);
+        };
+        if sched.next_ms != row.due_ms || proc.def.schedule.is_none() {
+            // A stale row, or the procedure's new version dropped its schedule.
+            self.store.commit(disarm).await?;
+            return Ok(false);
+        }
+        let now = self.clock.now();
+        let due = chrono::DateTime::from_timestamp_millis(row.due_ms).unwrap_or(now);
+        let data = proc
+            .def
+            .schedule
+            .as_ref()
+            .map(|s| s.data.clone())
+            .unwrap_or_default();
+        let id = new_instance_id(now);
+        let start = Command::Start {
+            id,
+            data,
+            parent: None,
+        };
+        let (mut commit, started) = match self.prepare(id, Some(proc.clone()), &start, None) {
+            Ok((c, _)) => (c, true),
+            Err(e) => {
+                // The run cannot start (its start data no longer fits the procedure); the
+                // schedule still moves on so it does not fire again and again.
+                eprintln!("sopflow: the scheduled run of {procedure} could not start: {e}");
+                (Commit::default(), false)
+            }
+        };
+        let sid = schedule_id(procedure);
+        let next = self.next_run(&proc.def, now, Some(due))?;
+        let runs = sched.runs + 1;
+        commit.schedules.push(ScheduleWrite {
+            procedure: procedure.to_string(),
+            expected_runs: sched.runs,
+            runs,
+            next_ms: next.map_or(i64::MAX, |n| n.timestamp_millis()),
+        });
+        commit.disarm_timers.push(row.clone());
+        if let Some(next) = next {
+            commit.arm_timers.push(TimerRow {
+                due_ms: next.timestamp_millis(),
+                instance: sid,
+                timer: derive_id(sid, runs, 0),
+                payload: procedure.as_bytes().to_vec(),
+            });
+        }
+        match self.store.commit(commit).await {
+            Ok(()) => {
+                self.timers_armed.notify_one();
+                Ok(started)
+            }
+            Err(StoreError::ScheduleMoved { .. }) | Err(StoreError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Fires every timer due by now, oldest first, each through the ordinary command path
     /// (one command, one commit). Returns how many fired. A timer another process or call
     /// fired first is skipped: its removal and its event were one transaction.
@@ -139,6 +311,14 @@ impl<S: Store> Engine<S> {
             }
             let mut progressed = false;
             for row in due {
+                if let Some(procedure) = schedule_of(&row) {
+                    // Whether this call or a racing one won, the row is gone afterwards.
+                    if self.fire_schedule(&row, &procedure).await? {
+                        fired += 1;
+                    }
+                    progressed = true;
+                    continue;
+                }
                 match self
                     .execute(row.instance, Command::FireTimer { timer: row.timer }, None)
                     .await
@@ -215,7 +395,9 @@ impl<S: Store> Engine<S> {
             .iter()
             .map(|p| (p.procedure.clone(), p.hash.clone()))
             .collect();
-        self.install(&defs)
+        self.install(&defs)?;
+        self.arm_schedules().await?;
+        Ok(())
     }
 
     async fn put_source(&self, p: &ValidProcedure) -> Result<(), ServiceError> {
@@ -558,6 +740,23 @@ impl<S: Store> Engine<S> {
     ) -> Result<Page<InstanceId>, ServiceError> {
         Ok(self.store.instances(procedure, status, cursor, limit)?)
     }
+}
+
+/// The pseudo-instance id under which a procedure's schedule timers are kept.
+pub fn schedule_id(procedure: &str) -> InstanceId {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, b"sopflow schedule ");
+    sha2::Digest::update(&mut h, procedure.as_bytes());
+    let digest = sha2::Digest::finalize(h);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The procedure a timer row starts runs of, if it is a schedule's timer.
+fn schedule_of(row: &TimerRow) -> Option<String> {
+    let p = std::str::from_utf8(&row.payload).ok()?;
+    (!p.is_empty() && row.instance == schedule_id(p)).then(|| p.to_string())
 }
 
 /// A time-ordered instance id whose time part comes from our clock, not the system's.

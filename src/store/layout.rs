@@ -14,8 +14,8 @@ use std::ops::Bound;
 use uuid::Uuid;
 
 use super::{
-    Commit, Dump, InstanceId, Page, ProcedureRecord, StoreError, StoredInstance, TaskId, TaskRow,
-    TimerRow,
+    Commit, Dump, InstanceId, Page, ProcedureRecord, ScheduleRow, StoreError, StoredInstance,
+    TaskId, TaskRow, TimerRow,
 };
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
@@ -41,6 +41,7 @@ pub(crate) enum Tree {
     InstancesByStatusAny,
     Meta,
     Procedures,
+    Schedules,
     Tasks,
     TasksByAssignee,
     TasksByRole,
@@ -48,7 +49,7 @@ pub(crate) enum Tree {
 }
 
 impl Tree {
-    pub(crate) const ALL: [Tree; 12] = [
+    pub(crate) const ALL: [Tree; 13] = [
         Tree::Events,
         Tree::Instances,
         Tree::InstancesAll,
@@ -57,6 +58,7 @@ impl Tree {
         Tree::InstancesByStatusAny,
         Tree::Meta,
         Tree::Procedures,
+        Tree::Schedules,
         Tree::Tasks,
         Tree::TasksByAssignee,
         Tree::TasksByRole,
@@ -73,6 +75,7 @@ impl Tree {
             Tree::InstancesByStatusAny => "instances_by_status_any",
             Tree::Meta => "meta",
             Tree::Procedures => "procedures",
+            Tree::Schedules => "schedules",
             Tree::Tasks => "tasks",
             Tree::TasksByAssignee => "tasks_by_assignee",
             Tree::TasksByRole => "tasks_by_role",
@@ -100,6 +103,8 @@ pub(crate) struct Op {
 pub(crate) struct Plan {
     /// (instance, expected version): checked before any write; the first mismatch aborts.
     pub checks: Vec<(InstanceId, u64)>,
+    /// (procedure, expected schedule runs): checked like `checks`.
+    pub schedule_checks: Vec<(String, u64)>,
     /// Applied in order, so a removal followed by an insert of the same key leaves the insert.
     pub ops: Vec<Op>,
 }
@@ -403,7 +408,67 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
             value: Some(t.payload),
         });
     }
+    for sw in commit.schedules {
+        text("procedure id", &sw.procedure)?;
+        plan.schedule_checks
+            .push((sw.procedure.clone(), sw.expected_runs));
+        let mut value = sw.runs.to_be_bytes().to_vec();
+        value.extend_from_slice(&sw.next_ms.to_be_bytes());
+        plan.ops.push(Op {
+            tree: Tree::Schedules,
+            key: sw.procedure.into_bytes(),
+            value: Some(value),
+        });
+    }
     Ok(plan)
+}
+
+/// The CAS verdict for one schedule given its stored value (absent counts as 0 runs).
+pub(crate) fn check_schedule(
+    procedure: &str,
+    expected: u64,
+    stored: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let found = match stored {
+        None => 0,
+        Some(v) => decode_schedule(procedure, v)?.runs,
+    };
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StoreError::ScheduleMoved {
+            procedure: procedure.to_string(),
+        })
+    }
+}
+
+fn decode_schedule(procedure: &str, v: &[u8]) -> Result<ScheduleRow, StoreError> {
+    let (runs, next) = (v.get(..8), v.get(8..16));
+    match (runs, next, v.len()) {
+        (Some(r), Some(n), 16) => Ok(ScheduleRow {
+            procedure: procedure.to_string(),
+            runs: u64::from_be_bytes(
+                r.try_into()
+                    .map_err(|_| StoreError::Corrupt("schedule".into()))?,
+            ),
+            next_ms: i64::from_be_bytes(
+                n.try_into()
+                    .map_err(|_| StoreError::Corrupt("schedule".into()))?,
+            ),
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "the schedule of {procedure} has {} bytes, not 16",
+            v.len()
+        ))),
+    }
+}
+
+/// The stored schedule of `procedure`.
+pub(crate) fn schedule(kv: &dyn Kv, procedure: &str) -> Result<Option<ScheduleRow>, StoreError> {
+    text("procedure id", procedure)?;
+    kv.get(Tree::Schedules, procedure.as_bytes())?
+        .map(|v| decode_schedule(procedure, &v))
+        .transpose()
 }
 
 /// What registering `record` must do, given what is stored under its key.

@@ -53,6 +53,10 @@ impl MemoryStore {
             let stored = trees[Tree::Instances.index()].get(&layout::instance_key(id)[..]);
             layout::check_version(id, expected, stored.map(Vec::as_slice))?;
         }
+        for (procedure, expected) in &plan.schedule_checks {
+            let stored = trees[Tree::Schedules.index()].get(procedure.as_bytes());
+            layout::check_schedule(procedure, *expected, stored.map(Vec::as_slice))?;
+        }
         for op in plan.ops {
             let tree = &mut trees[op.tree.index()];
             match op.value {
@@ -157,6 +161,10 @@ impl Store for MemoryStore {
 
     fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
         self.read(|t| layout::procedures(t))
+    }
+
+    fn schedule(&self, procedure: &str) -> Result<Option<super::ScheduleRow>, StoreError> {
+        self.read(|t| layout::schedule(t, procedure))
     }
 
     fn dump(&self) -> Result<Dump, StoreError> {

@@ -37,6 +37,29 @@ pub struct Commit {
     pub arm_timers: Vec<TimerRow>,
     /// Timers disarmed by this command (fired, or made moot because their step closed).
     pub disarm_timers: Vec<TimerRow>,
+    /// Recurring-start schedules advanced by this command, each with a compare-and-swap on
+    /// its run count so a run is started exactly once.
+    pub schedules: Vec<ScheduleWrite>,
+}
+
+/// The new state of one procedure's recurring-start schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleWrite {
+    pub procedure: String,
+    /// Runs the caller read; if the stored count differs, the whole commit fails with
+    /// `StoreError::ScheduleMoved` (0 also means "no schedule stored yet").
+    pub expected_runs: u64,
+    pub runs: u64,
+    /// When the next run is due, Unix milliseconds.
+    pub next_ms: i64,
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub procedure: String,
+    pub runs: u64,
+    pub next_ms: i64,
 }
 
 /// The new state of one instance.
@@ -128,6 +151,9 @@ pub enum StoreError {
         expected: u64,
         found: u64,
     },
+    /// Someone else advanced the schedule first (or it was created twice).
+    #[error("the schedule of {procedure} was advanced concurrently")]
+    ScheduleMoved { procedure: String },
     /// A different file was registered under the same procedure id and version.
     #[error("procedure {id} version {version} is already registered with different content")]
     ProcedureChanged { id: String, version: u32 },
@@ -191,6 +217,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
     fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError>;
+
+    /// The recurring-start schedule of a procedure, if one was ever armed.
+    fn schedule(&self, procedure: &str) -> Result<Option<ScheduleRow>, StoreError>;
 
     /// Every registered version of every procedure.
     fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError>;

@@ -394,6 +394,13 @@ fn apply_plan(views: &[TransactionalTree], plan: &Plan) -> TxResult<Result<Appli
             return Ok(Err(e));
         }
     }
+    let schedules = &views[Tree::Schedules.index()];
+    for (procedure, expected) in &plan.schedule_checks {
+        let stored = schedules.get(procedure.as_bytes())?;
+        if let Err(e) = layout::check_schedule(procedure, *expected, stored.as_deref()) {
+            return Ok(Err(e));
+        }
+    }
     for op in &plan.ops {
         let view = &views[op.tree.index()];
         match &op.value {
@@ -511,6 +518,10 @@ impl Store for SledStore {
 
     fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
         layout::procedures(&self.trees)
+    }
+
+    fn schedule(&self, procedure: &str) -> Result<Option<super::ScheduleRow>, StoreError> {
+        layout::schedule(&self.trees, procedure)
     }
 
     fn dump(&self) -> Result<Dump, StoreError> {
