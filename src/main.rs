@@ -79,6 +79,15 @@ enum Command {
         #[command(flatten)]
         places: work::Places,
     },
+    /// List the notifications for a person's roles, newest first.
+    Notifications {
+        #[arg(long = "as")]
+        user: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        places: work::Places,
+    },
     /// Take a task so nobody else does it.
     Claim {
         task: uuid::Uuid,
@@ -371,6 +380,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}  {:<22} {:<28} {how}  (instance {})",
                     r.task, r.procedure, r.step, r.instance
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notifications {
+            user,
+            limit,
+            places,
+        } => {
+            let s = work::Session::open(&places).await?;
+            let who = s.actor(&user)?;
+            let rows = s.engine.notifications_for(&who, limit)?;
+            if rows.is_empty() {
+                println!("no notifications for {user}");
+            }
+            for n in rows {
+                let at = chrono::DateTime::from_timestamp_millis(n.at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{at}  for {:<16} {}  (instance {})",
+                    n.role, n.message, n.instance
                 );
             }
             Ok(ExitCode::SUCCESS)

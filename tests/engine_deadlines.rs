@@ -110,6 +110,17 @@ async fn reminder_then_escalation_then_a_notification_a_working_day_later() {
         })
         .collect();
     assert_eq!(notified, ["general_manager"]);
+    // The general manager can list it; the follow-up personnel have none.
+    let gm = person("george", "general_management", &["general_manager"], 5);
+    let listed = e.notifications_for(&gm, 10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].instance, inst.id);
+    assert!(
+        listed[0].message.contains("register"),
+        "{}",
+        listed[0].message
+    );
+    assert!(e.notifications_for(&fiona(), 10).unwrap().is_empty());
     let breach = history
         .iter()
         .find_map(|ev| match &ev.kind {

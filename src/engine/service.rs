@@ -719,6 +719,15 @@ impl<S: Store> Engine<S> {
         Ok(self.store.tasks_for(&actor.roles, &actor.id)?)
     }
 
+    /// Notifications for the roles a person holds, newest first.
+    pub fn notifications_for(
+        &self,
+        actor: &Actor,
+        limit: usize,
+    ) -> Result<Vec<crate::store::NotificationRow>, ServiceError> {
+        Ok(self.store.notifications_for(&actor.roles, limit)?)
+    }
+
     /// An open task and its instance.
     pub fn task(&self, task: uuid::Uuid) -> Result<Option<(Task, Instance)>, ServiceError> {
         let Some(row) = self.store.task(task)? else {
@@ -805,6 +814,24 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
             .map(serde_json::to_vec)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
+        for e in &t.events {
+            if let super::instance::EventKind::Notified {
+                task,
+                role,
+                message,
+                ..
+            } = &e.kind
+            {
+                commit.notifications.push(crate::store::NotificationRow {
+                    role: role.clone(),
+                    at_ms: e.at.timestamp_millis(),
+                    instance: *id,
+                    seq: e.seq,
+                    task: Some(*task),
+                    message: message.clone(),
+                });
+            }
+        }
         commit.instances.push(InstanceWrite {
             id: *id,
             expected_version: t.before.as_ref().map_or(0, |b| b.seq),

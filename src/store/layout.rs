@@ -14,8 +14,8 @@ use std::ops::Bound;
 use uuid::Uuid;
 
 use super::{
-    Commit, Dump, InstanceId, Page, ProcedureRecord, ScheduleRow, StoreError, StoredInstance,
-    TaskId, TaskRow, TimerRow,
+    Commit, Dump, InstanceId, NotificationRow, Page, ProcedureRecord, ScheduleRow, StoreError,
+    StoredInstance, TaskId, TaskRow, TimerRow,
 };
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
@@ -40,6 +40,7 @@ pub(crate) enum Tree {
     InstancesByStatus,
     InstancesByStatusAny,
     Meta,
+    Notifications,
     Procedures,
     Schedules,
     Tasks,
@@ -49,7 +50,7 @@ pub(crate) enum Tree {
 }
 
 impl Tree {
-    pub(crate) const ALL: [Tree; 13] = [
+    pub(crate) const ALL: [Tree; 14] = [
         Tree::Events,
         Tree::Instances,
         Tree::InstancesAll,
@@ -57,6 +58,7 @@ impl Tree {
         Tree::InstancesByStatus,
         Tree::InstancesByStatusAny,
         Tree::Meta,
+        Tree::Notifications,
         Tree::Procedures,
         Tree::Schedules,
         Tree::Tasks,
@@ -74,6 +76,7 @@ impl Tree {
             Tree::InstancesByStatus => "instances_by_status",
             Tree::InstancesByStatusAny => "instances_by_status_any",
             Tree::Meta => "meta",
+            Tree::Notifications => "notifications",
             Tree::Procedures => "procedures",
             Tree::Schedules => "schedules",
             Tree::Tasks => "tasks",
@@ -408,6 +411,20 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
             value: Some(t.payload),
         });
     }
+    for n in &commit.notifications {
+        text("role", &n.role)?;
+        let mut key = n.role.as_bytes().to_vec();
+        key.push(SEP);
+        key.extend_from_slice(&ordered_ms(n.at_ms));
+        key.extend_from_slice(n.instance.as_bytes());
+        key.extend_from_slice(&n.seq.to_be_bytes());
+        let value = serde_json::to_vec(n).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        plan.ops.push(Op {
+            tree: Tree::Notifications,
+            key,
+            value: Some(value),
+        });
+    }
     for sw in commit.schedules {
         text("procedure id", &sw.procedure)?;
         plan.schedule_checks
@@ -461,6 +478,35 @@ fn decode_schedule(procedure: &str, v: &[u8]) -> Result<ScheduleRow, StoreError>
             v.len()
         ))),
     }
+}
+
+/// Notifications for any of `roles`, newest first.
+pub(crate) fn notifications_for(
+    kv: &dyn Kv,
+    roles: &[String],
+    limit: usize,
+) -> Result<Vec<NotificationRow>, StoreError> {
+    let mut out: Vec<NotificationRow> = Vec::new();
+    for role in roles {
+        text("role", role)?;
+        let mut prefix = role.as_bytes().to_vec();
+        prefix.push(SEP);
+        let start = prefix.clone();
+        kv.scan(Tree::Notifications, Bound::Included(&start), &mut |k, v| {
+            if !k.starts_with(&prefix) {
+                return Ok(false);
+            }
+            out.push(
+                serde_json::from_slice(v)
+                    .map_err(|e| StoreError::Corrupt(format!("notification: {e}")))?,
+            );
+            Ok(true)
+        })?;
+    }
+    out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
+    out.dedup();
+    out.truncate(limit);
+    Ok(out)
 }
 
 /// The stored schedule of `procedure`.

@@ -163,6 +163,14 @@ impl Store for MemoryStore {
         self.read(|t| layout::procedures(t))
     }
 
+    fn notifications_for(
+        &self,
+        roles: &[String],
+        limit: usize,
+    ) -> Result<Vec<super::NotificationRow>, StoreError> {
+        self.read(|t| layout::notifications_for(t, roles, limit))
+    }
+
     fn schedule(&self, procedure: &str) -> Result<Option<super::ScheduleRow>, StoreError> {
         self.read(|t| layout::schedule(t, procedure))
     }

@@ -37,9 +37,23 @@ pub struct Commit {
     pub arm_timers: Vec<TimerRow>,
     /// Timers disarmed by this command (fired, or made moot because their step closed).
     pub disarm_timers: Vec<TimerRow>,
+    /// Notifications this command records (a breach's `notify` action), indexed by role.
+    pub notifications: Vec<NotificationRow>,
     /// Recurring-start schedules advanced by this command, each with a compare-and-swap on
     /// its run count so a run is started exactly once.
     pub schedules: Vec<ScheduleWrite>,
+}
+
+/// A notification for everyone holding `role`. Its source of truth is the `Notified` event
+/// in the instance's history (`instance`, `seq`); this row is the index people list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRow {
+    pub role: String,
+    pub at_ms: i64,
+    pub instance: InstanceId,
+    pub seq: u64,
+    pub task: Option<TaskId>,
+    pub message: String,
 }
 
 /// The new state of one procedure's recurring-start schedule.
@@ -217,6 +231,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 
     fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError>;
+
+    /// Notifications for any of `roles`, newest first, at most `limit`.
+    fn notifications_for(
+        &self,
+        roles: &[String],
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
 
     /// The recurring-start schedule of a procedure, if one was ever armed.
     fn schedule(&self, procedure: &str) -> Result<Option<ScheduleRow>, StoreError>;

@@ -520,6 +520,14 @@ impl Store for SledStore {
         layout::procedures(&self.trees)
     }
 
+    fn notifications_for(
+        &self,
+        roles: &[String],
+        limit: usize,
+    ) -> Result<Vec<super::NotificationRow>, StoreError> {
+        layout::notifications_for(&self.trees, roles, limit)
+    }
+
     fn schedule(&self, procedure: &str) -> Result<Option<super::ScheduleRow>, StoreError> {
         layout::schedule(&self.trees, procedure)
     }
