@@ -873,7 +873,7 @@ impl Calendar {
             let (start, end) = self.period(day)?;
             if from > end {
                 tod = self.end_of_work();
-            } else if from <= start {
+            } else if from < start {
                 day = self.previous_working_day(day)?;
                 tod = self.end_of_work();
             }
