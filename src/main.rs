@@ -377,8 +377,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(a) => format!("with {a}"),
                     None => format!("for {}", r.roles.join(", ")),
                 };
+                let due = match r.due_ms.and_then(chrono::DateTime::from_timestamp_millis) {
+                    Some(d) if d <= s.engine.clock().now() => {
+                        format!("LATE, was due {}", d.format("%Y-%m-%d %H:%M UTC"))
+                    }
+                    Some(d) => format!("due {}", d.format("%Y-%m-%d %H:%M UTC")),
+                    None => "no deadline".to_string(),
+                };
                 println!(
-                    "{}  {:<22} {:<28} {how}  (instance {})",
+                    "{}  {:<22} {:<28} {how}  {due}  (instance {})",
                     r.task, r.procedure, r.step, r.instance
                 );
             }

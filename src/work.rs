@@ -137,7 +137,18 @@ pub fn print_instance(inst: &Instance) {
             Some(h) => format!("with {h}"),
             None => format!("offered to {}", t.roles.join(", ")),
         };
-        println!("open task {}  step `{}`  {who}", t.id, t.step);
+        let due = match t.due {
+            Some(d) => format!(
+                "  due {} ({})",
+                d.format("%Y-%m-%d %H:%M UTC"),
+                serde_json::to_value(t.deadline)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+            None => String::new(),
+        };
+        println!("open task {}  step `{}`  {who}{due}", t.id, t.step);
     }
 }
 

@@ -303,13 +303,21 @@ impl<S: Store> Engine<S> {
     /// fired first is skipped: its removal and its event were one transaction.
     pub async fn fire_due(&self) -> Result<usize, ServiceError> {
         let mut fired = 0;
+        let mut one_by_one = false;
         loop {
             let now_ms = self.clock.now().timestamp_millis();
-            let due = self.store.due_timers(now_ms, 256)?;
+            let due = self.store.due_timers(now_ms, FIRE_BATCH)?;
             if due.is_empty() {
                 return Ok(fired);
             }
             let mut progressed = false;
+            // Firings of different instances go to the store as one commit (one transaction,
+            // one flush), which is what lets a burst of timers due at the same instant fire
+            // quickly. Each is still decided on its own; a firing whose commit touches an
+            // instance already in the batch waits for the next round.
+            let mut batch = Commit::default();
+            let mut touched: std::collections::HashSet<InstanceId> = Default::default();
+            let mut members = 0usize;
             for row in due {
                 if let Some(procedure) = schedule_of(&row) {
                     // Whether this call or a racing one won, the row is gone afterwards.
@@ -319,16 +327,52 @@ impl<S: Store> Engine<S> {
                     progressed = true;
                     continue;
                 }
-                match self
-                    .execute(row.instance, Command::FireTimer { timer: row.timer }, None)
-                    .await
-                {
-                    Ok(_) => {
-                        fired += 1;
-                        progressed = true;
+                let cmd = Command::FireTimer { timer: row.timer };
+                if one_by_one {
+                    match self.execute(row.instance, cmd, None).await {
+                        Ok(_) => {
+                            fired += 1;
+                            progressed = true;
+                        }
+                        Err(ServiceError::Engine(EngineError::NotFound(_))) => {}
+                        Err(e) => return Err(e),
+                    }
+                    continue;
+                }
+                if touched.contains(&row.instance) {
+                    continue;
+                }
+                match self.prepare(row.instance, None, &cmd, None) {
+                    Ok((commit, _)) => {
+                        if commit.instances.iter().any(|w| touched.contains(&w.id)) {
+                            continue;
+                        }
+                        touched.extend(commit.instances.iter().map(|w| w.id));
+                        merge_into(&mut batch, commit);
+                        members += 1;
                     }
                     Err(ServiceError::Engine(EngineError::NotFound(_))) => {}
                     Err(e) => return Err(e),
+                }
+            }
+            one_by_one = false;
+            if members > 0 {
+                let armed = !batch.arm_timers.is_empty();
+                match self.store.commit(batch).await {
+                    Ok(()) => {
+                        fired += members;
+                        progressed = true;
+                        if armed {
+                            self.timers_armed.notify_one();
+                        }
+                    }
+                    // Someone changed one of these instances meanwhile: nothing of the batch
+                    // was written; take this round one command at a time, each re-decided.
+                    Err(StoreError::Conflict { .. }) | Err(StoreError::ScheduleMoved { .. }) => {
+                        one_by_one = true;
+                        progressed = true;
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
             if !progressed {
@@ -749,6 +793,21 @@ impl<S: Store> Engine<S> {
     ) -> Result<Page<InstanceId>, ServiceError> {
         Ok(self.store.instances(procedure, status, cursor, limit)?)
     }
+}
+
+/// How many due timers one round of `fire_due` takes (and at most commits together).
+const FIRE_BATCH: usize = 512;
+
+/// Appends everything `c` writes to `into`; the caller keeps the instances distinct.
+fn merge_into(into: &mut Commit, c: Commit) {
+    into.instances.extend(c.instances);
+    into.open_tasks.extend(c.open_tasks);
+    into.closed_tasks.extend(c.closed_tasks);
+    into.statuses.extend(c.statuses);
+    into.arm_timers.extend(c.arm_timers);
+    into.disarm_timers.extend(c.disarm_timers);
+    into.notifications.extend(c.notifications);
+    into.schedules.extend(c.schedules);
 }
 
 /// The pseudo-instance id under which a procedure's schedule timers are kept.
