@@ -384,3 +384,36 @@ async fn the_scheduler_fires_due_timers_by_itself() {
         "nothing was left, nothing fired twice"
     );
 }
+
+/// A timer row no instance knows can never fire. Left in place it would stay the earliest
+/// timer, and the scheduler would wake for it again and again without sleeping.
+#[tokio::test]
+async fn a_timer_row_no_instance_knows_is_removed_not_retried_forever() {
+    let (e, clock) = engine().await;
+    let orphan = sopflow::store::TimerRow {
+        due_ms: (t0() - Duration::hours(1)).timestamp_millis(),
+        instance: uuid::Uuid::from_u128(7),
+        timer: uuid::Uuid::from_u128(8),
+        payload: Vec::new(),
+    };
+    e.store()
+        .commit(sopflow::store::Commit {
+            arm_timers: vec![orphan.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.store().next_timer().unwrap(), Some(orphan));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    let now_ms = clock_now_ms(&clock);
+    assert!(e.store().due_timers(now_ms, 10).unwrap().is_empty());
+    assert_ne!(
+        e.store().next_timer().unwrap().map(|t| t.instance),
+        Some(uuid::Uuid::from_u128(7))
+    );
+}
+
+fn clock_now_ms(clock: &ManualClock) -> i64 {
+    use sopflow::clock::Clock;
+    clock.now().timestamp_millis()
+}

@@ -318,6 +318,7 @@ impl<S: Store> Engine<S> {
             let mut batch = Commit::default();
             let mut touched: std::collections::HashSet<InstanceId> = Default::default();
             let mut members = 0usize;
+            let mut orphans: Vec<TimerRow> = Vec::new();
             for row in due {
                 if let Some(procedure) = schedule_of(&row) {
                     // Whether this call or a racing one won, the row is gone afterwards.
@@ -334,7 +335,7 @@ impl<S: Store> Engine<S> {
                             fired += 1;
                             progressed = true;
                         }
-                        Err(ServiceError::Engine(EngineError::NotFound(_))) => {}
+                        Err(ServiceError::Engine(EngineError::NotFound(_))) => orphans.push(row),
                         Err(e) => return Err(e),
                     }
                     continue;
@@ -351,11 +352,23 @@ impl<S: Store> Engine<S> {
                         merge_into(&mut batch, commit);
                         members += 1;
                     }
-                    Err(ServiceError::Engine(EngineError::NotFound(_))) => {}
+                    Err(ServiceError::Engine(EngineError::NotFound(_))) => orphans.push(row),
                     Err(e) => return Err(e),
                 }
             }
             one_by_one = false;
+            // A row no instance knows (its instance or timer is gone) can never fire; left in
+            // place it would stay the earliest timer and keep the scheduler awake forever.
+            // It is in no history, so removing it rewrites nothing.
+            if !orphans.is_empty() {
+                self.store
+                    .commit(Commit {
+                        disarm_timers: std::mem::take(&mut orphans),
+                        ..Commit::default()
+                    })
+                    .await?;
+                progressed = true;
+            }
             if members > 0 {
                 let armed = !batch.arm_timers.is_empty();
                 match self.store.commit(batch).await {
@@ -577,6 +590,12 @@ impl<S: Store> Engine<S> {
         // Bounded: a chain of children starting children is finite because procedures
         // cannot start themselves, but a huge fan-out is still refused.
         let mut budget = 100_000usize;
+        // Read once per command, not per instance the command touches.
+        let calendars = self
+            .calendars
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         while let Some((target, proc, cmd, by_actor)) = queue.pop() {
             budget = budget.checked_sub(1).ok_or_else(|| {
                 EngineError::Invalid("this command would touch too many instances".into())
@@ -601,11 +620,6 @@ impl<S: Store> Engine<S> {
                 }
             };
             let who = if by_actor { actor } else { None };
-            let calendars = self
-                .calendars
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
             let decision = decide(&proc, current.as_ref(), &cmd, who, now, &calendars)?;
             let mut after = match &current {
                 Some(c) => c.clone(),
