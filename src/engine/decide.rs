@@ -693,7 +693,7 @@ impl<'a> Run<'a> {
             let at = cal.subtract(due, &amount).map_err(|e| bad(e.to_string()))?;
             if at > self.now {
                 timers.push(TimerSpec {
-                    id: derive_id(self.s.id, seq, 1000 + i as u32),
+                    id: derive_id(self.s.id, seq, timer_slot(REMIND_SLOTS, i)?),
                     at,
                     kind: TimerKind::Remind { index: i },
                 });
@@ -708,14 +708,14 @@ impl<'a> Run<'a> {
                 None => due,
             };
             timers.push(TimerSpec {
-                id: derive_id(self.s.id, seq, 2000 + i as u32),
+                id: derive_id(self.s.id, seq, timer_slot(BREACH_SLOTS, i)?),
                 at,
                 kind: TimerKind::Breach { index: i },
             });
         }
         if dl.on_breach.is_empty() {
             timers.push(TimerSpec {
-                id: derive_id(self.s.id, seq, 2000),
+                id: derive_id(self.s.id, seq, timer_slot(BREACH_SLOTS, 0)?),
                 at: due,
                 kind: TimerKind::Breach { index: 0 },
             });
@@ -1336,6 +1336,21 @@ fn distinct_signer_per_role(roles: &[String], signers: &[(String, Vec<String>)])
     })
 }
 
+/// Ids derived for one `TaskOpened` event: the task takes slot 0, reminders and breach
+/// actions take disjoint ranges above it, so no count of either can make two collide.
+const REMIND_SLOTS: u32 = 1 << 30;
+const BREACH_SLOTS: u32 = 1 << 31;
+
+fn timer_slot(base: u32, i: usize) -> Result<u32, EngineError> {
+    u32::try_from(i)
+        .ok()
+        .filter(|i| *i < (1 << 30))
+        .map(|i| base | i)
+        .ok_or_else(|| {
+            EngineError::Invalid("a deadline lists too many reminders or breach actions".into())
+        })
+}
+
 fn describe_action(a: &BreachAction) -> String {
     if let Some(r) = &a.escalate_to {
         format!("escalate to {r}")
@@ -1378,6 +1393,21 @@ mod tests {
 
     fn signer(id: &str, roles: &[&str]) -> (String, Vec<String>) {
         (id.into(), roles.iter().map(|r| r.to_string()).collect())
+    }
+
+    #[test]
+    fn reminder_and_breach_ids_never_share_a_slot() {
+        use super::{timer_slot, BREACH_SLOTS, REMIND_SLOTS};
+        let reminders: Vec<u32> = [0, 1, 999, 1000, 5000]
+            .iter()
+            .map(|i| timer_slot(REMIND_SLOTS, *i).unwrap())
+            .collect();
+        let breaches: Vec<u32> = [0, 1, 999, 1000, 5000]
+            .iter()
+            .map(|i| timer_slot(BREACH_SLOTS, *i).unwrap())
+            .collect();
+        assert!(reminders.iter().all(|r| !breaches.contains(r) && *r != 0));
+        assert!(timer_slot(REMIND_SLOTS, 1 << 30).is_err());
     }
 
     #[test]
