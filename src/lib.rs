@@ -1,4 +1,17 @@
-//! sopflow
+//! sopflow: a workflow engine for an organisation's control procedures, written as TOML
+//! state graphs. The library is everything; `main.rs` is only the command line over it.
+//!
+//! Layout, from the outside in:
+//! - `definition` — procedure and calendar files: model, loader, the three validation
+//!   layers, soundness, graph rendering. Reads files, never writes; never prints.
+//! - `directory` — the people: departments, roles, users, API token hashes (`org.toml`).
+//! - `engine` — compiled procedures, the pure core (`decide`, `Instance::apply`) and the
+//!   `Engine` service that runs commands against a store.
+//! - `store` — the `Store` trait, the sled store with group commit, the memory store.
+//! - `scheduler` — fires deadline timers and recurring starts through the engine.
+//! - `clock` — the only place the system time is read.
+//!
+//! Rules live in `engine::decide`; nothing outside it decides what a command does.
 pub mod clock;
 pub mod definition;
 pub mod directory;

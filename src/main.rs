@@ -251,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     Some(dir.join("..").join("org.toml"))
                 })?;
-                work::path_exists(&beside).then_some(beside)
+                beside.exists().then_some(beside)
             });
             if let Some(org) = org {
                 let (people, mut report) = sopflow::directory::load(&org);

@@ -4,7 +4,7 @@
 //! rule is the engine's. sled lets one process open a store, so these work while the
 //! server is stopped.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
@@ -170,8 +170,4 @@ pub fn print_history(engine: &Engine<SledStore>, id: uuid::Uuid) -> anyhow::Resu
         );
     }
     Ok(())
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }

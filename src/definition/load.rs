@@ -126,7 +126,7 @@ pub fn validate_text(
     others: &[Procedure],
     calendars: &HashSet<String>,
 ) -> Validation {
-    let parsed = parse_text(name.to_string(), Arc::from(text), None);
+    let parsed = parse_text(name.to_string(), Arc::from(text));
     let context: Vec<Parsed> = others
         .iter()
         .map(|p| Parsed {
@@ -246,12 +246,8 @@ fn read(path: &Path) -> Result<Arc<str>, Diagnostic> {
 
 fn parse_file(path: &Path) -> Parsed {
     let display = path.display().to_string();
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .map(str::to_string);
     match read(path) {
-        Ok(source) => parse_text(display, source, stem),
+        Ok(source) => parse_text(display, source),
         Err(d) => Parsed {
             path: display,
             source: Arc::from(""),
@@ -263,7 +259,7 @@ fn parse_file(path: &Path) -> Parsed {
 }
 
 /// Layers (a) and (b): syntax and schema; then the typed model.
-fn parse_text(path: String, source: Arc<str>, stem: Option<String>) -> Parsed {
+fn parse_text(path: String, source: Arc<str>) -> Parsed {
     let mut parsed = Parsed {
         path,
         source: source.clone(),
@@ -294,7 +290,6 @@ fn parse_text(path: String, source: Arc<str>, stem: Option<String>) -> Parsed {
             )),
         }
     }
-    let _ = stem;
     parsed.doc = Some(doc);
     parsed
 }
