@@ -10,11 +10,14 @@
 //! - `store` — the `Store` trait, the sled store with group commit, the memory store.
 //! - `scheduler` — fires deadline timers and recurring starts through the engine.
 //! - `clock` — the only place the system time is read.
+//! - `http` — `sopflow serve`: the axum API, authentication, role rules, problem+json
+//!   errors, metrics and the OpenAPI document. Maps requests to engine commands only.
 //!
 //! Rules live in `engine::decide`; nothing outside it decides what a command does.
 pub mod clock;
 pub mod definition;
 pub mod directory;
 pub mod engine;
+pub mod http;
 pub mod scheduler;
 pub mod store;

@@ -60,6 +60,10 @@ enum Command {
         #[arg(long)]
         calendars: Option<PathBuf>,
     },
+    /// Run the HTTP API (and the deadline scheduler) on the embedded store. On first start,
+    /// users with no token hash in the directory get demo tokens, printed once and written
+    /// to DATA_DIR/demo-tokens.txt (mode 0600). Stops cleanly on Ctrl-C or SIGTERM.
+    Serve(Box<ServeArgs>),
     /// Start an instance of a procedure.
     Start {
         procedure: String,
@@ -180,6 +184,58 @@ enum TokenCommand {
         #[arg(long, default_value = "org.toml")]
         directory: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory of the embedded store (created if missing).
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Directory of procedure files; all must validate.
+    #[arg(long, default_value = "procedures")]
+    procedures: PathBuf,
+    /// The directory file of departments, roles and users.
+    #[arg(long, default_value = "org.toml")]
+    directory: PathBuf,
+    /// Directory of calendar files (default: `calendars/` beside the procedures).
+    #[arg(long)]
+    calendars: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// `system`, or `manual` for simulations and acceptance tests: time then moves only
+    /// through `POST /v1/admin/clock/advance`.
+    #[arg(long, value_enum, default_value_t = ClockKind::System)]
+    clock: ClockKind,
+    /// Where the manual clock starts (RFC 3339, e.g. 2026-11-02T09:00:00+08:00); now if
+    /// not given.
+    #[arg(long)]
+    clock_start: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// The calendar working days of a clock advance are counted on.
+    #[arg(long, default_value = "default")]
+    calendar: String,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    body_limit: usize,
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Do not give users without a token hash demo tokens (production directories list
+    /// every user's hash).
+    #[arg(long)]
+    no_demo_tokens: bool,
+    /// The store's page cache in MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: u64,
+    /// Log as JSON lines (one object per line) instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClockKind {
+    System,
+    Manual,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -550,6 +606,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("  {}", sopflow::directory::token_line(&hash));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve(args) => serve(*args).await,
         Command::Schema { kind } => {
             let s = match kind {
                 SchemaKind::Procedure => schema::procedure_schema(),
@@ -567,4 +624,63 @@ fn plural(n: usize) -> &'static str {
     } else {
         "s"
     }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    use sopflow::http::server::{bind, shutdown_signal, ClockChoice, ServeConfig};
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if a.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let cfg = ServeConfig {
+        data_dir: a.data_dir,
+        procedures: a.procedures,
+        directory: a.directory,
+        calendars: a.calendars,
+        calendar: a.calendar,
+        listen: a.listen,
+        clock: match a.clock {
+            ClockKind::System => ClockChoice::System,
+            ClockKind::Manual => {
+                ClockChoice::Manual(a.clock_start.map(|d| d.with_timezone(&chrono::Utc)))
+            }
+        },
+        limits: sopflow::http::Limits {
+            body_bytes: a.body_limit,
+            timeout: std::time::Duration::from_secs(a.request_timeout.max(1)),
+        },
+        demo_tokens: !a.no_demo_tokens,
+        cache_bytes: a.cache_mib.saturating_mul(1 << 20),
+    };
+    let bound = bind(&cfg).await?;
+    if !bound.issued_tokens.is_empty() {
+        println!(
+            "Demo API tokens (shown once; also in {}, readable only by you):",
+            bound.tokens_file.display()
+        );
+        for (user, token) in &bound.issued_tokens {
+            println!("  {user:<16} {token}");
+        }
+    }
+    println!(
+        "sopflow serving http://{} ({} clock, data in {})",
+        bound.addr,
+        if matches!(cfg.clock, ClockChoice::System) {
+            "system"
+        } else {
+            "manual"
+        },
+        cfg.data_dir.display()
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    bound.serve(shutdown_signal()).await?;
+    println!("sopflow stopped");
+    Ok(ExitCode::SUCCESS)
 }

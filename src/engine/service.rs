@@ -500,6 +500,32 @@ impl<S: Store> Engine<S> {
             .get(id, version)
     }
 
+    /// Every registered version of `id`, oldest first.
+    pub fn versions(&self, id: &str) -> Vec<u32> {
+        let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        reg.by_id
+            .get(id)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Up to `limit` events of an instance from sequence number `from` on.
+    pub fn history_page(
+        &self,
+        id: InstanceId,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, ServiceError> {
+        self.store
+            .history(id, from, limit)?
+            .iter()
+            .map(|(seq, bytes)| {
+                serde_json::from_slice(bytes)
+                    .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))
+            })
+            .collect()
+    }
+
     /// Every registered procedure at its newest version, by id.
     pub fn procedures(&self) -> Vec<Arc<CompiledProcedure>> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
@@ -795,6 +821,11 @@ impl<S: Store> Engine<S> {
             return Ok(None);
         };
         Ok(inst.tasks.get(&task).cloned().map(|t| (t, inst)))
+    }
+
+    /// The instance a task belongs to, whether the task is open or closed.
+    pub fn task_instance(&self, task: uuid::Uuid) -> Result<Option<InstanceId>, ServiceError> {
+        Ok(self.store.task_instance(task)?)
     }
 
     /// Instances by procedure and status, in creation order, a page at a time.

@@ -194,6 +194,7 @@ fn run<B: Backend>(
         counters
             .jobs
             .fetch_add(waiting.len() as u64, Ordering::Relaxed);
+        metrics::histogram!("sopflow_commit_batch_size").record(waiting.len() as f64);
         // Unchanged jobs rely only on writes of this batch (then `dirty` is set) or of
         // earlier batches, which were flushed before they were answered.
         let flushed = if dirty {

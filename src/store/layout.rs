@@ -20,7 +20,7 @@ use super::{
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
 /// a key or value encoding below changes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 /// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 
@@ -347,11 +347,10 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
     }
     for row in &commit.closed_tasks {
         for (tree, key, _) in task_entries(row)? {
-            plan.ops.push(Op {
-                tree,
-                key,
-                value: None,
-            });
+            // The task row stays as a tombstone naming its instance, so a late command on a
+            // finished task finds the instance and hears "already completed", not "unknown".
+            let value = (tree == Tree::Tasks).then(|| row.instance.as_bytes().to_vec());
+            plan.ops.push(Op { tree, key, value });
         }
     }
     for row in &commit.open_tasks {
@@ -614,10 +613,20 @@ pub(crate) fn history(
 }
 
 pub(crate) fn task(kv: &dyn Kv, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
-    kv.get(Tree::Tasks, id.as_bytes())?
-        .as_deref()
-        .map(decode_task)
-        .transpose()
+    match kv.get(Tree::Tasks, id.as_bytes())? {
+        Some(v) if v.len() == UUID_LEN => Ok(None),
+        Some(v) => decode_task(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The instance a task belongs to, open or closed.
+pub(crate) fn task_instance(kv: &dyn Kv, id: TaskId) -> Result<Option<InstanceId>, StoreError> {
+    match kv.get(Tree::Tasks, id.as_bytes())? {
+        Some(v) if v.len() == UUID_LEN => Ok(Some(uuid_at(&v, 0, "task tombstone")?)),
+        Some(v) => Ok(Some(decode_task(&v)?.instance)),
+        None => Ok(None),
+    }
 }
 
 fn collect_task_ids(

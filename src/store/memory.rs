@@ -129,6 +129,10 @@ impl Store for MemoryStore {
         self.read(|t| layout::task(t, id))
     }
 
+    fn task_instance(&self, id: TaskId) -> Result<Option<InstanceId>, StoreError> {
+        self.read(|t| layout::task_instance(t, id))
+    }
+
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
         self.read(|t| layout::tasks_for(t, roles, user))
     }

@@ -202,7 +202,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
 
+    /// An open task's row.
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError>;
+
+    /// The instance a task belongs to, whether it is still open or was closed.
+    fn task_instance(&self, id: TaskId) -> Result<Option<InstanceId>, StoreError>;
 
     /// Open tasks offered to any of `roles` or assigned to `user`, without duplicates.
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError>;

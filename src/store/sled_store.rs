@@ -4,7 +4,7 @@
 //! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
 //! from disk.
 //!
-//! # Key layout (format 1)
+//! # Key layout (format 2)
 //!
 //! All integers are big-endian so that byte order is numeric order. Text (procedure ids,
 //! statuses, roles, user ids) is UTF-8 and may not contain 0x00, which separates it from
@@ -19,9 +19,9 @@
 //! | `instances_by_procedure`  | procedure ++ 0x00 ++ instance(16)                  | empty                      |
 //! | `instances_by_status`     | procedure ++ 0x00 ++ status ++ 0x00 ++ instance(16)| empty                      |
 //! | `instances_by_status_any` | status ++ 0x00 ++ instance(16)                     | empty                      |
-//! | `meta`                    | `"format"`                                         | format version u32 (= 1)   |
+//! | `meta`                    | `"format"`                                         | format version u32 (= 2)   |
 //! | `procedures`              | procedure ++ 0x00 ++ version u32                   | `ProcedureRecord` as JSON  |
-//! | `tasks`                   | task(16)                                           | `TaskRow` as JSON          |
+//! | `tasks`                   | task(16)                                           | `TaskRow` as JSON, or the instance(16) once closed |
 //! | `tasks_by_assignee`       | user ++ 0x00 ++ task(16)                           | instance(16)               |
 //! | `tasks_by_role`           | role ++ 0x00 ++ task(16)                           | instance(16)               |
 //! | `timers`                  | (due_ms + 2^63) u64 ++ instance(16) ++ timer(16)   | payload                    |
@@ -35,6 +35,9 @@
 //!   positive due times sort correctly; `due_timers` scans from the start up to `now`.
 //! * `meta.format` is written when a store is created. Opening a store whose format is not
 //!   the one this build writes fails with `StoreError::Corrupt` saying what to do.
+//! * A closed task's `tasks` row is replaced by its instance id (16 bytes, where a JSON row
+//!   is longer), so a command arriving after the task closed still finds its instance and is
+//!   answered "already completed" rather than "no such task". Format 1 deleted the row.
 //! * `dump()` lists the trees above, in this (name) order.
 //!
 //! # Durability
@@ -476,6 +479,10 @@ impl Store for SledStore {
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
         layout::task(&self.trees, id)
+    }
+
+    fn task_instance(&self, id: TaskId) -> Result<Option<InstanceId>, StoreError> {
+        layout::task_instance(&self.trees, id)
     }
 
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {

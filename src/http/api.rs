@@ -1,0 +1,852 @@
+//! The v1 endpoint handlers. Each one authenticates (the `Caller` extractor), applies the
+//! API's role × endpoint rule, turns the request body into an engine command and the
+//! result into a response body. The engine's own rules (start and cancel roles, who may
+//! complete a step, separation of duties, signatures, delegation) run inside the engine;
+//! a handler must not re-implement them, only refuse earlier what the matrix forbids.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::auth::{Caller, ADMIN, AUDITOR, PROCESS_OWNER};
+use super::dto::{self, *};
+use super::error::{ApiError, Problem};
+use super::AppState;
+use crate::definition::{load, render};
+use crate::engine::compiled::form_schema;
+use crate::engine::decide::Command;
+use crate::engine::instance::{Actor as EngineActor, Instance, Task};
+use crate::engine::service::ServiceError;
+use crate::store::Store;
+
+/// Most items one list page returns.
+pub const MAX_PAGE: usize = 500;
+/// Most tasks one worklist call returns.
+pub const MAX_TASKS: usize = 1000;
+/// Most events one history page returns.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+
+type St = State<Arc<AppState>>;
+
+/// `axum::Json` with our problem+json rejection.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejection (a malformed id) is a 404.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejection is a 400 problem.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Runs an engine command, counting it by kind and result and timing it.
+async fn command<F>(kind: &'static str, fut: F) -> Result<Instance, ApiError>
+where
+    F: Future<Output = Result<Instance, ServiceError>>,
+{
+    let started = Instant::now();
+    let r = fut.await;
+    let result = match &r {
+        Ok(_) => "ok",
+        Err(e) => match ApiError::status(&ApiError::from_ref(e)) {
+            StatusCode::FORBIDDEN => "forbidden",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            _ => "error",
+        },
+    };
+    metrics::counter!("sopflow_commands_total", "kind" => kind, "result" => result).increment(1);
+    metrics::histogram!("sopflow_command_seconds", "kind" => kind)
+        .record(started.elapsed().as_secs_f64());
+    r.map_err(ApiError::from)
+}
+
+impl ApiError {
+    /// The status a service error maps to, without consuming it.
+    fn from_ref(e: &ServiceError) -> ApiError {
+        use crate::engine::decide::EngineError as E;
+        match e {
+            ServiceError::Engine(E::Forbidden(_)) => ApiError::Forbidden(String::new()),
+            ServiceError::Engine(E::NotFound(_)) => ApiError::NotFound(String::new()),
+            ServiceError::Engine(E::Conflict(_) | E::Ended(_))
+            | ServiceError::ProcedureChanged { .. }
+            | ServiceError::Store(crate::store::StoreError::Conflict { .. }) => {
+                ApiError::Conflict(String::new())
+            }
+            ServiceError::Engine(E::InvalidForm(_) | E::Guard(_) | E::Invalid(_))
+            | ServiceError::UnknownProcedure(_) => ApiError::Unprocessable(String::new()),
+            _ => ApiError::Internal(String::new()),
+        }
+    }
+}
+
+/// A task is the caller's to see (and, by the engine's rules, possibly to act on) when it
+/// is offered to one of their roles or is with them.
+fn offered_to(t: &Task, a: &EngineActor) -> bool {
+    t.holder() == Some(a.id.as_str())
+        || t.assignee.as_deref() == Some(a.id.as_str())
+        || a.holds_any(&t.roles)
+}
+
+/// Staff read an instance they take part in: one of its open tasks is theirs, or they
+/// acted in its history. Auditors and admins read every instance.
+fn may_read(state: &AppState, caller: &Caller, inst: &Instance) -> Result<(), ApiError> {
+    if caller.reads_everything() || inst.tasks.values().any(|t| offered_to(t, &caller.actor)) {
+        return Ok(());
+    }
+    let me = caller.actor.id.as_str();
+    let took_part = state.engine.history(inst.id)?.iter().any(|e| {
+        e.by.as_ref()
+            .is_some_and(|b| b.user == me || b.on_behalf_of.as_deref() == Some(me))
+            || matches!(&e.kind, crate::engine::instance::EventKind::TaskDelegated { to, .. } if to == me)
+    });
+    if took_part {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(format!(
+            "{me} takes no part in instance {}: no task of it is offered to their roles and they have not acted in it",
+            inst.id
+        )))
+    }
+}
+
+fn load_instance(state: &AppState, id: Uuid) -> Result<Instance, ApiError> {
+    state
+        .engine
+        .instance(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no instance {id}")))
+}
+
+fn view(inst: &Instance) -> Json<InstanceView> {
+    Json(InstanceView::from(inst))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Service endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// Liveness: answers without a token.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Prometheus metrics (auditor, admin).
+#[utoipa::path(get, path = "/metrics", tag = "service", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn metrics(State(state): St, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_any(&[AUDITOR, ADMIN], "reading metrics")?;
+    for role in state.people.roles().keys() {
+        let n = state
+            .engine
+            .store()
+            .tasks_for(std::slice::from_ref(role), "")
+            .map_err(ServiceError::from)?
+            .len();
+        metrics::gauge!("sopflow_open_tasks", "role" => role.clone()).set(n as f64);
+    }
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "service", security(("bearer" = [])),
+    responses((status = 200, description = "OpenAPI 3.1 document"), (status = 401, body = Problem)))]
+pub async fn openapi(_caller: Caller) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        super::openapi::document_json(),
+    )
+        .into_response()
+}
+
+/// The caller: id, name, department, roles.
+#[utoipa::path(get, path = "/v1/me", tag = "service", security(("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = Problem)))]
+pub async fn me(caller: Caller) -> Json<Me> {
+    let a = caller.actor;
+    Json(Me {
+        id: a.id,
+        name: a.name,
+        department: a.department,
+        roles: a.roles,
+        level: a.level,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Procedures
+// ---------------------------------------------------------------------------------------------
+
+/// Every registered procedure at its newest version (any user).
+#[utoipa::path(get, path = "/v1/procedures", tag = "procedures", security(("bearer" = [])),
+    responses((status = 200, body = ProcedureList), (status = 401, body = Problem)))]
+pub async fn list_procedures(State(state): St, _caller: Caller) -> Json<ProcedureList> {
+    let items = state
+        .engine
+        .procedures()
+        .iter()
+        .map(|p| ProcedureSummary {
+            id: p.id().to_string(),
+            version: p.version(),
+            title: p.def.title.clone(),
+            versions: state.engine.versions(p.id()),
+            start_roles: p.def.start_roles.clone(),
+        })
+        .collect();
+    Json(ProcedureList { items })
+}
+
+fn find_procedure(
+    state: &AppState,
+    id: &str,
+    version: Option<u32>,
+) -> Result<Arc<crate::engine::compiled::CompiledProcedure>, ApiError> {
+    match version {
+        None => state.engine.procedure(id),
+        Some(v) => state.engine.procedure_version(id, v),
+    }
+    .ok_or_else(|| match version {
+        None => ApiError::NotFound(format!("there is no procedure `{id}`")),
+        Some(v) => ApiError::NotFound(format!("procedure `{id}` has no version {v}")),
+    })
+}
+
+/// One procedure: its text, its definition as JSON and its start form (any user).
+#[utoipa::path(get, path = "/v1/procedures/{id}", tag = "procedures", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Procedure id"), VersionQuery),
+    responses((status = 200, body = ProcedureDetail), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_procedure(
+    State(state): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+) -> Result<Json<ProcedureDetail>, ApiError> {
+    let p = find_procedure(&state, &id, q.version)?;
+    let source = state
+        .engine
+        .store()
+        .procedure(p.id(), p.version())
+        .map_err(ServiceError::from)?
+        .map(|r| r.source)
+        .unwrap_or_default();
+    let definition = serde_json::to_value(&p.def)
+        .map_err(|e| ApiError::Internal(format!("procedure {id} as JSON: {e}")))?;
+    Ok(Json(ProcedureDetail {
+        id: p.id().to_string(),
+        version: p.version(),
+        title: p.def.title.clone(),
+        hash: p.hash.clone(),
+        source,
+        definition,
+        start_form: form_schema(&p.def.data),
+    }))
+}
+
+/// The procedure's graph as Mermaid (default) or Graphviz DOT text (any user).
+#[utoipa::path(get, path = "/v1/procedures/{id}/graph", tag = "procedures", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Procedure id"), GraphQuery),
+    responses((status = 200, description = "Mermaid or DOT text", content_type = "text/plain"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn procedure_graph(
+    State(state): St,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<GraphQuery>,
+) -> Result<Response, ApiError> {
+    let p = find_procedure(&state, &id, q.version)?;
+    let (text, ctype) = match q.format.as_deref().unwrap_or("mermaid") {
+        "mermaid" => (render::mermaid(&p.def), "text/vnd.mermaid; charset=utf-8"),
+        "dot" => (render::dot(&p.def), "text/vnd.graphviz; charset=utf-8"),
+        other => {
+            return Err(ApiError::Malformed(format!(
+                "unknown graph format `{other}`; use `mermaid` or `dot`"
+            )))
+        }
+    };
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ctype))],
+        text,
+    )
+        .into_response())
+}
+
+/// Checks a procedure file and returns every diagnostic with line and column
+/// (process owner, admin). Nothing is registered.
+#[utoipa::path(post, path = "/v1/procedures/validate", tag = "procedures", security(("bearer" = [])),
+    request_body(content((String = "application/toml"), (String = "text/plain"), (ValidateRequest = "application/json")),
+        description = "The TOML text, raw or as `{\"text\": …}`"),
+    responses((status = 200, body = ValidateResponse), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
+pub async fn validate_procedure(
+    State(state): St,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ValidateResponse>, ApiError> {
+    caller.require_any(&[PROCESS_OWNER, ADMIN], "validating procedures")?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let (name, text) = if is_json {
+        let r: ValidateRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Malformed(format!("the body is not a validate request: {e}")))?;
+        (r.name.unwrap_or_else(|| "procedure.toml".into()), r.text)
+    } else {
+        let text = String::from_utf8(body.to_vec())
+            .map_err(|_| ApiError::Malformed("the procedure text is not valid UTF-8".into()))?;
+        ("procedure.toml".to_string(), text)
+    };
+    if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+        return Err(ApiError::Malformed(
+            "`name` must be a plain file name without slashes".into(),
+        ));
+    }
+    // Other procedures are context (child references); the file's own id is left out so a
+    // changed version of a registered procedure is checked as itself.
+    let own = load::parse_procedure(&text).map(|p| p.id);
+    let others: Vec<_> = state
+        .engine
+        .procedures()
+        .iter()
+        .filter(|p| Some(p.id()) != own.as_deref())
+        .map(|p| p.def.clone())
+        .collect();
+    let v = load::validate_text(&name, &text, &others, &state.calendar_ids);
+    let mut diagnostics = Vec::new();
+    for r in &v.reports {
+        for d in r.to_json() {
+            let d: dto::Diagnostic = serde_json::from_value(d)
+                .map_err(|e| ApiError::Internal(format!("diagnostic as JSON: {e}")))?;
+            diagnostics.push(d);
+        }
+    }
+    let errors = v.errors();
+    Ok(Json(ValidateResponse {
+        valid: errors == 0,
+        errors,
+        warnings: v.warnings(),
+        diagnostics,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances
+// ---------------------------------------------------------------------------------------------
+
+/// Starts an instance of a procedure's newest version (the procedure's start roles, or
+/// admin).
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])),
+    request_body = StartRequest,
+    responses((status = 201, body = InstanceView, headers(("location" = String, description = "/v1/instances/{id}"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub async fn start_instance(
+    State(state): St,
+    caller: Caller,
+    Json(req): Json<StartRequest>,
+) -> Result<Response, ApiError> {
+    let actor = caller.acting()?;
+    let inst = command(
+        "start",
+        state.engine.start(&req.procedure, req.data, Some(&actor)),
+    )
+    .await?;
+    let location = format!("/v1/instances/{}", inst.id);
+    let mut res = (StatusCode::CREATED, view(&inst)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// Instances by procedure and status, oldest first, a page at a time (auditor, admin).
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", security(("bearer" = [])),
+    params(InstanceQuery),
+    responses((status = 200, body = InstancePage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn list_instances(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<InstanceQuery>,
+) -> Result<Json<InstancePage>, ApiError> {
+    caller.require_any(&[AUDITOR, ADMIN], "listing all instances")?;
+    if let Some(s) = &q.status {
+        if !["running", "completed", "cancelled"].contains(&s.as_str()) {
+            return Err(ApiError::Malformed(format!(
+                "unknown status `{s}`; use running, completed or cancelled"
+            )));
+        }
+    }
+    let limit = page_limit(q.limit, 50, MAX_PAGE)?;
+    let cursor = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            Uuid::try_parse(c)
+                .map_err(|_| ApiError::Malformed(format!("`{c}` is not a cursor this API gave")))?,
+        ),
+    };
+    let procedure = q.procedure.as_deref().filter(|p| !p.is_empty());
+    if procedure.is_some_and(|p| p.contains('\0')) {
+        return Err(ApiError::Malformed("a procedure id has no NUL".into()));
+    }
+    let page = state.engine.instances(
+        procedure,
+        q.status.as_deref(),
+        cursor.as_ref().map(|c| c.as_bytes().as_slice()),
+        limit,
+    )?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for id in &page.items {
+        if let Some(inst) = state.engine.instance(*id)? {
+            items.push(InstanceSummary::from(&inst));
+        }
+    }
+    let next = page
+        .next
+        .and_then(|n| Uuid::from_slice(&n).ok())
+        .map(|u| u.to_string());
+    Ok(Json(InstancePage { items, next }))
+}
+
+fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::Malformed(format!(
+            "limit {n} is out of range; use 1 to {max}"
+        ))),
+    }
+}
+
+/// An instance: status, data, open tasks with due times (auditor, admin, or someone taking
+/// part in it).
+#[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Instance id")),
+    responses((status = 200, body = InstanceView), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_instance(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let inst = load_instance(&state, id)?;
+    may_read(&state, &caller, &inst)?;
+    Ok(view(&inst))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// First sequence number to return (default 1).
+    pub from: Option<u64>,
+    /// At most this many events (1–1000, default 1000).
+    pub limit: Option<usize>,
+}
+
+/// An instance's history, oldest first: who did what, when, in which role, why
+/// (auditor, admin, or someone taking part in it).
+#[utoipa::path(get, path = "/v1/instances/{id}/history", tag = "instances", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Instance id"), HistoryQuery),
+    responses((status = 200, body = History), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn instance_history(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<History>, ApiError> {
+    let inst = load_instance(&state, id)?;
+    may_read(&state, &caller, &inst)?;
+    let limit = page_limit(q.limit, MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
+    let from = q.from.unwrap_or(1).max(1);
+    let events = state.engine.history_page(id, from, limit)?;
+    Ok(Json(History {
+        instance: id,
+        events: events.iter().map(HistoryEvent::from).collect(),
+    }))
+}
+
+/// Cancels a running instance and its children (the procedure's cancel roles, or admin).
+#[utoipa::path(post, path = "/v1/instances/{id}/cancel", tag = "instances", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
+    responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn cancel_instance(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(req): Json<CancelRequest>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    load_instance(&state, id)?;
+    let inst = command(
+        "cancel",
+        state
+            .engine
+            .execute(id, Command::Cancel { reason: req.reason }, Some(&actor)),
+    )
+    .await?;
+    Ok(view(&inst))
+}
+
+/// Adds a comment to an instance's history (someone taking part in it, or admin).
+#[utoipa::path(post, path = "/v1/instances/{id}/comments", tag = "instances", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
+    responses((status = 201, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn comment_instance(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(req): Json<CommentRequest>,
+) -> Result<Response, ApiError> {
+    let actor = caller.acting()?;
+    let inst = load_instance(&state, id)?;
+    may_read(&state, &caller, &inst)?;
+    let inst = command(
+        "comment",
+        state
+            .engine
+            .execute(id, Command::Comment { text: req.text }, Some(&actor)),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, view(&inst)).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks
+// ---------------------------------------------------------------------------------------------
+
+/// The caller's worklist: tasks offered to their roles or with them, most urgent first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
+    params(TaskQuery),
+    responses((status = 200, body = TaskList), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn list_tasks(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<TaskQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let limit = page_limit(q.limit, 200, MAX_TASKS)?;
+    let now = state.engine.clock().now();
+    if let Some(s) = &q.state {
+        if !["offered", "held", "overdue"].contains(&s.as_str()) {
+            return Err(ApiError::Malformed(format!(
+                "unknown state `{s}`; use offered, held or overdue"
+            )));
+        }
+    }
+    let me = caller.actor.id.as_str();
+    let rows = state.engine.tasks_for(&caller.actor)?;
+    let items = rows
+        .iter()
+        // A task a colleague has taken is no longer on offer to the caller.
+        .filter(|r| r.assignee.as_deref().is_none_or(|a| a == me))
+        .filter(|r| q.role.as_ref().is_none_or(|role| r.roles.contains(role)))
+        .filter(|r| q.procedure.as_ref().is_none_or(|p| &r.procedure == p))
+        .filter(|r| {
+            q.due_before
+                .is_none_or(|b| r.due_ms.is_some_and(|d| d < b.timestamp_millis()))
+        })
+        .map(|r| TaskSummary::from_row(r, now))
+        .filter(|t| match q.state.as_deref() {
+            Some("offered") => t.holder.is_none(),
+            Some("held") => t.holder.as_deref() == Some(me),
+            Some("overdue") => t.overdue,
+            _ => true,
+        })
+        .take(limit)
+        .collect();
+    Ok(Json(TaskList { items }))
+}
+
+/// One open task with its step's outcomes and form (those it is offered to, auditor, admin).
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Task id")),
+    responses((status = 200, body = TaskDetail), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_task(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<TaskDetail>, ApiError> {
+    let Some((task, inst)) = state.engine.task(id)? else {
+        return Err(match state.engine.task_instance(id)? {
+            Some(i) => ApiError::NotFound(format!(
+                "task {id} is closed; instance {i}'s history says how"
+            )),
+            None => ApiError::NotFound(format!("there is no task {id}")),
+        });
+    };
+    if !caller.reads_everything() && !offered_to(&task, &caller.actor) {
+        return Err(ApiError::Forbidden(format!(
+            "task {id} is offered to {}, and {} holds none of them",
+            task.roles.join(", "),
+            caller.actor.id
+        )));
+    }
+    let proc = state
+        .engine
+        .procedure_version(&inst.procedure, inst.version)
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "{} v{} not registered",
+                inst.procedure, inst.version
+            ))
+        })?;
+    let (step, _) = proc.step(&task.step).ok_or_else(|| {
+        ApiError::Internal(format!("step {} not in {}", task.step, inst.procedure))
+    })?;
+    Ok(Json(TaskDetail {
+        task: OpenTask::from(&task),
+        instance: inst.id,
+        procedure: inst.procedure.clone(),
+        version: inst.version,
+        title: step.title.clone(),
+        description: step.description.clone(),
+        outcomes: step.outcomes.clone(),
+        form: form_schema(&step.form),
+        data: inst.data.clone(),
+    }))
+}
+
+fn task_owner(state: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
+    state
+        .engine
+        .task_instance(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no task {id}")))
+}
+
+/// Takes a task so nobody else does it.
+#[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Task id")),
+    responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn claim_task(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    let instance = task_owner(&state, id)?;
+    let inst = command(
+        "claim",
+        state
+            .engine
+            .execute(instance, Command::Claim { task: id }, Some(&actor)),
+    )
+    .await?;
+    Ok(view(&inst))
+}
+
+/// Gives a claimed task back to its roles.
+#[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Task id")),
+    responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn release_task(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    let instance = task_owner(&state, id)?;
+    let inst = command(
+        "release",
+        state
+            .engine
+            .execute(instance, Command::Release { task: id }, Some(&actor)),
+    )
+    .await?;
+    Ok(view(&inst))
+}
+
+/// Hands a task on to a colleague, as the step's delegation rule allows.
+#[utoipa::path(post, path = "/v1/tasks/{id}/delegate", tag = "tasks", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
+    responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn delegate_task(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(req): Json<DelegateRequest>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    let instance = task_owner(&state, id)?;
+    let to = EngineActor::from_directory(&state.people, &req.to).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "there is no active user `{}` to delegate to",
+            req.to
+        ))
+    })?;
+    let inst = command(
+        "delegate",
+        state.engine.execute(
+            instance,
+            Command::Delegate {
+                task: id,
+                to,
+                reason: req.reason,
+            },
+            Some(&actor),
+        ),
+    )
+    .await?;
+    Ok(view(&inst))
+}
+
+/// Completes (or signs) a task with an outcome, the form values and a comment.
+#[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Task id")), request_body = CompleteRequest,
+    responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+pub async fn complete_task(
+    State(state): St,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(req): Json<CompleteRequest>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    let instance = task_owner(&state, id)?;
+    let inst = command(
+        "complete",
+        state.engine.execute(
+            instance,
+            Command::Complete {
+                task: id,
+                outcome: req.outcome,
+                form: req.form,
+                comment: req.comment,
+            },
+            Some(&actor),
+        ),
+    )
+    .await?;
+    Ok(view(&inst))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications, clock
+// ---------------------------------------------------------------------------------------------
+
+/// Notifications for the caller's roles, newest first.
+#[utoipa::path(get, path = "/v1/notifications", tag = "tasks", security(("bearer" = [])),
+    params(NotificationQuery),
+    responses((status = 200, body = NotificationList), (status = 400, body = Problem), (status = 401, body = Problem)))]
+pub async fn notifications(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<NotificationQuery>,
+) -> Result<Json<NotificationList>, ApiError> {
+    let limit = page_limit(q.limit, 50, MAX_PAGE)?;
+    let rows = state.engine.notifications_for(&caller.actor, limit)?;
+    let items = rows
+        .into_iter()
+        .map(|r| Notification {
+            at: chrono::DateTime::from_timestamp_millis(r.at_ms).unwrap_or_default(),
+            role: r.role,
+            instance: r.instance,
+            seq: r.seq,
+            task: r.task,
+            message: r.message,
+        })
+        .collect();
+    Ok(Json(NotificationList { items }))
+}
+
+/// Moves the manual clock and fires every deadline that fell due (admin; only when serving
+/// with `--clock manual`, otherwise 404).
+#[utoipa::path(post, path = "/v1/admin/clock/advance", tag = "admin", security(("bearer" = [])),
+    request_body = ClockAdvance,
+    responses((status = 200, body = ClockState), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn advance_clock(
+    State(state): St,
+    caller: Caller,
+    Json(req): Json<ClockAdvance>,
+) -> Result<Json<ClockState>, ApiError> {
+    caller.require_any(&[ADMIN], "moving the clock")?;
+    let Some(clock) = &state.manual_clock else {
+        return Err(ApiError::NotFound(
+            "the clock can only be moved when serving with `--clock manual`".into(),
+        ));
+    };
+    let now = state.engine.clock().now();
+    let target = match (&req.by, req.to) {
+        (Some(by), None) => super::clock::advance_target(by, now, &state.calendar)
+            .map_err(ApiError::Unprocessable)?,
+        (None, Some(to)) if to >= now => to,
+        (None, Some(to)) => {
+            return Err(ApiError::Unprocessable(format!(
+                "the clock does not run back: it is {now}, before {to} was asked"
+            )))
+        }
+        _ => {
+            return Err(ApiError::Malformed(
+                "give exactly one of `by` (\"3 working days\", \"PT2H\") or `to` (an instant)"
+                    .into(),
+            ))
+        }
+    };
+    clock.set(target);
+    let mut fired = 0;
+    // Firing can arm further timers that are already due (a breach chain); keep going until
+    // nothing is due. Each round fires at least one timer, so this ends.
+    loop {
+        let n = state.engine.fire_due().await?;
+        if n == 0 {
+            break;
+        }
+        fired += n;
+    }
+    Ok(Json(ClockState {
+        now: state.engine.clock().now(),
+        fired,
+    }))
+}
+
+/// The set of calendar ids procedures may name.
+pub fn calendar_ids(cals: &[Arc<crate::definition::calendar::Calendar>]) -> HashSet<String> {
+    cals.iter().map(|c| c.id().to_string()).collect()
+}

@@ -1,0 +1,512 @@
+//! Request and response bodies of the HTTP API, separate from the domain model so the
+//! store's encoding can change without changing the API (and the other way round). Each
+//! derives `ToSchema` for the OpenAPI document. Requests refuse unknown fields, so a
+//! misspelt `outcom` is an error rather than silently ignored. Conversions from the domain
+//! live here; nothing here decides anything.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::engine::instance::{Event, Instance, Stamp, Task};
+use crate::store::TaskRow;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` while the server takes requests.
+    pub status: String,
+}
+
+/// The caller as the directory knows them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: String,
+    pub name: String,
+    pub department: String,
+    pub roles: Vec<String>,
+    pub level: u8,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Procedures
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProcedureSummary {
+    pub id: String,
+    /// The newest registered version (new instances start on it).
+    pub version: u32,
+    pub title: String,
+    /// Every registered version (older instances keep running on theirs).
+    pub versions: Vec<u32>,
+    /// Roles that may start an instance (empty: any role the procedure names).
+    pub start_roles: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProcedureList {
+    pub items: Vec<ProcedureSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProcedureDetail {
+    pub id: String,
+    pub version: u32,
+    pub title: String,
+    /// SHA-256 of the file text this version was registered from.
+    pub hash: String,
+    /// The procedure file's text.
+    pub source: String,
+    /// The definition as JSON (the TOML file's structure).
+    #[schema(value_type = Object)]
+    pub definition: Value,
+    /// JSON Schema of the start data.
+    #[schema(value_type = Object)]
+    pub start_form: Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VersionQuery {
+    /// A registered version; the newest if absent.
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GraphQuery {
+    /// `mermaid` (default) or `dot`.
+    pub format: Option<String>,
+    pub version: Option<u32>,
+}
+
+/// A procedure file to check. Send it as the raw body (`Content-Type: application/toml`
+/// or `text/plain`), or as this JSON object.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateRequest {
+    /// The TOML text.
+    pub text: String,
+    /// File name to report diagnostics against (default `procedure.toml`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+    /// `error` or `warning`.
+    pub severity: String,
+    /// Stable code, e.g. `unknown-step`.
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ValidateResponse {
+    /// True when there is no error (warnings allowed).
+    pub valid: bool,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    /// Procedure id; the instance runs on its newest version.
+    pub procedure: String,
+    /// Start data, checked against the procedure's `[data]` fields.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why the instance is cancelled (required; recorded in the history).
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommentRequest {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceQuery {
+    /// Only instances of this procedure.
+    pub procedure: Option<String>,
+    /// `running`, `completed` or `cancelled`.
+    pub status: Option<String>,
+    /// The `next` cursor of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<usize>,
+}
+
+/// An open task as part of an instance.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OpenTask {
+    pub id: Uuid,
+    pub step: String,
+    /// Roles the task is offered to.
+    pub roles: Vec<String>,
+    /// The one person it is with (delegate, claimer or named assignee), if any.
+    #[serde(default)]
+    pub holder: Option<String>,
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub delegated_to: Option<String>,
+    pub opened_at: DateTime<Utc>,
+    /// When the step is due.
+    #[serde(default)]
+    pub due: Option<DateTime<Utc>>,
+    /// `on_time`, `reminded`, `breached` or `escalated`.
+    pub deadline: String,
+    /// Signatures given so far on a multi-signature step.
+    pub signatures: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceView {
+    pub id: Uuid,
+    pub procedure: String,
+    pub version: u32,
+    /// `running`, `completed` or `cancelled`.
+    pub status: String,
+    /// The end step reached, once completed.
+    #[serde(default)]
+    pub end_step: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+    /// Number of events in the history.
+    pub events: u64,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The parent instance, for a child started by a subprocess step.
+    #[serde(default)]
+    pub parent: Option<Uuid>,
+    pub tasks: Vec<OpenTask>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstanceSummary {
+    pub id: Uuid,
+    pub procedure: String,
+    pub version: u32,
+    pub status: String,
+    pub started_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub open_tasks: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstancePage {
+    pub items: Vec<InstanceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default)]
+    pub next: Option<String>,
+}
+
+/// Who did something, as they were at that moment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Actor {
+    pub user: String,
+    pub name: String,
+    pub department: String,
+    /// The roles the person held at that moment.
+    pub roles: Vec<String>,
+    /// For a delegate: the person who handed the task on.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+}
+
+/// One entry of an instance's history. `kind` names the event; the other fields depend on
+/// it (`task`, `step`, `outcome`, `form`, `comment`, `reason`, `due`, …).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEvent {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// Absent when the engine acted (routing, timers, children ending).
+    #[serde(default)]
+    pub by: Option<Actor>,
+    pub kind: String,
+    /// The event's own fields.
+    #[schema(value_type = Object)]
+    pub details: Map<String, Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct History {
+    pub instance: Uuid,
+    pub events: Vec<HistoryEvent>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tasks
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Only tasks offered to this role.
+    pub role: Option<String>,
+    /// Only tasks of this procedure.
+    pub procedure: Option<String>,
+    /// Only tasks due before this instant (RFC 3339).
+    pub due_before: Option<DateTime<Utc>>,
+    /// `offered` (nobody holds it yet), `held` (with the caller) or `overdue`.
+    pub state: Option<String>,
+    /// At most this many (1–1000, default 200).
+    pub limit: Option<usize>,
+}
+
+/// A worklist entry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskSummary {
+    pub id: Uuid,
+    pub instance: Uuid,
+    pub procedure: String,
+    pub step: String,
+    pub roles: Vec<String>,
+    /// The person it is with, if any.
+    #[serde(default)]
+    pub holder: Option<String>,
+    #[serde(default)]
+    pub due: Option<DateTime<Utc>>,
+    /// Past due at the server's current time.
+    pub overdue: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub items: Vec<TaskSummary>,
+}
+
+/// A task with what is needed to complete it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: OpenTask,
+    pub instance: Uuid,
+    pub procedure: String,
+    pub version: u32,
+    /// The step's title.
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The outcomes one may choose (empty: the step has a single way on).
+    pub outcomes: Vec<String>,
+    /// JSON Schema of the step's form.
+    #[schema(value_type = Object)]
+    pub form: Value,
+    /// The instance's data so far.
+    #[schema(value_type = Object)]
+    pub data: Map<String, Value>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Required when the step has several outcomes.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// The step's form values.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub form: Map<String, Value>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateRequest {
+    /// The colleague's user id.
+    pub to: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications, clock
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationQuery {
+    /// At most this many, newest first (1–500, default 50).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Notification {
+    pub at: DateTime<Utc>,
+    pub role: String,
+    pub instance: Uuid,
+    /// The history entry (sequence number) the notification comes from.
+    pub seq: u64,
+    #[serde(default)]
+    pub task: Option<Uuid>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NotificationList {
+    pub items: Vec<Notification>,
+}
+
+/// How far to move the manual clock: `by` (`"3 working days"`, `"2h"`, or an ISO 8601
+/// duration like `"PT2H"`, `"P3D"`) or `to` (an RFC 3339 instant). Exactly one.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockAdvance {
+    #[serde(default)]
+    pub by: Option<String>,
+    #[serde(default)]
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClockState {
+    /// The clock after moving.
+    pub now: DateTime<Utc>,
+    /// Deadline timers that fell due and fired.
+    pub fired: usize,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions
+// ---------------------------------------------------------------------------------------------
+
+fn deadline_name<T: Serialize>(d: &T) -> String {
+    serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl From<&Task> for OpenTask {
+    fn from(t: &Task) -> Self {
+        OpenTask {
+            id: t.id,
+            step: t.step.clone(),
+            roles: t.roles.clone(),
+            holder: t.holder().map(str::to_string),
+            claimed_by: t.claimed_by.clone(),
+            delegated_to: t.delegated_to.clone(),
+            opened_at: t.opened_at,
+            due: t.due,
+            deadline: deadline_name(&t.deadline),
+            signatures: t.signatures.len(),
+        }
+    }
+}
+
+impl From<&Instance> for InstanceView {
+    fn from(i: &Instance) -> Self {
+        let mut tasks: Vec<OpenTask> = i.tasks.values().map(OpenTask::from).collect();
+        tasks.sort_by(|a, b| {
+            (a.due.is_none(), a.due, a.opened_at).cmp(&(b.due.is_none(), b.due, b.opened_at))
+        });
+        InstanceView {
+            id: i.id,
+            procedure: i.procedure.clone(),
+            version: i.version,
+            status: i.status.as_str().to_string(),
+            end_step: i.end_step.clone(),
+            data: i.data.clone(),
+            events: i.seq,
+            started_at: i.started_at,
+            updated_at: i.updated_at,
+            parent: i.parent.as_ref().map(|p| p.instance),
+            tasks,
+        }
+    }
+}
+
+impl From<&Instance> for InstanceSummary {
+    fn from(i: &Instance) -> Self {
+        InstanceSummary {
+            id: i.id,
+            procedure: i.procedure.clone(),
+            version: i.version,
+            status: i.status.as_str().to_string(),
+            started_at: i.started_at,
+            updated_at: i.updated_at,
+            open_tasks: i.tasks.len(),
+        }
+    }
+}
+
+impl From<&Stamp> for Actor {
+    fn from(s: &Stamp) -> Self {
+        Actor {
+            user: s.user.clone(),
+            name: s.name.clone(),
+            department: s.department.clone(),
+            roles: s.roles.clone(),
+            on_behalf_of: s.on_behalf_of.clone(),
+        }
+    }
+}
+
+impl From<&Event> for HistoryEvent {
+    fn from(e: &Event) -> Self {
+        let (kind, details) = match serde_json::to_value(&e.kind) {
+            Ok(Value::Object(mut m)) => {
+                let kind = m
+                    .remove("kind")
+                    .and_then(|k| k.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (kind, m)
+            }
+            _ => (String::new(), Map::new()),
+        };
+        HistoryEvent {
+            seq: e.seq,
+            at: e.at,
+            by: e.by.as_ref().map(Actor::from),
+            kind,
+            details,
+        }
+    }
+}
+
+impl TaskSummary {
+    pub fn from_row(r: &TaskRow, now: DateTime<Utc>) -> Self {
+        let due = r.due_ms.and_then(DateTime::<Utc>::from_timestamp_millis);
+        TaskSummary {
+            id: r.task,
+            instance: r.instance,
+            procedure: r.procedure.clone(),
+            step: r.step.clone(),
+            roles: r.roles.clone(),
+            holder: r.assignee.clone(),
+            due,
+            overdue: due.is_some_and(|d| d < now),
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The HTTP API (`sopflow serve`): axum routes over the engine, bearer-token
+//! authentication, the role × endpoint rules, RFC 9457 problem responses, request ids,
+//! timeouts, body limits, Prometheus metrics and the OpenAPI document.
+//!
+//! Layout: `server` starts and stops everything (store, engine, scheduler, listener,
+//! signals); `api` holds the handlers; `auth` the caller extractor, demo tokens and the
+//! coarse role rules; `dto` the request/response bodies; `error` the one error type;
+//! `openapi` the generated document; `clock` the manual clock's amounts. Nothing here may
+//! decide a procedure rule (the engine does) or answer with a 500 for bad input.
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod dto;
+pub mod error;
+pub mod openapi;
+pub mod server;
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::ManualClock;
+use crate::definition::calendar::Calendar;
+use crate::directory::Directory;
+use crate::engine::service::Engine;
+use crate::store::sled_store::SledStore;
+use error::{ApiError, Problem, PROBLEM_JSON};
+
+/// Everything a handler can reach.
+pub struct AppState {
+    pub engine: Arc<Engine<SledStore>>,
+    pub people: Arc<Directory>,
+    pub tokens: auth::Tokens,
+    /// Present only when serving with the manual clock.
+    pub manual_clock: Option<ManualClock>,
+    /// The calendar "working days" in a clock advance are counted on.
+    pub calendar: Arc<Calendar>,
+    pub calendar_ids: HashSet<String>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Limits of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, bytes (default 1 MiB).
+    pub body_bytes: usize,
+    /// Longest a request may take before it is answered 503.
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes: 1 << 20,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process, so
+/// servers started by tests share it).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("sopflow_commit_batch_size".into()),
+                        &sizes,
+                    )
+                });
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics are off: the recorder could not be installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// The whole API as a router.
+pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
+    let mut v1 = Router::new()
+        .route("/v1/openapi.json", get(api::openapi))
+        .route("/v1/me", get(api::me))
+        .route("/v1/procedures", get(api::list_procedures))
+        .route("/v1/procedures/validate", post(api::validate_procedure))
+        .route("/v1/procedures/{id}", get(api::get_procedure))
+        .route("/v1/procedures/{id}/graph", get(api::procedure_graph))
+        .route(
+            "/v1/instances",
+            post(api::start_instance).get(api::list_instances),
+        )
+        .route("/v1/instances/{id}", get(api::get_instance))
+        .route("/v1/instances/{id}/history", get(api::instance_history))
+        .route("/v1/instances/{id}/cancel", post(api::cancel_instance))
+        .route("/v1/instances/{id}/comments", post(api::comment_instance))
+        .route("/v1/tasks", get(api::list_tasks))
+        .route("/v1/tasks/{id}", get(api::get_task))
+        .route("/v1/tasks/{id}/claim", post(api::claim_task))
+        .route("/v1/tasks/{id}/release", post(api::release_task))
+        .route("/v1/tasks/{id}/delegate", post(api::delegate_task))
+        .route("/v1/tasks/{id}/complete", post(api::complete_task))
+        .route("/v1/notifications", get(api::notifications))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics));
+    // The clock endpoint exists only on a manual clock; otherwise it is an unknown path.
+    if state.manual_clock.is_some() {
+        v1 = v1.route("/v1/admin/clock/advance", post(api::advance_clock));
+    }
+    let request_id = header::HeaderName::from_static("x-request-id");
+    v1.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(track))
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.timeout,
+        ))
+        .layer(middleware::from_fn(problems))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("there is no such endpoint; see /v1/openapi.json".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed(
+        "this endpoint does not take that method; see /v1/openapi.json".into(),
+    )
+}
+
+/// Counts and times every request by route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("sopflow_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("sopflow_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Makes every error a problem+json body carrying the request id, including those made by
+/// layers that know nothing of problems (timeouts, rejected bodies).
+async fn problems(req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
+    let (mut parts, body) = res.into_parts();
+    let mut problem = if is_problem {
+        match axum::body::to_bytes(body, 64 * 1024).await {
+            Ok(b) => serde_json::from_slice::<Problem>(&b).ok(),
+            Err(_) => None,
+        }
+    } else {
+        None
+    }
+    .unwrap_or_else(|| generic(status).problem());
+    problem.request_id = request_id;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// A problem for a status some layer produced without a body of ours.
+fn generic(status: StatusCode) -> ApiError {
+    match status.as_u16() {
+        400 => ApiError::Malformed("the request could not be read".into()),
+        401 => ApiError::Unauthorized("a valid bearer token is required".into()),
+        403 => ApiError::Forbidden("not allowed".into()),
+        404 => ApiError::NotFound("not found".into()),
+        405 => ApiError::MethodNotAllowed("this endpoint does not take that method".into()),
+        409 => ApiError::Conflict("conflicts with the current state".into()),
+        413 => ApiError::TooLarge("the request body is larger than the server accepts".into()),
+        415 => ApiError::UnsupportedMediaType("unsupported content type".into()),
+        422 => ApiError::Unprocessable("the request cannot be carried out".into()),
+        503 => ApiError::Timeout(
+            "the request took too long and was stopped; a command it carried may still have been applied, so read the state before retrying".into(),
+        ),
+        s if s >= 500 => ApiError::Internal(format!("status {s}")),
+        _ => ApiError::Malformed(format!("the request failed with status {status}")),
+    }
+}
