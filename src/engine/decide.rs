@@ -877,11 +877,8 @@ impl<'a> Run<'a> {
     }
 
     fn cancel(&mut self, reason: &str) -> Result<(), EngineError> {
-        if reason.trim().is_empty() {
-            return Err(EngineError::Invalid(
-                "a reason is required to cancel an instance".into(),
-            ));
-        }
+        // Who may cancel is checked before what they sent: someone without the right
+        // hears "not allowed", not advice on the reason.
         if let Some(a) = self.actor {
             if !a.holds_any(&self.def().cancel_roles) && !a.holds("admin") {
                 return Err(EngineError::Forbidden(
@@ -896,6 +893,11 @@ impl<'a> Run<'a> {
                     },
                 ));
             }
+        }
+        if reason.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "a reason is required to cancel an instance".into(),
+            ));
         }
         let children: Vec<InstanceId> = self
             .s

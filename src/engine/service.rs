@@ -199,10 +199,12 @@ impl<S: Store> Engine<S> {
         if let Some(expr) = &s.cron {
             let cron = cron_parser().parse(expr).map_err(|e| bad(e.to_string()))?;
             let local = after.with_timezone(&tz);
-            let next = cron
+            // No occurrence within the search limit means the schedule has ended, not that
+            // stored data is damaged.
+            return Ok(cron
                 .find_next_occurrence(&local, false)
-                .map_err(|e| bad(e.to_string()))?;
-            return Ok(Some(next.with_timezone(&chrono::Utc)));
+                .ok()
+                .map(|next| next.with_timezone(&chrono::Utc)));
         }
         let Some(every) = &s.every else {
             return Ok(None);

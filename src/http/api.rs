@@ -32,13 +32,68 @@ pub const MAX_PAGE: usize = 500;
 pub const MAX_TASKS: usize = 1000;
 /// Most events one history page returns.
 pub const MAX_HISTORY_PAGE: usize = 1000;
+/// Farthest one clock move goes (about ten years): far enough for any procedure's
+/// deadlines and schedules, near enough that calendar and cron arithmetic stay in range.
+pub const MAX_CLOCK_JUMP_DAYS: i64 = 3660;
 
 type St = State<Arc<AppState>>;
 
-/// `axum::Json` with our problem+json rejection.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON request body (or response): `axum::Json` with problem+json rejections, and
+/// refusing anything but an object at the top level — serde would otherwise read a
+/// request struct from an array of its fields in order, which no client means.
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json")
+                    || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !json {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge("the request body is larger than the server accepts".into())
+            } else {
+                ApiError::Malformed(format!(
+                    "the request body could not be read: {}",
+                    r.body_text()
+                ))
+            }
+        })?;
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            None => {
+                return Err(ApiError::Malformed(
+                    "the request body is empty; send a JSON object".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(ApiError::Malformed(
+                    "the request body must be a JSON object".into(),
+                ))
+            }
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(v)| Json(v))
+            .map_err(ApiError::from)
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -309,7 +364,15 @@ pub async fn procedure_graph(
 
 /// Checks a procedure file and returns every diagnostic with line and column
 /// (process owner, admin). Nothing is registered.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateQuery {
+    /// File name to report against for a raw TOML body (default `<id>.toml`).
+    pub name: Option<String>,
+}
+
 #[utoipa::path(post, path = "/v1/procedures/validate", tag = "procedures", security(("bearer" = [])),
+    params(ValidateQuery),
     request_body(content((String = "application/toml"), (String = "text/plain"), (ValidateRequest = "application/json")),
         description = "The TOML text, raw or as `{\"text\": …}`"),
     responses((status = 200, body = ValidateResponse), (status = 400, body = Problem),
@@ -318,6 +381,7 @@ pub async fn validate_procedure(
     State(state): St,
     caller: Caller,
     headers: HeaderMap,
+    Query(query): Query<ValidateQuery>,
     body: Bytes,
 ) -> Result<Json<ValidateResponse>, ApiError> {
     caller.require_any(&[PROCESS_OWNER, ADMIN], "validating procedures")?;
@@ -328,12 +392,18 @@ pub async fn validate_procedure(
     let (name, text) = if is_json {
         let r: ValidateRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::Malformed(format!("the body is not a validate request: {e}")))?;
-        (r.name.unwrap_or_else(|| "procedure.toml".into()), r.text)
+        (r.name, r.text)
     } else {
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::Malformed("the procedure text is not valid UTF-8".into()))?;
-        ("procedure.toml".to_string(), text)
+        (query.name, text)
     };
+    let own = load::parse_procedure(&text).map(|p| p.id);
+    // Without a name the file is taken to be `<id>.toml`, as it would be in `procedures/`.
+    let name = name.unwrap_or_else(|| match &own {
+        Some(id) if crate::directory::is_id(id) => format!("{id}.toml"),
+        _ => "procedure.toml".to_string(),
+    });
     if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
         return Err(ApiError::Malformed(
             "`name` must be a plain file name without slashes".into(),
@@ -341,7 +411,6 @@ pub async fn validate_procedure(
     }
     // Other procedures are context (child references); the file's own id is left out so a
     // changed version of a registered procedure is checked as itself.
-    let own = load::parse_procedure(&text).map(|p| p.id);
     let others: Vec<_> = state
         .engine
         .procedures()
@@ -813,6 +882,7 @@ pub async fn advance_clock(
         ));
     };
     let now = state.engine.clock().now();
+    let limit = now + chrono::Duration::days(MAX_CLOCK_JUMP_DAYS);
     let target = match (&req.by, req.to) {
         (Some(by), None) => super::clock::advance_target(by, now, &state.calendar)
             .map_err(ApiError::Unprocessable)?,
@@ -829,6 +899,11 @@ pub async fn advance_clock(
             ))
         }
     };
+    if target > limit {
+        return Err(ApiError::Unprocessable(format!(
+            "the clock moves at most {MAX_CLOCK_JUMP_DAYS} days at a time (to {limit}); move it in steps"
+        )));
+    }
     clock.set(target);
     let mut fired = 0;
     // Firing can arm further timers that are already due (a breach chain); keep going until

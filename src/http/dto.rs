@@ -89,7 +89,7 @@ pub struct GraphQuery {
 pub struct ValidateRequest {
     /// The TOML text.
     pub text: String,
-    /// File name to report diagnostics against (default `procedure.toml`).
+    /// File name to report diagnostics against (default `<id>.toml`).
     #[serde(default)]
     pub name: Option<String>,
 }

@@ -59,7 +59,7 @@ pub enum ApiError {
 }
 
 /// The RFC 9457 body. `problems` is present for invalid forms.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     /// Stable URI naming the kind of problem; branch on this.
     #[serde(rename = "type")]
@@ -79,7 +79,7 @@ pub struct Problem {
 }
 
 /// One problem with one form field.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct FieldProblemBody {
     /// The field, `field/0/sub` inside lists and objects; empty for the form as a whole.
     pub field: String,
@@ -165,8 +165,12 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %what, "internal error");
         }
         let status = self.status();
-        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let problem = self.problem();
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut res = (status, body).into_response();
+        // The problems middleware adds the request id from this instead of re-reading the
+        // body (which may be long: an invalid form lists every field).
+        res.extensions_mut().insert(std::sync::Arc::new(problem));
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
@@ -190,6 +194,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(StoreError::Conflict { instance, .. }) => ApiError::Conflict(
                 format!("instance {instance} is being changed by others; try again"),
             ),
+            // The store refuses input it cannot keep (a NUL in an id) before writing anything.
+            ServiceError::Store(StoreError::Invalid(why)) => {
+                ApiError::Unprocessable(format!("this cannot be stored: {why}"))
+            }
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
             ServiceError::Corrupt(e) => ApiError::Internal(e),
         }

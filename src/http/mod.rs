@@ -198,22 +198,20 @@ async fn problems(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return res;
     }
-    let is_problem = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    let (mut parts, body) = res.into_parts();
-    let mut problem = if is_problem {
-        match axum::body::to_bytes(body, 64 * 1024).await {
-            Ok(b) => serde_json::from_slice::<Problem>(&b).ok(),
-            Err(_) => None,
-        }
-    } else {
-        None
-    }
-    .unwrap_or_else(|| generic(status).problem());
+    let (mut parts, _body) = res.into_parts();
+    let mut problem = match parts.extensions.remove::<Arc<Problem>>() {
+        Some(p) => Arc::unwrap_or_clone(p),
+        None => generic(status).problem(),
+    };
     problem.request_id = request_id;
     parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        // The body was not read; the connection cannot carry another request, so say so
+        // rather than let a keep-alive client send its next request into a closed socket.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     parts
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

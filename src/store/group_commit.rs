@@ -169,6 +169,7 @@ fn run<B: Backend>(
         let started = Instant::now();
         let results = backend.apply(std::mem::take(&mut jobs));
         add_micros(&counters.apply_micros, started);
+        metrics::histogram!("sopflow_commit_apply_seconds").record(started.elapsed().as_secs_f64());
         let mut dirty = false;
         let mut results = results.into_iter();
         for reply in replies.drain(..) {
@@ -202,6 +203,8 @@ fn run<B: Backend>(
             let started = Instant::now();
             let flushed = backend.flush();
             add_micros(&counters.flush_micros, started);
+            metrics::histogram!("sopflow_commit_flush_seconds")
+                .record(started.elapsed().as_secs_f64());
             flushed
         } else {
             Ok(())

@@ -1,0 +1,16 @@
+//! The HTTP API (`sopflow serve`) from the outside: each test starts its own server on a
+//! free port with its own data directory and talks to it over HTTP only.
+//!
+//! - `harness`: the server, the client, and the checks every reply must pass (no 5xx,
+//!   request ids, problem bodies for every 4xx);
+//! - `matrix`: the role × endpoint authorization matrix, cell by cell, with the proof that a
+//!   refused write changed nothing;
+//! - `errors`: every error status the API gives, and malformed input of every kind;
+//! - `scenarios`: procedures end to end (complaint with a deadline breach, internal
+//!   evaluation with its corrective actions, delegation, multi-signature, notifications,
+//!   worklist filters).
+
+mod errors;
+mod harness;
+mod matrix;
+mod scenarios;
