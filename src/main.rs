@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 mod work;
 
+/// mimalloc rather than glibc's malloc: under load the store's writer thread and the
+/// request handlers allocate from several threads at once, and glibc's arenas showed up as
+/// a fifth of the server's CPU profile (see the issue 5 note for the figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use sopflow::definition::load::{self, Options};
 use sopflow::definition::{render, schema};

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::compiled::CompiledProcedure;
 use super::decide::{decide, Calendars, Command, Effect, EngineError};
 use super::instance::derive_id;
-use super::instance::{Actor, Event, Instance, InstanceId, Task};
+use super::instance::{Actor, Event, EventKind, Instance, InstanceId, Task};
 use crate::clock::Clock;
 use crate::definition::calendar::{parse_timezone, Calendar};
 use crate::definition::duration::{cron_parser, parse_every, FixedTime};
@@ -80,6 +80,34 @@ pub struct Engine<S: Store> {
     /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
     /// timer earlier than the one it sleeps towards.
     timers_armed: tokio::sync::Notify,
+}
+
+/// Deadline events of a command, counted for the metrics once its commit is durable.
+#[derive(Debug, Default)]
+struct Tally {
+    reminders: u64,
+    breaches: u64,
+    escalations: u64,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.reminders += o.reminders;
+        self.breaches += o.breaches;
+        self.escalations += o.escalations;
+    }
+
+    fn record(self) {
+        for (kind, n) in [
+            ("reminded", self.reminders),
+            ("breached", self.breaches),
+            ("escalated", self.escalations),
+        ] {
+            if n > 0 {
+                metrics::counter!("sopflow_deadline_events_total", "kind" => kind).increment(n);
+            }
+        }
+    }
 }
 
 /// An instance touched by a command in progress.
@@ -264,7 +292,7 @@ impl<S: Store> Engine<S> {
             parent: None,
         };
         let (mut commit, started) = match self.prepare(id, Some(proc.clone()), &start, None) {
-            Ok((c, _)) => (c, true),
+            Ok((c, _, _)) => (c, true),
             Err(e) => {
                 // The run cannot start (its start data no longer fits the procedure); the
                 // schedule still moves on so it does not fire again and again.
@@ -320,6 +348,7 @@ impl<S: Store> Engine<S> {
             let mut batch = Commit::default();
             let mut touched: std::collections::HashSet<InstanceId> = Default::default();
             let mut members = 0usize;
+            let mut tally = Tally::default();
             let mut orphans: Vec<TimerRow> = Vec::new();
             for row in due {
                 if let Some(procedure) = schedule_of(&row) {
@@ -346,12 +375,13 @@ impl<S: Store> Engine<S> {
                     continue;
                 }
                 match self.prepare(row.instance, None, &cmd, None) {
-                    Ok((commit, _)) => {
+                    Ok((commit, _, t)) => {
                         if commit.instances.iter().any(|w| touched.contains(&w.id)) {
                             continue;
                         }
                         touched.extend(commit.instances.iter().map(|w| w.id));
                         merge_into(&mut batch, commit);
+                        tally.add(&t);
                         members += 1;
                     }
                     Err(ServiceError::Engine(EngineError::NotFound(_))) => orphans.push(row),
@@ -377,6 +407,7 @@ impl<S: Store> Engine<S> {
                     Ok(()) => {
                         fired += members;
                         progressed = true;
+                        std::mem::take(&mut tally).record();
                         if armed {
                             self.timers_armed.notify_one();
                         }
@@ -579,10 +610,11 @@ impl<S: Store> Engine<S> {
     ) -> Result<Instance, ServiceError> {
         let mut attempt = 0;
         loop {
-            let (commit, result) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
+            let (commit, result, tally) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
             let armed = !commit.arm_timers.is_empty();
             match self.store.commit(commit).await {
                 Ok(()) => {
+                    tally.record();
                     if armed {
                         self.timers_armed.notify_one();
                     }
@@ -610,7 +642,7 @@ impl<S: Store> Engine<S> {
         start_proc: Option<Arc<CompiledProcedure>>,
         cmd: &Command,
         actor: Option<&Actor>,
-    ) -> Result<(Commit, Instance), ServiceError> {
+    ) -> Result<(Commit, Instance, Tally), ServiceError> {
         let now = self.clock.now();
         let mut touched: Vec<(InstanceId, Touched)> = Vec::new();
         let mut queue: Vec<(InstanceId, Option<Arc<CompiledProcedure>>, Command, bool)> =
@@ -743,7 +775,18 @@ impl<S: Store> Engine<S> {
             .find(|(i, _)| *i == id)
             .map(|(_, t)| t.after.clone())
             .ok_or_else(|| ServiceError::Corrupt("the command touched no instance".into()))?;
-        Ok((build_commit(&touched)?, result))
+        let mut tally = Tally::default();
+        for (_, t) in &touched {
+            for e in &t.events {
+                match e.kind {
+                    EventKind::DeadlineReminded { .. } => tally.reminders += 1,
+                    EventKind::DeadlineBreached { .. } => tally.breaches += 1,
+                    EventKind::TaskEscalated { .. } => tally.escalations += 1,
+                    _ => {}
+                }
+            }
+        }
+        Ok((build_commit(&touched)?, result, tally))
     }
 
     fn is_running(

@@ -63,8 +63,10 @@ async fn healthz_needs_no_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_for_the_auditor_and_the_admin_only() {
     let srv = Server::start().await;
-    // A command first, so the command counter exists.
+    // A command first, so the command counter exists; then a missed deadline.
     srv.start_complaint("xu.na").await;
+    srv.post_expect(ADMIN, "/v1/admin/clock/advance", json!({ "by": "25h" }), OK)
+        .await;
     for user in ["liu.yang", "xu.na", "qian.li", "chen.jing", "zhao.gang"] {
         let r = srv.get_reply(user, "/metrics").await;
         assert_eq!(r.status, FORBIDDEN, "{user}");
@@ -88,6 +90,14 @@ async fn metrics_are_for_the_auditor_and_the_admin_only() {
         );
         assert!(text.contains("sopflow_commands_total"), "{text}");
         assert!(text.contains("sopflow_http_requests_total"), "{text}");
+        assert!(text.contains("sopflow_command_seconds_bucket"), "{text}");
+        assert!(text.contains("sopflow_commit_batch_size_bucket"), "{text}");
+        // The metrics recorder is shared by every server in this test process, so only
+        // the presence of the breach counter is certain, not its value.
+        assert!(
+            text.contains("sopflow_deadline_events_total{kind=\"breached\"}"),
+            "{text}"
+        );
     }
 }
 
