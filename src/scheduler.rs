@@ -36,7 +36,7 @@ impl Scheduler {
             loop {
                 if let Err(e) = engine.fire_due().await {
                     // The timer stays armed and is tried again on the next pass.
-                    eprintln!("sopflow scheduler: firing due timers failed: {e}");
+                    tracing::warn!(error = %e, "firing due timers failed; they stay armed and are tried again");
                 }
                 let wait = match engine.store().next_timer() {
                     Ok(Some(next)) => {
@@ -46,7 +46,7 @@ impl Scheduler {
                     }
                     Ok(None) => MAX_SLEEP,
                     Err(e) => {
-                        eprintln!("sopflow scheduler: reading the next timer failed: {e}");
+                        tracing::warn!(error = %e, "reading the next timer failed");
                         MAX_SLEEP
                     }
                 };

@@ -296,7 +296,7 @@ impl<S: Store> Engine<S> {
             Err(e) => {
                 // The run cannot start (its start data no longer fits the procedure); the
                 // schedule still moves on so it does not fire again and again.
-                eprintln!("sopflow: the scheduled run of {procedure} could not start: {e}");
+                tracing::warn!(%procedure, error = %e, "the scheduled run could not start");
                 (Commit::default(), false)
             }
         };
