@@ -113,6 +113,9 @@ fn spans_under(
 const ID_HELP: &str =
     "use lower-case letters, digits, `_`, `-` and `.`, starting with a letter or digit, like `li.wei` or `after_sales`";
 
+/// `is_id` as a JSON Schema pattern, for form fields that name a user or department.
+pub const ID_PATTERN: &str = "^[a-z0-9][a-z0-9_.-]{0,63}$";
+
 /// Whether `s` is a valid id for a user, department or role.
 pub fn is_id(s: &str) -> bool {
     let mut chars = s.chars();

@@ -58,7 +58,7 @@ pub mod model;
 mod procedures;
 pub mod token;
 
-pub use check::is_id;
+pub use check::{is_id, ID_PATTERN};
 pub use lookup::{Directory, DirectoryError};
 pub use model::{directory_schema, directory_validator, Department, DirectoryFile, User};
 pub use procedures::{add_procedure_checks, check_procedures};

@@ -96,6 +96,10 @@ impl FormValidator {
                             })
                             .collect()
                     }
+                    jsonschema::error::ValidationErrorKind::Pattern { .. } => vec![FieldProblem {
+                        field: path,
+                        message: "is not an id from the directory: ids are lower-case letters, digits, `_`, `-` and `.`, like `li.wei`".into(),
+                    }],
                     _ => vec![FieldProblem {
                         field: path,
                         message: e.to_string(),
@@ -155,8 +159,11 @@ fn field_schema(f: &Field) -> Value {
         FieldType::Datetime => {
             s.insert("format".into(), json!("date-time"));
         }
+        // An id that could not be a directory id (a NUL, a space, upper case) is refused
+        // here, with the field named, rather than by the store's key encoding later.
         FieldType::User | FieldType::Department => {
             s.insert("minLength".into(), json!(1));
+            s.insert("pattern".into(), json!(crate::directory::ID_PATTERN));
         }
         _ => {}
     }
