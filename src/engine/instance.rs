@@ -360,6 +360,18 @@ pub struct Task {
     pub deadline: DeadlineState,
 }
 
+impl DeadlineState {
+    /// The name used in the API and the history (`on_time`, `reminded`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadlineState::OnTime => "on_time",
+            DeadlineState::Reminded => "reminded",
+            DeadlineState::Breached => "breached",
+            DeadlineState::Escalated => "escalated",
+        }
+    }
+}
+
 impl Task {
     /// The one person the task is with, if it is with one person: delegate, claimer, or
     /// named assignee, in that order.
@@ -678,4 +690,18 @@ pub fn derive_id(instance: InstanceId, seq: u64, n: u32) -> Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn deadline_names_match_their_serde_form() {
+        use super::DeadlineState as D;
+        for d in [D::OnTime, D::Reminded, D::Breached, D::Escalated] {
+            assert_eq!(
+                serde_json::to_value(d).ok(),
+                Some(serde_json::json!(d.as_str()))
+            );
+        }
+    }
 }

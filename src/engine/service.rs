@@ -827,20 +827,14 @@ impl<S: Store> Engine<S> {
     /// The whole history of an instance, oldest first.
     pub fn history(&self, id: InstanceId) -> Result<Vec<Event>, ServiceError> {
         let mut out = Vec::new();
-        let mut from = 1;
         loop {
-            let page = self.store.history(id, from, 1000)?;
+            let from = out.last().map_or(1, |e: &Event| e.seq + 1);
+            let page = self.history_page(id, from, 1000)?;
             if page.is_empty() {
-                break;
+                return Ok(out);
             }
-            for (seq, bytes) in &page {
-                let e: Event = serde_json::from_slice(bytes)
-                    .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))?;
-                out.push(e);
-                from = seq + 1;
-            }
+            out.extend(page);
         }
-        Ok(out)
     }
 
     /// The tasks a person may see: offered to one of their roles or with them.

@@ -401,13 +401,6 @@ pub struct ClockState {
 // Conversions
 // ---------------------------------------------------------------------------------------------
 
-fn deadline_name<T: Serialize>(d: &T) -> String {
-    serde_json::to_value(d)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 impl From<&Task> for OpenTask {
     fn from(t: &Task) -> Self {
         OpenTask {
@@ -419,7 +412,7 @@ impl From<&Task> for OpenTask {
             delegated_to: t.delegated_to.clone(),
             opened_at: t.opened_at,
             due: t.due,
-            deadline: deadline_name(&t.deadline),
+            deadline: t.deadline.as_str().to_string(),
             signatures: t.signatures.len(),
         }
     }
