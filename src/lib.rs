@@ -10,6 +10,7 @@
 //! - `store` — the `Store` trait, the sled store with group commit, the memory store.
 //! - `scheduler` — fires deadline timers and recurring starts through the engine.
 //! - `clock` — the only place the system time is read.
+//! - `setup` — opening directory, procedures, store and engine for a process.
 //! - `http` — `sopflow serve`: the axum API, authentication, role rules, problem+json
 //!   errors, metrics and the OpenAPI document. Maps requests to engine commands only.
 //!
@@ -20,4 +21,5 @@ pub mod directory;
 pub mod engine;
 pub mod http;
 pub mod scheduler;
+pub mod setup;
 pub mod store;

@@ -7,15 +7,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde_json::{Map, Value};
 use sopflow::clock::SystemClock;
-use sopflow::definition::load::{self, Options};
-use sopflow::directory::{self, Directory};
+use sopflow::directory::Directory;
 use sopflow::engine::decide::EngineError;
 use sopflow::engine::instance::{Actor, Instance};
 use sopflow::engine::service::{Engine, ServiceError};
-use sopflow::store::sled_store::{SledOptions, SledStore};
+use sopflow::setup;
+use sopflow::store::sled_store::SledStore;
 
 /// Where the data, procedures and people are.
 #[derive(clap::Args, Debug, Clone)]
@@ -38,38 +38,18 @@ pub struct Session {
 
 impl Session {
     pub async fn open(p: &Places) -> anyhow::Result<Session> {
-        let (people, report) = directory::load(&p.directory);
-        let people = people.ok_or_else(|| {
-            anyhow!(
-                "{}{} has errors",
-                report.render_text(),
-                p.directory.display()
-            )
-        })?;
-        let v = load::validate_paths(std::slice::from_ref(&p.procedures), &Options::default());
-        if v.errors() > 0 {
-            let text: String = v
-                .reports
-                .iter()
-                .filter(|r| r.errors() > 0)
-                .map(|r| r.render_text())
-                .collect();
-            bail!("{text}the procedures have errors; fix them (sopflow validate) before running instances");
-        }
-        std::fs::create_dir_all(&p.data_dir)
-            .with_context(|| format!("creating {}", p.data_dir.display()))?;
-        let store = SledStore::open(&p.data_dir, SledOptions::default()).map_err(|e| {
-            anyhow!(
-                "cannot open the data directory {}: {e} (is `sopflow serve` or another sopflow command using it?)",
-                p.data_dir.display()
-            )
-        })?;
-        let engine = Engine::open(Arc::new(store), Arc::new(SystemClock))?;
-        engine.set_calendars(&v.calendars);
-        engine.register(&v.valid).await?;
+        let places = setup::Places::new(
+            p.data_dir.clone(),
+            p.procedures.clone(),
+            p.directory.clone(),
+        );
+        let opened = setup::open(&places, Arc::new(SystemClock)).await?;
         // Deadlines that passed since the last command take effect before this one.
-        engine.fire_due().await?;
-        Ok(Session { engine, people })
+        opened.engine.fire_due().await?;
+        Ok(Session {
+            engine: opened.engine,
+            people: opened.people,
+        })
     }
 
     pub fn actor(&self, id: &str) -> anyhow::Result<Actor> {
@@ -141,10 +121,7 @@ pub fn print_instance(inst: &Instance) {
             Some(d) => format!(
                 "  due {} ({})",
                 d.format("%Y-%m-%d %H:%M UTC"),
-                serde_json::to_value(t.deadline)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
+                t.deadline.as_str()
             ),
             None => String::new(),
         };

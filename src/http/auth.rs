@@ -24,30 +24,31 @@ pub const ADMIN: &str = "admin";
 pub const AUDITOR: &str = "auditor";
 pub const PROCESS_OWNER: &str = "process_owner";
 
-/// Token hash → user id, from the directory and the generated demo tokens.
+/// The demo tokens' hashes (hash → user id). The directory's own hashes are looked up in
+/// the directory's index; these cover the users it gives none.
 #[derive(Debug, Default, Clone)]
 pub struct Tokens {
-    by_hash: HashMap<String, String>,
+    demo: HashMap<String, String>,
 }
 
 impl Tokens {
-    /// The directory's own hashes, plus `extra` (user → hashes) for users the directory
-    /// gives none.
-    pub fn new(people: &Directory, extra: &HashMap<String, String>) -> Tokens {
-        let mut by_hash = HashMap::new();
-        for u in people.users() {
-            for h in &u.token_sha256 {
-                by_hash.insert(h.to_ascii_lowercase(), u.id.clone());
-            }
+    /// From user → demo token hash.
+    pub fn new(demo: &HashMap<String, String>) -> Tokens {
+        Tokens {
+            demo: demo
+                .iter()
+                .map(|(user, h)| (h.to_ascii_lowercase(), user.clone()))
+                .collect(),
         }
-        for (user, h) in extra {
-            by_hash.insert(h.to_ascii_lowercase(), user.clone());
-        }
-        Tokens { by_hash }
     }
 
-    pub fn user_of(&self, token: &str) -> Option<&str> {
-        self.by_hash.get(&token_hash(token)).map(String::as_str)
+    /// The user a presented token belongs to: by the directory's hashes, else the demo ones.
+    pub fn user_of<'a>(&'a self, people: &'a Directory, token: &str) -> Option<&'a str> {
+        let hash = token_hash(token);
+        people
+            .by_token_hash(&hash)
+            .map(|u| u.id.as_str())
+            .or_else(|| self.demo.get(&hash).map(String::as_str))
     }
 }
 
@@ -247,7 +248,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             })?;
         let user = state
             .tokens
-            .user_of(token)
+            .user_of(&state.people, token)
             .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
         // Inactive users are refused here even though their hash is still listed.
         let actor = Actor::from_directory(&state.people, user)

@@ -17,11 +17,8 @@ use super::auth::{ensure_demo_tokens, DemoTokenError, Tokens};
 use super::{metrics_handle, router, AppState, Limits};
 use crate::clock::{Clock, ManualClock, SystemClock};
 use crate::definition::calendar::Calendar;
-use crate::definition::load::{self, Options};
-use crate::directory;
-use crate::engine::service::{Engine, ServiceError};
 use crate::scheduler::Scheduler;
-use crate::store::sled_store::{SledOptions, SledStore};
+use crate::setup::{self, Opened, SetupError};
 
 /// Which clock the server runs on.
 #[derive(Debug, Clone)]
@@ -52,19 +49,8 @@ pub struct ServeConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("{report}the directory file {path} has errors; fix them (sopflow validate --directory {path})")]
-    Directory { path: String, report: String },
-    #[error("{report}the procedures have errors; fix them (sopflow validate) before serving")]
-    Procedures { report: String },
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot open the store in {path}: {reason}")]
-    Store { path: String, reason: String },
-    #[error("cannot register the procedures: {0}")]
-    Register(ServiceError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error("cannot set up demo tokens: {0}")]
     Tokens(#[from] DemoTokenError),
     #[error("cannot listen on {addr}: {source} (is another server using the port? pick another with --listen)")]
@@ -91,39 +77,6 @@ pub struct Bound {
 
 /// Loads everything and binds the listener. Nothing is served yet.
 pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
-    let (people, report) = directory::load(&cfg.directory);
-    let people = people.ok_or_else(|| ServeError::Directory {
-        path: cfg.directory.display().to_string(),
-        report: report.render_text(),
-    })?;
-    let v = load::validate_paths(
-        std::slice::from_ref(&cfg.procedures),
-        &Options {
-            calendars_dir: cfg.calendars.clone(),
-        },
-    );
-    if v.errors() > 0 {
-        return Err(ServeError::Procedures {
-            report: v
-                .reports
-                .iter()
-                .filter(|r| r.errors() > 0)
-                .map(|r| r.render_text())
-                .collect(),
-        });
-    }
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir {
-        path: cfg.data_dir.display().to_string(),
-        source,
-    })?;
-    let opts = SledOptions {
-        cache_capacity_bytes: cfg.cache_bytes,
-        ..SledOptions::default()
-    };
-    let store = SledStore::open(&cfg.data_dir, opts).map_err(|e| ServeError::Store {
-        path: cfg.data_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
     let (clock, manual): (Arc<dyn Clock>, Option<ManualClock>) = match cfg.clock {
         ClockChoice::System => (Arc::new(SystemClock), None),
         ClockChoice::Manual(start) => {
@@ -131,14 +84,19 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
             (Arc::new(m.clone()), Some(m))
         }
     };
-    let engine = Engine::open(Arc::new(store), clock).map_err(ServeError::Register)?;
-    engine.set_calendars(&v.calendars);
-    engine
-        .register(&v.valid)
-        .await
-        .map_err(ServeError::Register)?;
-    let calendar = v
-        .calendars
+    let places = setup::Places {
+        data_dir: cfg.data_dir.clone(),
+        procedures: cfg.procedures.clone(),
+        directory: cfg.directory.clone(),
+        calendars: cfg.calendars.clone(),
+        cache_bytes: cfg.cache_bytes,
+    };
+    let Opened {
+        engine,
+        people,
+        calendars,
+    } = setup::open(&places, clock).await?;
+    let calendar = calendars
         .iter()
         .find(|c| c.id() == cfg.calendar)
         .cloned()
@@ -153,10 +111,10 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
             cfg.data_dir.join("demo-tokens.txt"),
         )
     };
-    let tokens = Tokens::new(&people, &extra);
+    let tokens = Tokens::new(&extra);
     let state = Arc::new(AppState {
         engine: Arc::new(engine),
-        calendar_ids: super::api::calendar_ids(&v.calendars),
+        calendar_ids: calendars.iter().map(|c| c.id().to_string()).collect(),
         people: Arc::new(people),
         tokens,
         manual_clock: manual,

@@ -1,0 +1,111 @@
+//! Opening what a sopflow process runs instances on: the directory file, the procedures
+//! (every one must validate), the store in the data directory, and an engine over them
+//! with the procedures registered. `sopflow serve` and the command line's instance
+//! commands both start here, so they refuse the same broken files with the same words.
+//! It must not print: diagnostics travel in the error, for the caller to show.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::definition::calendar::Calendar;
+use crate::definition::load::{self, Options};
+use crate::directory::{self, Directory};
+use crate::engine::service::{Engine, ServiceError};
+use crate::store::sled_store::{SledOptions, SledStore};
+
+/// Where the data, procedures and people are.
+#[derive(Debug, Clone)]
+pub struct Places {
+    pub data_dir: PathBuf,
+    pub procedures: PathBuf,
+    pub directory: PathBuf,
+    /// Calendar files (default `calendars/` beside the procedures directory).
+    pub calendars: Option<PathBuf>,
+    /// The store's page cache, bytes.
+    pub cache_bytes: u64,
+}
+
+impl Places {
+    /// The given places with the default calendars directory and page cache.
+    pub fn new(data_dir: PathBuf, procedures: PathBuf, directory: PathBuf) -> Places {
+        Places {
+            data_dir,
+            procedures,
+            directory,
+            calendars: None,
+            cache_bytes: SledOptions::default().cache_capacity_bytes,
+        }
+    }
+}
+
+/// An engine ready for commands, with the people and calendars it was opened with.
+pub struct Opened {
+    pub engine: Engine<SledStore>,
+    pub people: Directory,
+    pub calendars: Vec<Arc<Calendar>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{report}the directory file {path} has errors; fix them (sopflow validate --directory {path})")]
+    Directory { path: String, report: String },
+    #[error(
+        "{report}the procedures have errors; fix them (sopflow validate) before running instances"
+    )]
+    Procedures { report: String },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {path}: {reason} (is `sopflow serve` or another sopflow command using it?)")]
+    Store { path: String, reason: String },
+    #[error("cannot register the procedures: {0}")]
+    Register(#[from] ServiceError),
+}
+
+/// Loads the directory and the procedures, opens the store and registers every procedure.
+pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupError> {
+    let (people, report) = directory::load(&p.directory);
+    let people = people.ok_or_else(|| SetupError::Directory {
+        path: p.directory.display().to_string(),
+        report: report.render_text(),
+    })?;
+    let v = load::validate_paths(
+        std::slice::from_ref(&p.procedures),
+        &Options {
+            calendars_dir: p.calendars.clone(),
+        },
+    );
+    if v.errors() > 0 {
+        return Err(SetupError::Procedures {
+            report: v
+                .reports
+                .iter()
+                .filter(|r| r.errors() > 0)
+                .map(|r| r.render_text())
+                .collect(),
+        });
+    }
+    std::fs::create_dir_all(&p.data_dir).map_err(|source| SetupError::DataDir {
+        path: p.data_dir.display().to_string(),
+        source,
+    })?;
+    let opts = SledOptions {
+        cache_capacity_bytes: p.cache_bytes,
+        ..SledOptions::default()
+    };
+    let store = SledStore::open(&p.data_dir, opts).map_err(|e| SetupError::Store {
+        path: p.data_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let engine = Engine::open(Arc::new(store), clock)?;
+    engine.set_calendars(&v.calendars);
+    engine.register(&v.valid).await?;
+    Ok(Opened {
+        engine,
+        people,
+        calendars: v.calendars,
+    })
+}
