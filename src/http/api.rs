@@ -4,7 +4,6 @@
 //! complete a step, separation of duties, signatures, delegation) run inside the engine;
 //! a handler must not re-implement them, only refuse earlier what the matrix forbids.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -117,10 +116,11 @@ where
     F: Future<Output = Result<Instance, ServiceError>>,
 {
     let started = Instant::now();
-    let r = fut.await;
+    // Mapped first, so the metric's result follows the one mapping of errors to statuses.
+    let r = fut.await.map_err(ApiError::from);
     let result = match &r {
         Ok(_) => "ok",
-        Err(e) => match ApiError::status(&ApiError::from_ref(e)) {
+        Err(e) => match e.status() {
             StatusCode::FORBIDDEN => "forbidden",
             StatusCode::NOT_FOUND => "not_found",
             StatusCode::CONFLICT => "conflict",
@@ -131,26 +131,7 @@ where
     metrics::counter!("sopflow_commands_total", "kind" => kind, "result" => result).increment(1);
     metrics::histogram!("sopflow_command_seconds", "kind" => kind)
         .record(started.elapsed().as_secs_f64());
-    r.map_err(ApiError::from)
-}
-
-impl ApiError {
-    /// The status a service error maps to, without consuming it.
-    fn from_ref(e: &ServiceError) -> ApiError {
-        use crate::engine::decide::EngineError as E;
-        match e {
-            ServiceError::Engine(E::Forbidden(_)) => ApiError::Forbidden(String::new()),
-            ServiceError::Engine(E::NotFound(_)) => ApiError::NotFound(String::new()),
-            ServiceError::Engine(E::Conflict(_) | E::Ended(_))
-            | ServiceError::ProcedureChanged { .. }
-            | ServiceError::Store(crate::store::StoreError::Conflict { .. }) => {
-                ApiError::Conflict(String::new())
-            }
-            ServiceError::Engine(E::InvalidForm(_) | E::Guard(_) | E::Invalid(_))
-            | ServiceError::UnknownProcedure(_) => ApiError::Unprocessable(String::new()),
-            _ => ApiError::Internal(String::new()),
-        }
-    }
+    r
 }
 
 /// A task is the caller's to see (and, by the engine's rules, possibly to act on) when it
@@ -168,11 +149,20 @@ fn may_read(state: &AppState, caller: &Caller, inst: &Instance) -> Result<(), Ap
         return Ok(());
     }
     let me = caller.actor.id.as_str();
-    let took_part = state.engine.history(inst.id)?.iter().any(|e| {
+    let acted = |e: &crate::engine::instance::Event| {
         e.by.as_ref()
             .is_some_and(|b| b.user == me || b.on_behalf_of.as_deref() == Some(me))
             || matches!(&e.kind, crate::engine::instance::EventKind::TaskDelegated { to, .. } if to == me)
-    });
+    };
+    // Page by page, stopping at the first sign of taking part (usually the first event).
+    let mut took_part = false;
+    let mut from = 1;
+    while !took_part && from <= inst.seq {
+        let page = state.engine.history_page(inst.id, from, 200)?;
+        let Some(last) = page.last() else { break };
+        from = last.seq + 1;
+        took_part = page.iter().any(acted);
+    }
     if took_part {
         Ok(())
     } else {
@@ -586,7 +576,7 @@ pub async fn cancel_instance(
     Json(req): Json<CancelRequest>,
 ) -> Result<Json<InstanceView>, ApiError> {
     let actor = caller.acting()?;
-    load_instance(&state, id)?;
+    // An unknown instance is the engine's 404; no read is needed first.
     let inst = command(
         "cancel",
         state
@@ -882,7 +872,9 @@ pub async fn advance_clock(
         ));
     };
     let now = state.engine.clock().now();
-    let limit = now + chrono::Duration::days(MAX_CLOCK_JUMP_DAYS);
+    let limit = now
+        .checked_add_signed(chrono::Duration::days(MAX_CLOCK_JUMP_DAYS))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
     let target = match (&req.by, req.to) {
         (Some(by), None) => super::clock::advance_target(by, now, &state.calendar)
             .map_err(ApiError::Unprocessable)?,
@@ -905,23 +897,11 @@ pub async fn advance_clock(
         )));
     }
     clock.set(target);
-    let mut fired = 0;
-    // Firing can arm further timers that are already due (a breach chain); keep going until
-    // nothing is due. Each round fires at least one timer, so this ends.
-    loop {
-        let n = state.engine.fire_due().await?;
-        if n == 0 {
-            break;
-        }
-        fired += n;
-    }
+    // `fire_due` keeps going until nothing is due, so breach chains armed by these
+    // firings and already due fire too.
+    let fired = state.engine.fire_due().await?;
     Ok(Json(ClockState {
         now: state.engine.clock().now(),
         fired,
     }))
-}
-
-/// The set of calendar ids procedures may name.
-pub fn calendar_ids(cals: &[Arc<crate::definition::calendar::Calendar>]) -> HashSet<String> {
-    cals.iter().map(|c| c.id().to_string()).collect()
 }
