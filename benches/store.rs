@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sopflow::store::sled_store::{SledOptions, SledStore};
-use sopflow::store::{Commit, InstanceWrite, StatusChange, Store, TaskRow, TimerRow};
+use sopflow::store::{
+    Commit, EventSummary, InstanceWrite, NewEvent, StatusChange, Store, TaskRow, TimerRow,
+};
 use uuid::Uuid;
 
 const EVENT_BYTES: usize = 300;
@@ -38,6 +40,24 @@ fn task(instance: Uuid, n: u64) -> TaskRow {
     }
 }
 
+/// An event of the usual size, indexed like an engine event (a person's, or the engine's).
+fn event(fill: u8, at: i64, user: Option<&str>) -> NewEvent {
+    NewEvent {
+        bytes: vec![fill; EVENT_BYTES],
+        summary: EventSummary {
+            at_ms: 1_700_000_000_000 + at,
+            kind: if user.is_some() {
+                "task_completed"
+            } else {
+                "task_opened"
+            }
+            .into(),
+            user: user.map(str::to_string),
+            on_behalf_of: None,
+        },
+    }
+}
+
 /// One caller: creates its instance, then completes a step per commit — two events, a new
 /// snapshot, the open task closed and the next one opened, a deadline timer armed.
 async fn caller(store: Arc<SledStore>, until: Instant, warmup_until: Instant) -> Vec<Duration> {
@@ -47,8 +67,9 @@ async fn caller(store: Arc<SledStore>, until: Instant, warmup_until: Instant) ->
         .commit(Commit {
             instances: vec![InstanceWrite {
                 id,
+                procedure: "complaint-handling".into(),
                 expected_version: 0,
-                events: vec![vec![b'e'; EVENT_BYTES]],
+                events: vec![event(b'e', 0, None)],
                 snapshot: vec![b's'; snapshot_bytes()],
             }],
             open_tasks: vec![open.clone()],
@@ -74,8 +95,12 @@ async fn caller(store: Arc<SledStore>, until: Instant, warmup_until: Instant) ->
         let commit = Commit {
             instances: vec![InstanceWrite {
                 id,
+                procedure: "complaint-handling".into(),
                 expected_version: version,
-                events: vec![vec![b'e'; EVENT_BYTES], vec![b'f'; EVENT_BYTES]],
+                events: vec![
+                    event(b'e', n as i64, Some("liu.yang")),
+                    event(b'f', n as i64, None),
+                ],
                 snapshot: vec![b's'; snapshot_bytes()],
             }],
             closed_tasks: vec![open],

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use sopflow::store::memory::MemoryStore;
 use sopflow::store::sled_store::{SledOptions, SledStore};
 use sopflow::store::{
-    Commit, InstanceWrite, ProcedureRecord, StatusChange, Store, StoreError, TaskRow, TimerRow,
+    chain, AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, ProcedureRecord,
+    StatusChange, Store, StoreError, TaskRow, TimerRow,
 };
 use uuid::Uuid;
 
@@ -22,9 +23,21 @@ fn new_id() -> Uuid {
 fn write(id: Uuid, expected: u64, events: usize) -> InstanceWrite {
     InstanceWrite {
         id,
+        procedure: "p".into(),
         expected_version: expected,
         events: (0..events)
-            .map(|i| format!("event {} of {id}", expected + 1 + i as u64).into_bytes())
+            .map(|i| {
+                let seq = expected + 1 + i as u64;
+                NewEvent {
+                    bytes: format!("event {seq} of {id}").into_bytes(),
+                    summary: EventSummary {
+                        at_ms: seq as i64 * 1000,
+                        kind: "test".into(),
+                        user: None,
+                        on_behalf_of: None,
+                    },
+                }
+            })
             .collect(),
         snapshot: format!("snapshot of {id} at {}", expected + events as u64).into_bytes(),
     }
@@ -528,10 +541,10 @@ async fn history_paging<S: Store>(s: S) {
     assert_eq!(s.instance(id).unwrap().unwrap().version, 10);
     let all = s.history(id, 1, 100).unwrap();
     assert_eq!(
-        all.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
     );
-    assert_eq!(all[6].1, format!("event 7 of {id}").into_bytes());
+    assert_eq!(all[6].bytes, format!("event 7 of {id}").into_bytes());
     let mut paged = Vec::new();
     let mut from = 1;
     loop {
@@ -539,7 +552,7 @@ async fn history_paging<S: Store>(s: S) {
         if page.is_empty() {
             break;
         }
-        from = page.last().unwrap().0 + 1;
+        from = page.last().unwrap().seq + 1;
         paged.extend(page);
     }
     assert_eq!(paged, all);
@@ -631,11 +644,226 @@ async fn script<S: Store>(s: &S, ids: &[Uuid], tasks: &[TaskRow], timers: &[Time
     assert!(s.commit(create(ids[2], "p", "open")).await.is_err());
 }
 
+// ---------------------------------------------------------------------------------------
+// Hash chain and audit index
+// ---------------------------------------------------------------------------------------
+
+/// A commit creating `id` with events by the given (kind, user, on_behalf_of, at_ms).
+fn events_of(
+    id: Uuid,
+    procedure: &str,
+    expected: u64,
+    events: &[(&str, Option<&str>, Option<&str>, i64)],
+) -> Commit {
+    Commit {
+        instances: vec![InstanceWrite {
+            id,
+            procedure: procedure.into(),
+            expected_version: expected,
+            events: events
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, user, behalf, at))| NewEvent {
+                    bytes: format!(
+                        "{{\"seq\":{},\"kind\":\"{kind}\"}}",
+                        expected + 1 + i as u64
+                    )
+                    .into_bytes(),
+                    summary: EventSummary {
+                        at_ms: *at,
+                        kind: (*kind).into(),
+                        user: user.map(str::to_string),
+                        on_behalf_of: behalf.map(str::to_string),
+                    },
+                })
+                .collect(),
+            snapshot: b"s".to_vec(),
+        }],
+        ..Commit::default()
+    }
+}
+
+async fn chain_links_every_event<S: Store>(s: S) {
+    let id = new_id();
+    s.commit(create(id, "p", "open")).await.unwrap();
+    s.commit(Commit {
+        instances: vec![write(id, 1, 3)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let history = s.history(id, 1, 100).unwrap();
+    let mut previous = chain::GENESIS;
+    for e in &history {
+        assert_eq!(
+            e.hash,
+            chain::link(id, e.seq, &previous, &e.bytes),
+            "event {}",
+            e.seq
+        );
+        previous = e.hash;
+    }
+    assert_eq!(s.instance(id).unwrap().unwrap().head, previous);
+    let other = new_id();
+    s.commit(create(other, "p", "open")).await.unwrap();
+    let mut seen = Vec::new();
+    let v = s.verify(&mut |n| seen.push(n)).unwrap();
+    assert!(v.intact(), "{v:?}");
+    assert_eq!((v.instances, v.events, v.broken), (2, 5, 0));
+    assert_eq!(seen.last(), Some(&5));
+    assert_eq!(s.verify_instance(id).unwrap(), None);
+    // A refused commit leaves the chain as it was.
+    let before = s.dump().unwrap();
+    assert!(s
+        .commit(Commit {
+            instances: vec![write(id, 1, 1)],
+            ..Commit::default()
+        })
+        .await
+        .is_err());
+    assert_eq!(s.dump().unwrap(), before);
+}
+
+async fn audit_queries_filter_and_page<S: Store>(s: S) {
+    let (a, b) = (new_id(), new_id());
+    s.commit(events_of(
+        a,
+        "complaint",
+        0,
+        &[
+            ("started", Some("ann"), None, 1_000),
+            ("task_opened", None, None, 1_000),
+            ("task_completed", Some("bob"), Some("ann"), 5_000),
+            ("ended", None, None, 5_000),
+        ],
+    ))
+    .await
+    .unwrap();
+    s.commit(events_of(
+        b,
+        "recall",
+        0,
+        &[
+            ("started", Some("bob"), None, 2_000),
+            ("deadline_breached", None, None, 9_000),
+            ("task_completed", Some("annie"), None, 12_000),
+        ],
+    ))
+    .await
+    .unwrap();
+    let q = |actor: Option<&str>, procedure: Option<&str>, kind: Option<&str>, from, to| {
+        let query = AuditQuery {
+            actor: actor.map(str::to_string),
+            procedure: procedure.map(str::to_string),
+            kind: kind.map(str::to_string),
+            from_ms: from,
+            to_ms: to,
+        };
+        let page = s.audit(&query, None, 100).unwrap();
+        assert_eq!(page.next, None);
+        page.items
+            .iter()
+            .map(|e| (if e.instance == a { 'a' } else { 'b' }, e.seq))
+            .collect::<Vec<_>>()
+    };
+    // Everything, in time order across instances.
+    assert_eq!(
+        q(None, None, None, None, None),
+        [
+            ('a', 1),
+            ('a', 2),
+            ('b', 1),
+            ('a', 3),
+            ('a', 4),
+            ('b', 2),
+            ('b', 3)
+        ]
+    );
+    // By actor: ann started `a` and bob completed a step on her behalf; "annie" is not ann.
+    assert_eq!(q(Some("ann"), None, None, None, None), [('a', 1), ('a', 3)]);
+    assert_eq!(q(Some("bob"), None, None, None, None), [('b', 1), ('a', 3)]);
+    assert_eq!(q(Some("annie"), None, None, None, None), [('b', 3)]);
+    assert_eq!(q(Some("nobody"), None, None, None, None), []);
+    // By procedure and kind, alone and together.
+    assert_eq!(
+        q(None, Some("recall"), None, None, None),
+        [('b', 1), ('b', 2), ('b', 3)]
+    );
+    assert_eq!(
+        q(None, None, Some("task_completed"), None, None),
+        [('a', 3), ('b', 3)]
+    );
+    assert_eq!(
+        q(None, Some("complaint"), Some("task_completed"), None, None),
+        [('a', 3)]
+    );
+    assert_eq!(
+        q(Some("bob"), None, Some("started"), None, None),
+        [('b', 1)]
+    );
+    assert_eq!(
+        q(Some("bob"), Some("complaint"), None, None, None),
+        [('a', 3)]
+    );
+    // Time is [from, to).
+    assert_eq!(
+        q(None, None, None, Some(2_000), Some(9_000)),
+        [('b', 1), ('a', 3), ('a', 4)]
+    );
+    assert_eq!(q(Some("ann"), None, None, Some(1_001), None), [('a', 3)]);
+    assert_eq!(
+        q(None, Some("recall"), None, None, Some(9_001)),
+        [('b', 1), ('b', 2)]
+    );
+    // The events come back as stored, with their chain link.
+    let page = s.audit(&AuditQuery::default(), None, 1).unwrap();
+    let stored = s.history(a, 1, 1).unwrap();
+    assert_eq!(page.items[0].event, stored[0].bytes);
+    assert_eq!(page.items[0].hash, stored[0].hash);
+    assert_eq!(page.items[0].procedure, "complaint");
+    // Paging with the cursor gives the same events as one page.
+    let mut paged = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let page = s
+            .audit(&AuditQuery::default(), cursor.as_deref(), 2)
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        paged.extend(page.items.iter().map(|e| (e.instance, e.seq)));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), 7);
+    // Bad filters and cursors are refused, not misread.
+    let nul = AuditQuery {
+        actor: Some("a\0b".into()),
+        ..AuditQuery::default()
+    };
+    assert!(matches!(
+        s.audit(&nul, None, 10),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.audit(&AuditQuery::default(), Some(&[1, 2, 3]), 10),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 macro_rules! suite {
     ($module:ident, $make:expr) => {
         mod $module {
             use super::*;
 
+            #[tokio::test]
+            async fn the_chain_links_every_event_and_verifies() {
+                super::chain_links_every_event($make).await;
+            }
+            #[tokio::test]
+            async fn audit_queries_filter_by_actor_procedure_kind_and_time() {
+                super::audit_queries_filter_and_page($make).await;
+            }
             #[tokio::test]
             async fn cas_same_version_twice_one_conflicts_and_writes_nothing() {
                 super::cas_same_version_twice($make).await;
@@ -806,7 +1034,7 @@ async fn an_unknown_format_version_is_refused_with_advice() {
         panic!("{err:?}")
     };
     assert!(
-        message.contains("format 99") && message.contains("format 2"),
+        message.contains("format 99") && message.contains("format 3"),
         "{message}"
     );
     assert!(
@@ -1109,4 +1337,87 @@ async fn large_snapshots_stored_as_sled_blobs_survive_a_reopen() {
     for (i, &id) in ids.iter().enumerate() {
         assert_eq!(s.instance(id).unwrap().unwrap().snapshot, snapshot(i));
     }
+}
+
+/// Tampering with the stored bytes, as someone with access to the data directory could:
+/// each kind of change is named by `verify` with the instance and event.
+#[tokio::test]
+async fn verify_names_the_first_changed_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let (a, b) = (new_id(), new_id());
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        for id in [a, b] {
+            s.commit(create(id, "p", "open")).await.unwrap();
+            s.commit(Commit {
+                instances: vec![write(id, 1, 4)],
+                ..Commit::default()
+            })
+            .await
+            .unwrap();
+        }
+        assert!(s.verify(&mut |_| {}).unwrap().intact());
+        (a, b)
+    };
+    let key = |id: Uuid, seq: u64| {
+        let mut k = id.as_bytes().to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        k
+    };
+    let tamper = |f: &dyn Fn(&::sled::Tree)| {
+        let db = raw_open(dir.path());
+        f(&db.open_tree("events").unwrap());
+        db.flush().unwrap();
+    };
+    let check = || {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let v = s.verify(&mut |_| {}).unwrap();
+        drop(s);
+        v
+    };
+    // One byte of the content of event 3 of `b`.
+    let original = {
+        let db = raw_open(dir.path());
+        let v = db
+            .open_tree("events")
+            .unwrap()
+            .get(key(b, 3))
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        drop(db);
+        v
+    };
+    tamper(&|t| {
+        let mut v = original.clone();
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+        t.insert(key(b, 3), v).unwrap();
+    });
+    let v = check();
+    let br = v.first_break.clone().expect("the change must be found");
+    assert_eq!((br.instance, br.seq, v.broken), (b, 3, 1), "{br:?}");
+    assert_eq!(br.found, chain::hex(&original[..32].try_into().unwrap()));
+    assert_ne!(br.expected, br.found);
+    assert!(
+        br.problem.contains("changed after it was written"),
+        "{}",
+        br.problem
+    );
+    assert_eq!(
+        v.events, 8,
+        "the walk stops at a broken link of each instance"
+    );
+    // Put it back: intact again.
+    tamper(&|t| {
+        t.insert(key(b, 3), original.clone()).unwrap();
+    });
+    assert!(check().intact());
+    // Remove the last event of `a`: the head no longer matches.
+    tamper(&|t| {
+        t.remove(key(a, 5)).unwrap();
+    });
+    let br = check().first_break.unwrap();
+    assert_eq!((br.instance, br.seq), (a, 5), "{br:?}");
+    assert!(br.problem.contains("only 4 events"), "{}", br.problem);
 }

@@ -267,6 +267,62 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The event's kind as stored (`task_completed`): the audit index files events under it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Started { .. } => "started",
+            EventKind::TaskOpened { .. } => "task_opened",
+            EventKind::DeadlineReminded { .. } => "deadline_reminded",
+            EventKind::DeadlineBreached { .. } => "deadline_breached",
+            EventKind::TaskEscalated { .. } => "task_escalated",
+            EventKind::TaskReassigned { .. } => "task_reassigned",
+            EventKind::Notified { .. } => "notified",
+            EventKind::TaskClaimed { .. } => "task_claimed",
+            EventKind::TaskReleased { .. } => "task_released",
+            EventKind::TaskDelegated { .. } => "task_delegated",
+            EventKind::Signed { .. } => "signed",
+            EventKind::TaskCompleted { .. } => "task_completed",
+            EventKind::AutoPassed { .. } => "auto_passed",
+            EventKind::BranchesStarted { .. } => "branches_started",
+            EventKind::BranchArrived { .. } => "branch_arrived",
+            EventKind::Joined { .. } => "joined",
+            EventKind::ChildrenStarted { .. } => "children_started",
+            EventKind::ChildEnded { .. } => "child_ended",
+            EventKind::ChildrenCollected { .. } => "children_collected",
+            EventKind::Commented { .. } => "commented",
+            EventKind::Cancelled { .. } => "cancelled",
+            EventKind::Ended { .. } => "ended",
+        }
+    }
+
+    /// Every kind name, for validating a query's `kind` filter.
+    pub const NAMES: [&'static str; 22] = [
+        "started",
+        "task_opened",
+        "deadline_reminded",
+        "deadline_breached",
+        "task_escalated",
+        "task_reassigned",
+        "notified",
+        "task_claimed",
+        "task_released",
+        "task_delegated",
+        "signed",
+        "task_completed",
+        "auto_passed",
+        "branches_started",
+        "branch_arrived",
+        "joined",
+        "children_started",
+        "child_ended",
+        "children_collected",
+        "commented",
+        "cancelled",
+        "ended",
+    ];
+}
+
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,8 +23,8 @@ use crate::definition::duration::{cron_parser, parse_every, FixedTime};
 use crate::definition::load::ValidProcedure;
 use crate::definition::model::Procedure;
 use crate::store::{
-    Commit, InstanceWrite, Page, ProcedureRecord, ScheduleWrite, StatusChange, Store, StoreError,
-    TaskRow, TimerRow,
+    AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, Page, ProcedureRecord,
+    ScheduleWrite, StatusChange, Store, StoreError, TaskRow, TimerRow, Verification,
 };
 
 /// Everything that can go wrong with a command, for the caller to map to a response.
@@ -552,11 +552,40 @@ impl<S: Store> Engine<S> {
         self.store
             .history(id, from, limit)?
             .iter()
-            .map(|(seq, bytes)| {
-                serde_json::from_slice(bytes)
-                    .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))
-            })
+            .map(|e| decode_event(id, e.seq, &e.bytes))
             .collect()
+    }
+
+    /// A page of events across instances matching `query`, oldest first, from the audit
+    /// index; `cursor` is the previous page's `next`.
+    pub fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditRecord>, ServiceError> {
+        let page = self.store.audit(query, cursor, limit)?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|a| {
+                Ok(AuditRecord {
+                    event: decode_event(a.instance, a.seq, &a.event)?,
+                    instance: a.instance,
+                    procedure: a.procedure,
+                    hash: crate::store::chain::hex(&a.hash),
+                })
+            })
+            .collect::<Result<_, ServiceError>>()?;
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
+
+    /// Checks every instance's hash chain (invariant 7); `progress` gets events checked.
+    pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, ServiceError> {
+        Ok(self.store.verify(progress)?)
     }
 
     /// Every registered procedure at its newest version, by id.
@@ -879,6 +908,21 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// An event found by an audit query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub instance: InstanceId,
+    pub procedure: String,
+    /// The event's link in its instance's hash chain, hex.
+    pub hash: String,
+    pub event: Event,
+}
+
+fn decode_event(id: InstanceId, seq: u64, bytes: &[u8]) -> Result<Event, ServiceError> {
+    serde_json::from_slice(bytes)
+        .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))
+}
+
 /// How many due timers one round of `fire_due` takes (and at most commits together).
 const FIRE_BATCH: usize = 512;
 
@@ -954,8 +998,18 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
         let events = t
             .events
             .iter()
-            .map(serde_json::to_vec)
-            .collect::<Result<Vec<_>, _>>()
+            .map(|e| {
+                Ok(NewEvent {
+                    bytes: serde_json::to_vec(e)?,
+                    summary: EventSummary {
+                        at_ms: e.at.timestamp_millis(),
+                        kind: e.kind.name().to_string(),
+                        user: e.by.as_ref().map(|b| b.user.clone()),
+                        on_behalf_of: e.by.as_ref().and_then(|b| b.on_behalf_of.clone()),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
         for e in &t.events {
             if let super::instance::EventKind::Notified {
@@ -977,6 +1031,7 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
         }
         commit.instances.push(InstanceWrite {
             id: *id,
+            procedure: t.after.procedure.clone(),
             expected_version: t.before.as_ref().map_or(0, |b| b.seq),
             events,
             snapshot: serde_json::to_vec(&t.after)

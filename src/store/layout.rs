@@ -13,14 +13,15 @@ use std::ops::Bound;
 
 use uuid::Uuid;
 
+use super::chain::{self, Hash, GENESIS};
 use super::{
     Commit, Dump, InstanceId, NotificationRow, Page, ProcedureRecord, ScheduleRow, StoreError,
-    StoredInstance, TaskId, TaskRow, TimerRow,
+    StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow,
 };
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
 /// a key or value encoding below changes.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 
@@ -28,11 +29,13 @@ pub(crate) const FORMAT_KEY: &[u8] = b"format";
 const SEP: u8 = 0x00;
 const UUID_LEN: usize = 16;
 const VERSION_LEN: usize = 8;
+const HASH_LEN: usize = 32;
 const TIMER_KEY_LEN: usize = 8 + UUID_LEN + UUID_LEN;
 
 /// The trees, in name order (so `dump()` lists them in name order by walking `ALL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Tree {
+    Audit,
     Events,
     Instances,
     InstancesAll,
@@ -50,7 +53,8 @@ pub(crate) enum Tree {
 }
 
 impl Tree {
-    pub(crate) const ALL: [Tree; 14] = [
+    pub(crate) const ALL: [Tree; 15] = [
+        Tree::Audit,
         Tree::Events,
         Tree::Instances,
         Tree::InstancesAll,
@@ -69,6 +73,7 @@ impl Tree {
 
     pub(crate) const fn name(self) -> &'static str {
         match self {
+            Tree::Audit => "audit",
             Tree::Events => "events",
             Tree::Instances => "instances",
             Tree::InstancesAll => "instances_all",
@@ -104,12 +109,53 @@ pub(crate) struct Op {
 /// transaction itself (which sled may run more than once) only compares and writes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
-    /// (instance, expected version): checked before any write; the first mismatch aborts.
-    pub checks: Vec<(InstanceId, u64)>,
+    /// Instances to append to: each checks its expected version before any write (the
+    /// first mismatch aborts) and is then chained onto the stored head (`append_ops`).
+    pub appends: Vec<Append>,
     /// (procedure, expected schedule runs): checked like `checks`.
     pub schedule_checks: Vec<(String, u64)>,
     /// Applied in order, so a removal followed by an insert of the same key leaves the insert.
     pub ops: Vec<Op>,
+}
+
+/// Events for one instance. The hashes depend on the stored chain head, which only the
+/// transaction may read, so these become writes inside it rather than in `Plan::ops`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Append {
+    pub id: InstanceId,
+    pub expected_version: u64,
+    pub events: Vec<Vec<u8>>,
+    pub snapshot: Vec<u8>,
+}
+
+/// The writes of an append whose version check passed, given the stored instance value
+/// (`None` for a new instance): each event stored as `hash ++ bytes`, chained from the
+/// stored head, and the instance value with the new version and head.
+pub(crate) fn append_ops(a: &Append, stored: Option<&[u8]>) -> Result<Vec<Op>, StoreError> {
+    let mut head = match stored {
+        None => GENESIS,
+        Some(v) => version_and_head(v)?.1,
+    };
+    let mut ops = Vec::with_capacity(a.events.len() + 1);
+    let mut seq = a.expected_version;
+    for bytes in &a.events {
+        seq += 1;
+        head = chain::link(a.id, seq, &head, bytes);
+        let mut value = Vec::with_capacity(HASH_LEN + bytes.len());
+        value.extend_from_slice(&head);
+        value.extend_from_slice(bytes);
+        ops.push(Op {
+            tree: Tree::Events,
+            key: event_key(a.id, seq),
+            value: Some(value),
+        });
+    }
+    ops.push(Op {
+        tree: Tree::Instances,
+        key: instance_key(a.id).to_vec(),
+        value: Some(instance_value(seq, &head, &a.snapshot)),
+    });
+    Ok(ops)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -118,7 +164,7 @@ pub(crate) struct Plan {
 
 /// Text that goes into a key in front of `SEP`. A 0x00 inside would make two different
 /// (text, id) pairs share a key prefix, so it is refused rather than silently mis-indexed.
-fn text(what: &str, value: &str) -> Result<(), StoreError> {
+pub(crate) fn text(what: &str, value: &str) -> Result<(), StoreError> {
     if value.as_bytes().contains(&SEP) {
         return Err(StoreError::Invalid(format!(
             "{what} {value:?} contains a NUL (0x00) character, which the store reserves as a separator"
@@ -230,11 +276,47 @@ pub(crate) fn decode_procedure(bytes: &[u8]) -> Result<ProcedureRecord, StoreErr
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("procedure record: {e}")))
 }
 
-fn instance_value(version: u64, snapshot: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(VERSION_LEN + snapshot.len());
+fn instance_value(version: u64, head: &Hash, snapshot: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(VERSION_LEN + HASH_LEN + snapshot.len());
     value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(head);
     value.extend_from_slice(snapshot);
     value
+}
+
+/// The version and chain head stored in front of an instance's snapshot.
+pub(crate) fn version_and_head(value: &[u8]) -> Result<(u64, Hash), StoreError> {
+    let version = stored_version(value)?;
+    let head = value
+        .get(VERSION_LEN..VERSION_LEN + HASH_LEN)
+        .and_then(|h| Hash::try_from(h).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("instance value of {} bytes", value.len())))?;
+    Ok((version, head))
+}
+
+/// A stored event value split into its chain link and its bytes; `None` if too short.
+pub(crate) fn split_event(value: &[u8]) -> Option<(Hash, &[u8])> {
+    let hash = Hash::try_from(value.get(..HASH_LEN)?).ok()?;
+    Some((hash, &value[HASH_LEN..]))
+}
+
+/// The sequence number in an event key.
+pub(crate) fn event_seq(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(UUID_LEN..)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt(format!("event key of {} bytes", key.len())))
+}
+
+/// A key (or key part) that is exactly one UUID.
+pub(crate) fn uuid_key(bytes: &[u8], what: &str) -> Result<Uuid, StoreError> {
+    if bytes.len() != UUID_LEN {
+        return Err(StoreError::Corrupt(format!(
+            "{what}: {} bytes",
+            bytes.len()
+        )));
+    }
+    uuid_at(bytes, 0, what)
 }
 
 /// The version stored in front of an instance's snapshot.
@@ -247,10 +329,11 @@ pub(crate) fn stored_version(value: &[u8]) -> Result<u64, StoreError> {
 }
 
 fn decode_instance(value: &[u8]) -> Result<StoredInstance, StoreError> {
-    let version = stored_version(value)?;
+    let (version, head) = version_and_head(value)?;
     Ok(StoredInstance {
         version,
-        snapshot: value[VERSION_LEN..].to_vec(),
+        head,
+        snapshot: value[VERSION_LEN + HASH_LEN..].to_vec(),
     })
 }
 
@@ -320,22 +403,20 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
         }
         let n = u64::try_from(w.events.len())
             .map_err(|_| StoreError::Invalid("too many events".into()))?;
-        let new_version = w
-            .expected_version
+        // Refused here, before the transaction, so `append_ops` can count without overflow.
+        w.expected_version
             .checked_add(n)
             .ok_or_else(|| StoreError::Invalid(format!("instance {} version overflows", w.id)))?;
-        plan.checks.push((w.id, w.expected_version));
-        for (i, event) in (w.expected_version + 1..).zip(w.events) {
-            plan.ops.push(Op {
-                tree: Tree::Events,
-                key: event_key(w.id, i),
-                value: Some(event),
-            });
+        let mut events = Vec::with_capacity(w.events.len());
+        for (seq, e) in (w.expected_version + 1..).zip(w.events) {
+            super::audit::entries(&w.procedure, w.id, seq, &e.summary, &mut plan.ops)?;
+            events.push(e.bytes);
         }
-        plan.ops.push(Op {
-            tree: Tree::Instances,
-            key: instance_key(w.id).to_vec(),
-            value: Some(instance_value(new_version, &w.snapshot)),
+        plan.appends.push(Append {
+            id: w.id,
+            expected_version: w.expected_version,
+            events,
+            snapshot: w.snapshot,
         });
         if w.expected_version == 0 {
             plan.ops.push(Op {
@@ -591,7 +672,7 @@ pub(crate) fn history(
     id: InstanceId,
     from_seq: u64,
     limit: usize,
-) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out = Vec::new();
     if limit == 0 {
         return Ok(out);
@@ -601,12 +682,15 @@ pub(crate) fn history(
         if !k.starts_with(id.as_bytes()) {
             return Ok(false);
         }
-        let seq = k
-            .get(UUID_LEN..)
-            .and_then(|s| <[u8; 8]>::try_from(s).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StoreError::Corrupt(format!("event key of {} bytes", k.len())))?;
-        out.push((seq, v.to_vec()));
+        let seq = event_seq(k)?;
+        let (hash, bytes) = split_event(v).ok_or_else(|| {
+            StoreError::Corrupt(format!("event {seq} of {id} is {} bytes long", v.len()))
+        })?;
+        out.push(StoredEvent {
+            seq,
+            hash,
+            bytes: bytes.to_vec(),
+        });
         Ok(out.len() < limit)
     })?;
     Ok(out)

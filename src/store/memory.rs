@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::layout::{self, Kv, ProcedureOutcome, Tree, Visit};
 use super::{
-    Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId,
-    TaskRow, TimerRow,
+    AuditEvent, AuditQuery, Break, Commit, Dump, InstanceId, Page, ProcedureRecord, Store,
+    StoreError, StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
 };
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -49,15 +49,17 @@ impl MemoryStore {
     fn apply(&self, commit: Commit) -> Result<(), StoreError> {
         let plan = layout::plan_commit(commit)?;
         let mut trees = self.lock();
-        for &(id, expected) in &plan.checks {
-            let stored = trees[Tree::Instances.index()].get(&layout::instance_key(id)[..]);
-            layout::check_version(id, expected, stored.map(Vec::as_slice))?;
+        let mut chained = Vec::with_capacity(plan.appends.len());
+        for a in &plan.appends {
+            let stored = trees[Tree::Instances.index()].get(&layout::instance_key(a.id)[..]);
+            layout::check_version(a.id, a.expected_version, stored.map(Vec::as_slice))?;
+            chained.push(layout::append_ops(a, stored.map(Vec::as_slice))?);
         }
         for (procedure, expected) in &plan.schedule_checks {
             let stored = trees[Tree::Schedules.index()].get(procedure.as_bytes());
             layout::check_schedule(procedure, *expected, stored.map(Vec::as_slice))?;
         }
-        for op in plan.ops {
+        for op in chained.into_iter().flatten().chain(plan.ops) {
             let tree = &mut trees[op.tree.index()];
             match op.value {
                 Some(v) => tree.insert(op.key, v),
@@ -121,8 +123,25 @@ impl Store for MemoryStore {
         id: InstanceId,
         from_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|t| layout::history(t, id, from_seq, limit))
+    }
+
+    fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        self.read(|t| super::audit::query(t, query, cursor, limit))
+    }
+
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError> {
+        self.read(|t| super::chain::verify_all(t, progress))
+    }
+
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError> {
+        self.read(|t| super::chain::verify_instance(t, id, &mut 0))
     }
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {

@@ -10,8 +10,13 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod audit;
+pub mod chain;
 mod group_commit;
 mod layout;
+
+pub use audit::{AuditEvent, AuditQuery, EventSummary};
+pub use chain::{Break, Hash, Verification};
 pub mod memory;
 pub mod sled_store;
 
@@ -80,14 +85,32 @@ pub struct ScheduleRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceWrite {
     pub id: InstanceId,
+    /// The procedure the instance runs, for the audit index.
+    pub procedure: String,
     /// The version the engine read; 0 means the instance must not exist yet. If the stored
     /// version differs, the whole commit fails with `StoreError::Conflict`.
     pub expected_version: u64,
     /// Encoded events, appended with sequence numbers `expected_version + 1 ..`. The new
-    /// version is `expected_version + events.len()`.
-    pub events: Vec<Vec<u8>>,
+    /// version is `expected_version + events.len()`. The store chains each to the one
+    /// before it (`chain.rs`) inside the transaction, so no caller can break a chain.
+    pub events: Vec<NewEvent>,
     /// Encoded snapshot of the instance after these events.
     pub snapshot: Vec<u8>,
+}
+
+/// One event to append: its encoded bytes and what the audit index needs to know of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub bytes: Vec<u8>,
+    pub summary: EventSummary,
+}
+
+/// One stored event: its position, its link in the instance's hash chain and its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub hash: Hash,
+    pub bytes: Vec<u8>,
 }
 
 /// One open task, as the worklist indexes see it.
@@ -126,10 +149,13 @@ pub struct TimerRow {
     pub payload: Vec<u8>,
 }
 
-/// A stored instance: its version (= number of events) and encoded snapshot.
+/// A stored instance: its version (= number of events), the hash of its last event and
+/// its encoded snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredInstance {
     pub version: u64,
+    /// The chain head: the link of event `version` (`chain::GENESIS` before any event).
+    pub head: Hash,
     pub snapshot: Vec<u8>,
 }
 
@@ -200,7 +226,23 @@ pub trait Store: Send + Sync + 'static {
         id: InstanceId,
         from_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// A page of events across instances matching `query`, oldest first, served from the
+    /// audit index (`audit.rs`). A page may hold fewer than `limit` events and still have
+    /// a `next`: each page reads a bounded stretch of the index.
+    fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError>;
+
+    /// Checks every instance's hash chain; `progress` gets the events checked so far.
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError>;
+
+    /// Checks one instance's chain; `None` when intact.
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError>;
 
     /// An open task's row.
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError>;

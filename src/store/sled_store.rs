@@ -4,7 +4,7 @@
 //! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
 //! from disk.
 //!
-//! # Key layout (format 2)
+//! # Key layout (format 3)
 //!
 //! All integers are big-endian so that byte order is numeric order. Text (procedure ids,
 //! statuses, roles, user ids) is UTF-8 and may not contain 0x00, which separates it from
@@ -13,13 +13,14 @@
 //!
 //! | tree                      | key                                                | value                      |
 //! |---------------------------|----------------------------------------------------|----------------------------|
-//! | `events`                  | instance(16) ++ seq u64                            | event bytes                |
-//! | `instances`               | instance(16)                                       | version u64 ++ snapshot    |
+//! | `audit`                   | see `audit.rs`: by actor, procedure, kind, time    | event summary              |
+//! | `events`                  | instance(16) ++ seq u64                            | link(32) ++ event bytes    |
+//! | `instances`               | instance(16)                                       | version u64 ++ head(32) ++ snapshot |
 //! | `instances_all`           | instance(16)                                       | empty                      |
 //! | `instances_by_procedure`  | procedure ++ 0x00 ++ instance(16)                  | empty                      |
 //! | `instances_by_status`     | procedure ++ 0x00 ++ status ++ 0x00 ++ instance(16)| empty                      |
 //! | `instances_by_status_any` | status ++ 0x00 ++ instance(16)                     | empty                      |
-//! | `meta`                    | `"format"`                                         | format version u32 (= 2)   |
+//! | `meta`                    | `"format"`                                         | format version u32 (= 3)   |
 //! | `procedures`              | procedure ++ 0x00 ++ version u32                   | `ProcedureRecord` as JSON  |
 //! | `tasks`                   | task(16)                                           | `TaskRow` as JSON, or the instance(16) once closed |
 //! | `tasks_by_assignee`       | user ++ 0x00 ++ task(16)                           | instance(16)               |
@@ -38,6 +39,10 @@
 //! * A closed task's `tasks` row is replaced by its instance id (16 bytes, where a JSON row
 //!   is longer), so a command arriving after the task closed still finds its instance and is
 //!   answered "already completed" rather than "no such task". Format 1 deleted the row.
+//! * Every event is stored behind its link in the instance's hash chain (`chain.rs`), and
+//!   the instance value keeps the head (the last link). The links are computed inside the
+//!   transaction from the stored head, so the chain is the store's guarantee, not the
+//!   caller's. Format 3 added the chain and the `audit` index.
 //! * `dump()` lists the trees above, in this (name) order.
 //!
 //! # Durability
@@ -74,8 +79,8 @@ use sled::Transactional;
 use super::group_commit::{Applied, Backend, GroupCommit};
 use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree, Visit};
 use super::{
-    Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError, StoredInstance, TaskId,
-    TaskRow, TimerRow,
+    AuditEvent, AuditQuery, Break, Commit, Dump, InstanceId, Page, ProcedureRecord, Store,
+    StoreError, StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
 };
 
 /// Tuning for `SledStore::open`.
@@ -391,10 +396,15 @@ impl Backend for Writer {
 
 fn apply_plan(views: &[TransactionalTree], plan: &Plan) -> TxResult<Result<Applied, StoreError>> {
     let instances = &views[Tree::Instances.index()];
-    for &(id, expected) in &plan.checks {
-        let stored = instances.get(layout::instance_key(id))?;
-        if let Err(e) = layout::check_version(id, expected, stored.as_deref()) {
+    let mut chained = Vec::with_capacity(plan.appends.len());
+    for a in &plan.appends {
+        let stored = instances.get(layout::instance_key(a.id))?;
+        if let Err(e) = layout::check_version(a.id, a.expected_version, stored.as_deref()) {
             return Ok(Err(e));
+        }
+        match layout::append_ops(a, stored.as_deref()) {
+            Ok(ops) => chained.push(ops),
+            Err(e) => return Ok(Err(e)),
         }
     }
     let schedules = &views[Tree::Schedules.index()];
@@ -404,7 +414,7 @@ fn apply_plan(views: &[TransactionalTree], plan: &Plan) -> TxResult<Result<Appli
             return Ok(Err(e));
         }
     }
-    for op in &plan.ops {
+    for op in chained.iter().flatten().chain(&plan.ops) {
         let view = &views[op.tree.index()];
         match &op.value {
             Some(v) => view.insert(op.key.as_slice(), v.as_slice())?,
@@ -473,8 +483,25 @@ impl Store for SledStore {
         id: InstanceId,
         from_seq: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         layout::history(&self.trees, id, from_seq, limit)
+    }
+
+    fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        super::audit::query(&self.trees, query, cursor, limit)
+    }
+
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError> {
+        super::chain::verify_all(&self.trees, progress)
+    }
+
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError> {
+        super::chain::verify_instance(&self.trees, id, &mut 0)
     }
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {

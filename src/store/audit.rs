@@ -1,0 +1,299 @@
+//! The audit index: every event is indexed by actor, procedure, kind and time, so an
+//! auditor's question ("what did this person do in March", "every breach of the complaint
+//! procedure this year") is answered by one range scan over one index, not by reading
+//! histories. The index is derived from the events in the same transaction that appends
+//! them (invariant 1: it is not a second log that could disagree — the answer is always the
+//! stored events themselves, read from the `events` tree).
+//!
+//! Key layout of the `audit` tree (one tree, four key families, so a commit touches one
+//! more tree, not four):
+//!
+//! | family | key                                                        |
+//! |--------|------------------------------------------------------------|
+//! | actor  | `a` ++ user ++ 0x00 ++ suffix                              |
+//! | proc.  | `p` ++ procedure ++ 0x00 ++ suffix                         |
+//! | kind   | `k` ++ kind ++ 0x00 ++ suffix                              |
+//! | time   | `t` ++ suffix                                              |
+//!
+//! where suffix = (at_ms + 2^63) u64 ++ instance(16) ++ seq u64, so within a family entries
+//! sort by time. Every value is the event's summary `kind 0x00 procedure 0x00 user 0x00
+//! on_behalf_of` (empty text when absent), so the filters the chosen family does not cover
+//! are checked without decoding the event. A delegate's event is indexed under both the
+//! delegate and the person they acted for.
+//!
+//! This module must not decode event bytes: the engine hands over the summary fields.
+
+use std::ops::Bound;
+
+use super::chain::Hash;
+use super::layout::{self, Kv, Op, Tree};
+use super::{InstanceId, Page, StoreError};
+
+/// Index entries read at most per page: bounds the time one page takes whatever the
+/// filters, at the cost of a page that may hold fewer than `limit` events (its `next`
+/// cursor then says where to go on).
+pub const SCAN_BUDGET: usize = 50_000;
+
+const SUFFIX_LEN: usize = 8 + 16 + 8;
+
+/// What an event contributes to the audit index (the store cannot read event bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventSummary {
+    pub at_ms: i64,
+    /// The event kind, as the event names it (`task_completed`).
+    pub kind: String,
+    /// The person who acted; `None` for the engine itself.
+    pub user: Option<String>,
+    /// For a delegate, the person they acted for.
+    pub on_behalf_of: Option<String>,
+}
+
+/// Filters of an audit query; all given ones must hold. Time is `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    /// Events by this person, or done by a delegate on their behalf.
+    pub actor: Option<String>,
+    pub procedure: Option<String>,
+    pub kind: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+/// One event found by an audit query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub instance: InstanceId,
+    pub seq: u64,
+    pub procedure: String,
+    /// The event's link in its instance's hash chain.
+    pub hash: Hash,
+    /// The event's stored bytes.
+    pub event: Vec<u8>,
+}
+
+fn suffix(at_ms: i64, instance: InstanceId, seq: u64) -> [u8; SUFFIX_LEN] {
+    let mut s = [0u8; SUFFIX_LEN];
+    s[..8].copy_from_slice(&layout::ordered_ms(at_ms));
+    s[8..24].copy_from_slice(instance.as_bytes());
+    s[24..].copy_from_slice(&seq.to_be_bytes());
+    s
+}
+
+fn family(tag: u8, text: Option<&str>) -> Vec<u8> {
+    let mut key = vec![tag];
+    if let Some(t) = text {
+        key.extend_from_slice(t.as_bytes());
+        key.push(0);
+    }
+    key
+}
+
+/// The index writes for one event.
+pub(crate) fn entries(
+    procedure: &str,
+    instance: InstanceId,
+    seq: u64,
+    e: &EventSummary,
+    out: &mut Vec<Op>,
+) -> Result<(), StoreError> {
+    layout::text("procedure id", procedure)?;
+    layout::text("event kind", &e.kind)?;
+    let user = e.user.as_deref().unwrap_or("");
+    let behalf = e.on_behalf_of.as_deref().unwrap_or("");
+    layout::text("user id", user)?;
+    layout::text("user id", behalf)?;
+    let mut value =
+        Vec::with_capacity(e.kind.len() + procedure.len() + user.len() + behalf.len() + 3);
+    for (i, part) in [e.kind.as_str(), procedure, user, behalf]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            value.push(0);
+        }
+        value.extend_from_slice(part.as_bytes());
+    }
+    let sfx = suffix(e.at_ms, instance, seq);
+    let mut keys = vec![
+        family(b'p', Some(procedure)),
+        family(b'k', Some(&e.kind)),
+        family(b't', None),
+    ];
+    if !user.is_empty() {
+        keys.push(family(b'a', Some(user)));
+    }
+    if !behalf.is_empty() && behalf != user {
+        keys.push(family(b'a', Some(behalf)));
+    }
+    for mut key in keys {
+        key.extend_from_slice(&sfx);
+        out.push(Op {
+            tree: Tree::Audit,
+            key,
+            value: Some(value.clone()),
+        });
+    }
+    Ok(())
+}
+
+struct Summary<'a> {
+    kind: &'a [u8],
+    procedure: &'a [u8],
+    user: &'a [u8],
+    behalf: &'a [u8],
+}
+
+fn summary(v: &[u8]) -> Result<Summary<'_>, StoreError> {
+    let mut parts = v.split(|b| *b == 0);
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some(kind), Some(procedure), Some(user), Some(behalf), None) => Ok(Summary {
+            kind,
+            procedure,
+            user,
+            behalf,
+        }),
+        _ => Err(StoreError::Corrupt(format!(
+            "audit index value of {} bytes is not a summary",
+            v.len()
+        ))),
+    }
+}
+
+fn matches(q: &AuditQuery, s: &Summary<'_>) -> bool {
+    let eq = |want: &Option<String>, got: &[u8]| want.as_ref().is_none_or(|w| w.as_bytes() == got);
+    eq(&q.procedure, s.procedure)
+        && eq(&q.kind, s.kind)
+        && q.actor
+            .as_ref()
+            .is_none_or(|a| a.as_bytes() == s.user || a.as_bytes() == s.behalf)
+}
+
+/// One page of events matching `q`, oldest first, after `cursor` (the `next` of the
+/// previous page). Picks the most selective family the query names: actor, then procedure,
+/// then kind, then time alone.
+pub(crate) fn query(
+    kv: &dyn Kv,
+    q: &AuditQuery,
+    cursor: Option<&[u8]>,
+    limit: usize,
+) -> Result<Page<AuditEvent>, StoreError> {
+    for (what, v) in [
+        ("actor", &q.actor),
+        ("procedure id", &q.procedure),
+        ("event kind", &q.kind),
+    ] {
+        if let Some(v) = v {
+            layout::text(what, v)?;
+        }
+    }
+    let prefix = if let Some(a) = &q.actor {
+        family(b'a', Some(a))
+    } else if let Some(p) = &q.procedure {
+        family(b'p', Some(p))
+    } else if let Some(k) = &q.kind {
+        family(b'k', Some(k))
+    } else {
+        family(b't', None)
+    };
+    let start = match cursor {
+        None | Some([]) => {
+            let mut k = prefix.clone();
+            if let Some(from) = q.from_ms {
+                k.extend_from_slice(&layout::ordered_ms(from));
+            }
+            Bound::Included(k)
+        }
+        Some(c) if c.len() == SUFFIX_LEN => {
+            let mut k = prefix.clone();
+            k.extend_from_slice(c);
+            Bound::Excluded(k)
+        }
+        Some(c) => {
+            return Err(StoreError::Invalid(format!(
+                "audit cursor of {} bytes; pass back the `next` of the previous page",
+                c.len()
+            )))
+        }
+    };
+    let end = q.to_ms.map(layout::ordered_ms);
+    let mut items = Vec::new();
+    let mut next = None;
+    if limit == 0 {
+        return Ok(Page {
+            items,
+            next: cursor.map(<[u8]>::to_vec),
+        });
+    }
+    let mut scanned = 0usize;
+    let from = match &start {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    let mut pending: Vec<(InstanceId, u64, String)> = Vec::new();
+    let mut last_suffix: Option<Vec<u8>> = None;
+    kv.scan(Tree::Audit, from, &mut |k, v| {
+        // Texts cannot contain 0x00, so the prefix (text ++ 0x00) ends exactly where the
+        // family ends: no other actor's keys start with it.
+        if !k.starts_with(&prefix) {
+            return Ok(false);
+        }
+        if k.len() != prefix.len() + SUFFIX_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "audit key of {} bytes",
+                k.len()
+            )));
+        }
+        let sfx = &k[prefix.len()..];
+        if end.is_some_and(|e| sfx[..8] >= e[..]) {
+            return Ok(false);
+        }
+        if pending.len() == limit || scanned == SCAN_BUDGET {
+            next = last_suffix.clone();
+            return Ok(false);
+        }
+        scanned += 1;
+        last_suffix = Some(sfx.to_vec());
+        let s = summary(v)?;
+        if matches(q, &s) {
+            let instance = layout::uuid_key(&sfx[8..24], "audit key")?;
+            let seq = u64::from_be_bytes(
+                sfx[24..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("audit key".into()))?,
+            );
+            pending.push((
+                instance,
+                seq,
+                String::from_utf8_lossy(s.procedure).into_owned(),
+            ));
+        }
+        Ok(true)
+    })?;
+    for (instance, seq, procedure) in pending {
+        let v = kv
+            .get(Tree::Events, &layout::event_key(instance, seq))?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "event {seq} of {instance} is in the audit index but not stored"
+                ))
+            })?;
+        let (hash, bytes) = layout::split_event(&v).ok_or_else(|| {
+            StoreError::Corrupt(format!("event {seq} of {instance} is too short"))
+        })?;
+        items.push(AuditEvent {
+            instance,
+            seq,
+            procedure,
+            hash,
+            event: bytes.to_vec(),
+        });
+    }
+    Ok(Page { items, next })
+}
