@@ -96,6 +96,24 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
     problems
 }
 
+/// The names `src` reads (comprehension variables excluded), each once, with its byte range
+/// inside `src` when known. Empty when `src` does not compile: `check` reports that.
+pub fn free_names(src: &str) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+    let Ok(program) = Program::compile(src) else {
+        return Vec::new();
+    };
+    let mut free = Vec::new();
+    free_idents(program.expression(), &mut Vec::new(), &mut free);
+    let mut seen = HashSet::new();
+    free.into_iter()
+        .filter(|(name, _)| seen.insert(name.clone()))
+        .map(|(name, id)| {
+            let at = ident_range(src, &program, id, &name);
+            (name, at)
+        })
+        .collect()
+}
+
 /// Names an expression reads, excluding comprehension variables (`items.all(i, i.ok)`).
 fn free_idents(e: &IdedExpr, bound: &mut Vec<String>, out: &mut Vec<(String, u64)>) {
     match &e.expr {
@@ -555,6 +573,16 @@ mod tests {
         assert_eq!(p[0].code, "cel-type");
         let p = check("items.all(i, i.pionts > 0.0)", &scope());
         assert_eq!(p[0].code, "cel-type", "{p:?}");
+    }
+
+    #[test]
+    fn free_names_are_listed_once_with_their_place() {
+        let src = "!satisfied && items.all(i, i.points > 0.0) && satisfied";
+        let names = free_names(src);
+        let plain: Vec<&str> = names.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(plain, ["satisfied", "items"]);
+        assert_eq!(&src[names[1].1.clone().unwrap()], "items");
+        assert!(free_names("a ==").is_empty());
     }
 
     #[test]

@@ -71,6 +71,52 @@ pub struct Procedure {
 
     /// The steps, by id. Step ids are lower-case words joined with `_`.
     pub steps: IndexMap<String, Step>,
+
+    /// Service objectives measured on this procedure's instances, by id
+    /// (`[kpis.satisfaction_rate]`): each is a rate in percent, reported for any period,
+    /// with an optional target (`at_least = 95`).
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub kpis: IndexMap<String, Kpi>,
+}
+
+/// A rate measured on the procedure's instances, in percent. Either over the completions of
+/// one step (`step` with `when`: the share of completions where the condition held on the
+/// submitted form), or over the instances that ended (`ends_at`: the share that ended at
+/// one of these end steps; cancelled instances count as not reaching them).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Kpi {
+    /// Name shown in reports ("Satisfaction rate").
+    #[schemars(length(min = 1))]
+    pub title: String,
+
+    /// The company document that sets this objective (file and clause), for auditors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+
+    /// Count the completions of this task step (every completion counts, including repeated
+    /// ones in a loop). Give `step` with `when`, or `ends_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+
+    /// With `step`: the completions that count towards the rate are those where this CEL
+    /// condition holds on the form submitted, e.g. `customer_satisfied` or `score >= 60.0`.
+    /// It may use the fields of that step's form, its computed values and `outcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+
+    /// Instead of `step`: end steps counted as success. The rate is the share of the
+    /// instances that ended in the period (completed or cancelled) that ended at one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ends_at: Vec<String>,
+
+    /// The objective: the rate must be at least this many percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least: Option<f64>,
+
+    /// The objective: the rate must be at most this many percent (0 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_most: Option<f64>,
 }
 
 /// What kind of node a step is.
