@@ -101,6 +101,17 @@ call jiang.audit GET "/v1/instances/$ID/history" | jq -r '.events[] |
     if .details.role then " [" + .details.role + "]" else "" end)\(
     if .details.comment then "  \"" + .details.comment + "\"" else "" end)"'
 
+say "the auditor checks every hash chain, and asks what qian.li did"
+call jiang.audit GET /v1/audit/verify |
+  jq -r 'if .intact then "  intact: \(.instances) instance(s), \(.events) events" else "  BROKEN: \(.first_break)" end'
+call jiang.audit GET "/v1/audit/events?actor=qian.li" | jq -r '.items[] |
+  "  \(.event.at)  \(.event.kind) \(.event.details.step // "")  link \(.hash[0:16])…"'
+
+say "the service KPIs of November, against the objectives of seed 002 §4.1.2"
+call jiang.audit GET "/v1/reports/kpis?procedure=complaint-handling&from=2026-11-01&to=2026-12-01" | jq -r '
+  "  started \(.instances.started), completed \(.instances.completed), open \(.instances.open), breaches \(.instances.breaches), escalations \(.instances.escalations)",
+  (.rates[] | "  \(.title): \(.rate // "n/a")% \(if .met == true then "(objective met)" elif .met == false then "(objective MISSED)" else "" end)")'
+
 kill -TERM "$SERVER"
 wait "$SERVER"
 SERVER=""

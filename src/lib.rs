@@ -9,17 +9,21 @@
 //!   `Engine` service that runs commands against a store.
 //! - `store` — the `Store` trait, the sled store with group commit, the memory store.
 //! - `scheduler` — fires deadline timers and recurring starts through the engine.
+//! - `report` — figures computed from histories (service KPIs over a period); reads only.
 //! - `clock` — the only place the system time is read.
 //! - `setup` — opening directory, procedures, store and engine for a process.
+//! - `audit` — the auditor's queries and exports over the hash-chained histories.
 //! - `http` — `sopflow serve`: the axum API, authentication, role rules, problem+json
 //!   errors, metrics and the OpenAPI document. Maps requests to engine commands only.
 //!
 //! Rules live in `engine::decide`; nothing outside it decides what a command does.
+pub mod audit;
 pub mod clock;
 pub mod definition;
 pub mod directory;
 pub mod engine;
 pub mod http;
+pub mod report;
 pub mod scheduler;
 pub mod setup;
 pub mod store;

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod trail;
 mod work;
 
 /// mimalloc rather than glibc's malloc: under load the store's writer thread and the
@@ -173,12 +174,74 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Check every instance's hash chain in a stopped store and report the first broken
+    /// link (instance, event, expected and found hash). Exits 0 when intact, 1 when broken.
+    Verify {
+        #[command(flatten)]
+        dir: trail::DataDir,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List events across instances by actor, procedure, kind and time, from the audit
+    /// index, a page at a time.
+    Audit {
+        #[command(flatten)]
+        dir: trail::DataDir,
+        #[command(flatten)]
+        filters: trail::FilterArgs,
+        /// Events per page.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// The `more: --cursor …` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print the page as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export events (all, or filtered like `audit`) as JSON Lines or CSV, streaming.
+    Export {
+        #[command(flatten)]
+        dir: trail::DataDir,
+        #[command(flatten)]
+        filters: trail::FilterArgs,
+        #[arg(long, value_enum, default_value_t = ExportKind::Jsonl)]
+        format: ExportKind,
+        /// Write to this file instead of standard output (a progress spinner shows on a
+        /// terminal).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Service KPIs of a procedure for a period, from the histories in a stopped store: per
+    /// step and overall, with the procedure's declared rates against their objectives.
+    Report {
+        /// The procedure id.
+        procedure: String,
+        /// Start of the period (inclusive): 2026-03-01 or 2026-03-01T08:00:00Z.
+        #[arg(long)]
+        from: String,
+        /// End of the period (exclusive; default now).
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        dir: trail::DataDir,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema (Draft-07) of procedure files, or of calendar files.
     Schema {
         /// Which schema to print.
         #[arg(value_enum, default_value_t = SchemaKind::Procedure)]
         kind: SchemaKind,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportKind {
+    Jsonl,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -613,6 +676,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(*args).await,
+        Command::Verify { dir, json } => trail::verify(&dir, json),
+        Command::Report {
+            procedure,
+            from,
+            to,
+            dir,
+            json,
+        } => trail::report(&dir, &procedure, &from, to.as_deref(), json),
+        Command::Audit {
+            dir,
+            filters,
+            limit,
+            cursor,
+            json,
+        } => trail::query(&dir, &filters, limit, cursor.as_deref(), json),
+        Command::Export {
+            dir,
+            filters,
+            format,
+            output,
+        } => trail::export(
+            &dir,
+            &filters,
+            match format {
+                ExportKind::Jsonl => sopflow::audit::ExportFormat::Jsonl,
+                ExportKind::Csv => sopflow::audit::ExportFormat::Csv,
+            },
+            output.as_ref(),
+        ),
         Command::Schema { kind } => {
             let s = match kind {
                 SchemaKind::Procedure => schema::procedure_schema(),

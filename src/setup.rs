@@ -2,9 +2,10 @@
 //! (every one must validate), the store in the data directory, and an engine over them
 //! with the procedures registered. `sopflow serve` and the command line's instance
 //! commands both start here, so they refuse the same broken files with the same words.
+//! Auditors' commands open an existing store with `open_existing`.
 //! It must not print: diagnostics travel in the error, for the caller to show.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::clock::Clock;
@@ -63,6 +64,10 @@ pub enum SetupError {
     Store { path: String, reason: String },
     #[error("cannot register the procedures: {0}")]
     Register(#[from] ServiceError),
+    #[error("there is no sopflow store in {path}; give the data directory `sopflow serve` uses (--data-dir)")]
+    NoStore { path: String },
+    #[error("the store in {path} cannot be read: {reason}")]
+    Unreadable { path: String, reason: String },
 }
 
 /// Loads the directory and the procedures, opens the store and registers every procedure.
@@ -107,5 +112,30 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
         engine,
         people,
         calendars: v.calendars,
+    })
+}
+
+/// Opens the store of an existing data directory for an auditor's command (verify, audit,
+/// export, report): no procedure or directory files are read — the procedures are the
+/// versions stored with the instances, which are what the instances ran on. Refuses a
+/// directory that holds no store instead of creating an empty one.
+pub fn open_existing(
+    data_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<Engine<SledStore>, SetupError> {
+    // sled keeps its data in a file named `db`; without it there is nothing to audit.
+    if !data_dir.join("db").is_file() {
+        return Err(SetupError::NoStore {
+            path: data_dir.display().to_string(),
+        });
+    }
+    let store =
+        SledStore::open(data_dir, SledOptions::default()).map_err(|e| SetupError::Store {
+            path: data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    Engine::open(Arc::new(store), clock).map_err(|e| SetupError::Unreadable {
+        path: data_dir.display().to_string(),
+        reason: e.to_string(),
     })
 }

@@ -526,6 +526,41 @@ async fn approval_delegated_to_a_same_level_colleague_with_a_reason() {
         .expect("the approval is recorded");
     assert_eq!(by.user, "gina");
     assert_eq!(by.on_behalf_of.as_deref(), Some("george"));
+    // An auditor asking what George did finds his delegation and the approval Gina signed
+    // for him, with the meaning the procedure gives the signature; asking about Gina finds
+    // the approval too.
+    let by_actor = |who: &str| {
+        let q = sopflow::store::AuditQuery {
+            actor: Some(who.into()),
+            procedure: Some("document-change".into()),
+            ..Default::default()
+        };
+        e.audit(&q, None, 100)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|r| r.event.kind.name())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_actor("george"), ["task_delegated", "task_completed"]);
+    assert_eq!(by_actor("gina"), ["task_completed"]);
+    let approval = e
+        .audit(
+            &sopflow::store::AuditQuery {
+                actor: Some("gina".into()),
+                ..Default::default()
+            },
+            None,
+            1,
+        )
+        .unwrap()
+        .items
+        .remove(0);
+    assert!(
+        matches!(&approval.event.kind, EventKind::TaskCompleted { meaning: Some(m), .. } if m == "approved"),
+        "{:?}",
+        approval.event
+    );
 
     let inst = complete(
         &e,

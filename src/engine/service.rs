@@ -583,6 +583,14 @@ impl<S: Store> Engine<S> {
         })
     }
 
+    /// Checks one instance's hash chain; `None` when intact.
+    pub fn verify_instance(
+        &self,
+        id: InstanceId,
+    ) -> Result<Option<crate::store::Break>, ServiceError> {
+        Ok(self.store.verify_instance(id)?)
+    }
+
     /// Checks every instance's hash chain (invariant 7); `progress` gets events checked.
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, ServiceError> {
         Ok(self.store.verify(progress)?)

@@ -905,3 +905,131 @@ pub async fn advance_clock(
         fired,
     }))
 }
+
+/// Most events one audit page returns.
+pub const MAX_AUDIT_PAGE: usize = 1000;
+
+/// Events across instances by actor, procedure, kind and time, oldest first, from the audit
+/// index (auditor, admin).
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", security(("bearer" = [])),
+    params(AuditEventsQuery),
+    responses((status = 200, body = AuditPage), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+pub async fn audit_events(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<AuditEventsQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require_any(&[AUDITOR, ADMIN], "reading the audit trail")?;
+    let filters = crate::audit::Filters {
+        actor: q.actor,
+        procedure: q.procedure,
+        kind: q.kind,
+        from: q.from,
+        to: q.to,
+    };
+    let query = filters.query()?;
+    let limit = page_limit(q.limit, 100, MAX_AUDIT_PAGE)?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(crate::audit::parse_cursor)
+        .transpose()?;
+    let page =
+        tokio::task::spawn_blocking(move || state.engine.audit(&query, cursor.as_deref(), limit))
+            .await
+            .map_err(|e| ApiError::Internal(format!("audit query task: {e}")))??;
+    Ok(Json(AuditPage {
+        items: page
+            .items
+            .iter()
+            .map(|r| dto::AuditEvent {
+                instance: r.instance,
+                procedure: r.procedure.clone(),
+                hash: r.hash.clone(),
+                event: HistoryEvent::from(&r.event),
+            })
+            .collect(),
+        next: page.next.as_deref().map(crate::audit::cursor_text),
+    }))
+}
+
+/// Checks every instance's hash chain, or one instance's, and reports the first broken
+/// link (auditor, admin). On a large store this reads every event: use `sopflow verify`
+/// on a stopped store when the request would outlast the request timeout.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", security(("bearer" = [])),
+    params(VerifyQuery),
+    responses((status = 200, body = VerifyReport), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn audit_verify(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Json<VerifyReport>, ApiError> {
+    caller.require_any(&[AUDITOR, ADMIN], "verifying the audit trail")?;
+    let report = tokio::task::spawn_blocking(move || -> Result<VerifyReport, ApiError> {
+        match q.instance {
+            Some(id) => {
+                let inst = state
+                    .engine
+                    .instance(id)?
+                    .ok_or_else(|| ApiError::NotFound(format!("instance {id}")))?;
+                let broken = state.engine.verify_instance(id)?;
+                Ok(VerifyReport {
+                    intact: broken.is_none(),
+                    instances: 1,
+                    events: inst.seq,
+                    broken: u64::from(broken.is_some()),
+                    first_break: broken.map(BrokenLink::from),
+                })
+            }
+            None => Ok(state.engine.verify(&mut |_| {})?.into()),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))??;
+    Ok(Json(report))
+}
+
+/// Service KPIs of a procedure for a period: instances started, ended and open, durations,
+/// on-time rate, breaches and escalations, per step, and the rates the procedure declares
+/// against their objectives (auditor, admin, process owners, and — as seed 002 Service
+/// Objective Management §4.1 and §4.3 give them the statistics — the management
+/// representative and the sales department).
+#[utoipa::path(get, path = "/v1/reports/kpis", tag = "audit", security(("bearer" = [])),
+    params(KpiQuery),
+    responses((status = 200, body = crate::report::kpi::KpiReport), (status = 400, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn kpi_report(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<KpiQuery>,
+) -> Result<Json<crate::report::kpi::KpiReport>, ApiError> {
+    caller.require_any(
+        &[AUDITOR, ADMIN, PROCESS_OWNER, "management_rep", "sales"],
+        "reading service KPIs",
+    )?;
+    let from = crate::audit::parse_instant(&q.from)?;
+    let to = match &q.to {
+        Some(t) => crate::audit::parse_instant(t)?,
+        None => state.engine.clock().now(),
+    };
+    if from >= to {
+        return Err(ApiError::Malformed(format!(
+            "`from` ({from}) must be before `to` ({to}); the period is [from, to)"
+        )));
+    }
+    let report = tokio::task::spawn_blocking(move || {
+        crate::report::kpi::kpis_from_engine(&state.engine, &q.procedure, from, to)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("report task: {e}")))?
+    .map_err(|e| match e {
+        crate::report::kpi::ReportError::UnknownProcedure(p) => {
+            ApiError::NotFound(format!("procedure `{p}`"))
+        }
+        crate::report::kpi::ReportError::Engine(e) => e.into(),
+        other => ApiError::Malformed(other.to_string()),
+    })?;
+    Ok(Json(report))
+}

@@ -503,3 +503,111 @@ impl TaskSummary {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEventsQuery {
+    /// Events by this user, or by a delegate on their behalf.
+    pub actor: Option<String>,
+    /// Events of instances of this procedure.
+    pub procedure: Option<String>,
+    /// Events of this kind (`task_completed`, `deadline_breached`, …).
+    pub kind: Option<String>,
+    /// From this time on, inclusive: RFC 3339 or a date (`2026-03-01`, midnight UTC).
+    pub from: Option<String>,
+    /// Before this time, exclusive; written like `from`.
+    pub to: Option<String>,
+    /// The `next` of the previous page.
+    pub cursor: Option<String>,
+    /// At most this many events (1–1000, default 100). A page may hold fewer and still
+    /// have a `next`: each page reads a bounded stretch of the index.
+    pub limit: Option<usize>,
+}
+
+/// One event found by an audit query, with its place and its link in the hash chain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    pub instance: Uuid,
+    pub procedure: String,
+    /// The event's link in its instance's hash chain (SHA-256, hex).
+    pub hash: String,
+    pub event: HistoryEvent,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditEvent>,
+    /// Pass back as `cursor` for the next page; absent at the end.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyQuery {
+    /// Check only this instance's chain.
+    pub instance: Option<Uuid>,
+}
+
+/// The first link of a hash chain that does not hold.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BrokenLink {
+    pub instance: Uuid,
+    /// The event whose link fails.
+    pub seq: u64,
+    /// The link recomputed from the event and the previous link (empty when the problem
+    /// is not a hash, such as a missing event).
+    pub expected: String,
+    /// The link the store holds.
+    pub found: String,
+    pub problem: String,
+}
+
+/// The outcome of checking hash chains.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifyReport {
+    pub intact: bool,
+    pub instances: u64,
+    pub events: u64,
+    /// Instances whose chain is broken.
+    pub broken: u64,
+    pub first_break: Option<BrokenLink>,
+}
+
+impl From<crate::store::Break> for BrokenLink {
+    fn from(b: crate::store::Break) -> Self {
+        BrokenLink {
+            instance: b.instance,
+            seq: b.seq,
+            expected: b.expected,
+            found: b.found,
+            problem: b.problem,
+        }
+    }
+}
+
+impl From<crate::store::Verification> for VerifyReport {
+    fn from(v: crate::store::Verification) -> Self {
+        VerifyReport {
+            intact: v.intact(),
+            instances: v.instances,
+            events: v.events,
+            broken: v.broken,
+            first_break: v.first_break.map(BrokenLink::from),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct KpiQuery {
+    /// The procedure id.
+    pub procedure: String,
+    /// Start of the period, inclusive: RFC 3339 or a date (`2026-03-01`, midnight UTC).
+    pub from: String,
+    /// End of the period, exclusive (default: now).
+    pub to: Option<String>,
+}

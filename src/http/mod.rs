@@ -125,6 +125,9 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/tasks/{id}/delegate", post(api::delegate_task))
         .route("/v1/tasks/{id}/complete", post(api::complete_task))
         .route("/v1/notifications", get(api::notifications))
+        .route("/v1/audit/events", get(api::audit_events))
+        .route("/v1/audit/verify", get(api::audit_verify))
+        .route("/v1/reports/kpis", get(api::kpi_report))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics));
     // The clock endpoint exists only on a manual clock; otherwise it is an unknown path.

@@ -64,6 +64,9 @@ impl Modify for Bearer {
         api::complete_task,
         api::notifications,
         api::advance_clock,
+        api::audit_events,
+        api::audit_verify,
+        api::kpi_report,
     ),
     components(schemas(Problem, FieldProblemBody, dto::Diagnostic)),
     modifiers(&Bearer),
@@ -72,6 +75,7 @@ impl Modify for Bearer {
         (name = "procedures", description = "Registered procedures; checking a procedure file"),
         (name = "instances", description = "Starting, reading, cancelling and commenting on instances"),
         (name = "tasks", description = "The caller's worklist and acting on tasks"),
+        (name = "audit", description = "The hash-chained audit trail: queries across instances, verification, service KPIs"),
         (name = "admin", description = "Simulation and operations"),
     )
 )]
@@ -116,7 +120,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            21,
+            24,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

@@ -34,6 +34,8 @@ use super::{InstanceId, Page, StoreError};
 /// cursor then says where to go on).
 pub const SCAN_BUDGET: usize = 50_000;
 
+/// The length of a page cursor: the time, instance and sequence of the last entry read.
+pub const CURSOR_LEN: usize = SUFFIX_LEN;
 const SUFFIX_LEN: usize = 8 + 16 + 8;
 
 /// What an event contributes to the audit index (the store cannot read event bytes).

@@ -1,6 +1,7 @@
 //! The HTTP API (`sopflow serve`) from the outside: each test starts its own server on a
 //! free port with its own data directory and talks to it over HTTP only.
 //!
+//! - `audit`: the audit trail endpoints (queries, verification, who may call them);
 //! - `harness`: the server, the client, and the checks every reply must pass (no 5xx,
 //!   request ids, problem bodies for every 4xx);
 //! - `matrix`: the role × endpoint authorization matrix, cell by cell, with the proof that a
@@ -10,6 +11,7 @@
 //!   evaluation with its corrective actions, delegation, multi-signature, notifications,
 //!   worklist filters).
 
+mod audit;
 mod errors;
 mod harness;
 mod matrix;

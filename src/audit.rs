@@ -1,0 +1,297 @@
+//! The auditor's side of the history: the filters people type (`--actor liu.yang --from
+//! 2026-03-01 --to 2026-04-01`), checked before any read; the page cursor as text; and the
+//! export encodings — JSON Lines and CSV — written a page at a time, so an export of any
+//! size runs in constant memory.
+//!
+//! Everything here reads through `Engine::audit`, which serves the store's audit index.
+//! This module must not write to the store, and must not summarise or reorder events: an
+//! export is the stored events, byte-for-byte decodable back to what the store holds.
+
+use std::io::Write;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::instance::{Event, EventKind, InstanceId};
+use crate::engine::service::{AuditRecord, Engine, ServiceError};
+use crate::store::{AuditQuery, Store};
+
+/// Events per page of an export: large enough to amortise the index scan, small enough to
+/// keep memory flat.
+const EXPORT_PAGE: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// A filter or cursor that cannot be used; the sentence says how to write it.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error("cannot write the export: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("cannot write the export: {0}")]
+    Csv(#[from] csv::Error),
+}
+
+/// Filters as given by a person or a query string, before they are checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub actor: Option<String>,
+    pub procedure: Option<String>,
+    pub kind: Option<String>,
+    /// Inclusive: an RFC 3339 instant or a date (midnight UTC).
+    pub from: Option<String>,
+    /// Exclusive, like `from`.
+    pub to: Option<String>,
+}
+
+impl Filters {
+    /// The store query these filters ask for, or what is wrong with them.
+    pub fn query(&self) -> Result<AuditQuery, AuditError> {
+        if let Some(kind) = &self.kind {
+            if !EventKind::NAMES.contains(&kind.as_str()) {
+                let hint = strsim_closest(kind, &EventKind::NAMES)
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
+                return Err(AuditError::Invalid(format!(
+                    "`{kind}` is not an event kind; {hint}the kinds are {}",
+                    EventKind::NAMES.join(", ")
+                )));
+            }
+        }
+        for (what, v) in [("actor", &self.actor), ("procedure", &self.procedure)] {
+            if v.as_deref()
+                .is_some_and(|v| v.is_empty() || v.contains('\0'))
+            {
+                return Err(AuditError::Invalid(format!(
+                    "the {what} filter must be a non-empty id without NUL characters"
+                )));
+            }
+        }
+        let from = self.from.as_deref().map(parse_instant).transpose()?;
+        let to = self.to.as_deref().map(parse_instant).transpose()?;
+        if let (Some(f), Some(t)) = (from, to) {
+            if f >= t {
+                return Err(AuditError::Invalid(format!(
+                    "`from` ({f}) must be before `to` ({t}); the period is [from, to)"
+                )));
+            }
+        }
+        Ok(AuditQuery {
+            actor: self.actor.clone(),
+            procedure: self.procedure.clone(),
+            kind: self.kind.clone(),
+            from_ms: from.map(|t| t.timestamp_millis()),
+            to_ms: to.map(|t| t.timestamp_millis()),
+        })
+    }
+}
+
+fn strsim_closest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+    options
+        .iter()
+        .map(|o| (strsim::jaro_winkler(word, o), *o))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, o)| o)
+}
+
+/// An instant as people write it: RFC 3339 (`2026-03-01T08:00:00Z`) or a date
+/// (`2026-03-01`, meaning its midnight UTC).
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, AuditError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    Err(AuditError::Invalid(format!(
+        "`{s}` is not a time; write a date like 2026-03-01 or an instant like \
+         2026-03-01T08:00:00Z"
+    )))
+}
+
+/// A page cursor as text (hex), as the API and the CLI hand it out.
+pub fn cursor_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a cursor given back by a client.
+pub fn parse_cursor(text: &str) -> Result<Vec<u8>, AuditError> {
+    let bad = || AuditError::Invalid(format!("`{text}` is not a cursor this query gave"));
+    if text.len() != 2 * crate::store::audit::CURSOR_LEN {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect()
+}
+
+/// One exported event: where it is, its chain link, and the event exactly as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ExportLine {
+    pub instance: InstanceId,
+    pub procedure: String,
+    pub seq: u64,
+    pub hash: String,
+    pub event: Event,
+}
+
+impl From<AuditRecord> for ExportLine {
+    fn from(r: AuditRecord) -> Self {
+        ExportLine {
+            instance: r.instance,
+            procedure: r.procedure,
+            seq: r.event.seq,
+            hash: r.hash,
+            event: r.event,
+        }
+    }
+}
+
+/// The export encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON object per line (`ExportLine`).
+    Jsonl,
+    /// A header and one row per event: readable columns first, then the whole event as
+    /// JSON in the last column so nothing is lost.
+    Csv,
+}
+
+/// The CSV columns, in order.
+pub const CSV_HEADER: [&str; 17] = [
+    "instance",
+    "procedure",
+    "seq",
+    "at",
+    "kind",
+    "user",
+    "name",
+    "department",
+    "roles",
+    "on_behalf_of",
+    "step",
+    "task",
+    "outcome",
+    "meaning",
+    "comment",
+    "hash",
+    "event",
+];
+
+fn csv_row(line: &ExportLine) -> Result<Vec<String>, AuditError> {
+    let event = serde_json::to_value(&line.event)
+        .map_err(|e| AuditError::Invalid(format!("event {}: {e}", line.seq)))?;
+    let field = |name: &str| match event.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let by = line.event.by.as_ref();
+    // The "why" of an event has a different name per kind: a comment on a completion, the
+    // reason of a cancel or delegation, the text of a comment.
+    let why = ["comment", "reason", "text"]
+        .iter()
+        .map(|k| field(k))
+        .find(|s| !s.is_empty())
+        .unwrap_or_default();
+    Ok(vec![
+        line.instance.to_string(),
+        line.procedure.clone(),
+        line.seq.to_string(),
+        line.event
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        line.event.kind.name().to_string(),
+        by.map(|b| b.user.clone()).unwrap_or_default(),
+        by.map(|b| b.name.clone()).unwrap_or_default(),
+        by.map(|b| b.department.clone()).unwrap_or_default(),
+        by.map(|b| b.roles.join(";")).unwrap_or_default(),
+        by.and_then(|b| b.on_behalf_of.clone()).unwrap_or_default(),
+        field("step"),
+        field("task"),
+        field("outcome"),
+        field("meaning"),
+        why,
+        line.hash.clone(),
+        serde_json::to_string(&line.event)
+            .map_err(|e| AuditError::Invalid(format!("event {}: {e}", line.seq)))?,
+    ])
+}
+
+enum Sink<W: Write> {
+    // Boxed: the CSV writer carries its own buffer state, several times the size of the
+    // JSON Lines one.
+    Csv(Box<csv::Writer<W>>),
+    Jsonl(std::io::BufWriter<W>),
+}
+
+impl<W: Write> Sink<W> {
+    fn new(format: ExportFormat, out: W) -> Result<Self, AuditError> {
+        Ok(match format {
+            ExportFormat::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record(CSV_HEADER)?;
+                Sink::Csv(Box::new(w))
+            }
+            ExportFormat::Jsonl => Sink::Jsonl(std::io::BufWriter::new(out)),
+        })
+    }
+
+    fn write(&mut self, line: &ExportLine) -> Result<(), AuditError> {
+        match self {
+            Sink::Csv(w) => w.write_record(csv_row(line)?)?,
+            Sink::Jsonl(w) => {
+                serde_json::to_writer(&mut *w, line).map_err(std::io::Error::from)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes explicitly: a failed final write must be an error, not lost in a drop.
+    fn finish(self) -> Result<(), AuditError> {
+        match self {
+            Sink::Csv(mut w) => w.flush()?,
+            Sink::Jsonl(mut w) => w.flush()?,
+        }
+        Ok(())
+    }
+}
+
+/// Writes every event matching `query` to `out`, oldest first, a page at a time.
+/// `progress` gets the number of events written so far after each page. Returns the count.
+pub fn export<S: Store>(
+    engine: &Engine<S>,
+    query: &AuditQuery,
+    format: ExportFormat,
+    out: impl Write,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, AuditError> {
+    let mut sink = Sink::new(format, out)?;
+    let mut written = 0u64;
+    let mut cursor: Option<Vec<u8>> = None;
+    loop {
+        let page = engine.audit(query, cursor.as_deref(), EXPORT_PAGE)?;
+        for record in page.items {
+            sink.write(&record.into())?;
+            written += 1;
+        }
+        progress(written);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    sink.finish()?;
+    Ok(written)
+}
