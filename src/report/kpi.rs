@@ -226,7 +226,36 @@ pub struct KpiFold {
     instance_on_time: OnTime,
     steps: IndexMap<String, StepAcc>,
     rates: Vec<RateAcc>,
-    warnings: Vec<String>,
+    warnings: Warnings,
+}
+
+/// Most warnings a report lists; the rest are counted in one closing line.
+const MAX_WARNINGS: usize = 100;
+
+/// The first `MAX_WARNINGS` warnings and a count of the rest, so a condition failing on
+/// every completion of a busy year cannot make the report grow without bound.
+#[derive(Default)]
+struct Warnings {
+    list: Vec<String>,
+    dropped: u64,
+}
+
+impl Warnings {
+    fn push(&mut self, warning: String) {
+        if self.list.len() < MAX_WARNINGS {
+            self.list.push(warning);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.dropped > 0 {
+            self.list
+                .push(format!("… and {} more warnings like these", self.dropped));
+        }
+        self.list
+    }
 }
 
 impl KpiFold {
@@ -266,7 +295,7 @@ impl KpiFold {
                 )
             })
             .collect();
-        let mut warnings = Vec::new();
+        let mut warnings = Warnings::default();
         let rates = def
             .def
             .kpis
@@ -532,7 +561,7 @@ impl KpiFold {
             instances: self.instances,
             steps,
             rates,
-            warnings: self.warnings,
+            warnings: self.warnings.finish(),
         }
     }
 }
@@ -799,6 +828,19 @@ fn duration_words(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_are_capped_and_the_rest_counted() {
+        let mut w = Warnings::default();
+        for i in 0..MAX_WARNINGS + 50 {
+            w.push(format!("w{i}"));
+        }
+        let list = w.finish();
+        assert_eq!(list.len(), MAX_WARNINGS + 1);
+        assert_eq!(list[MAX_WARNINGS - 1], format!("w{}", MAX_WARNINGS - 1));
+        assert_eq!(list[MAX_WARNINGS], "… and 50 more warnings like these");
+        assert_eq!(Warnings::default().finish(), Vec::<String>::new());
+    }
     use crate::definition::model::Procedure;
     use chrono::Duration;
     use serde_json::json;
