@@ -417,3 +417,56 @@ fn clock_now_ms(clock: &ManualClock) -> i64 {
     use sopflow::clock::Clock;
     clock.now().timestamp_millis()
 }
+
+/// A clock move reads the due timers, then a completion or cancel ends the instance before
+/// its timer is decided. The timer is moot, not an error: before this was handled, the
+/// whole clock move failed with "the instance has ended" (found by `tests/crash.rs`). The
+/// race is reproduced by leaving a due timer row behind an ended instance.
+#[tokio::test]
+async fn a_due_timer_of_an_instance_that_just_ended_is_dropped_not_an_error() {
+    let (e, clock) = engine().await;
+    let inst = e
+        .start("complaint-handling", data(), Some(&fiona()))
+        .await
+        .unwrap();
+    let rep = person("mira", "general_management", &["management_rep"], 4);
+    e.execute(
+        inst.id,
+        sopflow::engine::decide::Command::Cancel {
+            reason: "Duplicate of an earlier complaint".into(),
+        },
+        Some(&rep),
+    )
+    .await
+    .unwrap();
+    let history = e.history(inst.id).unwrap();
+    let timers_of = |id| {
+        e.store()
+            .due_timers(i64::MAX, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.instance == id)
+            .count()
+    };
+    assert_eq!(timers_of(inst.id), 0, "cancelling disarmed the deadline");
+    e.store()
+        .commit(sopflow::store::Commit {
+            arm_timers: vec![sopflow::store::TimerRow {
+                due_ms: sopflow::clock::Clock::now(&clock).timestamp_millis(),
+                instance: inst.id,
+                timer: uuid::Uuid::now_v7(),
+                payload: Vec::new(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    clock.advance(Duration::hours(1));
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    assert_eq!(timers_of(inst.id), 0, "the moot row is gone");
+    assert_eq!(
+        e.history(inst.id).unwrap(),
+        history,
+        "nothing was added to the history"
+    );
+}

@@ -366,7 +366,9 @@ impl<S: Store> Engine<S> {
                             fired += 1;
                             progressed = true;
                         }
-                        Err(ServiceError::Engine(EngineError::NotFound(_))) => orphans.push(row),
+                        Err(ServiceError::Engine(
+                            EngineError::NotFound(_) | EngineError::Ended(_),
+                        )) => orphans.push(row),
                         Err(e) => return Err(e),
                     }
                     continue;
@@ -384,7 +386,11 @@ impl<S: Store> Engine<S> {
                         tally.add(&t);
                         members += 1;
                     }
-                    Err(ServiceError::Engine(EngineError::NotFound(_))) => orphans.push(row),
+                    // The instance ended after the due timers were read (a completion
+                    // raced this call): its timers went with it, so the row is moot.
+                    Err(ServiceError::Engine(EngineError::NotFound(_) | EngineError::Ended(_))) => {
+                        orphans.push(row)
+                    }
                     Err(e) => return Err(e),
                 }
             }
