@@ -55,12 +55,9 @@ pub enum SetupError {
         "{report}the procedures have errors; fix them (sopflow validate) before running instances"
     )]
     Procedures { report: String },
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot open the store in {path}: {reason} (is `sopflow serve` or another sopflow command using it?)")]
+    #[error("cannot create the data directory {path}: {error}")]
+    DataDir { path: String, error: std::io::Error },
+    #[error("cannot open the store in {path}: {reason}")]
     Store { path: String, reason: String },
     #[error("cannot register the procedures: {0}")]
     Register(#[from] ServiceError),
@@ -93,9 +90,9 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
                 .collect(),
         });
     }
-    std::fs::create_dir_all(&p.data_dir).map_err(|source| SetupError::DataDir {
+    std::fs::create_dir_all(&p.data_dir).map_err(|error| SetupError::DataDir {
         path: p.data_dir.display().to_string(),
-        source,
+        error,
     })?;
     let opts = SledOptions {
         cache_capacity_bytes: p.cache_bytes,
@@ -103,7 +100,7 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
     };
     let store = SledStore::open(&p.data_dir, opts).map_err(|e| SetupError::Store {
         path: p.data_dir.display().to_string(),
-        reason: e.to_string(),
+        reason: store_reason(&e),
     })?;
     let engine = Engine::open(Arc::new(store), clock)?;
     engine.set_calendars(&v.calendars);
@@ -132,10 +129,20 @@ pub fn open_existing(
     let store =
         SledStore::open(data_dir, SledOptions::default()).map_err(|e| SetupError::Store {
             path: data_dir.display().to_string(),
-            reason: e.to_string(),
+            reason: store_reason(&e),
         })?;
     Engine::open(Arc::new(store), clock).map_err(|e| SetupError::Unreadable {
         path: data_dir.display().to_string(),
         reason: e.to_string(),
     })
+}
+
+/// Why a store did not open, with the likely cause when sled only says the lock is taken.
+fn store_reason(e: &crate::store::StoreError) -> String {
+    let text = e.to_string();
+    if text.contains("could not acquire lock") {
+        format!("{text} (is `sopflow serve` or another sopflow command using it?)")
+    } else {
+        text
+    }
 }

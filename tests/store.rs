@@ -1421,3 +1421,80 @@ async fn verify_names_the_first_changed_event() {
     assert_eq!((br.instance, br.seq), (a, 5), "{br:?}");
     assert!(br.problem.contains("only 4 events"), "{}", br.problem);
 }
+
+/// sled 0.34 opens a directory whose `db` file is damaged (or gone) as a new, empty store
+/// and writes over it. The marker file beside it makes sopflow refuse instead of serving
+/// an empty store as if nothing had happened.
+#[tokio::test]
+async fn a_damaged_or_missing_store_is_refused_not_replaced_by_an_empty_one() {
+    for damage in ["garbage", "missing", "swapped"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+            s.commit(create(new_id(), "p", "open")).await.unwrap();
+        }
+        assert!(dir.path().join("sopflow-store").is_file());
+        match damage {
+            "garbage" => std::fs::write(dir.path().join("db"), vec![0x5a; 4096]).unwrap(),
+            "missing" => std::fs::remove_file(dir.path().join("db")).unwrap(),
+            _ => {
+                // Another store's files put in its place (the marker stays).
+                let other = tempfile::tempdir().unwrap();
+                drop(SledStore::open(other.path(), SledOptions::default()).unwrap());
+                for entry in std::fs::read_dir(dir.path()).unwrap() {
+                    let p = entry.unwrap().path();
+                    if p.file_name().unwrap() != "sopflow-store" {
+                        if p.is_dir() {
+                            std::fs::remove_dir_all(&p).unwrap();
+                        } else {
+                            std::fs::remove_file(&p).unwrap();
+                        }
+                    }
+                }
+                for entry in std::fs::read_dir(other.path()).unwrap() {
+                    let p = entry.unwrap().path();
+                    if p.file_name().unwrap() != "sopflow-store" {
+                        let to = dir.path().join(p.file_name().unwrap());
+                        if p.is_dir() {
+                            copy_dir(&p, &to);
+                        } else {
+                            std::fs::copy(&p, &to).unwrap();
+                        }
+                    }
+                }
+            }
+        }
+        let err = SledStore::open(dir.path(), SledOptions::default())
+            .err()
+            .unwrap_or_else(|| panic!("{damage}: must refuse"));
+        let StoreError::Corrupt(message) = &err else {
+            panic!("{damage}: {err:?}")
+        };
+        let want = if damage == "swapped" {
+            "the store files were replaced"
+        } else {
+            "damaged or missing"
+        };
+        assert!(message.contains(want), "{damage}: {message}");
+        assert!(
+            message.contains("restore the data directory from a backup"),
+            "{message}"
+        );
+    }
+}
+
+/// A store made before the marker file existed gets one, and reopens as before.
+#[tokio::test]
+async fn a_store_without_a_marker_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = new_id();
+    {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        s.commit(create(id, "p", "open")).await.unwrap();
+    }
+    std::fs::remove_file(dir.path().join("sopflow-store")).unwrap();
+    drop(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    assert!(dir.path().join("sopflow-store").is_file());
+    let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    assert_eq!(s.instance(id).unwrap().unwrap().version, 1);
+}

@@ -53,10 +53,12 @@ pub enum ServeError {
     Setup(#[from] SetupError),
     #[error("cannot set up demo tokens: {0}")]
     Tokens(#[from] DemoTokenError),
-    #[error("cannot listen on {addr}: {source} (is another server using the port? pick another with --listen)")]
+    // The I/O error is part of the sentence, not a `source`: printed as a chain it would
+    // say "Address already in use" twice.
+    #[error("cannot listen on {addr}: {error} (is another server using the port? pick another with --listen)")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
@@ -123,13 +125,13 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
     });
     let listener = TcpListener::bind(cfg.listen)
         .await
-        .map_err(|source| ServeError::Bind {
+        .map_err(|error| ServeError::Bind {
             addr: cfg.listen,
-            source,
+            error,
         })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    let addr = listener.local_addr().map_err(|error| ServeError::Bind {
         addr: cfg.listen,
-        source,
+        error,
     })?;
     Ok(Bound {
         addr,

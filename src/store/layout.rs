@@ -24,6 +24,10 @@ use super::{
 pub(crate) const FORMAT_VERSION: u32 = 3;
 /// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
+/// Key in the `meta` tree holding the store's id (UUID text), also named by the marker file
+/// beside a sled store (`sled_store.rs`). It names the store, not its content, so `dump`
+/// leaves it out: two stores holding the same data dump equal.
+pub(crate) const STORE_ID_KEY: &[u8] = b"store";
 
 /// Separates variable-length text from what follows it in a key; text may never contain it.
 const SEP: u8 = 0x00;
@@ -889,7 +893,9 @@ pub(crate) fn dump(kv: &dyn Kv) -> Result<Dump, StoreError> {
     for tree in Tree::ALL {
         let mut entries = Vec::new();
         kv.scan(tree, Bound::Unbounded, &mut |k, v| {
-            entries.push((k.to_vec(), v.to_vec()));
+            if !(tree == Tree::Meta && k == STORE_ID_KEY) {
+                entries.push((k.to_vec(), v.to_vec()));
+            }
             Ok(true)
         })?;
         out.push((tree.name().to_string(), entries));

@@ -180,6 +180,7 @@ impl SledStore {
             config,
             &options,
             fsync_dir,
+            Some(path),
             &format!("the data directory {}", path.display()),
         )
     }
@@ -195,15 +196,18 @@ impl SledStore {
             .temporary(true)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms);
-        Self::from_config(config, &options, None, "the temporary store")
+        Self::from_config(config, &options, None, None, "the temporary store")
     }
 
     fn from_config(
         config: sled::Config,
         options: &SledOptions,
         fsync_dir: Option<PathBuf>,
+        dir: Option<&Path>,
         what: &str,
     ) -> Result<Self, StoreError> {
+        // Read before sled touches the directory: whether a store was created here before.
+        let marker = dir.map(Marker::read).transpose()?.flatten();
         let db = open_db(&config)?;
         let trees = Trees(
             Tree::ALL
@@ -211,7 +215,10 @@ impl SledStore {
                 .map(|t| db.open_tree(t.name()).map_err(sled_err))
                 .collect::<Result<_, _>>()?,
         );
-        check_or_write_format(&db, &trees, what)?;
+        let id = check_or_write_format(&db, &trees, marker.as_deref(), what)?;
+        if let (Some(dir), None) = (dir, &marker) {
+            Marker::write(dir, &id)?;
+        }
         let fsync = fsync_dir.as_deref().map(Fsync::open).transpose()?;
         let writer = Writer {
             fsync,
@@ -254,10 +261,83 @@ fn open_db(config: &sled::Config) -> Result<sled::Db, StoreError> {
     }
 }
 
-fn check_or_write_format(db: &sled::Db, trees: &Trees, what: &str) -> Result<(), StoreError> {
+/// The file beside sled's own naming the store created in a data directory. sled 0.34
+/// opens a directory whose `db` file is damaged beyond recovery (or missing) as a *new,
+/// empty* store and overwrites what was there; without a record outside sled, sopflow
+/// would then serve an empty store as if nothing had happened. The marker holds the id
+/// also kept in the store's `meta` tree, so a store that vanished, or was swapped for
+/// another, is refused at open.
+struct Marker;
+
+const MARKER_FILE: &str = "sopflow-store";
+
+impl Marker {
+    /// The store id recorded in `dir`, if a store was created there.
+    fn read(dir: &Path) -> Result<Option<String>, StoreError> {
+        let path = dir.join(MARKER_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text
+                .lines()
+                .find_map(|l| l.strip_prefix("store "))
+                .map(|id| id.trim().to_string())
+                .or(Some(String::new()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("cannot read", &path, e)),
+        }
+    }
+
+    /// Records the store id, durably (the file, then the directory entry).
+    fn write(dir: &Path, id: &str) -> Result<(), StoreError> {
+        let path = dir.join(MARKER_FILE);
+        let text = format!(
+            "This directory holds a sopflow store. Do not delete this file: it lets sopflow\n\
+             tell a damaged store from a new one.\nstore {id}\n"
+        );
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&path)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()?;
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| io("cannot write", &path, e))
+    }
+}
+
+/// Checks (or, for a new store, writes) the format marker and the store id; returns the
+/// id. `expected` is the id the directory's marker file names, if it has one.
+fn check_or_write_format(
+    db: &sled::Db,
+    trees: &Trees,
+    expected: Option<&str>,
+    what: &str,
+) -> Result<String, StoreError> {
     let meta = trees.get(Tree::Meta);
     if let Some(stored) = meta.get(layout::FORMAT_KEY).map_err(sled_err)? {
-        return layout::check_format(&stored, what);
+        layout::check_format(&stored, what)?;
+        let id = match meta.get(layout::STORE_ID_KEY).map_err(sled_err)? {
+            Some(id) => String::from_utf8_lossy(&id).into_owned(),
+            None => {
+                // A store from before the id was kept: give it one now.
+                let id = uuid::Uuid::now_v7().to_string();
+                meta.insert(layout::STORE_ID_KEY, id.as_bytes())
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                id
+            }
+        };
+        if let Some(want) = expected {
+            if want != id {
+                return Err(StoreError::Corrupt(format!(
+                    "{what} holds store {id}, but its `{MARKER_FILE}` file names store                      {want}: the store files were replaced; put the right ones back or                      restore the data directory from a backup"
+                )));
+            }
+        }
+        return Ok(id);
+    }
+    if expected.is_some() {
+        return Err(StoreError::Corrupt(format!(
+            "{what} held a sopflow store (see its `{MARKER_FILE}` file), but sled found no              data in it: the store files are damaged or missing. sopflow will not start an              empty store in its place; restore the data directory from a backup"
+        )));
     }
     for tree in Tree::ALL {
         if !trees.get(tree).is_empty() {
@@ -268,10 +348,13 @@ fn check_or_write_format(db: &sled::Db, trees: &Trees, what: &str) -> Result<(),
             )));
         }
     }
+    let id = uuid::Uuid::now_v7().to_string();
     meta.insert(layout::FORMAT_KEY, &layout::format_value())
         .map_err(sled_err)?;
+    meta.insert(layout::STORE_ID_KEY, id.as_bytes())
+        .map_err(sled_err)?;
     db.flush().map_err(sled_err)?;
-    Ok(())
+    Ok(id)
 }
 
 /// The writer thread's half: applies jobs and flushes.

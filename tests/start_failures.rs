@@ -1,0 +1,111 @@
+//! `sopflow serve` refusing to start, as an operator meets it: a data directory written by
+//! another format, a damaged store, a missing directory file, a procedure file that cannot
+//! be read as text, a port in use. Each is a plain reason on stderr and exit status 2 —
+//! never a panic, never a server on a store it cannot trust.
+
+use std::process::{Command, Output};
+
+use sopflow::store::sled_store::{SledOptions, SledStore};
+
+fn serve(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--no-demo-tokens"])
+        .args(args)
+        .output()
+        .expect("sopflow runs")
+}
+
+/// The refusal: status 2, no server started, no panic, and stderr ending in `says`.
+fn refused(o: &Output, says: &str) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "stdout: {out}\nstderr: {err}");
+    assert!(!out.contains("sopflow serving"), "{out}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains(says), "expected {says:?} in:\n{err}");
+    err
+}
+
+fn one_line(err: &str) {
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got:\n{err}");
+    assert!(err.starts_with("error: "), "{err}");
+}
+
+#[test]
+fn a_store_of_another_format_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let o = serve(&["--data-dir", dir.path().to_str().unwrap()]);
+    let err = refused(&o, "uses store format 99");
+    one_line(&err);
+    assert!(
+        err.contains("open it with the sopflow version that wrote it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_store_is_refused_not_replaced_by_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    std::fs::write(dir.path().join("db"), vec![0x5a; 8192]).unwrap();
+    let o = serve(&["--data-dir", dir.path().to_str().unwrap()]);
+    let err = refused(&o, "damaged or missing");
+    one_line(&err);
+    assert!(
+        !err.contains("another sopflow command"),
+        "no misleading hint: {err}"
+    );
+}
+
+#[test]
+fn a_missing_directory_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = serve(&[
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--directory",
+        "/nonexistent/org.toml",
+    ]);
+    refused(&o, "the directory file /nonexistent/org.toml has errors");
+}
+
+#[test]
+fn a_procedure_file_that_is_not_text_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("procedures");
+    std::fs::create_dir(&procs).unwrap();
+    std::fs::write(procs.join("broken.toml"), b"id = \"x\xff\xfe\"\n").unwrap();
+    let o = serve(&[
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--procedures",
+        procs.to_str().unwrap(),
+    ]);
+    let err = refused(&o, "the procedures have errors");
+    assert!(err.contains("broken.toml:1:"), "located: {err}");
+}
+
+#[test]
+fn a_port_in_use_is_refused_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args(["serve", "--no-demo-tokens", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = refused(&o, &format!("cannot listen on {addr}"));
+    one_line(&err);
+    assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
+}
