@@ -43,6 +43,8 @@
 //!   the instance value keeps the head (the last link). The links are computed inside the
 //!   transaction from the stored head, so the chain is the store's guarantee, not the
 //!   caller's. Format 3 added the chain and the `audit` index.
+//! * `meta.store` holds the store's id, which the file `sopflow-store` beside sled's files
+//!   names too (see `Marker`); `dump()` leaves it out.
 //! * `dump()` lists the trees above, in this (name) order.
 //!
 //! # Durability
