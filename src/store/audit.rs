@@ -29,9 +29,10 @@ use super::chain::Hash;
 use super::layout::{self, Kv, Op, Tree};
 use super::{InstanceId, Page, StoreError};
 
-/// Index entries read at most per page: bounds the time one page takes whatever the
-/// filters, at the cost of a page that may hold fewer than `limit` events (its `next`
-/// cursor then says where to go on).
+/// Index entries read at most per page, whatever the filters, at the cost of a page that
+/// may hold fewer than `limit` events (its `next` cursor then says where to go on). It
+/// bounds the work of a page, and so its time when the index is cached (~50 ms for a full
+/// budget at 7M events); read cold from disk a full budget took seconds (benches/audit.rs).
 pub const SCAN_BUDGET: usize = 50_000;
 
 /// The length of a page cursor: the time, instance and sequence of the last entry read.
