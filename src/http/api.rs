@@ -707,11 +707,24 @@ pub async fn get_task(
     }))
 }
 
-fn task_owner(state: &AppState, id: Uuid) -> Result<Uuid, ApiError> {
-    state
+/// Runs a command on a task for the caller: the task names its instance (open or closed,
+/// so a late command hears "already completed"), `make` builds the command once the task
+/// is known, and the engine decides.
+async fn on_task(
+    state: &AppState,
+    caller: &Caller,
+    kind: &'static str,
+    task: Uuid,
+    make: impl FnOnce() -> Result<Command, ApiError>,
+) -> Result<Json<InstanceView>, ApiError> {
+    let actor = caller.acting()?;
+    let instance = state
         .engine
-        .task_instance(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("there is no task {id}")))
+        .task_instance(task)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no task {task}")))?;
+    let cmd = make()?;
+    let inst = command(kind, state.engine.execute(instance, cmd, Some(&actor))).await?;
+    Ok(view(&inst))
 }
 
 /// Takes a task so nobody else does it.
@@ -724,16 +737,10 @@ pub async fn claim_task(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let actor = caller.acting()?;
-    let instance = task_owner(&state, id)?;
-    let inst = command(
-        "claim",
-        state
-            .engine
-            .execute(instance, Command::Claim { task: id }, Some(&actor)),
-    )
-    .await?;
-    Ok(view(&inst))
+    on_task(&state, &caller, "claim", id, || {
+        Ok(Command::Claim { task: id })
+    })
+    .await
 }
 
 /// Gives a claimed task back to its roles.
@@ -746,16 +753,10 @@ pub async fn release_task(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let actor = caller.acting()?;
-    let instance = task_owner(&state, id)?;
-    let inst = command(
-        "release",
-        state
-            .engine
-            .execute(instance, Command::Release { task: id }, Some(&actor)),
-    )
-    .await?;
-    Ok(view(&inst))
+    on_task(&state, &caller, "release", id, || {
+        Ok(Command::Release { task: id })
+    })
+    .await
 }
 
 /// Hands a task on to a colleague, as the step's delegation rule allows.
@@ -770,28 +771,20 @@ pub async fn delegate_task(
     Path(id): Path<Uuid>,
     Json(req): Json<DelegateRequest>,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let actor = caller.acting()?;
-    let instance = task_owner(&state, id)?;
-    let to = EngineActor::from_directory(&state.people, &req.to).ok_or_else(|| {
-        ApiError::Unprocessable(format!(
-            "there is no active user `{}` to delegate to",
-            req.to
-        ))
-    })?;
-    let inst = command(
-        "delegate",
-        state.engine.execute(
-            instance,
-            Command::Delegate {
-                task: id,
-                to,
-                reason: req.reason,
-            },
-            Some(&actor),
-        ),
-    )
-    .await?;
-    Ok(view(&inst))
+    on_task(&state, &caller, "delegate", id, || {
+        let to = EngineActor::from_directory(&state.people, &req.to).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "there is no active user `{}` to delegate to",
+                req.to
+            ))
+        })?;
+        Ok(Command::Delegate {
+            task: id,
+            to,
+            reason: req.reason,
+        })
+    })
+    .await
 }
 
 /// Completes (or signs) a task with an outcome, the form values and a comment.
@@ -806,23 +799,15 @@ pub async fn complete_task(
     Path(id): Path<Uuid>,
     Json(req): Json<CompleteRequest>,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let actor = caller.acting()?;
-    let instance = task_owner(&state, id)?;
-    let inst = command(
-        "complete",
-        state.engine.execute(
-            instance,
-            Command::Complete {
-                task: id,
-                outcome: req.outcome,
-                form: req.form,
-                comment: req.comment,
-            },
-            Some(&actor),
-        ),
-    )
-    .await?;
-    Ok(view(&inst))
+    on_task(&state, &caller, "complete", id, || {
+        Ok(Command::Complete {
+            task: id,
+            outcome: req.outcome,
+            form: req.form,
+            comment: req.comment,
+        })
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
