@@ -72,11 +72,7 @@ impl Filters {
         let from = self.from.as_deref().map(parse_instant).transpose()?;
         let to = self.to.as_deref().map(parse_instant).transpose()?;
         if let (Some(f), Some(t)) = (from, to) {
-            if f >= t {
-                return Err(AuditError::Invalid(format!(
-                    "`from` ({f}) must be before `to` ({t}); the period is [from, to)"
-                )));
-            }
+            ordered(f, t)?;
         }
         Ok(AuditQuery {
             actor: self.actor.clone(),
@@ -114,10 +110,30 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, AuditError> {
     )))
 }
 
-/// A page cursor as text (hex), as the API and the CLI hand it out.
-pub fn cursor_text(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A period `[from, to)` as people write it (see `parse_instant`); `to` defaults to `now`.
+pub fn parse_period(
+    from: &str,
+    to: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), AuditError> {
+    let from = parse_instant(from)?;
+    let to = to.map(parse_instant).transpose()?.unwrap_or(now);
+    ordered(from, to)?;
+    Ok((from, to))
 }
+
+fn ordered(from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), AuditError> {
+    if from < to {
+        Ok(())
+    } else {
+        Err(AuditError::Invalid(format!(
+            "`from` ({from}) must be before `to` ({to}); the period is [from, to)"
+        )))
+    }
+}
+
+/// A page cursor as text: hex (`store::chain::hex`), as the API and the CLI hand it out.
+pub use crate::store::chain::hex as cursor_text;
 
 /// The bytes of a cursor given back by a client.
 pub fn parse_cursor(text: &str) -> Result<Vec<u8>, AuditError> {
@@ -204,6 +220,7 @@ fn csv_row(line: &ExportLine) -> Result<Vec<String>, AuditError> {
         .map(|k| field(k))
         .find(|s| !s.is_empty())
         .unwrap_or_default();
+    let event_json = event.to_string();
     Ok(vec![
         line.instance.to_string(),
         line.procedure.clone(),
@@ -223,8 +240,9 @@ fn csv_row(line: &ExportLine) -> Result<Vec<String>, AuditError> {
         field("meaning"),
         why,
         line.hash.clone(),
-        serde_json::to_string(&line.event)
-            .map_err(|e| AuditError::Invalid(format!("event {}: {e}", line.seq)))?,
+        // The `Value` keeps the struct's field order (serde_json's preserve_order), so this
+        // is the event's own encoding without serialising it a second time.
+        event_json,
     ])
 }
 
@@ -294,4 +312,54 @@ pub fn export<S: Store>(
     }
     sink.finish()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        parse_instant(s).unwrap()
+    }
+
+    #[test]
+    fn instants_are_dates_or_rfc3339() {
+        assert_eq!(at("2026-03-01"), at("2026-03-01T00:00:00Z"));
+        assert_eq!(at("2026-03-01T08:00:00+08:00"), at("2026-03-01T00:00:00Z"));
+        assert!(parse_instant("March").is_err());
+        assert!(parse_instant("2026-02-30").is_err());
+    }
+
+    #[test]
+    fn a_period_runs_forward_and_ends_now_by_default() {
+        let now = at("2026-11-22T12:00:00Z");
+        assert_eq!(
+            parse_period("2026-11-01", None, now).unwrap(),
+            (at("2026-11-01"), now)
+        );
+        assert_eq!(
+            parse_period("2026-11-01", Some("2026-12-01"), now).unwrap(),
+            (at("2026-11-01"), at("2026-12-01"))
+        );
+        for (from, to) in [
+            ("2026-12-01", Some("2026-11-01")),
+            ("2026-11-01", Some("2026-11-01")),
+        ] {
+            let err = parse_period(from, to, now).unwrap_err().to_string();
+            assert!(err.contains("must be before"), "{err}");
+        }
+        assert!(
+            parse_period("2026-12-01", None, now).is_err(),
+            "from after now"
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_only_their_own_length_is_accepted() {
+        let bytes: Vec<u8> = (0..crate::store::audit::CURSOR_LEN as u8).collect();
+        assert_eq!(parse_cursor(&cursor_text(&bytes)).unwrap(), bytes);
+        for bad in ["", "00", "zz", &"0".repeat(63), &"g".repeat(64)] {
+            assert!(parse_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -212,15 +212,8 @@ pub fn report(
     to: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let from = audit::parse_instant(from)?;
-    let to = match to {
-        Some(t) => audit::parse_instant(t)?,
-        None => chrono::Utc::now(),
-    };
-    if from >= to {
-        anyhow::bail!("`--from` ({from}) must be before `--to` ({to}); the period is [from, to)");
-    }
     let engine = dir.open()?;
+    let (from, to) = audit::parse_period(from, to, engine.clock().now())?;
     let report = sopflow::report::kpi::kpis_from_engine(&engine, procedure, from, to)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -1397,7 +1397,7 @@ async fn verify_names_the_first_changed_event() {
     let v = check();
     let br = v.first_break.clone().expect("the change must be found");
     assert_eq!((br.instance, br.seq, v.broken), (b, 3, 1), "{br:?}");
-    assert_eq!(br.found, chain::hex(&original[..32].try_into().unwrap()));
+    assert_eq!(br.found, chain::hex(&original[..32]));
     assert_ne!(br.expected, br.found);
     assert!(
         br.problem.contains("changed after it was written"),

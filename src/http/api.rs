@@ -994,16 +994,8 @@ pub async fn kpi_report(
         &[AUDITOR, ADMIN, PROCESS_OWNER, "management_rep", "sales"],
         "reading service KPIs",
     )?;
-    let from = crate::audit::parse_instant(&q.from)?;
-    let to = match &q.to {
-        Some(t) => crate::audit::parse_instant(t)?,
-        None => state.engine.clock().now(),
-    };
-    if from >= to {
-        return Err(ApiError::Malformed(format!(
-            "`from` ({from}) must be before `to` ({to}); the period is [from, to)"
-        )));
-    }
+    let (from, to) =
+        crate::audit::parse_period(&q.from, q.to.as_deref(), state.engine.clock().now())?;
     let report = tokio::task::spawn_blocking(move || {
         crate::report::kpi::kpis_from_engine(&state.engine, &q.procedure, from, to)
     })

@@ -40,13 +40,15 @@ pub fn link(instance: InstanceId, seq: u64, previous: &Hash, event: &[u8]) -> Ha
     h.finalize().into()
 }
 
-/// Lower-case hex of a hash, as reports and exports show it.
-pub fn hex(hash: &Hash) -> String {
+/// Lower-case hex of a hash (or any bytes), as reports, exports and cursors show it.
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    hash.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The first place a chain does not hold.
