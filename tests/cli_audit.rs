@@ -2,43 +2,20 @@
 //! round-trips the stored events in both formats and stays quiet when piped; `audit`
 //! filters; `verify` passes an intact store and names the event someone changed.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::cli::{first_task, out, run};
+
+use std::process::Output;
 use std::sync::Arc;
 
 use sopflow::audit::{ExportLine, CSV_HEADER};
 use sopflow::clock::SystemClock;
 use sopflow::engine::instance::Event;
 
-fn run(args: &[&str], data: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sopflow"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("sopflow runs")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", out(&o));
     o
-}
-
-fn first_task(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("open task ")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        })
-        .expect("an open task line")
 }
 
 /// Two complaints, one registered; returns the data directory.
@@ -124,7 +101,7 @@ fn export_round_trips_in_both_formats() {
         &["export", "--format", "csv", "-o", file.to_str().unwrap()],
         d,
     ));
-    assert!(text(&o).contains(&format!("exported {} events", want.len())));
+    assert!(out(&o).contains(&format!("exported {} events", want.len())));
     let mut reader = csv::Reader::from_path(&file).unwrap();
     assert_eq!(
         reader.headers().unwrap(),
@@ -173,8 +150,8 @@ fn audit_lists_filtered_events_and_refuses_bad_filters() {
 
     // Paging: one at a time, following the printed cursor.
     let o = ok(run(&["audit", "--actor", "xu.na", "--limit", "2"], d));
-    let out = String::from_utf8_lossy(&o.stdout).to_string();
-    let cursor = out
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    let cursor = stdout
         .lines()
         .find_map(|l| l.strip_prefix("more: --cursor "))
         .expect("a cursor line")
@@ -184,7 +161,7 @@ fn audit_lists_filtered_events_and_refuses_bad_filters() {
 
     // Time window in the future: nothing.
     let o = ok(run(&["audit", "--from", "2999-01-01"], d));
-    assert!(text(&o).contains("no events match"));
+    assert!(out(&o).contains("no events match"));
 
     for (args, says) in [
         (vec!["audit", "--kind", "completed"], "not an event kind"),
@@ -196,9 +173,9 @@ fn audit_lists_filtered_events_and_refuses_bad_filters() {
         (vec!["audit", "--cursor", "zz"], "not a cursor"),
     ] {
         let o = run(&args, d);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
-        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
-        assert_eq!(text(&o).lines().count(), 1, "one line: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
+        assert!(out(&o).contains(says), "{args:?}: {}", out(&o));
+        assert_eq!(out(&o).lines().count(), 1, "one line: {}", out(&o));
     }
 }
 
@@ -208,9 +185,9 @@ fn verify_finds_a_changed_byte_and_names_the_event() {
     let d = dir.path();
     let o = ok(run(&["verify"], d));
     assert!(
-        text(&o).contains("every hash chain is intact"),
+        out(&o).contains("every hash chain is intact"),
         "{}",
-        text(&o)
+        out(&o)
     );
 
     // Change one byte of the content of one stored event, as someone with file access could.
@@ -236,13 +213,13 @@ fn verify_finds_a_changed_byte_and_names_the_event() {
         db.flush().unwrap();
     }
     let o = run(&["verify"], d);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
-    assert!(out.contains("BROKEN: 1 of 2 instances"), "{out}");
-    assert!(out.contains(&format!("instance  {instance}")), "{out}");
-    assert!(out.contains(&format!("event     {seq}")), "{out}");
-    assert!(out.contains(&format!("found     {hash}")), "{out}");
-    assert!(out.contains("changed after it was written"), "{out}");
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let said = out(&o);
+    assert!(said.contains("BROKEN: 1 of 2 instances"), "{said}");
+    assert!(said.contains(&format!("instance  {instance}")), "{said}");
+    assert!(said.contains(&format!("event     {seq}")), "{said}");
+    assert!(said.contains(&format!("found     {hash}")), "{said}");
+    assert!(said.contains("changed after it was written"), "{said}");
     let o = run(&["verify", "--json"], d);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -258,12 +235,8 @@ fn auditor_commands_refuse_a_directory_without_a_store() {
     let missing = dir.path().join("nothing-here");
     for cmd in ["verify", "audit", "export"] {
         let o = run(&[cmd], &missing);
-        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", text(&o));
-        assert!(
-            text(&o).contains("there is no sopflow store"),
-            "{}",
-            text(&o)
-        );
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {}", out(&o));
+        assert!(out(&o).contains("there is no sopflow store"), "{}", out(&o));
         assert!(!missing.exists(), "{cmd} must not create a store");
     }
 }

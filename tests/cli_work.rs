@@ -1,34 +1,11 @@
 //! The instance commands of the `sopflow` binary on a real data directory: start, worklist,
 //! refusals that change nothing, complete, delegate, show; and `token issue`.
 
-use std::process::{Command, Output};
+mod common;
 
-fn run(args: &[&str], data: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sopflow"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .expect("sopflow runs")
-}
+use common::cli::{first_task, out, run};
 
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn first_task(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("open task ")
-                .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-        })
-        .expect("an open task line")
-}
+use std::process::Command;
 
 #[test]
 fn a_complaint_from_the_command_line() {

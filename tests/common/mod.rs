@@ -2,6 +2,8 @@
 //! manual clock, and the people of a small cast.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
