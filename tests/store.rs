@@ -711,7 +711,14 @@ async fn chain_links_every_event<S: Store>(s: S) {
     assert!(v.intact(), "{v:?}");
     assert_eq!((v.instances, v.events, v.broken), (2, 5, 0));
     assert_eq!(seen.last(), Some(&5));
-    assert_eq!(s.verify_instance(id).unwrap(), None);
+    let one = s.verify_instance(id).unwrap().expect("the instance exists");
+    assert!(one.intact(), "{one:?}");
+    assert_eq!((one.instances, one.events, one.broken), (1, 4, 0));
+    assert_eq!(
+        s.verify_instance(new_id()).unwrap(),
+        None,
+        "no such instance"
+    );
     // A refused commit leaves the chain as it was.
     let before = s.dump().unwrap();
     assert!(s

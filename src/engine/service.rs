@@ -366,9 +366,7 @@ impl<S: Store> Engine<S> {
                             fired += 1;
                             progressed = true;
                         }
-                        Err(ServiceError::Engine(
-                            EngineError::NotFound(_) | EngineError::Ended(_),
-                        )) => orphans.push(row),
+                        Err(e) if moot_timer(&e) => orphans.push(row),
                         Err(e) => return Err(e),
                     }
                     continue;
@@ -386,11 +384,7 @@ impl<S: Store> Engine<S> {
                         tally.add(&t);
                         members += 1;
                     }
-                    // The instance ended after the due timers were read (a completion
-                    // raced this call): its timers went with it, so the row is moot.
-                    Err(ServiceError::Engine(EngineError::NotFound(_) | EngineError::Ended(_))) => {
-                        orphans.push(row)
-                    }
+                    Err(e) if moot_timer(&e) => orphans.push(row),
                     Err(e) => return Err(e),
                 }
             }
@@ -589,11 +583,8 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    /// Checks one instance's hash chain; `None` when intact.
-    pub fn verify_instance(
-        &self,
-        id: InstanceId,
-    ) -> Result<Option<crate::store::Break>, ServiceError> {
+    /// Checks one instance's hash chain; `None` when there is no such instance.
+    pub fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, ServiceError> {
         Ok(self.store.verify_instance(id)?)
     }
 
@@ -920,6 +911,16 @@ impl<S: Store> Engine<S> {
     ) -> Result<Page<InstanceId>, ServiceError> {
         Ok(self.store.instances(procedure, status, cursor, limit)?)
     }
+}
+
+/// Whether firing a due timer row failed because there is nothing left to fire: its
+/// instance or timer is gone, or the instance ended after the due timers were read (a
+/// completion raced the firing, and its timers went with it).
+fn moot_timer(e: &ServiceError) -> bool {
+    matches!(
+        e,
+        ServiceError::Engine(EngineError::NotFound(_) | EngineError::Ended(_))
+    )
 }
 
 /// An event found by an audit query.

@@ -954,20 +954,11 @@ pub async fn audit_verify(
     caller.require_any(&[AUDITOR, ADMIN], "verifying the audit trail")?;
     let report = tokio::task::spawn_blocking(move || -> Result<VerifyReport, ApiError> {
         match q.instance {
-            Some(id) => {
-                let inst = state
-                    .engine
-                    .instance(id)?
-                    .ok_or_else(|| ApiError::NotFound(format!("instance {id}")))?;
-                let broken = state.engine.verify_instance(id)?;
-                Ok(VerifyReport {
-                    intact: broken.is_none(),
-                    instances: 1,
-                    events: inst.seq,
-                    broken: u64::from(broken.is_some()),
-                    first_break: broken.map(BrokenLink::from),
-                })
-            }
+            Some(id) => Ok(state
+                .engine
+                .verify_instance(id)?
+                .ok_or_else(|| ApiError::NotFound(format!("instance {id}")))?
+                .into()),
             None => Ok(state.engine.verify(&mut |_| {})?.into()),
         }
     })

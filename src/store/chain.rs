@@ -196,6 +196,23 @@ pub(crate) fn verify_instance(
     Ok(None)
 }
 
+/// Checks one instance's chain; `None` when the instance does not exist.
+pub(crate) fn verify_one(kv: &dyn Kv, id: InstanceId) -> Result<Option<Verification>, StoreError> {
+    if kv
+        .get(Tree::Instances, &layout::instance_key(id))?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let mut out = Verification {
+        instances: 1,
+        ..Verification::default()
+    };
+    out.first_break = verify_instance(kv, id, &mut out.events)?;
+    out.broken = u64::from(out.first_break.is_some());
+    Ok(Some(out))
+}
+
 /// Checks every instance's chain, in instance-id order. `progress` is called after each
 /// instance with the events checked so far.
 pub(crate) fn verify_all(

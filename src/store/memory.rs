@@ -9,8 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::layout::{self, Kv, ProcedureOutcome, Tree, Visit};
 use super::{
-    AuditEvent, AuditQuery, Break, Commit, Dump, InstanceId, Page, ProcedureRecord, Store,
-    StoreError, StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
+    AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
+    StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
 };
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -140,8 +140,8 @@ impl Store for MemoryStore {
         self.read(|t| super::chain::verify_all(t, progress))
     }
 
-    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError> {
-        self.read(|t| super::chain::verify_instance(t, id, &mut 0))
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, StoreError> {
+        self.read(|t| super::chain::verify_one(t, id))
     }
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {

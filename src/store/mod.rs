@@ -241,8 +241,8 @@ pub trait Store: Send + Sync + 'static {
     /// Checks every instance's hash chain; `progress` gets the events checked so far.
     fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError>;
 
-    /// Checks one instance's chain; `None` when intact.
-    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError>;
+    /// Checks one instance's chain; `None` when there is no such instance.
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, StoreError>;
 
     /// An open task's row.
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError>;

@@ -81,8 +81,8 @@ use sled::Transactional;
 use super::group_commit::{Applied, Backend, GroupCommit};
 use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree, Visit};
 use super::{
-    AuditEvent, AuditQuery, Break, Commit, Dump, InstanceId, Page, ProcedureRecord, Store,
-    StoreError, StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
+    AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
+    StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
 };
 
 /// Tuning for `SledStore::open`.
@@ -585,8 +585,8 @@ impl Store for SledStore {
         super::chain::verify_all(&self.trees, progress)
     }
 
-    fn verify_instance(&self, id: InstanceId) -> Result<Option<Break>, StoreError> {
-        super::chain::verify_instance(&self.trees, id, &mut 0)
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, StoreError> {
+        super::chain::verify_one(&self.trees, id)
     }
 
     fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
