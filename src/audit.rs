@@ -13,6 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::definition::diagnostic::did_you_mean;
 use crate::engine::instance::{Event, EventKind, InstanceId};
 use crate::engine::service::{AuditRecord, Engine, ServiceError};
 use crate::store::{AuditQuery, Store};
@@ -51,7 +52,7 @@ impl Filters {
     pub fn query(&self) -> Result<AuditQuery, AuditError> {
         if let Some(kind) = &self.kind {
             if !EventKind::NAMES.contains(&kind.as_str()) {
-                let hint = strsim_closest(kind, &EventKind::NAMES)
+                let hint = did_you_mean(kind, EventKind::NAMES)
                     .map(|k| format!("did you mean `{k}`? "))
                     .unwrap_or_default();
                 return Err(AuditError::Invalid(format!(
@@ -82,15 +83,6 @@ impl Filters {
             to_ms: to.map(|t| t.timestamp_millis()),
         })
     }
-}
-
-fn strsim_closest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
-    options
-        .iter()
-        .map(|o| (strsim::jaro_winkler(word, o), *o))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, o)| o)
 }
 
 /// An instant as people write it: RFC 3339 (`2026-03-01T08:00:00Z`) or a date
