@@ -472,7 +472,8 @@ async fn approval_delegated_to_a_same_level_colleague_with_a_reason() {
     // The task is now on Gina's list only, not on the role's.
     assert_eq!(e.tasks_for(&c.gina).unwrap().len(), 1);
     assert!(e.tasks_for(&c.george).unwrap().is_empty());
-    // After delegating only the delegate may complete.
+    // After delegating only the delegate may complete. George could have, so he hears the
+    // task moved on (a conflict, as for anyone who comes second); Mary never could.
     let err = refused(
         &e,
         &inst,
@@ -482,7 +483,7 @@ async fn approval_delegated_to_a_same_level_colleague_with_a_reason() {
         json!({}),
     )
     .await;
-    assert!(matches!(err, EngineError::Forbidden(_)), "{err:?}");
+    assert!(matches!(err, EngineError::Conflict(_)), "{err:?}");
     let err = refused(&e, &inst, "approve_gm", &c.mary, Some("approve"), json!({})).await;
     assert!(matches!(err, EngineError::Forbidden(_)), "{err:?}");
     let inst = complete(

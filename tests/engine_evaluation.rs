@@ -12,6 +12,7 @@ use sopflow::engine::decide::EngineError;
 use sopflow::engine::instance::{Actor, Instance, Status};
 use sopflow::engine::service::{Engine, ServiceError};
 use sopflow::store::memory::MemoryStore;
+use sopflow::store::Store;
 
 struct Cast {
     mary: Actor,
@@ -37,6 +38,22 @@ fn cast() -> Cast {
 }
 
 async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>) -> Instance {
+    let inst = up_to_report_approval(e, c, items).await;
+    complete(
+        e,
+        &inst,
+        "approve_report",
+        &c.mary,
+        Some("approve"),
+        json!({}),
+    )
+    .await
+    .unwrap()
+}
+
+/// The audit up to the management representative's approval of the report, which starts
+/// one corrective action per deduction item.
+async fn up_to_report_approval(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>) -> Instance {
     let inst = e
         .start("internal-evaluation", obj(json!({})), Some(&c.mary))
         .await
@@ -183,23 +200,13 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
     )
     .await
     .unwrap();
-    let inst = complete(
+    complete(
         e,
         &inst,
         "write_report",
         &c.lena,
         None,
         json!({ "report_summary": "Three deduction items", "conclusion": "Effective with corrections" }),
-    )
-    .await
-    .unwrap();
-    complete(
-        e,
-        &inst,
-        "approve_report",
-        &c.mary,
-        Some("approve"),
-        json!({}),
     )
     .await
     .unwrap()
@@ -324,6 +331,47 @@ async fn three_deduction_items_three_corrective_actions_then_the_parent_continue
     .unwrap();
     assert_eq!(done.data["all_verified"], json!(true));
     assert_eq!(done.status, Status::Completed);
+}
+
+#[tokio::test]
+async fn more_deduction_items_than_children_allowed_is_refused_and_changes_nothing() {
+    use sopflow::engine::decide::MAX_CHILDREN;
+    let (e, _clock) = engine().await;
+    let c = cast();
+    let items: Vec<Value> = (0..=MAX_CHILDREN as u32)
+        .map(|n| item(n, "quinn"))
+        .collect();
+    let inst = up_to_report_approval(&e, &c, items).await;
+    let before = e.store().dump().unwrap();
+    let err = complete(
+        &e,
+        &inst,
+        "approve_report",
+        &c.mary,
+        Some("approve"),
+        json!({}),
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        ServiceError::Engine(EngineError::Invalid(why)) => {
+            assert!(
+                why.contains(&format!("lists {} items", MAX_CHILDREN + 1)),
+                "{why}"
+            );
+            assert!(why.contains(&format!("at most {MAX_CHILDREN}")), "{why}");
+        }
+        other => panic!("expected a refusal naming the bound, got {other:?}"),
+    }
+    assert_eq!(before, e.store().dump().unwrap());
+
+    // Exactly the bound is fine: every child starts in the approval's commit.
+    let items: Vec<Value> = (0..MAX_CHILDREN as u32).map(|n| item(n, "quinn")).collect();
+    let inst = through_the_audit(&e, &c, items).await;
+    assert_eq!(
+        inst.children["corrective_actions"].pending.len(),
+        MAX_CHILDREN
+    );
 }
 
 #[tokio::test]

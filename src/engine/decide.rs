@@ -138,6 +138,67 @@ pub enum EngineError {
     Ended(&'static str),
 }
 
+/// The largest form a person may submit (a start form or a completion form), as JSON
+/// bytes. Every form is kept forever in the history and copied into the instance's
+/// snapshot, which is rewritten by each later command, so the body limit alone (1 MiB)
+/// would let one request make every later command on that instance slow. 64 KiB is some
+/// thirty pages of text.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The longest comment, or reason for a cancellation or delegation, in characters.
+pub const MAX_TEXT_CHARS: usize = 8_000;
+
+/// The most child instances one subprocess step starts (one per item of its `for_each`
+/// list). All of them start in the same commit as the step, so an unbounded list would
+/// be an unbounded transaction.
+pub const MAX_CHILDREN: usize = 200;
+
+/// Refuses what a person sent that is larger than the engine keeps, before anything else
+/// is looked at, so an oversized command costs no more than its parse.
+fn check_sizes(cmd: &Command, actor: Option<&Actor>) -> Result<(), EngineError> {
+    if actor.is_none() {
+        // The engine's own commands carry data the engine produced.
+        return Ok(());
+    }
+    let form = match cmd {
+        Command::Start { data, .. } => Some(data),
+        Command::Complete { form, .. } => Some(form),
+        _ => None,
+    };
+    if let Some(form) = form {
+        let bytes = serde_json::to_vec(form)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if bytes > MAX_FORM_BYTES {
+            return Err(EngineError::InvalidForm(vec![FieldProblem {
+                field: String::new(),
+                message: format!(
+                    "the form is {} KiB; at most {} KiB are kept per form, so attach large \
+                     documents elsewhere and give their reference",
+                    bytes.div_ceil(1024),
+                    MAX_FORM_BYTES / 1024
+                ),
+            }]));
+        }
+    }
+    let text = match cmd {
+        Command::Complete { comment, .. } => comment.as_deref().map(|t| ("a comment", t)),
+        Command::Comment { text } => Some(("a comment", text.as_str())),
+        Command::Cancel { reason } => Some(("a reason", reason.as_str())),
+        Command::Delegate { reason, .. } => reason.as_deref().map(|t| ("a reason", t)),
+        _ => None,
+    };
+    if let Some((what, text)) = text {
+        let chars = text.chars().count();
+        if chars > MAX_TEXT_CHARS {
+            return Err(EngineError::Invalid(format!(
+                "{what} may be at most {MAX_TEXT_CHARS} characters; this one has {chars}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The most steps one command may pass through without a person acting; a guard-driven
 /// loop of `auto` steps that never settles is stopped here rather than spinning forever.
 const STEP_BUDGET: usize = 10_000;
@@ -152,6 +213,7 @@ pub fn decide(
     now: DateTime<Utc>,
     calendars: &Calendars,
 ) -> Result<Decision, EngineError> {
+    check_sizes(cmd, actor)?;
     if let Command::Start { id, data, parent } = cmd {
         if state.is_some() {
             return Err(EngineError::Conflict(format!(
@@ -336,19 +398,39 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Could `a` have taken this task before anyone delegated it? A person who could is
+    /// refused with a conflict when it has moved on: they lost a race or came too late,
+    /// and a 403 would wrongly tell them they never had the right.
+    fn offered_to(&self, t: &Task, a: &Actor) -> bool {
+        match &t.assignee {
+            Some(person) => person == &a.id,
+            None => a.holds_any(&t.roles),
+        }
+    }
+
     fn check_eligible(&self, t: &Task, a: &Actor) -> Result<(), EngineError> {
         if self.eligible(t, a) {
             return Ok(());
         }
-        Err(EngineError::Forbidden(
-            match (&t.delegated_to, &t.assignee) {
-                (Some(d), _) => format!("task `{}` was delegated to {d}", t.step),
-                (None, Some(p)) => format!("task `{}` is assigned to {p}", t.step),
-                (None, None) => {
-                    format!("task `{}` is for the roles {}", t.step, t.roles.join(", "))
-                }
-            },
-        ))
+        match (&t.delegated_to, &t.assignee) {
+            (Some(d), _) if self.offered_to(t, a) => Err(EngineError::Conflict(format!(
+                "task `{}` was delegated to {d}",
+                t.step
+            ))),
+            (Some(d), _) => Err(EngineError::Forbidden(format!(
+                "task `{}` was delegated to {d}",
+                t.step
+            ))),
+            (None, Some(p)) => Err(EngineError::Forbidden(format!(
+                "task `{}` is assigned to {p}",
+                t.step
+            ))),
+            (None, None) => Err(EngineError::Forbidden(format!(
+                "task `{}` is for the roles {}",
+                t.step,
+                t.roles.join(", ")
+            ))),
+        }
     }
 
     /// Separation of duties for `a` doing `step`.
@@ -474,6 +556,13 @@ impl<'a> Run<'a> {
         };
         // Only the person who holds the task (or could take it and nobody has) hands it on.
         match t.holder() {
+            // Someone who could have handed it on, had another not taken it first.
+            Some(h) if h != a.id && self.offered_to(&t, a) => {
+                return Err(EngineError::Conflict(format!(
+                    "task `{}` is held by {h}",
+                    t.step
+                )))
+            }
             Some(h) if h != a.id => {
                 return Err(EngineError::Forbidden(format!(
                     "task `{}` is held by {h}",
@@ -1227,6 +1316,13 @@ impl<'a> Run<'a> {
                         )))
                     }
                 };
+                if items.len() > MAX_CHILDREN {
+                    return Err(EngineError::Invalid(format!(
+                        "`{list_field}` lists {} items, and step `{id}` starts one `{child_proc}` \
+                         per item; at most {MAX_CHILDREN} are started at once, so split the list",
+                        items.len()
+                    )));
+                }
                 let seq = self.s.seq + 1;
                 let mut children = Vec::new();
                 for (index, item) in items.iter().enumerate() {
@@ -1392,6 +1488,101 @@ fn actor_value(a: &Actor) -> Cel {
 #[cfg(test)]
 mod tests {
     use super::distinct_signer_per_role;
+
+    mod sizes {
+        use super::super::{check_sizes, Command, EngineError, MAX_FORM_BYTES, MAX_TEXT_CHARS};
+        use crate::engine::instance::Actor;
+        use serde_json::{json, Map, Value};
+
+        fn someone() -> Actor {
+            Actor {
+                id: "li.wei".into(),
+                name: "Li Wei".into(),
+                department: "sales".into(),
+                roles: vec!["sales".into()],
+                level: 2,
+                within: vec![],
+            }
+        }
+
+        fn form_of(bytes: usize) -> Map<String, Value> {
+            // `{"t":"…"}` is 8 bytes around the text.
+            let mut m = Map::new();
+            m.insert("t".into(), json!("x".repeat(bytes - 8)));
+            m
+        }
+
+        fn complete(form: Map<String, Value>, comment: Option<String>) -> Command {
+            Command::Complete {
+                task: uuid::Uuid::nil(),
+                outcome: None,
+                form,
+                comment,
+            }
+        }
+
+        #[test]
+        fn a_form_up_to_the_bound_passes_and_one_byte_more_is_refused() {
+            let a = someone();
+            assert_eq!(
+                serde_json::to_vec(&form_of(MAX_FORM_BYTES)).unwrap().len(),
+                MAX_FORM_BYTES
+            );
+            assert!(check_sizes(&complete(form_of(MAX_FORM_BYTES), None), Some(&a)).is_ok());
+            match check_sizes(&complete(form_of(MAX_FORM_BYTES + 1), None), Some(&a)) {
+                Err(EngineError::InvalidForm(p)) => {
+                    assert_eq!(p.len(), 1);
+                    assert!(p[0].message.contains("at most 64 KiB"), "{}", p[0].message);
+                }
+                other => panic!("{other:?}"),
+            }
+            let start = Command::Start {
+                id: uuid::Uuid::nil(),
+                data: form_of(MAX_FORM_BYTES + 1),
+                parent: None,
+            };
+            assert!(check_sizes(&start, Some(&a)).is_err());
+            // The engine's own child starts carry data it produced from a bounded form.
+            assert!(check_sizes(&start, None).is_ok());
+        }
+
+        #[test]
+        fn comments_and_reasons_are_bounded_in_characters_not_bytes() {
+            let a = someone();
+            let at_bound = "永".repeat(MAX_TEXT_CHARS);
+            let over = "x".repeat(MAX_TEXT_CHARS + 1);
+            for cmd in [
+                Command::Comment {
+                    text: at_bound.clone(),
+                },
+                Command::Cancel {
+                    reason: at_bound.clone(),
+                },
+                complete(Map::new(), Some(at_bound.clone())),
+            ] {
+                assert!(check_sizes(&cmd, Some(&a)).is_ok());
+            }
+            for cmd in [
+                Command::Comment { text: over.clone() },
+                Command::Cancel {
+                    reason: over.clone(),
+                },
+                Command::Delegate {
+                    task: uuid::Uuid::nil(),
+                    to: someone(),
+                    reason: Some(over.clone()),
+                },
+                complete(Map::new(), Some(over.clone())),
+            ] {
+                match check_sizes(&cmd, Some(&a)) {
+                    Err(EngineError::Invalid(why)) => {
+                        assert!(why.contains("at most 8000 characters"), "{why}")
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
 
     fn signer(id: &str, roles: &[&str]) -> (String, Vec<String>) {
         (id.into(), roles.iter().map(|r| r.to_string()).collect())

@@ -170,9 +170,29 @@ async fn bodies_over_one_mebibyte_are_413() {
     .await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     srv.assert_unchanged(&id_of(&inst), &before, "413").await;
-    // Under the limit, a large but valid body is taken.
+    // Under the body limit but over the form limit (64 KiB): a 422 naming the bound.
     let mut form = registration("general");
     form["complaint"] = json!("z".repeat(512 << 10));
+    let v = srv
+        .refused_completion(
+            &id_of(&inst),
+            "xu.na",
+            &task,
+            None,
+            form,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    assert_eq!(
+        v["problems"][0]["message"]
+            .as_str()
+            .map(|m| m.contains("at most 64 KiB")),
+        Some(true),
+        "{v}"
+    );
+    // A large form inside both limits is taken.
+    let mut form = registration("general");
+    form["complaint"] = json!("z".repeat(60 << 10));
     srv.complete_step(&inst, "register", "xu.na", None, form)
         .await;
 }

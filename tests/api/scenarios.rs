@@ -759,7 +759,8 @@ async fn delegating_a_document_change_approval() {
         .await;
     assert_eq!(v["tasks"][0]["delegated_to"], "zhou.min");
     assert_eq!(v["tasks"][0]["holder"], "zhou.min");
-    // Now only on the delegate's worklist; the delegator can no longer complete it.
+    // Now only on the delegate's worklist; the delegator can no longer complete it: a
+    // conflict (the task moved on), since she could have before.
     assert!(srv.worklist("qian.li", "").await.is_empty());
     let w = srv.worklist("zhou.min", "").await;
     assert_eq!(w.len(), 1);
@@ -770,7 +771,7 @@ async fn delegating_a_document_change_approval() {
         &approve,
         Some("approve"),
         json!({}),
-        FORBIDDEN,
+        StatusCode::CONFLICT,
     )
     .await;
     // Both may read it: the delegate holds it, the delegator holds the role.
