@@ -55,6 +55,8 @@ pub enum SetupError {
         "{report}the procedures have errors; fix them (sopflow validate) before running instances"
     )]
     Procedures { report: String },
+    #[error("the data directory {path} is a file; give --data-dir a directory (it is created if missing)")]
+    DataDirIsAFile { path: String },
     #[error("cannot create the data directory {path}: {error}")]
     DataDir { path: String, error: std::io::Error },
     #[error("cannot open the store in {path}: {reason}")]
@@ -88,6 +90,11 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
                 .filter(|r| r.errors() > 0)
                 .map(|r| r.render_text())
                 .collect(),
+        });
+    }
+    if p.data_dir.exists() && !p.data_dir.is_dir() {
+        return Err(SetupError::DataDirIsAFile {
+            path: p.data_dir.display().to_string(),
         });
     }
     std::fs::create_dir_all(&p.data_dir).map_err(|error| SetupError::DataDir {

@@ -109,3 +109,75 @@ fn a_port_in_use_is_refused_in_one_line() {
     one_line(&err);
     assert_eq!(err.matches("in use").count(), 1, "said once: {err}");
 }
+
+#[test]
+fn a_store_another_process_holds_is_refused_after_the_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    let o = serve(&["--data-dir", dir.path().to_str().unwrap()]);
+    let err = refused(
+        &o,
+        "is `sopflow serve` or another sopflow command using it?",
+    );
+    one_line(&err);
+    drop(held);
+}
+
+/// A server still finishing its shutdown holds sled's lock for a moment (seconds, on a
+/// big store); the next process waits for it instead of failing the restart.
+#[test]
+fn a_store_released_during_the_lock_wait_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args(["verify", "--data"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Released well inside the wait, however slow the machine is at starting the child.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let o = serve(&["--data-dir", file.to_str().unwrap()]);
+    let err = refused(&o, "is a file; give --data-dir a directory");
+    one_line(&err);
+}
+
+#[test]
+fn a_procedure_file_that_cannot_be_read_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let procs = dir.path().join("procedures");
+    std::fs::create_dir(&procs).unwrap();
+    for f in std::fs::read_dir("procedures").unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, procs.join(f.file_name().unwrap())).unwrap();
+    }
+    // A link to nowhere: listed by the directory, unreadable when opened (as root, a
+    // mode of 000 would not stop the read).
+    std::os::unix::fs::symlink(dir.path().join("gone.toml"), procs.join("gone.toml")).unwrap();
+    let o = serve(&[
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--procedures",
+        procs.to_str().unwrap(),
+        "--calendars",
+        "calendars",
+    ]);
+    let err = refused(&o, "gone.toml");
+    assert!(!err.contains("panicked"), "{err}");
+}

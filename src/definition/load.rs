@@ -140,12 +140,15 @@ pub fn validate_text(
     check_set(vec![parsed], &context, calendars)
 }
 
+/// Every `.toml` entry of `dir` that is not a directory. A link to nowhere or a file that
+/// cannot be opened is kept, so reading it reports the problem at its name: skipping it
+/// would silently leave a procedure out of the set the process owner expects to run.
 fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
+                .filter(|p| !p.is_dir() && p.extension().is_some_and(|e| e == "toml"))
                 .collect()
         })
         .unwrap_or_default();
