@@ -125,6 +125,8 @@ pub struct Server {
     task: Option<JoinHandle<Result<(), ServeError>>>,
     /// The data directory (removed when the server is dropped).
     dir: Option<TempDir>,
+    /// What the handlers reach: the engine and its store, read in-process by `dump`.
+    state: std::sync::Arc<sopflow::http::AppState>,
 }
 
 /// The token planted for the inactive user `shi.lan`.
@@ -140,6 +142,36 @@ impl Server {
     /// token hash for the inactive user `shi.lan` (token `INACTIVE_TOKEN`), as if they had
     /// been issued one while still active.
     pub async fn start_with(clock: ClockChoice) -> Server {
+        Server::start_full(clock, "procedures".into()).await
+    }
+
+    /// A server at `t0()` on the procedures in `procedures` (calendars from `calendars/`).
+    pub async fn start_on(procedures: std::path::PathBuf) -> Server {
+        Server::start_full(ClockChoice::Manual(Some(t0())), procedures).await
+    }
+
+    /// A server at `t0()` on the shipped procedures plus the named files of
+    /// `tests/fixtures/runtime/` (procedures made for one test, such as a condition that
+    /// fails at run time). The directory is handed back to be kept alive with the server.
+    pub async fn start_with_fixtures(names: &[&str]) -> (Server, TempDir) {
+        let procs = tempfile::tempdir().expect("a temporary procedures directory");
+        let shipped = std::fs::read_dir("procedures").expect("the shipped procedures");
+        let fixtures = names
+            .iter()
+            .map(|n| std::path::PathBuf::from(format!("tests/fixtures/runtime/{n}")));
+        for path in shipped
+            .map(|f| f.expect("a directory entry").path())
+            .chain(fixtures)
+        {
+            let name = path.file_name().expect("a file name");
+            std::fs::copy(&path, procs.path().join(name))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", path.display()));
+        }
+        let srv = Server::start_on(procs.path().to_path_buf()).await;
+        (srv, procs)
+    }
+
+    async fn start_full(clock: ClockChoice, procedures: std::path::PathBuf) -> Server {
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let planted = json!({
             "users": { "shi.lan": sopflow::directory::token_hash(INACTIVE_TOKEN) }
@@ -151,9 +183,9 @@ impl Server {
         .expect("planted hashes written");
         let cfg = ServeConfig {
             data_dir: dir.path().to_path_buf(),
-            procedures: "procedures".into(),
+            procedures,
             directory: "org.toml".into(),
-            calendars: None,
+            calendars: Some("calendars".into()),
             calendar: "default".into(),
             listen: "127.0.0.1:0".parse().expect("a socket address"),
             clock,
@@ -166,6 +198,7 @@ impl Server {
             Err(e) => panic!("the server does not start: {e}"),
         };
         let addr = bound.addr;
+        let state = bound.state.clone();
         let mut tokens: HashMap<String, String> = bound.issued_tokens.iter().cloned().collect();
         tokens.insert("shi.lan".into(), INACTIVE_TOKEN.into());
         let (tx, rx) = oneshot::channel::<()>();
@@ -180,6 +213,7 @@ impl Server {
             stop: Some(tx),
             task: Some(task),
             dir: Some(dir),
+            state,
         }
     }
 
@@ -194,6 +228,20 @@ impl Server {
         };
         let dir = self.dir.take().expect("the data directory");
         (result, dir)
+    }
+
+    /// Every key and value of the store, tree by tree (the store's id left out): equal
+    /// dumps mean the store is byte-for-byte unchanged.
+    pub fn dump(&self) -> sopflow::store::Dump {
+        use sopflow::store::Store;
+        self.state.engine.store().dump().expect("the store dumps")
+    }
+
+    /// The engine the server runs, for checks no endpoint offers (fold = snapshot).
+    pub fn engine(
+        &self,
+    ) -> &sopflow::engine::service::Engine<sopflow::store::sled_store::SledStore> {
+        &self.state.engine
     }
 
     pub fn token(&self, user: &str) -> &str {

@@ -7,6 +7,10 @@
 //! - `matrix`: the role × endpoint authorization matrix, cell by cell, with the proof that a
 //!   refused write changed nothing;
 //! - `errors`: every error status the API gives, and malformed input of every kind;
+//! - `hostile`: a barrage of hostile requests, each a 4xx that leaves the store
+//!   byte-for-byte unchanged;
+//! - `races`: claim, complete, delegate and cancel racing for one task: one winner where
+//!   they exclude each other, 409 for every loser, a history that matches the winners;
 //! - `scenarios`: procedures end to end (complaint with a deadline breach, internal
 //!   evaluation with its corrective actions, delegation, multi-signature, notifications,
 //!   worklist filters).
@@ -14,5 +18,7 @@
 mod audit;
 mod errors;
 mod harness;
+mod hostile;
 mod matrix;
+mod races;
 mod scenarios;
