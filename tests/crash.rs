@@ -39,7 +39,7 @@
 //! replays the same plan, not the same interleaving. A failing run keeps its data
 //! directory (the path is printed) with the server's stderr of every start in it.
 //!
-//! Default: 3 rounds, a kill 200–1500 ms into the load: 5–10 s in a debug build on a busy
+//! Default: 6 rounds, a kill 200–1500 ms into the load: 10–20 s in a debug build on a busy
 //! two-core machine (the store grows by ~250 instances a round, so later rounds of a soak
 //! take longer: 36 rounds took about four minutes). The soak:
 //!
@@ -103,7 +103,7 @@ fn config() -> Config {
     let rounds = match (env_num("SOPFLOW_CRASH_ROUNDS"), seconds) {
         (Some(n), _) => n.max(1) as usize,
         (None, Some(_)) => 1,
-        (None, None) => 3,
+        (None, None) => 6,
     };
     let seed = env_num("SOPFLOW_CRASH_SEED").unwrap_or_else(|| {
         let nanos = std::time::SystemTime::now()
