@@ -75,22 +75,23 @@ where
                 ))
             }
         })?;
-        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => {}
-            None => {
-                return Err(ApiError::Malformed(
-                    "the request body is empty; send a JSON object".into(),
-                ))
-            }
-            Some(_) => {
-                return Err(ApiError::Malformed(
-                    "the request body must be a JSON object".into(),
-                ))
-            }
-        }
+        json_object(&bytes)?;
         axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(v)| Json(v))
             .map_err(ApiError::from)
+    }
+}
+
+/// Refuses a JSON body that is not an object before serde reads a struct from it.
+fn json_object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        None => Err(ApiError::Malformed(
+            "the request body is empty; send a JSON object".into(),
+        )),
+        Some(_) => Err(ApiError::Malformed(
+            "the request body must be a JSON object".into(),
+        )),
     }
 }
 
@@ -229,7 +230,7 @@ pub async fn metrics(State(state): St, caller: Caller) -> Result<Response, ApiEr
 
 /// This OpenAPI document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "service", security(("bearer" = [])),
-    responses((status = 200, description = "OpenAPI 3.1 document"), (status = 401, body = Problem)))]
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object), (status = 401, body = Problem)))]
 pub async fn openapi(_caller: Caller) -> Response {
     (
         [(
@@ -296,7 +297,8 @@ fn find_procedure(
 /// One procedure: its text, its definition as JSON and its start form (any user).
 #[utoipa::path(get, path = "/v1/procedures/{id}", tag = "procedures", security(("bearer" = [])),
     params(("id" = String, Path, description = "Procedure id"), VersionQuery),
-    responses((status = 200, body = ProcedureDetail), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, body = ProcedureDetail), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 404, body = Problem)))]
 pub async fn get_procedure(
     State(state): St,
     _caller: Caller,
@@ -327,7 +329,8 @@ pub async fn get_procedure(
 /// The procedure's graph as Mermaid (default) or Graphviz DOT text (any user).
 #[utoipa::path(get, path = "/v1/procedures/{id}/graph", tag = "procedures", security(("bearer" = [])),
     params(("id" = String, Path, description = "Procedure id"), GraphQuery),
-    responses((status = 200, description = "Mermaid or DOT text", content_type = "text/plain"),
+    responses((status = 200, description = "Mermaid (`text/vnd.mermaid`) or DOT (`text/vnd.graphviz`) text",
+            content((String = "text/vnd.mermaid"), (String = "text/vnd.graphviz"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn procedure_graph(
     State(state): St,
@@ -352,18 +355,28 @@ pub async fn procedure_graph(
         .into_response())
 }
 
-/// Checks a procedure file and returns every diagnostic with line and column
-/// (process owner, admin). Nothing is registered.
+/// The query of `POST /v1/procedures/validate`.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateQuery {
-    /// File name to report against for a raw TOML body (default `<id>.toml`).
+    /// File name to report diagnostics against (default `<id>.toml`), unless a JSON body
+    /// names one: 1–255 characters, no slashes.
+    #[param(max_length = 255, min_length = 1, pattern = r"^[^/\\\x00]+$")]
     pub name: Option<String>,
 }
 
+/// 1–255 characters, none of them a slash, a backslash or NUL: a name to report against,
+/// never a path.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().count() <= 255 && !name.contains(['/', '\\', '\0'])
+}
+
+/// Checks a procedure file and returns every diagnostic with line and column
+/// (process owner, admin). Nothing is registered.
 #[utoipa::path(post, path = "/v1/procedures/validate", tag = "procedures", security(("bearer" = [])),
     params(ValidateQuery),
-    request_body(content((String = "application/toml"), (String = "text/plain"), (ValidateRequest = "application/json")),
+    request_body(content((ProcedureText = "application/toml"), (ProcedureText = "text/plain"), (ValidateRequest = "application/json")),
         description = "The TOML text, raw or as `{\"text\": …}`"),
     responses((status = 200, body = ValidateResponse), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 403, body = Problem), (status = 413, body = Problem)))]
@@ -379,11 +392,22 @@ pub async fn validate_procedure(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if query.name.as_deref().is_some_and(|n| !plain_file_name(n)) {
+        return Err(ApiError::Malformed(
+            "`name` must be a plain file name without slashes".into(),
+        ));
+    }
     let (name, text) = if is_json {
+        json_object(&body)?;
         let r: ValidateRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::Malformed(format!("the body is not a validate request: {e}")))?;
-        (r.name, r.text)
+        (r.name.or(query.name), r.text)
     } else {
+        if body.is_empty() {
+            return Err(ApiError::Malformed(
+                "the request body is empty; send the procedure's TOML text".into(),
+            ));
+        }
         let text = String::from_utf8(body.to_vec())
             .map_err(|_| ApiError::Malformed("the procedure text is not valid UTF-8".into()))?;
         (query.name, text)
@@ -394,7 +418,7 @@ pub async fn validate_procedure(
         Some(id) if crate::directory::is_id(id) => format!("{id}.toml"),
         _ => "procedure.toml".to_string(),
     });
-    if name.is_empty() || name.len() > 255 || name.contains(['/', '\\', '\0']) {
+    if !plain_file_name(&name) {
         return Err(ApiError::Malformed(
             "`name` must be a plain file name without slashes".into(),
         ));
@@ -434,9 +458,22 @@ pub async fn validate_procedure(
 /// admin).
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])),
     request_body = StartRequest,
-    responses((status = 201, body = InstanceView, headers(("location" = String, description = "/v1/instances/{id}"))),
+    responses((status = 201, body = InstanceView, headers(("location" = String, description = "/v1/instances/{id}")),
+            links(
+                ("GetInstance" = (operation_id = "get_instance", parameters(("id" = "$response.body#/id")))),
+                ("InstanceHistory" = (operation_id = "instance_history", parameters(("id" = "$response.body#/id")))),
+                ("CancelInstance" = (operation_id = "cancel_instance", parameters(("id" = "$response.body#/id")))),
+                ("CommentInstance" = (operation_id = "comment_instance", parameters(("id" = "$response.body#/id")))),
+                ("GetFirstTask" = (operation_id = "get_task", parameters(("id" = "$response.body#/tasks/0/id")),
+                    description = "The first open task")),
+                ("ClaimFirstTask" = (operation_id = "claim_task", parameters(("id" = "$response.body#/tasks/0/id")))),
+                ("ReleaseFirstTask" = (operation_id = "release_task", parameters(("id" = "$response.body#/tasks/0/id")))),
+                ("DelegateFirstTask" = (operation_id = "delegate_task", parameters(("id" = "$response.body#/tasks/0/id")))),
+                ("CompleteFirstTask" = (operation_id = "complete_task", parameters(("id" = "$response.body#/tasks/0/id"))))
+            )),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+        (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 422, body = Problem)))]
 pub async fn start_instance(
     State(state): St,
     caller: Caller,
@@ -532,11 +569,13 @@ pub async fn get_instance(
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// First sequence number to return (default 1).
+    /// First sequence number to return (default 1; at most 2^63 − 1).
     pub from: Option<u64>,
     /// At most this many events (1–1000, default 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -556,6 +595,13 @@ pub async fn instance_history(
     may_read(&state, &caller, &inst)?;
     let limit = page_limit(q.limit, MAX_HISTORY_PAGE, MAX_HISTORY_PAGE)?;
     let from = q.from.unwrap_or(1).max(1);
+    // Documented (and read by most clients) as a signed 64-bit integer.
+    if i64::try_from(from).is_err() {
+        return Err(ApiError::Malformed(format!(
+            "`from` {from} is out of range; use 0 to {}",
+            i64::MAX
+        )));
+    }
     let events = state.engine.history_page(id, from, limit)?;
     Ok(Json(History {
         instance: id,
@@ -568,7 +614,7 @@ pub async fn instance_history(
     params(("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub async fn cancel_instance(
     State(state): St,
     caller: Caller,
@@ -591,7 +637,8 @@ pub async fn cancel_instance(
 #[utoipa::path(post, path = "/v1/instances/{id}/comments", tag = "instances", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
     responses((status = 201, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub async fn comment_instance(
     State(state): St,
     caller: Caller,
@@ -764,7 +811,7 @@ pub async fn release_task(
     params(("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 422, body = Problem)))]
+        (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub async fn delegate_task(
     State(state): St,
     caller: Caller,
@@ -844,7 +891,8 @@ pub async fn notifications(
 #[utoipa::path(post, path = "/v1/admin/clock/advance", tag = "admin", security(("bearer" = [])),
     request_body = ClockAdvance,
     responses((status = 200, body = ClockState), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, body = Problem)))]
 pub async fn advance_clock(
     State(state): St,
     caller: Caller,

@@ -68,6 +68,7 @@ pub struct ProcedureDetail {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VersionQuery {
     /// A registered version; the newest if absent.
@@ -75,12 +76,30 @@ pub struct VersionQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GraphQuery {
     /// `mermaid` (default) or `dot`.
+    #[param(value_type = Option<GraphFormat>)]
     pub format: Option<String>,
     pub version: Option<u32>,
 }
+
+/// A procedure file's TOML text, sent as the raw request body (documentation only).
+pub struct ProcedureText;
+
+impl utoipa::PartialSchema for ProcedureText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A procedure file's TOML text (not empty)."))
+            .min_length(Some(1))
+            .build()
+            .into()
+    }
+}
+
+impl ToSchema for ProcedureText {}
 
 /// A procedure file to check. Send it as the raw body (`Content-Type: application/toml`
 /// or `text/plain`), or as this JSON object.
@@ -89,8 +108,10 @@ pub struct GraphQuery {
 pub struct ValidateRequest {
     /// The TOML text.
     pub text: String,
-    /// File name to report diagnostics against (default `<id>.toml`).
+    /// File name to report diagnostics against (default `<id>.toml`): 1–255 characters,
+    /// no slashes.
     #[serde(default)]
+    #[schema(max_length = 255, min_length = 1, pattern = r"^[^/\\\x00]+$")]
     pub name: Option<String>,
 }
 
@@ -129,6 +150,10 @@ pub struct ValidateResponse {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "procedure": "complaint-handling",
+    "data": { "customer": "Huadong Packaging Co.", "contact": "Mr Zhang, 021-5555-0101" }
+}))]
 pub struct StartRequest {
     /// Procedure id; the instance runs on its newest version.
     pub procedure: String,
@@ -140,6 +165,7 @@ pub struct StartRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "reason": "Entered twice; the other complaint goes on" }))]
 pub struct CancelRequest {
     /// Why the instance is cancelled (required; recorded in the history).
     pub reason: String,
@@ -147,20 +173,25 @@ pub struct CancelRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "text": "The customer called again; a call back is promised for today" }))]
 pub struct CommentRequest {
     pub text: String,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceQuery {
     /// Only instances of this procedure.
     pub procedure: Option<String>,
     /// `running`, `completed` or `cancelled`.
+    #[param(value_type = Option<InstanceStatus>)]
     pub status: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -268,6 +299,7 @@ pub struct History {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TaskQuery {
     /// Only tasks offered to this role.
@@ -277,8 +309,10 @@ pub struct TaskQuery {
     /// Only tasks due before this instant (RFC 3339).
     pub due_before: Option<DateTime<Utc>>,
     /// `offered` (nobody holds it yet), `held` (with the caller) or `overdue`.
+    #[param(value_type = Option<TaskState>)]
     pub state: Option<String>,
     /// At most this many (1–1000, default 200).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -329,6 +363,11 @@ pub struct TaskDetail {
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "form": { "channel": "telephone", "complaint": "The replacement roller arrived damaged.",
+              "severity": "general", "first_answer": "A new roller ships today by courier." },
+    "comment": "Registered on the customer's second call"
+}))]
 pub struct CompleteRequest {
     /// Required when the step has several outcomes.
     #[serde(default)]
@@ -343,6 +382,7 @@ pub struct CompleteRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "to": "liu.yang", "reason": "On leave until Friday" }))]
 pub struct DelegateRequest {
     /// The colleague's user id.
     pub to: String,
@@ -355,9 +395,11 @@ pub struct DelegateRequest {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct NotificationQuery {
     /// At most this many, newest first (1–500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
 }
 
@@ -382,6 +424,7 @@ pub struct NotificationList {
 /// duration like `"PT2H"`, `"P3D"`) or `to` (an RFC 3339 instant). Exactly one.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({ "by": "3 working days" }))]
 pub struct ClockAdvance {
     #[serde(default)]
     pub by: Option<String>,
@@ -509,22 +552,31 @@ impl TaskSummary {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditEventsQuery {
     /// Events by this user, or by a delegate on their behalf.
+    #[param(min_length = 1, pattern = r"^[^\x00]+$")]
     pub actor: Option<String>,
     /// Events of instances of this procedure.
+    #[param(min_length = 1, pattern = r"^[^\x00]+$")]
     pub procedure: Option<String>,
     /// Events of this kind (`task_completed`, `deadline_breached`, …).
+    #[param(value_type = Option<EventKindName>)]
     pub kind: Option<String>,
     /// From this time on, inclusive: RFC 3339 or a date (`2026-03-01`, midnight UTC).
+    /// Before `to` when both are given.
+    #[param(value_type = Option<DateOrInstant>)]
     pub from: Option<String>,
     /// Before this time, exclusive; written like `from`.
+    #[param(value_type = Option<DateOrInstant>)]
     pub to: Option<String>,
     /// The `next` of the previous page.
+    #[param(pattern = r"^[0-9a-fA-F]{64}$")]
     pub cursor: Option<String>,
     /// At most this many events (1–1000, default 100). A page may hold fewer and still
     /// have a `next`: each page reads a bounded stretch of the index.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -546,6 +598,7 @@ pub struct AuditPage {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyQuery {
     /// Check only this instance's chain.
@@ -602,12 +655,98 @@ impl From<crate::store::Verification> for VerifyReport {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct KpiQuery {
     /// The procedure id.
     pub procedure: String,
     /// Start of the period, inclusive: RFC 3339 or a date (`2026-03-01`, midnight UTC).
+    /// Before `to` (or now).
+    #[param(value_type = DateOrInstant)]
     pub from: String,
     /// End of the period, exclusive (default: now).
+    #[param(value_type = Option<DateOrInstant>)]
     pub to: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas of query parameters the handlers read as strings and check themselves. They exist
+// for the OpenAPI document only.
+// ---------------------------------------------------------------------------------------------
+
+fn string_enum<'a>(
+    description: &str,
+    values: impl IntoIterator<Item = &'a str>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(description))
+        .enum_values(Some(values))
+        .build()
+        .into()
+}
+
+macro_rules! string_enum_schema {
+    ($name:ident, $description:literal, $values:expr) => {
+        #[doc = $description]
+        pub struct $name;
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+                string_enum($description, $values)
+            }
+        }
+
+        impl ToSchema for $name {}
+    };
+}
+
+string_enum_schema!(GraphFormat, "How a graph is drawn.", ["mermaid", "dot"]);
+string_enum_schema!(
+    InstanceStatus,
+    "An instance's status.",
+    ["running", "completed", "cancelled"]
+);
+string_enum_schema!(
+    TaskState,
+    "Where a task of the worklist is.",
+    ["offered", "held", "overdue"]
+);
+string_enum_schema!(
+    EventKindName,
+    "The kind of a history event.",
+    crate::engine::instance::EventKind::NAMES
+);
+
+/// A date (`2026-03-01`, meaning its midnight UTC) or an RFC 3339 instant.
+pub struct DateOrInstant;
+
+impl utoipa::PartialSchema for DateOrInstant {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::{schema::Type, KnownFormat, ObjectBuilder, SchemaFormat};
+        let string = |f| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(f)))
+        };
+        let any = utoipa::openapi::schema::AnyOfBuilder::new()
+            .description(Some(
+                "A date (`2026-03-01`, meaning its midnight UTC) or an RFC 3339 instant.",
+            ))
+            .item(string(KnownFormat::Date))
+            .item(string(KnownFormat::DateTime))
+            .build();
+        utoipa::openapi::RefOr::T(utoipa::openapi::Schema::AnyOf(any))
+    }
+}
+
+impl ToSchema for DateOrInstant {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_documented_audit_cursor_is_as_long_as_the_real_one() {
+        // `AuditEventsQuery::cursor`'s pattern says 64 hex digits.
+        assert_eq!(2 * crate::store::audit::CURSOR_LEN, 64);
+    }
 }

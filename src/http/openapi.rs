@@ -8,9 +8,11 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use serde_json::{json, Value};
+
 use super::api;
 use super::dto;
-use super::error::{FieldProblemBody, Problem};
+use super::error::{ApiError, FieldProblemBody, Problem, PROBLEM_JSON};
 
 struct Bearer;
 
@@ -68,7 +70,8 @@ impl Modify for Bearer {
         api::audit_verify,
         api::kpi_report,
     ),
-    components(schemas(Problem, FieldProblemBody, dto::Diagnostic)),
+    components(schemas(Problem, FieldProblemBody, dto::Diagnostic, dto::ProcedureText, dto::DateOrInstant, dto::GraphFormat,
+        dto::InstanceStatus, dto::TaskState, dto::EventKindName)),
     modifiers(&Bearer),
     tags(
         (name = "service", description = "Health, metrics, this document, the caller"),
@@ -85,12 +88,138 @@ pub struct ApiDoc;
 pub fn document_json() -> &'static str {
     static DOC: OnceLock<String> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut s = ApiDoc::openapi()
-            .to_pretty_json()
+        let mut s = serde_json::to_value(ApiDoc::openapi())
+            .map(|mut doc| {
+                finish(&mut doc);
+                doc
+            })
+            .and_then(|doc| serde_json::to_string_pretty(&doc))
             .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
         s.push('\n');
         s
     })
+}
+
+/// What the annotations cannot say, or would say a hundred times over, applied to the
+/// generated document so it tells the truth about what the server sends:
+/// - every error is `application/problem+json` (the annotations name the `Problem` body;
+///   utoipa would call it `application/json`), described by the problem types of its status;
+/// - every operation may answer 503: the request timeout covers every route;
+/// - every response has a description (OpenAPI requires one);
+/// - a query parameter is present with a value or absent, never JSON `null`;
+/// - `ClockAdvance` takes exactly one of `by` and `to`.
+fn finish(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for op in paths.values_mut().filter_map(Value::as_object_mut) {
+        for op in op.values_mut().filter_map(Value::as_object_mut) {
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                for p in params.iter_mut().filter(|p| p["in"] == "query") {
+                    if let Some(schema) = p.get_mut("schema") {
+                        not_null(schema);
+                    }
+                }
+            }
+            let Some(responses) = op
+                .entry("responses")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+            else {
+                continue;
+            };
+            responses
+                .entry("503")
+                .or_insert_with(|| json!({ "content": { "application/json": problem_ref() } }));
+            for (status, res) in responses.iter_mut() {
+                let code: u16 = status.parse().unwrap_or(0);
+                let Some(res) = res.as_object_mut() else {
+                    continue;
+                };
+                if code >= 400 {
+                    res.insert("content".into(), json!({ PROBLEM_JSON: problem_ref() }));
+                }
+                let empty = res
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty);
+                if empty {
+                    res.insert("description".into(), json!(describe(code)));
+                }
+            }
+        }
+    }
+    if let Some(clock) = doc.pointer_mut("/components/schemas/ClockAdvance") {
+        if let Some(clock) = clock.as_object_mut() {
+            clock.insert(
+                "oneOf".into(),
+                json!([
+                    { "required": ["by"], "properties": { "by": { "type": "string" }, "to": { "type": "null" } } },
+                    { "required": ["to"], "properties": { "to": { "type": "string" }, "by": { "type": "null" } } }
+                ]),
+            );
+        }
+    }
+}
+
+fn problem_ref() -> Value {
+    json!({ "schema": { "$ref": "#/components/schemas/Problem" } })
+}
+
+/// Drops `null` from a schema's types (`["string", "null"]` becomes `"string"`).
+fn not_null(schema: &mut Value) {
+    if let Some(types) = schema.get("type").and_then(Value::as_array) {
+        let left: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        schema["type"] = match left.as_slice() {
+            [one] => one.clone(),
+            _ => Value::Array(left),
+        };
+    }
+    for key in ["anyOf", "oneOf"] {
+        if let Some(list) = schema.get_mut(key).and_then(Value::as_array_mut) {
+            list.retain(|s| s.get("type") != Some(&json!("null")));
+        }
+    }
+}
+
+/// A response's description: for an error, the problem types it carries.
+fn describe(status: u16) -> String {
+    match status {
+        200 => return "OK".into(),
+        201 => return "Created".into(),
+        s if s < 400 => return String::new(),
+        _ => {}
+    }
+    let s = String::new;
+    let every = [
+        ApiError::Malformed(s()),
+        ApiError::Unauthorized(s()),
+        ApiError::Forbidden(s()),
+        ApiError::NotFound(s()),
+        ApiError::MethodNotAllowed(s()),
+        ApiError::Conflict(s()),
+        ApiError::TooLarge(s()),
+        ApiError::UnsupportedMediaType(s()),
+        ApiError::InvalidForm(Vec::new()),
+        ApiError::Guard(s()),
+        ApiError::Unprocessable(s()),
+        ApiError::Timeout(s()),
+        ApiError::Unavailable(s()),
+        ApiError::Internal(s()),
+    ];
+    let kinds: Vec<String> = every
+        .iter()
+        .filter(|e| e.status().as_u16() == status)
+        .map(|e| {
+            let (slug, title) = e.kind();
+            format!("{title} (`{slug}`)")
+        })
+        .collect();
+    if kinds.is_empty() {
+        format!("Status {status}")
+    } else {
+        kinds.join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -127,5 +256,81 @@ mod tests {
                 .map(|m| m.keys().collect::<Vec<_>>())
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    fn operations() -> Vec<(String, serde_json::Value)> {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::document_json()).unwrap_or_default();
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                ops.push((format!("{} {path}", method.to_uppercase()), op.clone()));
+            }
+        }
+        assert!(ops.len() >= 25, "{} operations", ops.len());
+        ops
+    }
+
+    /// Schemathesis found query parameters documented as path parameters (`IntoParams`
+    /// without `parameter_in = Query`), every one of them required.
+    #[test]
+    fn path_parameters_are_in_the_path_and_the_rest_are_query() {
+        for (op, body) in operations() {
+            let path = op.split_once(' ').map(|(_, p)| p).unwrap_or_default();
+            for p in body["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or_default();
+                let templated = path.contains(&format!("{{{name}}}"));
+                match p["in"].as_str() {
+                    Some("path") => assert!(templated, "{op}: `{name}` is not in the path"),
+                    Some("query") => {
+                        assert!(!templated, "{op}: `{name}` is in the path");
+                        assert!(
+                            !p["schema"].to_string().contains("\"null\""),
+                            "{op}: query parameter `{name}` cannot be null"
+                        );
+                    }
+                    other => panic!("{op}: `{name}` is in {other:?}"),
+                }
+            }
+        }
+    }
+
+    /// What every operation can answer, whatever its handler does: 401 without a token, 503
+    /// on the request timeout; with a JSON body, 400, 413 and 415 from reading it. Every
+    /// error is a problem, and every response has a description.
+    #[test]
+    fn responses_say_what_the_server_sends() {
+        for (op, body) in operations() {
+            let responses = body["responses"].as_object().cloned().unwrap_or_default();
+            let has = |s: &str| responses.contains_key(s);
+            assert!(has("503"), "{op}: 503");
+            if body.get("security").is_some() {
+                assert!(has("401"), "{op}: 401");
+            }
+            if body["requestBody"]["content"]
+                .get("application/json")
+                .is_some()
+            {
+                for s in ["400", "413"] {
+                    assert!(has(s), "{op}: {s}");
+                }
+                let raw_too = body["requestBody"]["content"]
+                    .as_object()
+                    .is_some_and(|c| c.len() > 1);
+                assert!(raw_too || has("415"), "{op}: 415");
+            }
+            for (status, res) in &responses {
+                let description = res["description"].as_str().unwrap_or_default();
+                assert!(!description.is_empty(), "{op} {status}: no description");
+                if status.as_str() >= "400" {
+                    let content = res["content"].as_object().cloned().unwrap_or_default();
+                    assert_eq!(
+                        content.keys().collect::<Vec<_>>(),
+                        vec![super::PROBLEM_JSON],
+                        "{op} {status}"
+                    );
+                }
+            }
+        }
     }
 }
