@@ -119,3 +119,25 @@ proptest! {
         }
     }
 }
+
+/// Found by `cargo fuzz run loader`: a file with no keys (empty, or only comments) reported
+/// its missing keys without a location.
+#[test]
+fn a_file_without_keys_gets_located_errors() {
+    let (_, procs, calendars) = shipped();
+    for text in [
+        "",
+        "\n",
+        "#:schema ../schemas/procedure.schema.json\n# to do\n",
+    ] {
+        let v = validate_text("empty.toml", text, procs, calendars);
+        assert_eq!(v.reports.len(), 1);
+        let report = &v.reports[0];
+        assert!(report.errors() > 0, "{text:?}");
+        for d in report.diagnostics.iter().filter(|d| d.is_error()) {
+            assert!(d.span.is_some(), "unlocated error {d:?} in {text:?}");
+        }
+        assert!(report.render_text().contains("missing the required key"));
+        assert!(!report.to_json().is_empty());
+    }
+}

@@ -324,9 +324,10 @@ fn explain(
                 .and_then(Value::as_str)
                 .map(first_sentence);
             // For the file itself, point at its first key rather than at line 1, which is
-            // usually the `#:schema` comment.
+            // usually the `#:schema` comment; a file with no keys at all (empty, or only
+            // comments) gets the start of the file, so the error is still located.
             let at = if pointer.is_empty() {
-                doc.first_key_span()
+                doc.first_key_span().or(Some(0..0))
             } else {
                 doc.key_span(pointer).or_else(|| doc.value_span(pointer))
             };
@@ -452,5 +453,45 @@ fn plain_kind(kind: &ValidationErrorKind) -> String {
         ValidationErrorKind::Format { format } => format!("must be a valid {format}"),
         ValidationErrorKind::UniqueItems => "lists the same entry twice".into(),
         _ => "is not valid here".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn missing_keys(src: &str) -> Vec<Diagnostic> {
+        let doc = SpannedDoc::parse(src).expect("valid TOML");
+        check(&doc, procedure_schema(), procedure_validator())
+            .into_iter()
+            .filter(|d| d.code == "missing-key")
+            .collect()
+    }
+
+    // Found by `cargo fuzz run loader`: an empty file (or one with only comments) has no
+    // first key, and its missing-key errors had no span.
+    #[test]
+    fn missing_keys_of_a_file_without_keys_are_located_at_its_start() {
+        for src in [
+            "",
+            "#:schema ../schemas/procedure.schema.json\n# nothing yet\n",
+        ] {
+            let errs = missing_keys(src);
+            assert!(!errs.is_empty(), "{src:?}");
+            assert!(
+                errs.iter().all(|d| d.span == Some(0..0)),
+                "{src:?}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_keys_of_the_file_point_at_its_first_key() {
+        let src = "# a comment\ntitle = \"x\"\n";
+        let errs = missing_keys(src);
+        assert!(!errs.is_empty());
+        for d in errs {
+            assert_eq!(&src[d.span.clone().expect("located")], "title", "{d:?}");
+        }
     }
 }

@@ -49,11 +49,13 @@ impl SpannedDoc {
     pub fn parse(source: &str) -> Result<SpannedDoc, Vec<Diagnostic>> {
         let (root, errors) = DeTable::parse_recoverable(source);
         if !errors.is_empty() {
+            let mut unspanned = Unspanned::new(source);
             return Err(errors
                 .into_iter()
                 .map(|e| {
+                    let span = e.span().unwrap_or_else(|| unspanned.locate(e.message()));
                     Diagnostic::error("toml-syntax", syntax_sentence(e.message()))
-                        .at(e.span())
+                        .at(Some(span))
                         .label("here")
                         .help("this is not valid TOML; fix the syntax first, then the other checks run")
                 })
@@ -125,11 +127,56 @@ impl SpannedDoc {
     }
 }
 
+/// Places syntax errors the parser gave no span for. The toml crate reports one such error,
+/// "recursion limit", for a key with more than 80 dotted parts. A key never spans lines, so
+/// the lines that give the same error on their own are the places, taken in order (errors
+/// come in document order). Failing that, the start of the file: such an error is then at
+/// least located, never left unplaced.
+struct Unspanned<'a> {
+    source: &'a str,
+    /// Spanless errors of each line parsed on its own, found on first need: one pass.
+    found: Option<Vec<(String, Range<usize>)>>,
+}
+
+impl<'a> Unspanned<'a> {
+    fn new(source: &'a str) -> Self {
+        Unspanned {
+            source,
+            found: None,
+        }
+    }
+
+    fn locate(&mut self, message: &str) -> Range<usize> {
+        let source = self.source;
+        let found = self.found.get_or_insert_with(|| {
+            let mut found = Vec::new();
+            let mut start = 0;
+            for line in source.split_inclusive('\n') {
+                let (_, errors) = DeTable::parse_recoverable(line);
+                for e in errors.iter().filter(|e| e.span().is_none()) {
+                    let text = line.trim_end_matches(['\n', '\r']);
+                    let indent = text.len() - text.trim_start().len();
+                    found.push((e.message().to_string(), start + indent..start + text.len()));
+                }
+                start += line.len();
+            }
+            found
+        });
+        match found.iter().position(|(m, _)| m == message) {
+            Some(i) => found.remove(i).1,
+            None => 0..0,
+        }
+    }
+}
+
 /// toml's messages are terse ("invalid key"); say what a person should look at.
 fn syntax_sentence(message: &str) -> String {
     let m = message.trim();
     let m = m.strip_prefix("TOML parse error").unwrap_or(m).trim();
-    if m.contains("duplicate key") {
+    if m == "recursion limit" {
+        "the file is not valid TOML: this key has too many dotted parts (at most 80 are read)"
+            .to_string()
+    } else if m.contains("duplicate key") {
         format!("{m}: each key (and each `[steps.NAME]` table) may be written only once")
     } else {
         format!("the file is not valid TOML: {m}")
@@ -221,6 +268,41 @@ mod tests {
         assert!(errs
             .iter()
             .all(|d| d.code == "toml-syntax" && d.span.is_some()));
+    }
+
+    // Found by `cargo fuzz run loader`: toml reports a key with too many dotted parts as
+    // "recursion limit" without a span.
+    #[test]
+    fn locates_a_key_with_too_many_dotted_parts() {
+        let long_key = vec!["a"; 200].join(".");
+        for src in [
+            format!("id = \"x\"\n  {long_key} = 1\ntitle = \"t\"\n"),
+            format!("id = \"x\"\r\n[{long_key}]\r\n"),
+            format!("id = \"x\"\nsteps = {{ {long_key} = 1 }}\n"),
+            format!("# é\n{}\n", ".".repeat(100)),
+        ] {
+            let errs = SpannedDoc::parse(&src).unwrap_err();
+            assert!(!errs.is_empty());
+            for d in &errs {
+                let span = d.span.clone().unwrap_or_else(|| panic!("unlocated {d:?}"));
+                assert!(span.end <= src.len(), "{span:?} outside {src:?}");
+            }
+            let deep = errs
+                .iter()
+                .find(|d| d.message.contains("too many dotted parts"))
+                .unwrap_or_else(|| panic!("no recursion-limit error in {errs:?}"));
+            let at = &src[deep.span.clone().unwrap()];
+            assert!(at.len() > 80 && !at.contains('\n'), "{at:?}");
+        }
+        // Two such keys (toml reports the first only): each error is at one of their lines.
+        let src = format!("id = \"x\"\n{long_key} = 1\n{long_key}.b = 2\n");
+        let lines = [format!("{long_key} = 1"), format!("{long_key}.b = 2")];
+        for d in SpannedDoc::parse(&src).unwrap_err() {
+            assert!(lines.contains(&src[d.span.unwrap()].to_string()));
+        }
+        // 80 parts are still read.
+        let key = vec!["a"; 80].join(".");
+        assert!(SpannedDoc::parse(&format!("{key} = 1\n")).is_ok());
     }
 
     #[test]
