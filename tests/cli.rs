@@ -191,3 +191,18 @@ fn dot_output_renders_with_graphviz() {
     }
     let _ = Path::new("procedures");
 }
+
+/// Found while writing the loader's fuzz target: a file that is not UTF-8 was reported at 1:1
+/// with "Failed to read contents … OutOfBounds" where the offending line should be.
+#[test]
+fn a_file_that_is_not_utf8_is_shown_at_its_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"id = \"x\"\ntitle = \"Beschwerde f\xfcr Kunden\"\n").unwrap();
+    let o = sopflow(&["validate", path.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("latin1.toml:2:22: error[not-utf8]"), "{out}");
+    assert!(out.contains("title = \"Beschwerde f\u{FFFD}r Kunden\""), "{out}");
+    assert!(!out.contains("Failed to read"), "{out}");
+}

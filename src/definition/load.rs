@@ -188,7 +188,7 @@ fn load_calendars(
             .to_string();
         let (source, mut diagnostics) = match read(&path) {
             Ok(s) => (s, vec![]),
-            Err(d) => (Arc::from(""), vec![d]),
+            Err((shown, d)) => (shown, vec![d]),
         };
         if diagnostics.is_empty() {
             match SpannedDoc::parse(&source) {
@@ -234,16 +234,24 @@ fn load_calendars(
     ids
 }
 
-fn read(path: &Path) -> Result<Arc<str>, Diagnostic> {
+/// The file's text, or the one diagnostic that stops it being read, with the text to show
+/// it against: for a file that is not UTF-8, the text with each bad sequence shown as `�`
+/// (the text before the first one is unchanged, so the span points at it on its own line).
+fn read(path: &Path) -> Result<Arc<str>, (Arc<str>, Diagnostic)> {
     let bytes = std::fs::read(path).map_err(|e| {
-        Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}"))
+        (
+            Arc::from(""),
+            Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}")),
+        )
     })?;
     String::from_utf8(bytes).map(Arc::from).map_err(|e| {
-        Diagnostic::error("not-utf8", "the file is not UTF-8 text")
-            .at(Some(
-                e.utf8_error().valid_up_to()..e.utf8_error().valid_up_to() + 1,
-            ))
-            .help("save the file as UTF-8")
+        let at = e.utf8_error().valid_up_to();
+        let shown: Arc<str> = Arc::from(String::from_utf8_lossy(e.as_bytes()).as_ref());
+        let d = Diagnostic::error("not-utf8", "the file is not UTF-8 text")
+            .at(Some(at..at + char::REPLACEMENT_CHARACTER.len_utf8()))
+            .label("not UTF-8")
+            .help("save the file as UTF-8");
+        (shown, d)
     })
 }
 
@@ -251,9 +259,9 @@ fn parse_file(path: &Path) -> Parsed {
     let display = path.display().to_string();
     match read(path) {
         Ok(source) => parse_text(display, source),
-        Err(d) => Parsed {
+        Err((shown, d)) => Parsed {
             path: display,
-            source: Arc::from(""),
+            source: shown,
             doc: None,
             procedure: None,
             diagnostics: vec![d],
