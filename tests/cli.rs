@@ -203,6 +203,9 @@ fn a_file_that_is_not_utf8_is_shown_at_its_bad_byte() {
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("latin1.toml:2:22: error[not-utf8]"), "{out}");
-    assert!(out.contains("title = \"Beschwerde f\u{FFFD}r Kunden\""), "{out}");
+    assert!(
+        out.contains("title = \"Beschwerde f\u{FFFD}r Kunden\""),
+        "{out}"
+    );
     assert!(!out.contains("Failed to read"), "{out}");
 }

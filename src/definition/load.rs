@@ -188,7 +188,10 @@ fn load_calendars(
             .to_string();
         let (source, mut diagnostics) = match read(&path) {
             Ok(s) => (s, vec![]),
-            Err((shown, d)) => (shown, vec![d]),
+            Err(e) => {
+                let (shown, d) = *e;
+                (shown, vec![d])
+            }
         };
         if diagnostics.is_empty() {
             match SpannedDoc::parse(&source) {
@@ -237,12 +240,12 @@ fn load_calendars(
 /// The file's text, or the one diagnostic that stops it being read, with the text to show
 /// it against: for a file that is not UTF-8, the text with each bad sequence shown as `�`
 /// (the text before the first one is unchanged, so the span points at it on its own line).
-fn read(path: &Path) -> Result<Arc<str>, (Arc<str>, Diagnostic)> {
+fn read(path: &Path) -> Result<Arc<str>, Box<(Arc<str>, Diagnostic)>> {
     let bytes = std::fs::read(path).map_err(|e| {
-        (
+        Box::new((
             Arc::from(""),
             Diagnostic::error("unreadable-file", format!("the file cannot be read: {e}")),
-        )
+        ))
     })?;
     String::from_utf8(bytes).map(Arc::from).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
@@ -251,7 +254,7 @@ fn read(path: &Path) -> Result<Arc<str>, (Arc<str>, Diagnostic)> {
             .at(Some(at..at + char::REPLACEMENT_CHARACTER.len_utf8()))
             .label("not UTF-8")
             .help("save the file as UTF-8");
-        (shown, d)
+        Box::new((shown, d))
     })
 }
 
@@ -259,13 +262,16 @@ fn parse_file(path: &Path) -> Parsed {
     let display = path.display().to_string();
     match read(path) {
         Ok(source) => parse_text(display, source),
-        Err((shown, d)) => Parsed {
-            path: display,
-            source: shown,
-            doc: None,
-            procedure: None,
-            diagnostics: vec![d],
-        },
+        Err(e) => {
+            let (shown, d) = *e;
+            Parsed {
+                path: display,
+                source: shown,
+                doc: None,
+                procedure: None,
+                diagnostics: vec![d],
+            }
+        }
     }
 }
 
