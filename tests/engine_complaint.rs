@@ -387,3 +387,61 @@ async fn sixty_four_racers_complete_one_task_exactly_once() {
         .count();
     assert_eq!(completions, 1);
 }
+
+/// Found measuring a million instances: worklists read the role index, then each task row,
+/// outside any transaction, so a task closed between the two reads was reported as a
+/// damaged store (a 500 on `GET /v1/tasks` and `/metrics` under write load). Readers race
+/// writers here on the real sled store; every read must succeed and list only open tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worklists_read_while_tasks_open_and_close_never_fail() {
+    use sopflow::store::sled_store::SledStore;
+    let store = std::sync::Arc::new(SledStore::temporary().unwrap());
+    let (e, _clock) = engine_on(store).await;
+    let e = std::sync::Arc::new(e);
+    let (fiona, sam, _) = cast();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..6 {
+        let (e, fiona, sam) = (e.clone(), fiona.clone(), sam.clone());
+        writers.push(tokio::spawn(async move {
+            for _ in 0..40 {
+                let inst = e
+                    .start("complaint-handling", start_data(), Some(&fiona))
+                    .await
+                    .unwrap();
+                let inst = complete(&e, &inst, "register", &fiona, None, registration("general"))
+                    .await
+                    .unwrap();
+                complete(&e, &inst, "resolve_general", &sam, None, resolution())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut readers = Vec::new();
+    for who in [fiona.clone(), sam.clone()] {
+        let (e, stop) = (e.clone(), stop.clone());
+        readers.push(tokio::task::spawn_blocking(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = e
+                    .tasks_for(&who)
+                    .unwrap_or_else(|err| panic!("a worklist read failed: {err}"));
+                assert!(rows
+                    .iter()
+                    .all(|r| r.roles.iter().any(|r| who.roles.contains(r))));
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        assert!(r.await.unwrap() > 0);
+    }
+    // Each complaint ends up waiting at the follow-up visit: 240 open tasks for fiona.
+    assert_eq!(e.tasks_for(&fiona).unwrap().len(), 240);
+}

@@ -204,14 +204,23 @@ pub async fn healthz() -> Json<Health> {
         (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn metrics(State(state): St, caller: Caller) -> Result<Response, ApiError> {
     caller.require_any(&[AUDITOR, ADMIN], "reading metrics")?;
-    for role in state.people.roles().keys() {
-        let n = state
-            .engine
-            .store()
-            .tasks_for(std::slice::from_ref(role), "")
-            .map_err(ServiceError::from)?
-            .len();
-        metrics::gauge!("sopflow_open_tasks", "role" => role.clone()).set(n as f64);
+    // Index scans only, but their cost grows with the open tasks: off the runtime workers.
+    let counts = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            state
+                .people
+                .roles()
+                .keys()
+                .map(|role| Ok((role.clone(), state.engine.store().open_task_count(role)?)))
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("counting open tasks: {e}")))?
+        .map_err(ServiceError::from)?
+    };
+    for (role, n) in counts {
+        metrics::gauge!("sopflow_open_tasks", "role" => role).set(n as f64);
     }
     let text = state
         .metrics
@@ -681,7 +690,14 @@ pub async fn list_tasks(
         }
     }
     let me = caller.actor.id.as_str();
-    let rows = state.engine.tasks_for(&caller.actor)?;
+    // Reads every open task of the caller's roles (to sort by due time): off the runtime
+    // workers, so a large worklist never stalls other requests.
+    let rows = {
+        let (state, actor) = (state.clone(), caller.actor.clone());
+        tokio::task::spawn_blocking(move || state.engine.tasks_for(&actor))
+            .await
+            .map_err(|e| ApiError::Internal(format!("reading a worklist: {e}")))??
+    };
     let items = rows
         .iter()
         // A task a colleague has taken is no longer on offer to the caller.

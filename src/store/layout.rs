@@ -8,7 +8,7 @@
 //! interpret event or snapshot bytes, and must never panic on bytes read back from disk:
 //! anything malformed is `StoreError::Corrupt`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use uuid::Uuid;
@@ -717,11 +717,12 @@ pub(crate) fn task_instance(kv: &dyn Kv, id: TaskId) -> Result<Option<InstanceId
     }
 }
 
+/// The task ids indexed under `owner`, each with the index key it was found under.
 fn collect_task_ids(
     kv: &dyn Kv,
     tree: Tree,
     owner: &str,
-    into: &mut BTreeSet<TaskId>,
+    into: &mut BTreeMap<TaskId, (Tree, Vec<u8>)>,
 ) -> Result<(), StoreError> {
     let mut prefix = owner.as_bytes().to_vec();
     prefix.push(SEP);
@@ -729,7 +730,8 @@ fn collect_task_ids(
         if !k.starts_with(&prefix) {
             return Ok(false);
         }
-        into.insert(uuid_at(k, prefix.len(), "task index key")?);
+        into.entry(uuid_at(k, prefix.len(), "task index key")?)
+            .or_insert_with(|| (tree, k.to_vec()));
         Ok(true)
     })
 }
@@ -740,22 +742,37 @@ pub(crate) fn tasks_for(
     user: &str,
 ) -> Result<Vec<TaskRow>, StoreError> {
     text("user id", user)?;
-    let mut ids = BTreeSet::new();
+    let mut ids = BTreeMap::new();
     for role in roles {
         text("role", role)?;
         collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
     }
     collect_task_ids(kv, Tree::TasksByAssignee, user, &mut ids)?;
     let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = task(kv, id)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("task {id} is indexed but has no task row"))
-        })?;
+    for (id, (tree, key)) in ids {
+        // The index and the rows are read outside any transaction, so a commit can land
+        // between the scan and this read: a task closed meanwhile has lost its row (and, by
+        // now, its index entry), one opened meanwhile may show its entry before its row.
+        // Only an entry that stays while its row stays missing is damage.
+        let row = match task(kv, id)? {
+            Some(row) => row,
+            None if kv.get(tree, &key)?.is_none() => continue,
+            None => task(kv, id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("task {id} is indexed but has no task row"))
+            })?,
+        };
         rows.push(row);
     }
     // Tasks without a due time come last: a worklist shows what is urgent first.
     rows.sort_by_key(|r| (r.due_ms.is_none(), r.due_ms, r.task));
     Ok(rows)
+}
+
+pub(crate) fn open_task_count(kv: &dyn Kv, role: &str) -> Result<usize, StoreError> {
+    text("role", role)?;
+    let mut ids = BTreeMap::new();
+    collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
+    Ok(ids.len())
 }
 
 pub(crate) fn instances(

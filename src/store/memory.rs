@@ -156,6 +156,10 @@ impl Store for MemoryStore {
         self.read(|t| layout::tasks_for(t, roles, user))
     }
 
+    fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
+        self.read(|t| layout::open_task_count(t, role))
+    }
+
     fn instances(
         &self,
         procedure: Option<&str>,

@@ -253,6 +253,10 @@ pub trait Store: Send + Sync + 'static {
     /// Open tasks offered to any of `roles` or assigned to `user`, without duplicates.
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError>;
 
+    /// How many open tasks are offered to `role`, from the index alone (no task row is
+    /// read), for the open-task gauge a scrape computes.
+    fn open_task_count(&self, role: &str) -> Result<usize, StoreError>;
+
     /// Instances of `procedure` (all if `None`) in `status` (any if `None`), in creation
     /// order, after `cursor`.
     fn instances(

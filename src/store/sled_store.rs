@@ -606,6 +606,10 @@ impl Store for SledStore {
         layout::tasks_for(&self.trees, roles, user)
     }
 
+    fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
+        layout::open_task_count(&self.trees, role)
+    }
+
     fn instances(
         &self,
         procedure: Option<&str>,
