@@ -7,17 +7,20 @@
 //! 1. start the server, read its address from stdout and the demo tokens from
 //!    `DATA/demo-tokens.txt` (issued on the first start only, so kept across rounds);
 //! 2. eight clients start complaints (as xu.na) and complete register (xu.na),
-//!    resolve_general (liu.yang) and follow_up_visit (xu.na), stopping at a random step so
+//!    resolve_general (liu.yang) and follow_up_visit (xu.na) — claiming half the tasks first
+//!    — stopping at a random step so
 //!    that deadlines stay open; one client also moves the clock by 25h now and then, so the
 //!    register deadline's reminder and breaches (and follow_up_visit's) fire under load.
-//!    Every 2xx answer is recorded: the instance started, the task completed;
+//!    qian.li cancels a third of the complaints left open. Every 2xx answer is recorded: the
+//!    instance started, the task claimed or completed, the instance cancelled;
 //! 3. after a random delay (seeded) the server gets SIGKILL, in the middle of whatever it
 //!    was doing: commits queued for the group-commit writer, a flush, a timer firing;
 //! 4. the server restarts on the same directory (its manual clock at the latest instant it
 //!    may have reached) and, through the API as it.admin and jiang.audit:
 //!    - `GET /v1/audit/verify` is intact, before and after the checks;
 //!    - every acknowledged start (of this and every earlier round) is listed, and every
-//!      acknowledged completion is exactly once in its instance's history;
+//!      acknowledged completion and claim is exactly once in its instance's history (a claim
+//!      by its user), and every acknowledged cancellation is its instance's last event;
 //!    - no task is completed twice in any history; every history is numbered 1..n;
 //!    - the clock is moved by 25h once more, then for every timer a `task_opened` armed:
 //!      it fired at most once (`deadline_reminded` / `deadline_breached` carrying its id,
@@ -485,6 +488,14 @@ enum Ack {
         task: Uuid,
         step: String,
     },
+    Claimed {
+        instance: Uuid,
+        task: Uuid,
+        user: String,
+    },
+    Cancelled {
+        instance: Uuid,
+    },
 }
 
 #[derive(Default)]
@@ -639,6 +650,20 @@ async fn client(
             if stop.load(Ordering::Relaxed) {
                 break 'outer;
             }
+            // Half the tasks are claimed first by the person who then completes them.
+            if rng.range(0, 1) == 0 {
+                let a = api
+                    .call(user, Some(json!({})), &format!("/v1/tasks/{task}/claim"))
+                    .await;
+                if !note(&mut rep, &format!("claiming {step} of {instance}"), &a) {
+                    break 'outer;
+                }
+                rep.acks.push(Ack::Claimed {
+                    instance,
+                    task,
+                    user: user.to_string(),
+                });
+            }
             let a = api
                 .call(
                     user,
@@ -673,6 +698,20 @@ async fn client(
                 }
             }
         }
+        // A third of the complaints left open are withdrawn by the management representative.
+        if depth < 3 && rng.range(0, 2) == 0 && !stop.load(Ordering::Relaxed) {
+            let a = api
+                .call(
+                    "qian.li",
+                    Some(json!({ "reason": "withdrawn by the customer" })),
+                    &format!("/v1/instances/{instance}/cancel"),
+                )
+                .await;
+            if !note(&mut rep, &format!("cancelling {instance}"), &a) {
+                break 'outer;
+            }
+            rep.acks.push(Ack::Cancelled { instance });
+        }
     }
     rep
 }
@@ -688,6 +727,10 @@ struct Acked {
     starts: BTreeMap<Uuid, (Uuid, usize)>,
     /// task → (instance, step, round)
     completions: BTreeMap<Uuid, (Uuid, String, usize)>,
+    /// task → (instance, user, round)
+    claims: BTreeMap<Uuid, (Uuid, String, usize)>,
+    /// instance → round
+    cancels: BTreeMap<Uuid, usize>,
 }
 
 async fn verify_intact(api: &Api, ctx: Ctx, when: &str) -> Value {
@@ -872,6 +915,23 @@ fn check_histories(
         }
         let mut tasks: HashMap<Uuid, TaskLife> = HashMap::new();
         let mut ended = false;
+        // task → the users whose claims the history records
+        let mut claimed: HashMap<Uuid, Vec<String>> = HashMap::new();
+        let cancelled: Vec<u64> = h
+            .iter()
+            .filter(|e| e["kind"] == "cancelled")
+            .filter_map(|e| e["seq"].as_u64())
+            .collect();
+        if let Some(round) = acked.cancels.get(id) {
+            if cancelled.len() != 1 || cancelled[0] != h.len() as u64 {
+                problems.push(format!(
+                    "{id} (cancel acknowledged in round {round}): the history records cancellations at {cancelled:?} of {} events",
+                    h.len()
+                ));
+            }
+        } else if cancelled.len() > 1 {
+            problems.push(format!("{id}: cancelled {} times", cancelled.len()));
+        }
         // (task, timer) → [(seq, at, kind)]
         let mut fired: HashMap<(Uuid, Uuid), Vec<Fire>> = HashMap::new();
         for e in h {
@@ -953,6 +1013,13 @@ fn check_histories(
                         )),
                     }
                 }
+                "task_claimed" => match uuid_of(&d["task"]) {
+                    Some(task) => claimed
+                        .entry(task)
+                        .or_default()
+                        .push(e["by"]["user"].as_str().unwrap_or_default().to_string()),
+                    None => problems.push(format!("{id}#{seq}: task_claimed without a task id")),
+                },
                 "ended" | "cancelled" => ended = true,
                 _ => {}
             }
@@ -1009,6 +1076,24 @@ fn check_histories(
                         life.step
                     ));
                 }
+            }
+        }
+        // Every claim the history records happened once (the clients never release), and
+        // every acknowledged claim is among them, by its user.
+        for (task, users) in &claimed {
+            if users.len() > 1 {
+                problems.push(format!(
+                    "{id}: task {task} CLAIMED {} TIMES: {users:?}",
+                    users.len()
+                ));
+            }
+        }
+        for (task, (instance, user, round)) in acked.claims.iter().filter(|(_, c)| c.0 == *id) {
+            if claimed.get(task).map(Vec::as_slice) != Some(std::slice::from_ref(user)) {
+                problems.push(format!(
+                    "the acknowledged claim of task {task} of {instance} by {user} (round {round}) is recorded as {:?}",
+                    claimed.get(task)
+                ));
             }
         }
         for ((task, timer), fires) in &fired {
@@ -1206,6 +1291,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
         }
         let mut unexpected = Vec::new();
         let (mut n_starts, mut n_completions, mut n_lost) = (0, 0, 0);
+        let (mut n_claims, mut n_cancels) = (0, 0);
         let mut unacked_moves = 0u32;
         for r in reports {
             unexpected.extend(r.unexpected);
@@ -1230,6 +1316,18 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
                         {
                             ctx.fail(format!("task {task} was acknowledged twice: {prev:?}"));
                         }
+                    }
+                    Ack::Claimed {
+                        instance,
+                        task,
+                        user,
+                    } => {
+                        n_claims += 1;
+                        acked.claims.insert(task, (instance, user, round));
+                    }
+                    Ack::Cancelled { instance } => {
+                        n_cancels += 1;
+                        acked.cancels.insert(instance, round);
                     }
                 }
             }
@@ -1288,8 +1386,8 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 
         eprintln!(
-            "round {round}: killed {kill_after:?} into the load; acknowledged {n_starts} starts and \
-             {n_completions} completions ({n_lost} requests cut off{}); store: {} instances, {} events, \
+            "round {round}: killed {kill_after:?} into the load; acknowledged {n_starts} starts, \
+             {n_completions} completions, {n_claims} claims and {n_cancels} cancellations ({n_lost} requests cut off{}); store: {} instances, {} events, \
              {} completions, {}/{} timers fired ({} reminders, {} breaches), {folded} folds checked; \
              acknowledged so far: {} starts, {} completions; clock {clock}; {:.1} s",
             if unacked_moves > 0 {
