@@ -444,4 +444,7 @@ async fn worklists_read_while_tasks_open_and_close_never_fail() {
     }
     // Each complaint ends up waiting at the follow-up visit: 240 open tasks for fiona.
     assert_eq!(e.tasks_for(&fiona).unwrap().len(), 240);
+    // The metrics gauge counts the same tasks from the index alone.
+    assert_eq!(e.store().open_task_count("follow_up").unwrap(), 240);
+    assert_eq!(e.store().open_task_count("sales").unwrap(), 0);
 }

@@ -8,7 +8,7 @@
 //! interpret event or snapshot bytes, and must never panic on bytes read back from disk:
 //! anything malformed is `StoreError::Corrupt`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use uuid::Uuid;
@@ -717,12 +717,11 @@ pub(crate) fn task_instance(kv: &dyn Kv, id: TaskId) -> Result<Option<InstanceId
     }
 }
 
-/// The task ids indexed under `owner`, each with the index key it was found under.
 fn collect_task_ids(
     kv: &dyn Kv,
     tree: Tree,
     owner: &str,
-    into: &mut BTreeMap<TaskId, (Tree, Vec<u8>)>,
+    into: &mut BTreeSet<TaskId>,
 ) -> Result<(), StoreError> {
     let mut prefix = owner.as_bytes().to_vec();
     prefix.push(SEP);
@@ -730,8 +729,7 @@ fn collect_task_ids(
         if !k.starts_with(&prefix) {
             return Ok(false);
         }
-        into.entry(uuid_at(k, prefix.len(), "task index key")?)
-            .or_insert_with(|| (tree, k.to_vec()));
+        into.insert(uuid_at(k, prefix.len(), "task index key")?);
         Ok(true)
     })
 }
@@ -742,37 +740,47 @@ pub(crate) fn tasks_for(
     user: &str,
 ) -> Result<Vec<TaskRow>, StoreError> {
     text("user id", user)?;
-    let mut ids = BTreeMap::new();
+    let mut ids = BTreeSet::new();
     for role in roles {
         text("role", role)?;
         collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
     }
     collect_task_ids(kv, Tree::TasksByAssignee, user, &mut ids)?;
     let mut rows = Vec::with_capacity(ids.len());
-    for (id, (tree, key)) in ids {
-        // The index and the rows are read outside any transaction, so a commit can land
-        // between the scan and this read: a task closed meanwhile has lost its row (and, by
-        // now, its index entry), one opened meanwhile may show its entry before its row.
-        // Only an entry that stays while its row stays missing is damage.
-        let row = match task(kv, id)? {
-            Some(row) => row,
-            None if kv.get(tree, &key)?.is_none() => continue,
-            None => task(kv, id)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("task {id} is indexed but has no task row"))
-            })?,
-        };
-        rows.push(row);
+    for id in ids {
+        // The index and the rows are read outside any transaction, so the commit closing a
+        // task can land between the scan and this read: its row is then a tombstone, and
+        // the task is simply no longer open. Only an indexed task with no row at all is
+        // damage.
+        match kv.get(Tree::Tasks, id.as_bytes())? {
+            Some(v) if v.len() == UUID_LEN => continue,
+            Some(v) => rows.push(decode_task(&v)?),
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "task {id} is indexed but has no task row"
+                )))
+            }
+        }
     }
     // Tasks without a due time come last: a worklist shows what is urgent first.
     rows.sort_by_key(|r| (r.due_ms.is_none(), r.due_ms, r.task));
     Ok(rows)
 }
 
+/// Counts the role's index entries (one per open task) without reading any task row.
 pub(crate) fn open_task_count(kv: &dyn Kv, role: &str) -> Result<usize, StoreError> {
     text("role", role)?;
-    let mut ids = BTreeMap::new();
-    collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
-    Ok(ids.len())
+    let mut prefix = role.as_bytes().to_vec();
+    prefix.push(SEP);
+    let mut n = 0;
+    kv.scan(Tree::TasksByRole, Bound::Included(&prefix), &mut |k, _| {
+        if !k.starts_with(&prefix) {
+            return Ok(false);
+        }
+        n += 1;
+        Ok(true)
+    })?;
+    Ok(n)
 }
 
 pub(crate) fn instances(
