@@ -398,13 +398,18 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Could `a` have taken this task before anyone delegated it? A person who could is
-    /// refused with a conflict when it has moved on: they lost a race or came too late,
-    /// and a 403 would wrongly tell them they never had the right.
-    fn offered_to(&self, t: &Task, a: &Actor) -> bool {
-        match &t.assignee {
+    /// Why `a` may not act on `t` now. Someone the task was offered to (before anyone
+    /// delegated or took it) lost a race or came too late: a conflict. A 403 would wrongly
+    /// tell them they never had the right.
+    fn moved_on_or_forbidden(t: &Task, a: &Actor, why: String) -> EngineError {
+        let offered = match &t.assignee {
             Some(person) => person == &a.id,
             None => a.holds_any(&t.roles),
+        };
+        if offered {
+            EngineError::Conflict(why)
+        } else {
+            EngineError::Forbidden(why)
         }
     }
 
@@ -412,25 +417,19 @@ impl<'a> Run<'a> {
         if self.eligible(t, a) {
             return Ok(());
         }
-        match (&t.delegated_to, &t.assignee) {
-            (Some(d), _) if self.offered_to(t, a) => Err(EngineError::Conflict(format!(
-                "task `{}` was delegated to {d}",
-                t.step
-            ))),
-            (Some(d), _) => Err(EngineError::Forbidden(format!(
-                "task `{}` was delegated to {d}",
-                t.step
-            ))),
-            (None, Some(p)) => Err(EngineError::Forbidden(format!(
-                "task `{}` is assigned to {p}",
-                t.step
-            ))),
-            (None, None) => Err(EngineError::Forbidden(format!(
+        Err(match (&t.delegated_to, &t.assignee) {
+            (Some(d), _) => {
+                Self::moved_on_or_forbidden(t, a, format!("task `{}` was delegated to {d}", t.step))
+            }
+            (None, Some(p)) => {
+                EngineError::Forbidden(format!("task `{}` is assigned to {p}", t.step))
+            }
+            (None, None) => EngineError::Forbidden(format!(
                 "task `{}` is for the roles {}",
                 t.step,
                 t.roles.join(", ")
-            ))),
-        }
+            )),
+        })
     }
 
     /// Separation of duties for `a` doing `step`.
@@ -556,18 +555,12 @@ impl<'a> Run<'a> {
         };
         // Only the person who holds the task (or could take it and nobody has) hands it on.
         match t.holder() {
-            // Someone who could have handed it on, had another not taken it first.
-            Some(h) if h != a.id && self.offered_to(&t, a) => {
-                return Err(EngineError::Conflict(format!(
-                    "task `{}` is held by {h}",
-                    t.step
-                )))
-            }
             Some(h) if h != a.id => {
-                return Err(EngineError::Forbidden(format!(
-                    "task `{}` is held by {h}",
-                    t.step
-                )))
+                return Err(Self::moved_on_or_forbidden(
+                    &t,
+                    a,
+                    format!("task `{}` is held by {h}", t.step),
+                ))
             }
             _ => self.check_eligible(&t, a)?,
         }
