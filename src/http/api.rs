@@ -95,6 +95,24 @@ fn json_object(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
+/// Runs `work` on the blocking pool: store scans, verification and reports whose cost
+/// grows with the data must never hold a runtime worker. A panic in it is an internal
+/// error, logged by `ApiError`.
+async fn blocking<T, E>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+    ApiError: From<E>,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{what}: {e}")))?
+        .map_err(ApiError::from)
+}
+
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
@@ -207,17 +225,15 @@ pub async fn metrics(State(state): St, caller: Caller) -> Result<Response, ApiEr
     // Index scans only, but their cost grows with the open tasks: off the runtime workers.
     let counts = {
         let state = state.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking("counting open tasks", move || {
             state
                 .people
                 .roles()
                 .keys()
                 .map(|role| Ok((role.clone(), state.engine.store().open_task_count(role)?)))
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+                .collect::<Result<Vec<_>, ServiceError>>()
         })
-        .await
-        .map_err(|e| ApiError::Internal(format!("counting open tasks: {e}")))?
-        .map_err(ServiceError::from)?
+        .await?
     };
     for (role, n) in counts {
         metrics::gauge!("sopflow_open_tasks", "role" => role).set(n as f64);
@@ -377,8 +393,13 @@ pub struct ValidateQuery {
 
 /// 1–255 characters, none of them a slash, a backslash or NUL: a name to report against,
 /// never a path.
-fn plain_file_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().count() <= 255 && !name.contains(['/', '\\', '\0'])
+fn plain_file_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().count() > 255 || name.contains(['/', '\\', '\0']) {
+        return Err(ApiError::Malformed(
+            "`name` must be a plain file name without slashes".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a procedure file and returns every diagnostic with line and column
@@ -401,11 +422,8 @@ pub async fn validate_procedure(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("application/json"));
-    if query.name.as_deref().is_some_and(|n| !plain_file_name(n)) {
-        return Err(ApiError::Malformed(
-            "`name` must be a plain file name without slashes".into(),
-        ));
-    }
+    // Checked even when a JSON body names the file itself, so a bad query never passes.
+    query.name.as_deref().map(plain_file_name).transpose()?;
     let (name, text) = if is_json {
         json_object(&body)?;
         let r: ValidateRequest = serde_json::from_slice(&body)
@@ -427,11 +445,7 @@ pub async fn validate_procedure(
         Some(id) if crate::directory::is_id(id) => format!("{id}.toml"),
         _ => "procedure.toml".to_string(),
     });
-    if !plain_file_name(&name) {
-        return Err(ApiError::Malformed(
-            "`name` must be a plain file name without slashes".into(),
-        ));
-    }
+    plain_file_name(&name)?;
     // Other procedures are context (child references); the file's own id is left out so a
     // changed version of a registered procedure is checked as itself.
     let others: Vec<_> = state
@@ -514,7 +528,7 @@ pub async fn list_instances(
 ) -> Result<Json<InstancePage>, ApiError> {
     caller.require_any(&[AUDITOR, ADMIN], "listing all instances")?;
     if let Some(s) = &q.status {
-        if !["running", "completed", "cancelled"].contains(&s.as_str()) {
+        if !InstanceStatus::VALUES.contains(&s.as_str()) {
             return Err(ApiError::Malformed(format!(
                 "unknown status `{s}`; use running, completed or cancelled"
             )));
@@ -683,7 +697,7 @@ pub async fn list_tasks(
     let limit = page_limit(q.limit, 200, MAX_TASKS)?;
     let now = state.engine.clock().now();
     if let Some(s) = &q.state {
-        if !["offered", "held", "overdue"].contains(&s.as_str()) {
+        if !TaskState::VALUES.contains(&s.as_str()) {
             return Err(ApiError::Malformed(format!(
                 "unknown state `{s}`; use offered, held or overdue"
             )));
@@ -694,9 +708,7 @@ pub async fn list_tasks(
     // workers, so a large worklist never stalls other requests.
     let rows = {
         let (state, actor) = (state.clone(), caller.actor.clone());
-        tokio::task::spawn_blocking(move || state.engine.tasks_for(&actor))
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading a worklist: {e}")))??
+        blocking("reading a worklist", move || state.engine.tasks_for(&actor)).await?
     };
     let items = rows
         .iter()
@@ -984,10 +996,10 @@ pub async fn audit_events(
         .as_deref()
         .map(crate::audit::parse_cursor)
         .transpose()?;
-    let page =
-        tokio::task::spawn_blocking(move || state.engine.audit(&query, cursor.as_deref(), limit))
-            .await
-            .map_err(|e| ApiError::Internal(format!("audit query task: {e}")))??;
+    let page = blocking("audit query", move || {
+        state.engine.audit(&query, cursor.as_deref(), limit)
+    })
+    .await?;
     Ok(Json(AuditPage {
         items: page
             .items
@@ -1016,7 +1028,7 @@ pub async fn audit_verify(
     Query(q): Query<VerifyQuery>,
 ) -> Result<Json<VerifyReport>, ApiError> {
     caller.require_any(&[AUDITOR, ADMIN], "verifying the audit trail")?;
-    let report = tokio::task::spawn_blocking(move || -> Result<VerifyReport, ApiError> {
+    let report = blocking("verify", move || -> Result<VerifyReport, ApiError> {
         match q.instance {
             Some(id) => Ok(state
                 .engine
@@ -1026,8 +1038,7 @@ pub async fn audit_verify(
             None => Ok(state.engine.verify(&mut |_| {})?.into()),
         }
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("verify task: {e}")))??;
+    .await?;
     Ok(Json(report))
 }
 
@@ -1051,17 +1062,17 @@ pub async fn kpi_report(
     )?;
     let (from, to) =
         crate::audit::parse_period(&q.from, q.to.as_deref(), state.engine.clock().now())?;
-    let report = tokio::task::spawn_blocking(move || {
-        crate::report::kpi::kpis_from_engine(&state.engine, &q.procedure, from, to)
+    let report = blocking("KPI report", move || {
+        crate::report::kpi::kpis_from_engine(&state.engine, &q.procedure, from, to).map_err(|e| {
+            match e {
+                crate::report::kpi::ReportError::UnknownProcedure(p) => {
+                    ApiError::NotFound(format!("procedure `{p}`"))
+                }
+                crate::report::kpi::ReportError::Engine(e) => e.into(),
+                other => ApiError::Malformed(other.to_string()),
+            }
+        })
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("report task: {e}")))?
-    .map_err(|e| match e {
-        crate::report::kpi::ReportError::UnknownProcedure(p) => {
-            ApiError::NotFound(format!("procedure `{p}`"))
-        }
-        crate::report::kpi::ReportError::Engine(e) => e.into(),
-        other => ApiError::Malformed(other.to_string()),
-    })?;
+    .await?;
     Ok(Json(report))
 }

@@ -693,11 +693,16 @@ macro_rules! string_enum_schema {
 
         impl utoipa::PartialSchema for $name {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
-                string_enum($description, $values)
+                string_enum($description, Self::VALUES.iter().copied())
             }
         }
 
         impl ToSchema for $name {}
+
+        impl $name {
+            /// The values the handler accepts, which the document lists.
+            pub const VALUES: &'static [&'static str] = &$values;
+        }
     };
 }
 

@@ -106,6 +106,28 @@ impl ApiError {
         }
     }
 
+    /// One error of every kind, for the OpenAPI document's response descriptions (a new
+    /// variant belongs here too, beside `status` and `kind`).
+    pub fn one_of_each() -> [ApiError; 14] {
+        let s = String::new;
+        [
+            ApiError::Malformed(s()),
+            ApiError::Unauthorized(s()),
+            ApiError::Forbidden(s()),
+            ApiError::NotFound(s()),
+            ApiError::MethodNotAllowed(s()),
+            ApiError::Conflict(s()),
+            ApiError::TooLarge(s()),
+            ApiError::UnsupportedMediaType(s()),
+            ApiError::InvalidForm(Vec::new()),
+            ApiError::Guard(s()),
+            ApiError::Unprocessable(s()),
+            ApiError::Timeout(s()),
+            ApiError::Unavailable(s()),
+            ApiError::Internal(s()),
+        ]
+    }
+
     /// The last segment of the `type` URI, and the title.
     pub fn kind(&self) -> (&'static str, &'static str) {
         match self {

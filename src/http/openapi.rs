@@ -128,9 +128,8 @@ fn finish(doc: &mut Value) {
             else {
                 continue;
             };
-            responses
-                .entry("503")
-                .or_insert_with(|| json!({ "content": { "application/json": problem_ref() } }));
+            // Its problem body is filled in below, with every other error's.
+            responses.entry("503").or_insert_with(|| json!({}));
             for (status, res) in responses.iter_mut() {
                 let code: u16 = status.parse().unwrap_or(0);
                 let Some(res) = res.as_object_mut() else {
@@ -190,24 +189,7 @@ fn describe(status: u16) -> String {
         s if s < 400 => return String::new(),
         _ => {}
     }
-    let s = String::new;
-    let every = [
-        ApiError::Malformed(s()),
-        ApiError::Unauthorized(s()),
-        ApiError::Forbidden(s()),
-        ApiError::NotFound(s()),
-        ApiError::MethodNotAllowed(s()),
-        ApiError::Conflict(s()),
-        ApiError::TooLarge(s()),
-        ApiError::UnsupportedMediaType(s()),
-        ApiError::InvalidForm(Vec::new()),
-        ApiError::Guard(s()),
-        ApiError::Unprocessable(s()),
-        ApiError::Timeout(s()),
-        ApiError::Unavailable(s()),
-        ApiError::Internal(s()),
-    ];
-    let kinds: Vec<String> = every
+    let kinds: Vec<String> = ApiError::one_of_each()
         .iter()
         .filter(|e| e.status().as_u16() == status)
         .map(|e| {
