@@ -54,6 +54,9 @@ use sopflow::store::{
 };
 use uuid::Uuid;
 
+mod support;
+use support::{rss_kib, Rng};
+
 // ---------------------------------------------------------------------------------------
 // The synthetic organisation and its year
 // ---------------------------------------------------------------------------------------
@@ -241,29 +244,8 @@ impl World {
     }
 }
 
-/// SplitMix64: small, fast, and seeded per instance so the dataset is the same whatever
-/// order the concurrent committers take instances in (no `rand` dependency needed).
-struct Rng(u64);
-
+/// The bench's own draws, on the shared generator.
 impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut r = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
     fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
     }
@@ -683,7 +665,7 @@ fn generate(dir: &Path, events: u64, tasks: usize, per_commit: u64) -> GenFigure
                                 secs,
                                 (before + n) as f64 / secs,
                                 gb(dir_size(&dir)),
-                                mb(rss_kb()),
+                                mb(rss_kib()),
                             );
                         }
                     }
@@ -797,18 +779,6 @@ fn evict(dir: &Path) {
             }
         }
     }
-}
-
-fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn mb(kb: u64) -> String {
@@ -1363,15 +1333,15 @@ fn main() {
         ..AuditQuery::default()
     };
     for (name, format) in [("JSONL", ExportFormat::Jsonl), ("CSV", ExportFormat::Csv)] {
-        let before = rss_kb();
+        let before = rss_kib();
         let mut peak = before;
         let t = Instant::now();
         let n = export(&engine, &march, format, std::io::sink(), &mut |_| {
-            peak = peak.max(rss_kb());
+            peak = peak.max(rss_kib());
         })
         .expect("export");
         let took = t.elapsed().as_secs_f64();
-        let after = rss_kb();
+        let after = rss_kib();
         println!(
             "  {name:<5} {n} events in {took:.1} s = {:.0} events/s; RSS before {}, peak {}, \
              after {}",

@@ -22,6 +22,9 @@ use sopflow::store::memory::MemoryStore;
 use sopflow::store::sled_store::{SledOptions, SledStore};
 use sopflow::store::Store;
 
+mod support;
+use support::rss_kib;
+
 const FIVE_STEPS: &str = r#"
 id = "bench-five"
 version = 1
@@ -104,17 +107,6 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// Sequential write + fdatasync of 4 KiB: what one disk flush costs here.
 fn fsync_ceiling(dir: &std::path::Path, secs: f64) -> f64 {
     let path = dir.join("fsync-probe");
@@ -186,7 +178,7 @@ fn main() {
         let store = SledStore::open(dir.path(), SledOptions::default()).expect("store opens");
         let engine = open_engine(store).await;
         let who = clerk(0);
-        let before = rss_bytes();
+        let before = rss_kib() * 1024;
         let handles: Vec<_> = (0..8)
             .map(|_| {
                 let e = engine.clone();
@@ -203,7 +195,7 @@ fn main() {
         for h in handles {
             h.await.expect("starter");
         }
-        let after = rss_bytes();
+        let after = rss_kib() * 1024;
         let disk: u64 = walk_size(dir.path());
         (
             after.saturating_sub(before) as f64 / n as f64,

@@ -38,6 +38,10 @@
 //! only for small stores) and print the live bytes of keys and values per tree against the
 //! size on disk.
 
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{rss_kib, Rng};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,30 +125,6 @@ fn args() -> Result<Args, String> {
 // ---------------------------------------------------------------------------------------
 // The mix
 // ---------------------------------------------------------------------------------------
-
-/// SplitMix64, seeded by the instance number, so the mix does not depend on scheduling.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut r = Rng(seed ^ 0x5eed_5ca1_e000_0001);
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 /// How an ended instance goes.
 #[derive(Clone, Copy, Debug)]
@@ -465,17 +445,6 @@ fn dir_size(p: &Path) -> u64 {
         .sum()
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn gib(b: u64) -> String {
     format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
 }
@@ -760,7 +729,7 @@ async fn run(a: Args) -> Result<(), String> {
                     batch,
                     counters.errors.load(Ordering::Relaxed),
                     gib(dir_size(&data)),
-                    rss_mib(),
+                    (rss_kib() as f64 / 1024.0),
                     eta
                 );
             }
@@ -804,7 +773,7 @@ async fn run(a: Args) -> Result<(), String> {
         "disk: {} ({disk} bytes, {:.0} bytes per instance); generator RSS {:.0} MiB",
         gib(disk),
         disk as f64 / total.max(1) as f64,
-        rss_mib()
+        (rss_kib() as f64 / 1024.0)
     );
     if a.live {
         live_bytes(&engine, &a.data)?;
