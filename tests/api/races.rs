@@ -20,32 +20,26 @@ use tokio::sync::Barrier;
 
 use crate::harness::*;
 
-/// Members of staff who may act on the race step (neither cancellers nor the admin).
-const STAFF: [&str; 17] = [
-    "zhao.gang",
-    "chen.jing",
-    "wu.fang",
-    "liu.yang",
-    "he.ping",
-    "wang.qiang",
-    "zheng.hao",
-    "lin.tao",
-    "feng.yu",
-    "guo.jun",
-    "ma.lei",
-    "deng.wei",
-    "luo.bin",
-    "xu.na",
-    "gao.yan",
-    "tang.kai",
-    "yao.jie",
-];
-
 /// Delegates: staff who are never racers, so a delegation always names someone else.
 const DELEGATES: [&str; 2] = ["han.xue", "cui.lan"];
 
 /// Holders of `management_rep`, the race procedure's cancel role.
 const CANCELLERS: [&str; 2] = ["zhou.min", "qian.li"];
+
+/// Members of staff who race on the step: every user with a token (all hold `staff` but
+/// the auditor) except the cancellers, the delegates, the admin and the inactive user.
+fn staff() -> Vec<&'static str> {
+    let racers: Vec<&'static str> = USERS
+        .into_iter()
+        .filter(|u| {
+            ![ADMIN, AUDITOR, "shi.lan"].contains(u)
+                && !CANCELLERS.contains(u)
+                && !DELEGATES.contains(u)
+        })
+        .collect();
+    assert!(racers.len() >= 8, "{racers:?}");
+    racers
+}
 
 /// Rounds per race: each a fresh instance, so the interleavings differ.
 const ROUNDS: usize = 8;
@@ -218,20 +212,23 @@ fn each(users: &[&'static str], act: Act) -> Vec<(&'static str, Act)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claims_race_one_wins() {
     let (srv, _procs) = server().await;
-    rounds(&srv, &each(&STAFF[..8], Act::Claim), true).await;
+    let staff = staff();
+    rounds(&srv, &each(&staff[..8], Act::Claim), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn completions_race_one_wins() {
     let (srv, _procs) = server().await;
-    rounds(&srv, &each(&STAFF[..8], Act::Complete), true).await;
+    let staff = staff();
+    rounds(&srv, &each(&staff[..8], Act::Complete), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn claim_against_complete_one_wins() {
     let (srv, _procs) = server().await;
-    let mut plan = each(&STAFF[..4], Act::Claim);
-    plan.extend(each(&STAFF[4..8], Act::Complete));
+    let staff = staff();
+    let mut plan = each(&staff[..4], Act::Claim);
+    plan.extend(each(&staff[4..8], Act::Complete));
     rounds(&srv, &plan, true).await;
 }
 
@@ -240,13 +237,14 @@ async fn claim_against_complete_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn delegate_against_claim_and_complete_one_wins() {
     let (srv, _procs) = server().await;
+    let staff = staff();
     let mut plan = vec![
-        (STAFF[0], Act::Delegate(DELEGATES[0])),
-        (STAFF[1], Act::Delegate(DELEGATES[1])),
-        (STAFF[2], Act::Delegate(DELEGATES[0])),
+        (staff[0], Act::Delegate(DELEGATES[0])),
+        (staff[1], Act::Delegate(DELEGATES[1])),
+        (staff[2], Act::Delegate(DELEGATES[0])),
     ];
-    plan.extend(each(&STAFF[3..6], Act::Complete));
-    plan.extend(each(&STAFF[6..8], Act::Claim));
+    plan.extend(each(&staff[3..6], Act::Complete));
+    plan.extend(each(&staff[6..8], Act::Claim));
     rounds(&srv, &plan, true).await;
 }
 
@@ -255,7 +253,8 @@ async fn delegate_against_claim_and_complete_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn complete_against_cancel_one_wins() {
     let (srv, _procs) = server().await;
-    let mut plan = each(&STAFF[..4], Act::Complete);
+    let staff = staff();
+    let mut plan = each(&staff[..4], Act::Complete);
     plan.extend(each(&CANCELLERS, Act::Cancel));
     rounds(&srv, &plan, true).await;
 }
@@ -265,14 +264,15 @@ async fn complete_against_cancel_one_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn everything_at_once_leaves_a_history_that_matches_the_winners() {
     let (srv, _procs) = server().await;
+    let staff = staff();
     let plan = vec![
-        (STAFF[0], Act::Claim),
-        (STAFF[0], Act::Release),
-        (STAFF[1], Act::Claim),
-        (STAFF[2], Act::Complete),
-        (STAFF[3], Act::Complete),
-        (STAFF[4], Act::Delegate(DELEGATES[0])),
-        (STAFF[5], Act::Delegate(DELEGATES[1])),
+        (staff[0], Act::Claim),
+        (staff[0], Act::Release),
+        (staff[1], Act::Claim),
+        (staff[2], Act::Complete),
+        (staff[3], Act::Complete),
+        (staff[4], Act::Delegate(DELEGATES[0])),
+        (staff[5], Act::Delegate(DELEGATES[1])),
         (DELEGATES[0], Act::Complete),
         (CANCELLERS[0], Act::Cancel),
         (CANCELLERS[1], Act::Cancel),
@@ -288,10 +288,11 @@ async fn everything_at_once_leaves_a_history_that_matches_the_winners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_delegation_latecomers_conflict_and_outsiders_are_forbidden() {
     let (srv, _procs) = server().await;
+    let staff = staff();
     let inst = srv.start_instance("liu.yang", "race", json!({})).await;
     let task = task_at(&inst, "decide");
     srv.post_expect(
-        STAFF[0],
+        staff[0],
         &format!("/v1/tasks/{task}/delegate"),
         json!({ "to": DELEGATES[0], "reason": "away" }),
         StatusCode::OK,
@@ -300,7 +301,7 @@ async fn after_a_delegation_latecomers_conflict_and_outsiders_are_forbidden() {
     let done: Value = json!({ "outcome": "approve", "form": {} });
     let (s, v) = srv
         .post(
-            STAFF[1],
+            staff[1],
             &format!("/v1/tasks/{task}/complete"),
             done.clone(),
         )
@@ -312,7 +313,7 @@ async fn after_a_delegation_latecomers_conflict_and_outsiders_are_forbidden() {
     );
     let (s, v) = srv
         .post(
-            STAFF[1],
+            staff[1],
             &format!("/v1/tasks/{task}/delegate"),
             json!({ "to": DELEGATES[1], "reason": "x" }),
         )
