@@ -153,6 +153,20 @@ pub const MAX_TEXT_CHARS: usize = 8_000;
 /// be an unbounded transaction.
 pub const MAX_CHILDREN: usize = 200;
 
+/// A writer that only counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Refuses what a person sent that is larger than the engine keeps, before anything else
 /// is looked at, so an oversized command costs no more than its parse.
 fn check_sizes(cmd: &Command, actor: Option<&Actor>) -> Result<(), EngineError> {
@@ -166,9 +180,13 @@ fn check_sizes(cmd: &Command, actor: Option<&Actor>) -> Result<(), EngineError> 
         _ => None,
     };
     if let Some(form) = form {
-        let bytes = serde_json::to_vec(form)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        // Counted as it is encoded, not encoded into a buffer (up to the 1 MiB body) only
+        // to take its length.
+        let mut bytes = ByteCount(0);
+        if serde_json::to_writer(&mut bytes, form).is_err() {
+            bytes.0 = usize::MAX;
+        }
+        let bytes = bytes.0;
         if bytes > MAX_FORM_BYTES {
             return Err(EngineError::InvalidForm(vec![FieldProblem {
                 field: String::new(),
