@@ -234,6 +234,14 @@ pub struct Step {
     /// (each with its `outcome`), readable by later steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect: Option<String>,
+
+    /// `subprocess` steps whose child procedure starts this procedure again (directly or
+    /// through others): the deepest level of nesting allowed, counting the first instance
+    /// as level 0. A child that would be deeper is not started and the command that reached
+    /// this step is refused. Without it, a procedure that starts itself again is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub max_depth: Option<u32>,
 }
 
 /// A way out of a step.
@@ -394,6 +402,12 @@ pub struct BreachAction {
     /// means we proceed").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub take: Option<String>,
+
+    /// With `take`: also complete the step when a person has claimed it (or it was delegated
+    /// to someone) and is working on it. By default (`false`) the clock takes only a task
+    /// nobody holds; a held task records the breach and stays with its holder.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub even_if_claimed: bool,
 }
 
 /// Several distinct people must sign the step before it completes.
