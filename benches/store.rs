@@ -37,6 +37,7 @@ fn task(instance: Uuid, n: u64) -> TaskRow {
         roles: vec!["follow_up".into()],
         assignee: Some(format!("user-{}", n % 50)),
         due_ms: Some(1_700_000_000_000 + n as i64),
+        deadline: String::new(),
     }
 }
 

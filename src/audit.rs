@@ -49,7 +49,8 @@ pub struct Filters {
 
 impl Filters {
     /// The store query these filters ask for, or what is wrong with them.
-    pub fn query(&self) -> Result<AuditQuery, AuditError> {
+    /// The store query; a date written alone is its midnight in `zone`.
+    pub fn query(&self, zone: chrono_tz::Tz) -> Result<AuditQuery, AuditError> {
         if let Some(kind) = &self.kind {
             if !EventKind::NAMES.contains(&kind.as_str()) {
                 let hint = did_you_mean(kind, EventKind::NAMES)
@@ -70,8 +71,16 @@ impl Filters {
                 )));
             }
         }
-        let from = self.from.as_deref().map(parse_instant).transpose()?;
-        let to = self.to.as_deref().map(parse_instant).transpose()?;
+        let from = self
+            .from
+            .as_deref()
+            .map(|s| parse_instant(s, zone))
+            .transpose()?;
+        let to = self
+            .to
+            .as_deref()
+            .map(|s| parse_instant(s, zone))
+            .transpose()?;
         if let (Some(f), Some(t)) = (from, to) {
             ordered(f, t)?;
         }
@@ -86,14 +95,13 @@ impl Filters {
 }
 
 /// An instant as people write it: RFC 3339 (`2026-03-01T08:00:00Z`) or a date
-/// (`2026-03-01`, meaning its midnight UTC).
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, AuditError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
+/// (`2026-03-01`, meaning its midnight in `zone` — the calendar's, as dates mean
+/// everywhere in sopflow).
+pub fn parse_instant(s: &str, zone: chrono_tz::Tz) -> Result<DateTime<Utc>, AuditError> {
+    if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() || DateTime::parse_from_rfc3339(s).is_ok()
+    {
+        if let Some(t) = crate::engine::compiled::parse_instant(s, zone) {
+            return Ok(t);
         }
     }
     Err(AuditError::Invalid(format!(
@@ -107,9 +115,13 @@ pub fn parse_period(
     from: &str,
     to: Option<&str>,
     now: DateTime<Utc>,
+    zone: chrono_tz::Tz,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), AuditError> {
-    let from = parse_instant(from)?;
-    let to = to.map(parse_instant).transpose()?.unwrap_or(now);
+    let from = parse_instant(from, zone)?;
+    let to = to
+        .map(|s| parse_instant(s, zone))
+        .transpose()?
+        .unwrap_or(now);
     ordered(from, to)?;
     Ok((from, to))
 }
@@ -311,37 +323,39 @@ mod tests {
     use super::*;
 
     fn at(s: &str) -> DateTime<Utc> {
-        parse_instant(s).unwrap()
+        parse_instant(s, chrono_tz::Tz::UTC).unwrap()
     }
 
     #[test]
     fn instants_are_dates_or_rfc3339() {
         assert_eq!(at("2026-03-01"), at("2026-03-01T00:00:00Z"));
         assert_eq!(at("2026-03-01T08:00:00+08:00"), at("2026-03-01T00:00:00Z"));
-        assert!(parse_instant("March").is_err());
-        assert!(parse_instant("2026-02-30").is_err());
+        assert!(parse_instant("March", chrono_tz::Tz::UTC).is_err());
+        assert!(parse_instant("2026-02-30", chrono_tz::Tz::UTC).is_err());
+        let shanghai = parse_instant("2026-03-01", chrono_tz::Tz::Asia__Shanghai).unwrap();
+        assert_eq!(shanghai.to_rfc3339(), "2026-02-28T16:00:00+00:00");
     }
 
     #[test]
     fn a_period_runs_forward_and_ends_now_by_default() {
         let now = at("2026-11-22T12:00:00Z");
         assert_eq!(
-            parse_period("2026-11-01", None, now).unwrap(),
+            parse_period("2026-11-01", None, now, chrono_tz::Tz::UTC).unwrap(),
             (at("2026-11-01"), now)
         );
         assert_eq!(
-            parse_period("2026-11-01", Some("2026-12-01"), now).unwrap(),
+            parse_period("2026-11-01", Some("2026-12-01"), now, chrono_tz::Tz::UTC).unwrap(),
             (at("2026-11-01"), at("2026-12-01"))
         );
         for (from, to) in [
             ("2026-12-01", Some("2026-11-01")),
             ("2026-11-01", Some("2026-11-01")),
         ] {
-            let err = parse_period(from, to, now).unwrap_err().to_string();
+            let err = parse_period(from, to, now, chrono_tz::Tz::UTC).unwrap_err().to_string();
             assert!(err.contains("must be before"), "{err}");
         }
         assert!(
-            parse_period("2026-12-01", None, now).is_err(),
+            parse_period("2026-12-01", None, now, chrono_tz::Tz::UTC).is_err(),
             "from after now"
         );
     }

@@ -531,9 +531,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let at = chrono::DateTime::from_timestamp_millis(n.at_ms)
                     .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
                     .unwrap_or_default();
+                // `@user` rows are the person's own (a reminder of a task they hold).
+                let to = match n.role.strip_prefix('@') {
+                    Some(_) => "you".to_string(),
+                    None => n.role.clone(),
+                };
                 println!(
-                    "{at}  for {:<16} {}  (instance {})",
-                    n.role, n.message, n.instance
+                    "{at}  for {to:<16} {}  (instance {})",
+                    n.message, n.instance
                 );
             }
             Ok(ExitCode::SUCCESS)

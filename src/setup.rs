@@ -111,6 +111,7 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
     })?;
     let engine = Engine::open(Arc::new(store), clock)?;
     engine.set_calendars(&v.calendars);
+    engine.set_roster(Arc::new(people.clone()));
     engine.register(&v.valid).await?;
     Ok(Opened {
         engine,

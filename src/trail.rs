@@ -21,11 +21,41 @@ pub struct DataDir {
     /// Data directory of the embedded store (stop `sopflow serve` first, or use the API).
     #[arg(long = "data-dir", visible_alias = "data", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Calendar files. A date written alone (`--from 2026-03-01`, a date field in a KPI
+    /// condition) means its midnight in the calendar's time zone, as everywhere in sopflow;
+    /// UTC when there are none.
+    #[arg(long, default_value = "calendars")]
+    pub calendars: PathBuf,
 }
 
 impl DataDir {
     fn open(&self) -> anyhow::Result<Engine<SledStore>> {
-        Ok(setup::open_existing(&self.data_dir, Arc::new(SystemClock))?)
+        let engine = setup::open_existing(&self.data_dir, Arc::new(SystemClock))?;
+        engine.set_calendars(&self.calendar_files());
+        Ok(engine)
+    }
+
+    /// The calendars in `--calendars`. Only their time zones matter to these commands; a
+    /// broken calendar file is left out (`sopflow validate` reports it).
+    fn calendar_files(&self) -> Vec<Arc<sopflow::definition::calendar::Calendar>> {
+        if !self.calendars.is_dir() {
+            return Vec::new();
+        }
+        sopflow::definition::load::validate_paths(
+            &[],
+            &sopflow::definition::load::Options {
+                calendars_dir: Some(self.calendars.clone()),
+            },
+        )
+        .calendars
+    }
+
+    /// What a date alone means in a filter: midnight in the default calendar's zone.
+    fn default_zone(&self) -> chrono_tz::Tz {
+        self.calendar_files()
+            .iter()
+            .find(|c| c.id() == "default")
+            .map_or(chrono_tz::Tz::UTC, |c| c.timezone())
     }
 }
 
@@ -122,7 +152,7 @@ pub fn query(
     cursor: Option<&str>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let query = filters.filters().query()?;
+    let query = filters.filters().query(dir.default_zone())?;
     let cursor = cursor.map(audit::parse_cursor).transpose()?;
     let engine = dir.open()?;
     let page = engine.audit(&query, cursor.as_deref(), limit.clamp(1, 10_000))?;
@@ -180,7 +210,7 @@ pub fn export(
     format: ExportFormat,
     output: Option<&PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let query = filters.filters().query()?;
+    let query = filters.filters().query(dir.default_zone())?;
     let engine = dir.open()?;
     let bar = progress(output.is_some(), "events exported");
     let n = match output {
@@ -213,7 +243,12 @@ pub fn report(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let engine = dir.open()?;
-    let (from, to) = audit::parse_period(from, to, engine.clock().now())?;
+    let (from, to) = audit::parse_period(
+        from,
+        to,
+        engine.clock().now(),
+        engine.zone_of_procedure(procedure),
+    )?;
     let report = sopflow::report::kpi::kpis_from_engine(&engine, procedure, from, to)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -65,6 +65,7 @@ fn task(instance: Uuid, roles: &[&str], assignee: Option<&str>, due_ms: Option<i
         roles: roles.iter().map(|r| r.to_string()).collect(),
         assignee: assignee.map(str::to_string),
         due_ms,
+        deadline: String::new(),
     }
 }
 

@@ -971,6 +971,18 @@ pub fn resolve(
     data: &serde_json::Map<String, serde_json::Value>,
     cal: &Calendar,
 ) -> Result<DateTime<Utc>, TimeError> {
+    resolve_in(due, opened, data, cal, cal.timezone())
+}
+
+/// `resolve`, reading the date fields of the data as dates of `dates` (a date field means
+/// its midnight in the procedure's time zone, whichever calendar a deadline counts on).
+pub fn resolve_in(
+    due: &Due,
+    opened: DateTime<Utc>,
+    data: &serde_json::Map<String, serde_json::Value>,
+    cal: &Calendar,
+    dates: Tz,
+) -> Result<DateTime<Utc>, TimeError> {
     match due {
         Due::After(a) => cal.add(opened, a),
         Due::Relative {
@@ -978,19 +990,19 @@ pub fn resolve(
             before,
             field,
         } => {
-            let anchor = field_time(data, field, cal)?;
+            let anchor = field_time(data, field, cal, dates)?;
             if *before {
                 cal.subtract(anchor, amount)
             } else {
                 cal.add(anchor, amount)
             }
         }
-        Due::AtField(field) => field_time(data, field, cal),
+        Due::AtField(field) => field_time(data, field, cal, dates),
         Due::Fixed(t) => cal.at(t),
-        Due::Earlier(a, b) => {
-            Ok(resolve(a, opened, data, cal)?.min(resolve(b, opened, data, cal)?))
-        }
-        Due::Later(a, b) => Ok(resolve(a, opened, data, cal)?.max(resolve(b, opened, data, cal)?)),
+        Due::Earlier(a, b) => Ok(resolve_in(a, opened, data, cal, dates)?
+            .min(resolve_in(b, opened, data, cal, dates)?)),
+        Due::Later(a, b) => Ok(resolve_in(a, opened, data, cal, dates)?
+            .max(resolve_in(b, opened, data, cal, dates)?)),
     }
 }
 
@@ -998,6 +1010,7 @@ fn field_time(
     data: &serde_json::Map<String, serde_json::Value>,
     field: &str,
     cal: &Calendar,
+    dates: Tz,
 ) -> Result<DateTime<Utc>, TimeError> {
     match data.get(field) {
         None | Some(serde_json::Value::Null) => Err(TimeError::MissingField(field.to_string())),
@@ -1006,7 +1019,11 @@ fn field_time(
                 field: field.to_string(),
                 value: s.clone(),
             })?;
-            cal.at(&t)
+            if dates == cal.timezone() {
+                cal.at(&t)
+            } else {
+                cal.in_zone(dates).at(&t)
+            }
         }
         Some(other) => Err(TimeError::NotADate {
             field: field.to_string(),

@@ -17,7 +17,8 @@
 //!   (`10 days before warranty_end`); a date field alone (`audit_date`); a fixed date or
 //!   date-time (`2027-01-31`, `2027-01-31T17:00`, `2027-01-31T17:00:00+08:00`); or
 //!   `earlier of A and B [and C…]` / `later of …` over those.
-//! - reminder: `<amount> before` (counted back from the due time).
+//! - reminder: `<amount> before` (counted back from the due time), or `every <amount>`
+//!   (repeating from the moment the step opens until it is done).
 //! - schedule interval: `<amount>` in days, weeks, months or years, or `half a year`.
 //! - cron: five fields, minute hour day-of-month month day-of-week.
 //!
@@ -403,12 +404,47 @@ pub fn parse_amount(s: &str) -> Result<Amount, ParseError> {
     Ok(amount)
 }
 
-/// A reminder: `"2h before"`, `"1 working day before"`, counted back from the due time.
-pub fn parse_reminder(s: &str) -> Result<Amount, ParseError> {
+/// A reminder of a step's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reminder {
+    /// `"2h before"`, `"1 working day before"`: once, counted back from the due time.
+    Before(Amount),
+    /// `"every 3 days"`, `"every 1 working day"`: first that long after the step opens,
+    /// then again and again until the task is closed (also after the due time).
+    Every(Amount),
+}
+
+/// A reminder: `"2h before"`, `"1 working day before"` (counted back from the due time), or
+/// `"every 3 days"` (repeating from the moment the step opens until it is done).
+pub fn parse_reminder(s: &str) -> Result<Reminder, ParseError> {
     let mut p = Parser::new(s);
     if p.peek().is_none() {
         return Err(ParseError::new("the reminder is empty", None)
-            .help("write how long before the due time to remind: `2h before`"));
+            .help("write how long before the due time to remind: `2h before`, or how often: `every 2 days`"));
+    }
+    if p.peek().is_some_and(|t| t.is("every")) {
+        p.bump();
+        let start = p.pos;
+        let amount = p.amount()?;
+        let written = p.span_from(start);
+        // More often than hourly is no longer a reminder but noise, and each one is an
+        // entry in the history forever.
+        if matches!(amount.unit, Unit::Minutes) {
+            return Err(ParseError::new(
+                "a repeating reminder must be at least an hour apart",
+                Some(written),
+            )
+            .help("write `every 1h` or longer, e.g. `every 1 working day`"));
+        }
+        if amount.n == 0 {
+            return Err(ParseError::new(
+                "a repeating reminder needs a length of time greater than zero",
+                Some(written),
+            )
+            .help("write `every 1 day`, `every 3 days`"));
+        }
+        p.finish("the reminder")?;
+        return Ok(Reminder::Every(amount));
     }
     let start = p.pos;
     let amount = p.amount()?;
@@ -449,7 +485,7 @@ pub fn parse_reminder(s: &str) -> Result<Amount, ParseError> {
         }
     }
     p.finish("the reminder")?;
-    Ok(amount)
+    Ok(Reminder::Before(amount))
 }
 
 /// A schedule interval (`schedule.every`): days, weeks, months or years, at least one.
@@ -1798,14 +1834,30 @@ mod tests {
 
     #[test]
     fn reminders_need_before() {
-        assert_eq!(parse_reminder("2h before"), Ok(Amount::new(2, Unit::Hours)));
+        assert_eq!(
+            parse_reminder("2h before"),
+            Ok(Reminder::Before(Amount::new(2, Unit::Hours)))
+        );
+        assert_eq!(
+            parse_reminder("every 3 days"),
+            Ok(Reminder::Every(Amount::new(3, Unit::Days)))
+        );
+        assert_eq!(
+            parse_reminder("every 1 working day"),
+            Ok(Reminder::Every(Amount::new(1, Unit::WorkingDays)))
+        );
+        assert!(err(parse_reminder("every 30m"))
+            .message
+            .contains("at least an hour apart"));
+        assert!(err(parse_reminder("every 0 days")).message.contains("greater than zero"));
+        assert!(parse_reminder("every 3 days before").is_err());
         assert_eq!(
             parse_reminder("1 working day before"),
-            Ok(Amount::new(1, Unit::WorkingDays))
+            Ok(Reminder::Before(Amount::new(1, Unit::WorkingDays)))
         );
         assert_eq!(
             parse_reminder("1 day before the deadline"),
-            Ok(Amount::new(1, Unit::Days))
+            Ok(Reminder::Before(Amount::new(1, Unit::Days)))
         );
         let e = err(parse_reminder("2h"));
         assert_eq!(e.message, "say that the reminder is before the due time");

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use cel::objects::Key;
 use cel::{Program, Value as Cel};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
 use serde_json::{json, Map, Value};
 
 use crate::definition::model::{Field, FieldType, Procedure, Step};
@@ -290,36 +291,44 @@ impl CompiledProcedure {
     /// type of field `name`: CEL gives dates back as timestamps and whole numbers as
     /// decimals in places, which the forms of later steps would rightly refuse. Values people
     /// submit are never coerced — they are validated as sent.
-    pub fn coerce(&self, name: &str, value: Value) -> Value {
+    pub fn coerce(&self, name: &str, value: Value, zone: Tz) -> Value {
         let Some(field) = self.fields.get(name) else {
             return value;
         };
-        coerce_to(field, value)
+        coerce_to(field, value, zone)
     }
 
     /// Instance data as CEL variables: every declared field bound (to null when unset, so a
     /// condition on a field not filled in yet is a clear error, not an unknown name), with
-    /// dates as timestamps.
-    pub fn bind(&self, ctx: &mut cel::Context<'_, '_>, data: &Map<String, Value>) {
+    /// dates as timestamps (a date is its midnight in `zone`, the procedure's time zone).
+    pub fn bind(&self, ctx: &mut cel::Context<'_, '_>, data: &Map<String, Value>, zone: Tz) {
         let mut all = HashMap::new();
         for (name, field) in &self.fields {
-            let v = data.get(name).map_or(Cel::Null, |v| to_cel(v, Some(field)));
+            let v = data
+                .get(name)
+                .map_or(Cel::Null, |v| to_cel(v, Some(field), zone));
             all.insert(Key::String(Arc::new(name.clone())), v.clone());
             ctx.add_variable_from_value(name.clone(), v);
         }
         for (name, v) in data {
             if !self.fields.contains_key(name) {
-                all.insert(Key::String(Arc::new(name.clone())), to_cel(v, None));
+                all.insert(Key::String(Arc::new(name.clone())), to_cel(v, None, zone));
             }
         }
         ctx.add_variable_from_value("data", Cel::Map(all.into()));
     }
 }
 
-fn coerce_to(field: &Field, value: Value) -> Value {
+fn coerce_to(field: &Field, value: Value, zone: Tz) -> Value {
     match (field.ty, value) {
-        (FieldType::Date, Value::String(s)) => match parse_instant(&s) {
-            Some(t) => Value::String(t.date_naive().format("%Y-%m-%d").to_string()),
+        // The date a computed instant falls on where the procedure's people are.
+        (FieldType::Date, Value::String(s)) => match parse_instant(&s, zone) {
+            Some(t) => Value::String(
+                t.with_timezone(&zone)
+                    .date_naive()
+                    .format("%Y-%m-%d")
+                    .to_string(),
+            ),
             None => Value::String(s),
         },
         (FieldType::Integer, Value::Number(n)) => match n.as_f64() {
@@ -329,14 +338,19 @@ fn coerce_to(field: &Field, value: Value) -> Value {
             _ => Value::Number(n),
         },
         (FieldType::List, Value::Array(items)) => match field.items.as_deref() {
-            Some(item) => Value::Array(items.into_iter().map(|v| coerce_to(item, v)).collect()),
+            Some(item) => Value::Array(
+                items
+                    .into_iter()
+                    .map(|v| coerce_to(item, v, zone))
+                    .collect(),
+            ),
             None => Value::Array(items),
         },
         (FieldType::Object, Value::Object(m)) => Value::Object(
             m.into_iter()
                 .map(|(k, v)| {
                     let v = match field.fields.get(&k) {
-                        Some(f) => coerce_to(f, v),
+                        Some(f) => coerce_to(f, v, zone),
                         None => v,
                     };
                     (k, v)
@@ -347,8 +361,9 @@ fn coerce_to(field: &Field, value: Value) -> Value {
     }
 }
 
-/// JSON → CEL, typed by the declared field when known (date strings become timestamps).
-pub fn to_cel(v: &Value, field: Option<&Field>) -> Cel {
+/// JSON → CEL, typed by the declared field when known (date strings become timestamps:
+/// a date alone is its midnight in `zone`, as in deadlines).
+pub fn to_cel(v: &Value, field: Option<&Field>, zone: Tz) -> Cel {
     match v {
         Value::Null => Cel::Null,
         Value::Bool(b) => Cel::Bool(*b),
@@ -359,7 +374,7 @@ pub fn to_cel(v: &Value, field: Option<&Field>) -> Cel {
             _ => Cel::Null,
         },
         Value::String(s) => match field.map(|f| f.ty) {
-            Some(FieldType::Date) | Some(FieldType::Datetime) => match parse_instant(s) {
+            Some(FieldType::Date) | Some(FieldType::Datetime) => match parse_instant(s, zone) {
                 Some(t) => Cel::Timestamp(t.fixed_offset()),
                 None => Cel::String(Arc::new(s.clone())),
             },
@@ -368,7 +383,7 @@ pub fn to_cel(v: &Value, field: Option<&Field>) -> Cel {
         Value::Array(items) => {
             let item_field = field.and_then(|f| f.items.as_deref());
             Cel::List(Arc::new(
-                items.iter().map(|i| to_cel(i, item_field)).collect(),
+                items.iter().map(|i| to_cel(i, item_field, zone)).collect(),
             ))
         }
         Value::Object(m) => {
@@ -376,7 +391,7 @@ pub fn to_cel(v: &Value, field: Option<&Field>) -> Cel {
                 .iter()
                 .map(|(k, v)| {
                     let sub = field.and_then(|f| f.fields.get(k));
-                    (Key::String(Arc::new(k.clone())), to_cel(v, sub))
+                    (Key::String(Arc::new(k.clone())), to_cel(v, sub, zone))
                 })
                 .collect();
             Cel::Map(map.into())
@@ -413,13 +428,25 @@ pub fn from_cel(v: &Cel) -> Value {
     }
 }
 
-/// A date (`2027-01-31`, start of day UTC) or an RFC 3339 instant.
-pub fn parse_instant(s: &str) -> Option<DateTime<Utc>> {
+/// An RFC 3339 instant, or a date (`2027-01-31`) as the start of that day in `zone`.
+pub fn parse_instant(s: &str, zone: Tz) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+    let midnight = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()?
+        .and_hms_opt(0, 0, 0)?;
+    // A midnight skipped by a clock change starts the day at the first instant after it.
+    zone.from_local_datetime(&midnight)
+        .earliest()
+        .or_else(|| zone.from_local_datetime(&(midnight + chrono::Duration::hours(1))).earliest())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The time zone dates of `def` are read in: its calendar's (`calendar`, else `default`),
+/// or UTC when that calendar is not loaded (an auditor's tool on a bare store).
+pub fn zone_of(def: &Procedure, calendars: &crate::engine::decide::Calendars) -> Tz {
+    calendars
+        .get(def.calendar.as_deref().unwrap_or("default"))
+        .map_or(Tz::UTC, |c| c.timezone())
 }

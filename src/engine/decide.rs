@@ -13,19 +13,29 @@ use cel::Value as Cel;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::compiled::{from_cel, to_cel, CompiledProcedure, FieldProblem};
+use super::compiled::{from_cel, to_cel, zone_of, CompiledProcedure, FieldProblem};
+use super::roster::{unknown_names, Roster};
 use super::instance::{
     derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp,
     Status, Task, TaskId, TimerKind, TimerSpec,
 };
-use crate::definition::calendar::{resolve, Calendar};
-use crate::definition::duration::{parse_amount, parse_reminder, Due};
+use crate::definition::calendar::{resolve_in, Calendar};
+use crate::definition::duration::{parse_amount, parse_reminder, Due, Reminder};
 use crate::definition::model::{
     BreachAction, DelegationLevel, Procedure, Step, StepKind, DEFAULT_OUTCOME,
 };
 
 /// The working-day calendars by id, for deadlines.
 pub type Calendars = std::collections::HashMap<String, Arc<Calendar>>;
+
+/// What a command is decided against besides the instance: the time, the calendars and
+/// who exists. All given by the caller, so `decide` stays a pure function of its arguments.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    pub now: DateTime<Utc>,
+    pub calendars: &'a Calendars,
+    pub roster: &'a dyn Roster,
+}
 
 /// What someone (or the engine) asks of an instance.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +163,11 @@ pub const MAX_TEXT_CHARS: usize = 8_000;
 /// be an unbounded transaction.
 pub const MAX_CHILDREN: usize = 200;
 
+/// How deep instances may nest (a child of a child of …), whatever the procedures declare:
+/// the validator refuses procedures that start each other without a `max_depth`, and this
+/// bound holds even for procedures registered without validation.
+pub const MAX_NESTING: u32 = 16;
+
 /// A writer that only counts what is written to it.
 struct ByteCount(usize);
 
@@ -219,7 +234,7 @@ fn check_sizes(cmd: &Command, actor: Option<&Actor>) -> Result<(), EngineError> 
 
 /// The most steps one command may pass through without a person acting; a guard-driven
 /// loop of `auto` steps that never settles is stopped here rather than spinning forever.
-const STEP_BUDGET: usize = 10_000;
+pub const STEP_BUDGET: usize = 1_000;
 
 /// Decides what `cmd` does. `state` is `None` only for `Start`. `actor` is `None` when the
 /// engine itself acts (a parent starting a child, a child ending, a timer).
@@ -228,8 +243,7 @@ pub fn decide(
     state: Option<&Instance>,
     cmd: &Command,
     actor: Option<&Actor>,
-    now: DateTime<Utc>,
-    calendars: &Calendars,
+    env: Env<'_>,
 ) -> Result<Decision, EngineError> {
     check_sizes(cmd, actor)?;
     if let Command::Start { id, data, parent } = cmd {
@@ -238,7 +252,7 @@ pub fn decide(
                 "instance {id} already exists"
             )));
         }
-        return start(proc, *id, data, parent.clone(), actor, now, calendars);
+        return start(proc, *id, data, parent.clone(), actor, env);
     }
     let state = state.ok_or_else(|| EngineError::NotFound("instance".into()))?;
     if state.procedure != proc.id() || state.version != proc.version() {
@@ -252,12 +266,12 @@ pub fn decide(
         )));
     }
     if state.status != Status::Running {
-        // A comment on an ended instance is still history worth keeping.
-        if !matches!(cmd, Command::Comment { .. }) {
-            return Err(EngineError::Ended(state.status.as_str()));
-        }
+        // Ended means ended: a closed record is not reopened, not even by a comment. A
+        // later remark belongs to the work that follows (a new complaint, an audit), which
+        // can name this instance.
+        return Err(EngineError::Ended(state.status.as_str()));
     }
-    let mut run = Run::new(proc, state.clone(), actor, now, calendars);
+    let mut run = Run::new(proc, state.clone(), actor, env);
     match cmd {
         // Handled above, before there is an instance.
         Command::Start { .. } => {}
@@ -289,9 +303,9 @@ fn start(
     data: &Map<String, Value>,
     parent: Option<ParentLink>,
     actor: Option<&Actor>,
-    now: DateTime<Utc>,
-    calendars: &Calendars,
+    env: Env<'_>,
 ) -> Result<Decision, EngineError> {
+    let now = env.now;
     if let Some(a) = actor {
         let allowed: Vec<String> = if proc.def.start_roles.is_empty() {
             proc.def.roles.keys().cloned().collect()
@@ -324,7 +338,8 @@ fn start(
     };
     let state = Instance::from_first(id, &first)
         .ok_or_else(|| EngineError::Invalid("bad start event".into()))?;
-    let mut run = Run::new(proc, state, actor, now, calendars);
+    let mut run = Run::new(proc, state, actor, env);
+    run.check_names(data, data)?;
     run.events.push(first);
     let start_step = proc.def.start.clone();
     run.enter(&start_step)?;
@@ -341,6 +356,7 @@ struct Run<'a> {
     effects: Vec<Effect>,
     budget: usize,
     calendars: &'a Calendars,
+    roster: &'a dyn Roster,
 }
 
 impl<'a> Run<'a> {
@@ -348,18 +364,18 @@ impl<'a> Run<'a> {
         proc: &'a CompiledProcedure,
         s: Instance,
         actor: Option<&'a Actor>,
-        now: DateTime<Utc>,
-        calendars: &'a Calendars,
+        env: Env<'a>,
     ) -> Self {
         Run {
             proc,
             s,
             actor,
-            now,
+            now: env.now,
             events: Vec::new(),
             effects: Vec::new(),
             budget: STEP_BUDGET,
-            calendars,
+            calendars: env.calendars,
+            roster: env.roster,
         }
     }
 
@@ -372,6 +388,11 @@ impl<'a> Run<'a> {
 
     fn def(&self) -> &'a Procedure {
         &self.proc.def
+    }
+
+    /// The time zone this procedure's dates are read in (its calendar's).
+    fn zone(&self) -> chrono_tz::Tz {
+        zone_of(self.def(), self.calendars)
     }
 
     fn emit(&mut self, by: Option<Stamp>, kind: EventKind) {
@@ -452,31 +473,36 @@ impl<'a> Run<'a> {
 
     /// Separation of duties for `a` doing `step`.
     fn check_separation(&self, step: &str, a: &Actor) -> Result<(), EngineError> {
+        match self.separation_problem(step, a, &self.s.data) {
+            Some(why) => Err(EngineError::Forbidden(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why `a` may not do `step` by its separation rules, reading department fields from
+    /// `data` (the instance's data, or the data a command is about to write).
+    fn separation_problem(&self, step: &str, a: &Actor, data: &Map<String, Value>) -> Option<String> {
         let def = self.def();
-        let Some(s) = def.steps.get(step) else {
-            return Ok(());
-        };
+        let s = def.steps.get(step)?;
         if let Some(sep) = &s.separation {
             for other in &sep.not_same_person_as {
                 if self.did(other, &a.id) {
-                    return Err(EngineError::Forbidden(format!(
+                    return Some(format!(
                         "{} did `{other}`, so may not do `{step}` (separation of duties)",
                         a.id
-                    )));
+                    ));
                 }
             }
             if let Some(field) = &sep.not_from_department {
-                if let Some(dep) = self
-                    .s
-                    .data
+                if let Some(dep) = data
                     .get(field)
                     .and_then(Value::as_str)
                     .filter(|d| a.in_department(d))
                 {
-                    return Err(EngineError::Forbidden(format!(
+                    return Some(format!(
                         "{} belongs to the department in `{field}` ({dep}), so may not do `{step}`",
                         a.id
-                    )));
+                    ));
                 }
             }
         }
@@ -485,14 +511,57 @@ impl<'a> Run<'a> {
         for (other_id, other) in &def.steps {
             if let Some(sep) = &other.separation {
                 if sep.not_same_person_as.iter().any(|x| x == step) && self.did(other_id, &a.id) {
-                    return Err(EngineError::Forbidden(format!(
+                    return Some(format!(
                         "{} did `{other_id}`, so may not do `{step}` (separation of duties)",
                         a.id
-                    )));
+                    ));
                 }
             }
         }
-        Ok(())
+        None
+    }
+
+    /// The people and departments `values` name (a start form, a completion form, computed
+    /// values) must exist now, and a person put into a field that later steps are assigned
+    /// to must be allowed to do those steps — checked here, when the person is chosen, not
+    /// when the step opens with nobody able to act on it. `data` is the instance data as it
+    /// will be once `values` are written.
+    fn check_names(
+        &self,
+        values: &Map<String, Value>,
+        data: &Map<String, Value>,
+    ) -> Result<(), EngineError> {
+        let mut problems = unknown_names(&self.proc.fields, values, self.roster);
+        for (field, value) in values {
+            let Some(id) = value.as_str() else { continue };
+            if problems.iter().any(|p| &p.field == field) {
+                continue;
+            }
+            let steps = self
+                .def()
+                .steps
+                .iter()
+                .filter(|(_, s)| s.assignee.as_deref() == Some(field.as_str()));
+            for (step_id, _) in steps {
+                let Some(person) = self.roster.person(id) else {
+                    continue;
+                };
+                if let Some(why) = self.separation_problem(step_id, &person, data) {
+                    problems.push(FieldProblem {
+                        field: field.clone(),
+                        message: format!(
+                            "`{id}` cannot be chosen: the step `{step_id}` is assigned to the person in `{field}`, and {why}"
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::InvalidForm(problems))
+        }
     }
 
     fn did(&self, step: &str, user: &str) -> bool {
@@ -692,6 +761,9 @@ impl<'a> Run<'a> {
         if !problems.is_empty() {
             return Err(EngineError::InvalidForm(problems));
         }
+        let mut after = self.s.data.clone();
+        merge_values(&mut after, form);
+        self.check_names(form, &after)?;
         let mut stamp = a.stamp();
         stamp.on_behalf_of = t
             .delegated_by
@@ -784,13 +856,19 @@ impl<'a> Run<'a> {
             .due
             .parse()
             .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
-        let due =
-            resolve(&due_expr, self.now, &self.s.data, cal).map_err(|e| bad(e.to_string()))?;
+        let due = resolve_in(&due_expr, self.now, &self.s.data, cal, self.zone())
+            .map_err(|e| bad(e.to_string()))?;
         let seq = self.s.seq + 1;
         let mut timers = Vec::new();
         for (i, r) in dl.remind.iter().enumerate() {
-            let amount = parse_reminder(r).map_err(|e| bad(e.to_string()))?;
-            let at = cal.subtract(due, &amount).map_err(|e| bad(e.to_string()))?;
+            let at = match parse_reminder(r).map_err(|e| bad(e.to_string()))? {
+                Reminder::Before(amount) => {
+                    cal.subtract(due, &amount).map_err(|e| bad(e.to_string()))?
+                }
+                Reminder::Every(amount) => {
+                    cal.add(self.now, &amount).map_err(|e| bad(e.to_string()))?
+                }
+            };
             if at > self.now {
                 timers.push(TimerSpec {
                     id: derive_id(self.s.id, seq, timer_slot(REMIND_SLOTS, i)?),
@@ -823,6 +901,54 @@ impl<'a> Run<'a> {
         Ok((Some(due), timers))
     }
 
+    /// The calendar a step's deadline counts on, if it is loaded.
+    fn deadline_calendar(&self, step: &str) -> Option<&'a Calendar> {
+        let dl = self.def().steps.get(step)?.deadline.as_ref()?;
+        let id = dl
+            .calendar
+            .as_deref()
+            .or(self.def().calendar.as_deref())
+            .unwrap_or("default");
+        self.calendars.get(id).map(|c| &**c)
+    }
+
+    /// An instant as the people of the step's calendar read it (`2026-11-03 17:00 +08:00`).
+    fn local_time(&self, step: &str, t: DateTime<Utc>) -> String {
+        match self.deadline_calendar(step) {
+            Some(cal) => t
+                .with_timezone(&cal.timezone())
+                .format("%Y-%m-%d %H:%M %:z")
+                .to_string(),
+            None => t.format("%Y-%m-%d %H:%M UTC").to_string(),
+        }
+    }
+
+    /// The next firing of a repeating reminder (`every 3 days`) that just fired as `t`,
+    /// counted from when it was due so the rhythm does not drift; `None` for a one-off
+    /// reminder. Never an error: a timer must always be able to fire.
+    fn next_reminder(&self, step_def: &Step, index: usize, t: &super::instance::Timer) -> Option<TimerSpec> {
+        let text = step_def.deadline.as_ref()?.remind.get(index)?;
+        let Ok(Reminder::Every(amount)) = parse_reminder(text) else {
+            return None;
+        };
+        let cal = self.deadline_calendar(&self.s.tasks.get(&t.task)?.step)?;
+        let mut at = cal.add(t.at, &amount).ok()?;
+        // After a long stop (or a long clock move) several periods may have passed: remind
+        // once now, and next at the first period still ahead.
+        for _ in 0..10_000 {
+            if at > self.now {
+                break;
+            }
+            at = cal.add(at, &amount).ok()?;
+        }
+        let slot = timer_slot(REMIND_SLOTS, index).ok()?;
+        (at > self.now).then(|| TimerSpec {
+            id: derive_id(self.s.id, self.s.seq + 1, slot),
+            at,
+            kind: TimerKind::Remind { index },
+        })
+    }
+
     /// A timer fell due. Never refused for what the procedure says (only for an unknown
     /// timer): a timer that could not fire would fire again forever.
     fn fire(&mut self, timer: uuid::Uuid) -> Result<(), EngineError> {
@@ -841,7 +967,31 @@ impl<'a> Run<'a> {
             .unwrap_or_default();
         let due = task.due.unwrap_or(t.at);
         match t.kind {
-            TimerKind::Remind { .. } => {
+            TimerKind::Remind { index } => {
+                // A reminder reaches whoever has the task now: the one person holding it,
+                // or everyone it is offered to.
+                let (to_roles, to_users) = match task.holder() {
+                    Some(person) => (Vec::new(), vec![person.to_string()]),
+                    None => (task.roles.clone(), Vec::new()),
+                };
+                let next = self.next_reminder(&step_def, index, &t);
+                let message = if self.now >= due {
+                    format!(
+                        "Reminder: `{}` of {} {} was due {} and is not done yet",
+                        task.step,
+                        self.s.procedure,
+                        self.s.id,
+                        self.local_time(&task.step, due)
+                    )
+                } else {
+                    format!(
+                        "Reminder: `{}` of {} {} is due {}",
+                        task.step,
+                        self.s.procedure,
+                        self.s.id,
+                        self.local_time(&task.step, due)
+                    )
+                };
                 self.emit(
                     None,
                     EventKind::DeadlineReminded {
@@ -849,6 +999,10 @@ impl<'a> Run<'a> {
                         step: task.step.clone(),
                         due,
                         timer,
+                        to_roles,
+                        to_users,
+                        message: Some(message),
+                        next,
                     },
                 );
             }
@@ -859,6 +1013,17 @@ impl<'a> Run<'a> {
                     .and_then(|d| d.on_breach.get(index))
                     .cloned()
                     .unwrap_or_default();
+                // A person who took the task is working on it: the clock does not complete
+                // it under them unless the procedure says so (`even_if_claimed`).
+                let held = task.claimed_by.as_ref().or(task.delegated_to.as_ref());
+                let spared = match (&action.take, held) {
+                    (Some(_), Some(holder)) if !action.even_if_claimed => Some(holder.clone()),
+                    _ => None,
+                };
+                let mut what = describe_action(&action);
+                if let Some(holder) = &spared {
+                    what = format!("{what}: not taken, {holder} holds the task");
+                }
                 self.emit(
                     None,
                     EventKind::DeadlineBreached {
@@ -866,11 +1031,13 @@ impl<'a> Run<'a> {
                         step: task.step.clone(),
                         due,
                         late_ms: (self.now - due).num_milliseconds(),
-                        action: describe_action(&action),
+                        action: what,
                         timer,
                     },
                 );
-                self.breach_action(&task, &action, due)?;
+                if spared.is_none() {
+                    self.breach_action(&task, &action, due)?;
+                }
             }
         }
         Ok(())
@@ -1128,10 +1295,11 @@ impl<'a> Run<'a> {
             let v = self
                 .eval(program, &data, form, outcome, None)
                 .map_err(|e| EngineError::Guard(format!("computing `{name}`: {e}")))?;
-            let json = self.proc.coerce(name, from_cel(&v));
+            let json = self.proc.coerce(name, from_cel(&v), self.zone());
             data.insert(name.clone(), json.clone());
             out.insert(name.clone(), json);
         }
+        self.check_names(&out, &data)?;
         Ok(out)
     }
 
@@ -1144,14 +1312,14 @@ impl<'a> Run<'a> {
         item: Option<&Value>,
     ) -> Result<Cel, String> {
         let mut ctx = cel::Context::default();
-        self.proc.bind(&mut ctx, data);
+        self.proc.bind(&mut ctx, data, self.zone());
         let form_map: std::collections::HashMap<Key, Cel> = form
             .map(|f| {
                 f.iter()
                     .map(|(k, v)| {
                         (
                             Key::String(Arc::new(k.clone())),
-                            to_cel(v, self.proc.fields.get(k)),
+                            to_cel(v, self.proc.fields.get(k), self.zone()),
                         )
                     })
                     .collect()
@@ -1165,7 +1333,7 @@ impl<'a> Run<'a> {
         );
         ctx.add_variable_from_value("now", Cel::Timestamp(self.now.fixed_offset()));
         if let Some(item) = item {
-            ctx.add_variable_from_value("item", to_cel(item, None));
+            ctx.add_variable_from_value("item", to_cel(item, None, self.zone()));
         }
         program.execute(&ctx).map_err(|e| e.to_string())
     }
@@ -1327,6 +1495,22 @@ impl<'a> Run<'a> {
                         )))
                     }
                 };
+                let depth = self.s.depth().saturating_add(1);
+                if !items.is_empty() {
+                    if let Some(limit) = step.max_depth.filter(|m| depth > *m) {
+                        return Err(EngineError::Invalid(format!(
+                            "step `{id}` would start `{child_proc}` {depth} levels below the first \
+                             instance, and it allows at most {limit} (`max_depth`); the nesting \
+                             stops here"
+                        )));
+                    }
+                    if depth > MAX_NESTING {
+                        return Err(EngineError::Invalid(format!(
+                            "step `{id}` would start `{child_proc}` {depth} levels below the first \
+                             instance; instances nest at most {MAX_NESTING} levels deep"
+                        )));
+                    }
+                }
                 if items.len() > MAX_CHILDREN {
                     return Err(EngineError::Invalid(format!(
                         "`{list_field}` lists {} items, and step `{id}` starts one `{child_proc}` \
@@ -1371,6 +1555,7 @@ impl<'a> Run<'a> {
                             instance: self.s.id,
                             step: id.to_string(),
                             index: c.index,
+                            depth,
                         },
                     });
                 }
@@ -1458,6 +1643,12 @@ fn timer_slot(base: u32, i: usize) -> Result<u32, EngineError> {
         .ok_or_else(|| {
             EngineError::Invalid("a deadline lists too many reminders or breach actions".into())
         })
+}
+
+fn merge_values(into: &mut Map<String, Value>, values: &Map<String, Value>) {
+    for (k, v) in values {
+        into.insert(k.clone(), v.clone());
+    }
 }
 
 fn describe_action(a: &BreachAction) -> String {

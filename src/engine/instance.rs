@@ -98,6 +98,14 @@ pub struct ParentLink {
     pub step: String,
     /// Position of the list item this child is for.
     pub index: usize,
+    /// How deep the child is nested: 1 for a child of a top-level instance, 2 for a
+    /// grandchild… (histories written before it was recorded read as 1).
+    #[serde(default = "first_level")]
+    pub depth: u32,
+}
+
+fn first_level() -> u32 {
+    1
 }
 
 /// A child started by a subprocess step.
@@ -145,12 +153,24 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         timers: Vec<TimerSpec>,
     },
-    /// A reminder fell due.
+    /// A reminder fell due and was sent: to the one person holding the task, or to
+    /// everyone holding one of the roles it is offered to.
     DeadlineReminded {
         task: TaskId,
         step: String,
         due: DateTime<Utc>,
         timer: uuid::Uuid,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to_roles: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to_users: Vec<String>,
+        /// What the people were told (histories written before reminders were sent have
+        /// none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// A repeating reminder's next firing, armed by this one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<TimerSpec>,
     },
     /// A breach threshold passed: the step is late by `late_ms`; `action` says what
     /// happens (escalate, reassign, notify, take), followed by its own event.
@@ -416,7 +436,33 @@ pub struct Task {
     pub deadline: DeadlineState,
 }
 
+/// A task's deadline state at `now`, from its due time and what its timers recorded: past
+/// the due time it is at least `breached` — also in the instant before the breach timer
+/// has fired, and for a task that opened already late — and `escalated` once an escalation
+/// or reassignment happened; before the due time, `reminded` once a reminder went out.
+pub fn deadline_state(
+    recorded: DeadlineState,
+    due: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> DeadlineState {
+    match recorded {
+        DeadlineState::Escalated => DeadlineState::Escalated,
+        _ if due.is_some_and(|d| now >= d) => DeadlineState::Breached,
+        r => r,
+    }
+}
+
 impl DeadlineState {
+    /// The state named `s` in the API and the history; `on_time` for anything else.
+    pub fn parse(s: &str) -> DeadlineState {
+        match s {
+            "reminded" => DeadlineState::Reminded,
+            "breached" => DeadlineState::Breached,
+            "escalated" => DeadlineState::Escalated,
+            _ => DeadlineState::OnTime,
+        }
+    }
+
     /// The name used in the API and the history (`on_time`, `reminded`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -429,6 +475,17 @@ impl DeadlineState {
 }
 
 impl Task {
+    /// Whether the task is overdue at `now`: its due time has come (`now >= due`), whether
+    /// or not the breach timer has fired yet.
+    pub fn overdue(&self, now: DateTime<Utc>) -> bool {
+        self.due.is_some_and(|d| now >= d)
+    }
+
+    /// Where the task stands against its deadline at `now` (see `deadline_state`).
+    pub fn deadline_at(&self, now: DateTime<Utc>) -> DeadlineState {
+        deadline_state(self.deadline, self.due, now)
+    }
+
     /// The one person the task is with, if it is with one person: delegate, claimer, or
     /// named assignee, in that order.
     pub fn holder(&self) -> Option<&str> {
@@ -487,6 +544,12 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// How deep the instance is nested below the instance that started the chain (0 for
+    /// an instance nobody's subprocess step started).
+    pub fn depth(&self) -> u32 {
+        self.parent.as_ref().map_or(0, |p| p.depth)
+    }
+
     /// The instance a `Started` event creates; `None` for any other event.
     pub fn from_first(id: InstanceId, e: &Event) -> Option<Instance> {
         match &e.kind {
@@ -572,8 +635,20 @@ impl Instance {
                     },
                 );
             }
-            EventKind::DeadlineReminded { task, timer, .. } => {
+            EventKind::DeadlineReminded {
+                task, timer, next, ..
+            } => {
                 self.timers.remove(timer);
+                if let Some(n) = next {
+                    self.timers.insert(
+                        n.id,
+                        Timer {
+                            task: *task,
+                            at: n.at,
+                            kind: n.kind,
+                        },
+                    );
+                }
                 if let Some(t) = self.tasks.get_mut(task) {
                     if t.deadline == DeadlineState::OnTime {
                         t.deadline = DeadlineState::Reminded;

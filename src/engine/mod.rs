@@ -3,4 +3,5 @@
 pub mod compiled;
 pub mod decide;
 pub mod instance;
+pub mod roster;
 pub mod service;

@@ -14,7 +14,8 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use super::compiled::CompiledProcedure;
-use super::decide::{decide, Calendars, Command, Effect, EngineError};
+use super::decide::{decide, Calendars, Command, Effect, EngineError, Env};
+use super::roster::{Roster, Unchecked};
 use super::instance::derive_id;
 use super::instance::{Actor, Event, EventKind, Instance, InstanceId, Task};
 use crate::clock::Clock;
@@ -50,6 +51,27 @@ impl From<StoreError> for ServiceError {
     }
 }
 
+/// The most instance decisions one command may make: the instance it names, the children it
+/// starts, their children, the parents they tell, the children a cancellation reaches.
+/// A step starts at most `MAX_CHILDREN` (200) children, so a thousand leaves room for any
+/// procedure the company runs while a command that would fan out or recurse further is
+/// refused in milliseconds. Checked before the queued work is decided.
+pub const MAX_INSTANCE_STEPS_PER_COMMAND: usize = 1_000;
+
+/// The most history entries one command may append, across every instance it touches.
+pub const MAX_EVENTS_PER_COMMAND: usize = 10_000;
+
+/// The most bytes (events and instance snapshots) one command may write: one commit is one
+/// transaction, held in memory until it is durable.
+pub const MAX_COMMIT_BYTES: usize = 16 << 20;
+
+/// The refusal of a command that would do more than one command may.
+fn too_much(what: String) -> ServiceError {
+    ServiceError::Engine(EngineError::Invalid(format!(
+        "this command would make {what}; one command is bounded so that it always answers quickly, and nothing was changed"
+    )))
+}
+
 /// How often a command is retried when another command changed the instance between our
 /// read and our commit. Each retry re-decides on fresh state, so the loser of a race on
 /// one task gets the engine's answer ("already completed"), not a storage error.
@@ -77,6 +99,8 @@ pub struct Engine<S: Store> {
     clock: Arc<dyn Clock>,
     registry: RwLock<Registry>,
     calendars: RwLock<Arc<Calendars>>,
+    /// Who exists: people and departments named in data are checked against it.
+    roster: RwLock<Arc<dyn Roster>>,
     /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
     /// timer earlier than the one it sleeps towards.
     timers_armed: tokio::sync::Notify,
@@ -126,6 +150,7 @@ impl<S: Store> Engine<S> {
             clock,
             registry: RwLock::new(Registry::default()),
             calendars: RwLock::new(Arc::new(Calendars::new())),
+            roster: RwLock::new(Arc::new(Unchecked)),
             timers_armed: tokio::sync::Notify::new(),
         };
         let records = engine.store.procedures()?;
@@ -155,6 +180,37 @@ impl<S: Store> Engine<S> {
             .map(|c| (c.id().to_string(), c.clone()))
             .collect();
         *self.calendars.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(map);
+    }
+
+    /// The time zone the dates of `def` are read in (its calendar's; UTC if not loaded).
+    pub fn zone_of(&self, def: &Procedure) -> chrono_tz::Tz {
+        let calendars = self.calendars.read().unwrap_or_else(|p| p.into_inner());
+        super::compiled::zone_of(def, &calendars)
+    }
+
+    /// The time zone of the `default` calendar (UTC if none is loaded): what a date alone
+    /// means where no procedure is named (audit filters).
+    pub fn default_zone(&self) -> chrono_tz::Tz {
+        let calendars = self.calendars.read().unwrap_or_else(|p| p.into_inner());
+        calendars
+            .get("default")
+            .map_or(chrono_tz::Tz::UTC, |c| c.timezone())
+    }
+
+    /// The time zone dates of procedure `id` are read in (its newest version's calendar),
+    /// else the default calendar's.
+    pub fn zone_of_procedure(&self, id: &str) -> chrono_tz::Tz {
+        match self.procedure(id) {
+            Some(p) => self.zone_of(&p.def),
+            None => self.default_zone(),
+        }
+    }
+
+    /// Sets who exists (the directory): every later command checks the people and
+    /// departments it names against it. Until it is called nothing is checked, which only
+    /// tests and benchmarks with invented people rely on.
+    pub fn set_roster(&self, roster: Arc<dyn Roster>) {
+        *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster;
     }
 
     /// Arms the first run of every registered procedure that declares a `schedule` and has
@@ -681,19 +737,17 @@ impl<S: Store> Engine<S> {
         let mut touched: Vec<(InstanceId, Touched)> = Vec::new();
         let mut queue: Vec<(InstanceId, Option<Arc<CompiledProcedure>>, Command, bool)> =
             vec![(id, start_proc, cmd.clone(), true)];
-        // Bounded: a chain of children starting children is finite because procedures
-        // cannot start themselves, but a huge fan-out is still refused.
-        let mut budget = 100_000usize;
         // Read once per command, not per instance the command touches.
         let calendars = self
             .calendars
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let roster = self.roster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut decided = 0usize;
+        let mut events = 0usize;
         while let Some((target, proc, cmd, by_actor)) = queue.pop() {
-            budget = budget.checked_sub(1).ok_or_else(|| {
-                EngineError::Invalid("this command would touch too many instances".into())
-            })?;
+            decided += 1;
             let pos = touched.iter().position(|(i, _)| *i == target);
             let current: Option<Instance> = match pos {
                 Some(p) => Some(touched[p].1.after.clone()),
@@ -714,7 +768,18 @@ impl<S: Store> Engine<S> {
                 }
             };
             let who = if by_actor { actor } else { None };
-            let decision = decide(&proc, current.as_ref(), &cmd, who, now, &calendars)?;
+            let env = Env {
+                now,
+                calendars: &calendars,
+                roster: &*roster,
+            };
+            let decision = decide(&proc, current.as_ref(), &cmd, who, env)?;
+            events += decision.events.len();
+            if events > MAX_EVENTS_PER_COMMAND {
+                return Err(too_much(format!(
+                    "more than {MAX_EVENTS_PER_COMMAND} history entries"
+                )));
+            }
             let mut after = match &current {
                 Some(c) => c.clone(),
                 None => decision
@@ -754,10 +819,11 @@ impl<S: Store> Engine<S> {
                         let child = self
                             .procedure(&procedure)
                             .ok_or_else(|| ServiceError::UnknownProcedure(procedure.clone()))?;
+                        let zone = super::compiled::zone_of(&child.def, &calendars);
                         let data = data
                             .into_iter()
                             .map(|(k, v)| {
-                                let v = child.coerce(&k, v);
+                                let v = child.coerce(&k, v, zone);
                                 (k, v)
                             })
                             .collect();
@@ -803,6 +869,14 @@ impl<S: Store> Engine<S> {
                     }
                 }
             }
+            // Counted before the queued work is done, so a command that would fan out too
+            // far is refused after a handful of decisions, not after thousands.
+            if decided + queue.len() > MAX_INSTANCE_STEPS_PER_COMMAND {
+                return Err(too_much(format!(
+                    "changes to more than {MAX_INSTANCE_STEPS_PER_COMMAND} instances (children \
+                     starting children, or a cancellation reaching that many)"
+                )));
+            }
         }
         let result = touched
             .iter()
@@ -820,7 +894,20 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        Ok((build_commit(&touched)?, result, tally))
+        let commit = build_commit(&touched)?;
+        let bytes: usize = commit
+            .instances
+            .iter()
+            .map(|w| w.snapshot.len() + w.events.iter().map(|e| e.bytes.len()).sum::<usize>())
+            .sum();
+        if bytes > MAX_COMMIT_BYTES {
+            return Err(too_much(format!(
+                "{} MiB of history and instance data, more than the {} MiB one command may write",
+                bytes.div_ceil(1 << 20),
+                MAX_COMMIT_BYTES >> 20
+            )));
+        }
+        Ok((commit, result, tally))
     }
 
     fn is_running(
@@ -876,13 +963,15 @@ impl<S: Store> Engine<S> {
         Ok(self.store.tasks_for(&actor.roles, &actor.id)?)
     }
 
-    /// Notifications for the roles a person holds, newest first.
+    /// Notifications for the roles a person holds and for them personally, newest first.
     pub fn notifications_for(
         &self,
         actor: &Actor,
         limit: usize,
     ) -> Result<Vec<crate::store::NotificationRow>, ServiceError> {
-        Ok(self.store.notifications_for(&actor.roles, limit)?)
+        let mut to = actor.roles.clone();
+        to.push(personal_recipient(&actor.id));
+        Ok(self.store.notifications_for(&to, limit)?)
     }
 
     /// An open task and its instance.
@@ -977,6 +1066,11 @@ pub fn new_instance_id(now: chrono::DateTime<chrono::Utc>) -> InstanceId {
     uuid::Uuid::new_v7(ts)
 }
 
+/// The notification index key of one person (role ids never start with `@`).
+pub fn personal_recipient(user: &str) -> String {
+    format!("@{user}")
+}
+
 /// The index row of an open task: offered to its roles, or with one person.
 fn task_row(inst: &Instance, t: &Task) -> TaskRow {
     let holder = t.holder().map(str::to_string);
@@ -992,6 +1086,10 @@ fn task_row(inst: &Instance, t: &Task) -> TaskRow {
         },
         assignee: holder,
         due_ms: t.due.map(|d| d.timestamp_millis()),
+        deadline: match t.deadline {
+            super::instance::DeadlineState::OnTime => String::new(),
+            d => d.as_str().to_string(),
+        },
     }
 }
 
@@ -1027,21 +1125,40 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
             .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
         for e in &t.events {
-            if let super::instance::EventKind::Notified {
-                task,
-                role,
-                message,
-                ..
-            } = &e.kind
-            {
-                commit.notifications.push(crate::store::NotificationRow {
-                    role: role.clone(),
+            let row = |recipient: String, task: &uuid::Uuid, message: &str| {
+                crate::store::NotificationRow {
+                    role: recipient,
                     at_ms: e.at.timestamp_millis(),
                     instance: *id,
                     seq: e.seq,
                     task: Some(*task),
-                    message: message.clone(),
-                });
+                    message: message.to_string(),
+                }
+            };
+            match &e.kind {
+                EventKind::Notified {
+                    task,
+                    role,
+                    message,
+                    ..
+                } => commit.notifications.push(row(role.clone(), task, message)),
+                EventKind::DeadlineReminded {
+                    task,
+                    to_roles,
+                    to_users,
+                    message: Some(message),
+                    ..
+                } => {
+                    for r in to_roles {
+                        commit.notifications.push(row(r.clone(), task, message));
+                    }
+                    for u in to_users {
+                        commit
+                            .notifications
+                            .push(row(personal_recipient(u), task, message));
+                    }
+                }
+                _ => {}
             }
         }
         commit.instances.push(InstanceWrite {

@@ -134,6 +134,7 @@ async fn command<F>(kind: &'static str, fut: F) -> Result<Instance, ApiError>
 where
     F: Future<Output = Result<Instance, ServiceError>>,
 {
+    super::command_begun();
     let started = Instant::now();
     // Mapped first, so the metric's result follows the one mapping of errors to statuses.
     let r = fut.await.map_err(ApiError::from);
@@ -199,8 +200,8 @@ fn load_instance(state: &AppState, id: Uuid) -> Result<Instance, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("there is no instance {id}")))
 }
 
-fn view(inst: &Instance) -> Json<InstanceView> {
-    Json(InstanceView::from(inst))
+fn view(state: &AppState, inst: &Instance) -> Json<InstanceView> {
+    Json(InstanceView::at(inst, state.engine.clock().now()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -509,7 +510,7 @@ pub async fn start_instance(
     )
     .await?;
     let location = format!("/v1/instances/{}", inst.id);
-    let mut res = (StatusCode::CREATED, view(&inst)).into_response();
+    let mut res = (StatusCode::CREATED, view(&state, &inst)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -588,7 +589,7 @@ pub async fn get_instance(
 ) -> Result<Json<InstanceView>, ApiError> {
     let inst = load_instance(&state, id)?;
     may_read(&state, &caller, &inst)?;
-    Ok(view(&inst))
+    Ok(view(&state, &inst))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -653,7 +654,7 @@ pub async fn cancel_instance(
             .execute(id, Command::Cancel { reason: req.reason }, Some(&actor)),
     )
     .await?;
-    Ok(view(&inst))
+    Ok(view(&state, &inst))
 }
 
 /// Adds a comment to an instance's history (someone taking part in it, or admin).
@@ -678,7 +679,7 @@ pub async fn comment_instance(
             .execute(id, Command::Comment { text: req.text }, Some(&actor)),
     )
     .await?;
-    Ok((StatusCode::CREATED, view(&inst)).into_response())
+    Ok((StatusCode::CREATED, view(&state, &inst)).into_response())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,7 +700,7 @@ pub async fn list_tasks(
     if let Some(s) = &q.state {
         if !TaskState::VALUES.contains(&s.as_str()) {
             return Err(ApiError::Malformed(format!(
-                "unknown state `{s}`; use offered, held or overdue"
+                "unknown state `{s}`; use offered, held, overdue, reminded or escalated"
             )));
         }
     }
@@ -725,6 +726,8 @@ pub async fn list_tasks(
             Some("offered") => t.holder.is_none(),
             Some("held") => t.holder.as_deref() == Some(me),
             Some("overdue") => t.overdue,
+            Some("reminded") => t.deadline == "reminded",
+            Some("escalated") => t.deadline == "escalated",
             _ => true,
         })
         .take(limit)
@@ -770,7 +773,7 @@ pub async fn get_task(
         ApiError::Internal(format!("step {} not in {}", task.step, inst.procedure))
     })?;
     Ok(Json(TaskDetail {
-        task: OpenTask::from(&task),
+        task: OpenTask::at(&task, state.engine.clock().now()),
         instance: inst.id,
         procedure: inst.procedure.clone(),
         version: inst.version,
@@ -799,7 +802,7 @@ async fn on_task(
         .ok_or_else(|| ApiError::NotFound(format!("there is no task {task}")))?;
     let cmd = make()?;
     let inst = command(kind, state.engine.execute(instance, cmd, Some(&actor))).await?;
-    Ok(view(&inst))
+    Ok(view(&state, &inst))
 }
 
 /// Takes a task so nobody else does it.
@@ -904,7 +907,8 @@ pub async fn notifications(
         .into_iter()
         .map(|r| Notification {
             at: chrono::DateTime::from_timestamp_millis(r.at_ms).unwrap_or_default(),
-            role: r.role,
+            user: r.role.strip_prefix('@').map(str::to_string),
+            role: (!r.role.starts_with('@')).then_some(r.role),
             instance: r.instance,
             seq: r.seq,
             task: r.task,
@@ -989,7 +993,7 @@ pub async fn audit_events(
         from: q.from,
         to: q.to,
     };
-    let query = filters.query()?;
+    let query = filters.query(state.engine.default_zone())?;
     let limit = page_limit(q.limit, 100, MAX_AUDIT_PAGE)?;
     let cursor = q
         .cursor
@@ -1060,8 +1064,12 @@ pub async fn kpi_report(
         &[AUDITOR, ADMIN, PROCESS_OWNER, "management_rep", "sales"],
         "reading service KPIs",
     )?;
-    let (from, to) =
-        crate::audit::parse_period(&q.from, q.to.as_deref(), state.engine.clock().now())?;
+    let (from, to) = crate::audit::parse_period(
+        &q.from,
+        q.to.as_deref(),
+        state.engine.clock().now(),
+        state.engine.zone_of_procedure(&q.procedure),
+    )?;
     let report = blocking("KPI report", move || {
         crate::report::kpi::kpis_from_engine(&state.engine, &q.procedure, from, to).map_err(|e| {
             match e {

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::engine::instance::{Event, Instance, Stamp, Task};
+use crate::engine::instance::{deadline_state, DeadlineState, Event, Instance, Stamp, Task};
 use crate::store::TaskRow;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -213,7 +213,10 @@ pub struct OpenTask {
     /// When the step is due.
     #[serde(default)]
     pub due: Option<DateTime<Utc>>,
-    /// `on_time`, `reminded`, `breached` or `escalated`.
+    /// Due at or before the server's current time (`now >= due`).
+    pub overdue: bool,
+    /// `on_time`; `reminded` (a reminder went out); `breached` (the due time has come);
+    /// `escalated` (offered to another role too, or reassigned, after the due time).
     pub deadline: String,
     /// Signatures given so far on a multi-signature step.
     pub signatures: usize,
@@ -329,8 +332,10 @@ pub struct TaskSummary {
     pub holder: Option<String>,
     #[serde(default)]
     pub due: Option<DateTime<Utc>>,
-    /// Past due at the server's current time.
+    /// Due at or before the server's current time (`now >= due`).
     pub overdue: bool,
+    /// `on_time`, `reminded`, `breached` or `escalated`, as for an instance's open tasks.
+    pub deadline: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -406,7 +411,12 @@ pub struct NotificationQuery {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Notification {
     pub at: DateTime<Utc>,
-    pub role: String,
+    /// The role whose holders are told; absent for a notification to one person.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The one person told (a reminder of a task they hold); absent for a role's.
+    #[serde(default)]
+    pub user: Option<String>,
     pub instance: Uuid,
     /// The history entry (sequence number) the notification comes from.
     pub seq: u64,
@@ -444,8 +454,9 @@ pub struct ClockState {
 // Conversions
 // ---------------------------------------------------------------------------------------------
 
-impl From<&Task> for OpenTask {
-    fn from(t: &Task) -> Self {
+impl OpenTask {
+    /// The task as the API shows it at `now`.
+    pub fn at(t: &Task, now: DateTime<Utc>) -> Self {
         OpenTask {
             id: t.id,
             step: t.step.clone(),
@@ -455,15 +466,17 @@ impl From<&Task> for OpenTask {
             delegated_to: t.delegated_to.clone(),
             opened_at: t.opened_at,
             due: t.due,
-            deadline: t.deadline.as_str().to_string(),
+            overdue: t.overdue(now),
+            deadline: t.deadline_at(now).as_str().to_string(),
             signatures: t.signatures.len(),
         }
     }
 }
 
-impl From<&Instance> for InstanceView {
-    fn from(i: &Instance) -> Self {
-        let mut tasks: Vec<OpenTask> = i.tasks.values().map(OpenTask::from).collect();
+impl InstanceView {
+    /// The instance as the API shows it at `now` (deadline states depend on the time).
+    pub fn at(i: &Instance, now: DateTime<Utc>) -> Self {
+        let mut tasks: Vec<OpenTask> = i.tasks.values().map(|t| OpenTask::at(t, now)).collect();
         tasks.sort_by(|a, b| {
             (a.due.is_none(), a.due, a.opened_at).cmp(&(b.due.is_none(), b.due, b.opened_at))
         });
@@ -534,6 +547,7 @@ impl From<&Event> for HistoryEvent {
 impl TaskSummary {
     pub fn from_row(r: &TaskRow, now: DateTime<Utc>) -> Self {
         let due = r.due_ms.and_then(DateTime::<Utc>::from_timestamp_millis);
+        let state = deadline_state(DeadlineState::parse(&r.deadline), due, now);
         TaskSummary {
             id: r.task,
             instance: r.instance,
@@ -542,7 +556,8 @@ impl TaskSummary {
             roles: r.roles.clone(),
             holder: r.assignee.clone(),
             due,
-            overdue: due.is_some_and(|d| d < now),
+            overdue: due.is_some_and(|d| now >= d),
+            deadline: state.as_str().to_string(),
         }
     }
 }
@@ -715,7 +730,7 @@ string_enum_schema!(
 string_enum_schema!(
     TaskState,
     "Where a task of the worklist is.",
-    ["offered", "held", "overdue"]
+    ["offered", "held", "overdue", "reminded", "escalated"]
 );
 string_enum_schema!(
     EventKindName,

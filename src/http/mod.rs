@@ -17,11 +17,12 @@ pub mod openapi;
 pub mod server;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -30,7 +31,6 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clock::ManualClock;
@@ -58,7 +58,9 @@ pub struct AppState {
 pub struct Limits {
     /// Largest request body, bytes (default 1 MiB).
     pub body_bytes: usize,
-    /// Longest a request may take before it is answered 503.
+    /// Longest a request may take before it is answered 503 — unless it has handed a
+    /// command to the engine by then: a command's work is bounded, and its answer waits for
+    /// its commit so that no command is ever applied behind a 503.
     pub timeout: Duration,
 }
 
@@ -143,10 +145,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".into()).into_response()
         }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            limits.timeout,
-        ))
+        .layer(middleware::from_fn_with_state(limits.timeout, deadline))
         .layer(middleware::from_fn(problems))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -160,6 +159,39 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
             }),
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+tokio::task_local! {
+    /// Set by a handler once it has handed a command to the engine (see `deadline`).
+    static COMMAND_BEGUN: Arc<AtomicBool>;
+}
+
+/// Marks the request as carrying a command from here on: from now the request timeout no
+/// longer cuts it off, because a command dropped after this point might still commit and
+/// its caller would never hear so. The engine bounds every command's work (instances,
+/// events, bytes: `engine::service`), so the wait is bounded too.
+pub(crate) fn command_begun() {
+    let _ = COMMAND_BEGUN.try_with(|b| b.store(true, Ordering::SeqCst));
+}
+
+/// The request timeout. A request that has not reached the engine with a command by then
+/// is stopped and answered 503 — nothing it carried was applied. One that has is left to
+/// finish, and its answer (success or refusal) is what happened.
+async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+    let begun = Arc::new(AtomicBool::new(false));
+    let work = COMMAND_BEGUN.scope(begun.clone(), next.run(req));
+    tokio::pin!(work);
+    tokio::select! {
+        res = &mut work => res,
+        _ = tokio::time::sleep(timeout) => {
+            if begun.load(Ordering::SeqCst) {
+                tracing::warn!(timeout_s = timeout.as_secs_f64(), "a command outlasted the request timeout; waiting for its commit so the answer says what happened");
+                work.await
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE.into_response()
+            }
+        }
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -235,7 +267,7 @@ fn generic(status: StatusCode) -> ApiError {
         415 => ApiError::UnsupportedMediaType("unsupported content type".into()),
         422 => ApiError::Unprocessable("the request cannot be carried out".into()),
         503 => ApiError::Timeout(
-            "the request took too long and was stopped; a command it carried may still have been applied, so read the state before retrying".into(),
+            "the request took too long and was stopped before it reached the engine; nothing was changed, so it is safe to retry".into(),
         ),
         s if s >= 500 => ApiError::Internal(format!("status {s}")),
         _ => ApiError::Malformed(format!("the request failed with status {status}")),

@@ -227,6 +227,9 @@ pub struct KpiFold {
     steps: IndexMap<String, StepAcc>,
     rates: Vec<RateAcc>,
     warnings: Warnings,
+    /// The time zone date fields are read in (the procedure's calendar's), as the engine
+    /// reads them in conditions and deadlines.
+    zone: chrono_tz::Tz,
 }
 
 /// Most warnings a report lists; the rest are counted in one closing line.
@@ -355,7 +358,14 @@ impl KpiFold {
             steps,
             rates,
             warnings,
+            zone: chrono_tz::Tz::UTC,
         })
+    }
+
+    /// Reads date fields in `zone` (the procedure's calendar's) rather than UTC.
+    pub fn in_zone(mut self, zone: chrono_tz::Tz) -> Self {
+        self.zone = zone;
+        self
     }
 
     fn in_period(&self, at: DateTime<Utc>) -> bool {
@@ -496,7 +506,7 @@ impl KpiFold {
             }
             r.denominator += 1;
             let Some(program) = when else { continue };
-            match eval_when(program, &self.def, names, outcome, form, computed) {
+            match eval_when(program, &self.def, names, outcome, form, computed, self.zone) {
                 Ok(true) => r.numerator += 1,
                 Ok(false) => {}
                 Err(e) => self.warnings.push(format!(
@@ -576,19 +586,20 @@ fn eval_when(
     outcome: &str,
     form: &Map<String, Value>,
     computed: &Map<String, Value>,
+    zone: chrono_tz::Tz,
 ) -> Result<bool, String> {
     let mut ctx = cel::Context::default();
     let value = |name: &str| form.get(name).or_else(|| computed.get(name));
     let mut bound: HashSet<&str> = HashSet::new();
     for name in names {
-        let v = value(name).map_or(Cel::Null, |v| to_cel(v, def.fields.get(name)));
+        let v = value(name).map_or(Cel::Null, |v| to_cel(v, def.fields.get(name), zone));
         ctx.add_variable_from_value(name.clone(), v);
         bound.insert(name);
     }
     // A completion recorded under an older version may carry fields the newest form lacks.
     for (name, v) in form.iter().chain(computed.iter()) {
         if bound.insert(name) {
-            ctx.add_variable_from_value(name.clone(), to_cel(v, def.fields.get(name)));
+            ctx.add_variable_from_value(name.clone(), to_cel(v, def.fields.get(name), zone));
         }
     }
     ctx.add_variable_from_value("outcome", Cel::String(Arc::new(outcome.to_string())));
@@ -641,7 +652,11 @@ pub fn kpis_from_engine<S: Store>(
     if versions.is_empty() {
         return Err(ReportError::UnknownProcedure(procedure.to_string()));
     }
-    let mut fold = KpiFold::new(&versions, from, to)?;
+    let zone = versions
+        .iter()
+        .max_by_key(|p| p.version())
+        .map_or(chrono_tz::Tz::UTC, |p| engine.zone_of(&p.def));
+    let mut fold = KpiFold::new(&versions, from, to)?.in_zone(zone);
     let mut cursor: Option<Vec<u8>> = None;
     loop {
         let page = engine.instances(Some(procedure), None, cursor.as_deref(), 500)?;

@@ -49,8 +49,10 @@ pub struct Commit {
     pub schedules: Vec<ScheduleWrite>,
 }
 
-/// A notification for everyone holding `role`. Its source of truth is the `Notified` event
-/// in the instance's history (`instance`, `seq`); this row is the index people list.
+/// A notification for everyone holding `role`, or for one person when `role` is `@` and
+/// their user id (role ids never start with `@`). Its source of truth is the event in the
+/// instance's history (`instance`, `seq`: a breach's `notified`, a `deadline_reminded`);
+/// this row is the index people list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRow {
     pub role: String,
@@ -126,6 +128,10 @@ pub struct TaskRow {
     pub assignee: Option<String>,
     /// Due time, Unix milliseconds.
     pub due_ms: Option<i64>,
+    /// What the deadline's timers have done so far, in the engine's words (`reminded`,
+    /// `breached`, `escalated`); empty while nothing has fired.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deadline: String,
 }
 
 /// An instance entering or leaving a status.
