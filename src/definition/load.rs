@@ -15,7 +15,7 @@ use super::calendar::CalendarFile;
 use super::diagnostic::{Diagnostic, FileReport};
 use super::model::Procedure;
 use super::source::{ptr, SpannedDoc};
-use super::{graph, schema, semantic, soundness};
+use super::{cycles, graph, schema, semantic, soundness};
 
 /// A procedure that passed every check, with what the registry needs to pin instances to it.
 #[derive(Debug, Clone)]
@@ -365,6 +365,7 @@ fn check_set(
                 file_stem: stem,
             };
             diagnostics.extend(semantic::check(proc, doc, &ctx));
+            diagnostics.extend(cycles::check(proc, doc, &by_id));
             diagnostics.extend(without_cascades(&diagnostics, graph::check(proc, doc)));
             // Soundness explores every interleaving; on a graph with broken references or
             // shape errors its findings would only restate them less clearly.

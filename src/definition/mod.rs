@@ -1,5 +1,6 @@
 //! Procedure definitions.
 pub mod calendar;
+pub mod cycles;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;

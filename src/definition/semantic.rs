@@ -881,7 +881,7 @@ impl Checker<'_> {
     /// Which keys belong to which kind of step.
     fn kind_fit(&mut self, id: &str, s: &Step) {
         let k = s.kind;
-        let present: [(&str, bool); 16] = [
+        let present: [(&str, bool); 17] = [
             ("role", s.role.is_some()),
             ("assignee", s.assignee.is_some()),
             ("outcomes", !s.outcomes.is_empty()),
@@ -898,6 +898,7 @@ impl Checker<'_> {
             ("for_each", s.for_each.is_some()),
             ("input", !s.input.is_empty()),
             ("collect", s.collect.is_some()),
+            ("max_depth", s.max_depth.is_some()),
         ];
         let allowed: &[&str] = match k {
             StepKind::Task => &[
@@ -922,6 +923,7 @@ impl Checker<'_> {
                 "for_each",
                 "input",
                 "collect",
+                "max_depth",
                 "deadline",
                 "compute",
             ],
@@ -1006,15 +1008,7 @@ impl Checker<'_> {
             }
             return;
         };
-        if child.id == self.proc.id {
-            self.out.push(
-                Diagnostic::error(
-                    "recursive-procedure",
-                    format!("step `{id}` starts `{child_id}` from itself"),
-                )
-                .at(self.span(&["steps", id, "procedure"])),
-            );
-        }
+        // Starting itself again (directly or through other procedures) is `cycles.rs`'s.
         let item = self.item_scope(step);
         for (k, src) in &step.input {
             if !child.data.contains_key(k) {
@@ -1505,7 +1499,7 @@ fn kind_help(k: StepKind, key: &str) -> String {
         (StepKind::Auto, _) => "an auto step is done by the engine at once: it only computes values and routes with `next`".into(),
         (StepKind::Join, _) => "a join step only waits for the branches and continues with `next`".into(),
         (_, "branches" | "join") => "`branches` and `join` belong on a step with `kind = \"parallel\"`".into(),
-        (_, "procedure" | "for_each" | "input" | "collect") => {
+        (_, "procedure" | "for_each" | "input" | "collect" | "max_depth") => {
             format!("`{key}` belongs on a step with `kind = \"subprocess\"`")
         }
         (StepKind::Subprocess, _) => "a subprocess step is run by the engine; put people's work in the child procedure".into(),
