@@ -15,7 +15,7 @@ use super::calendar::CalendarFile;
 use super::diagnostic::{Diagnostic, FileReport};
 use super::model::Procedure;
 use super::source::{ptr, SpannedDoc};
-use super::{cycles, graph, schema, semantic, soundness};
+use super::{cycles, dataflow, graph, schema, semantic, soundness};
 
 /// A procedure that passed every check, with what the registry needs to pin instances to it.
 #[derive(Debug, Clone)]
@@ -367,6 +367,8 @@ fn check_set(
             diagnostics.extend(semantic::check(proc, doc, &ctx));
             diagnostics.extend(cycles::check(proc, doc, &by_id));
             diagnostics.extend(without_cascades(&diagnostics, graph::check(proc, doc)));
+            let fields = semantic::declared_fields(proc, &ctx);
+            diagnostics.extend(dataflow::check(proc, doc, &fields));
             // Soundness explores every interleaving; on a graph with broken references or
             // shape errors its findings would only restate them less clearly.
             if !diagnostics.iter().any(Diagnostic::is_error) {

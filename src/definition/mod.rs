@@ -1,6 +1,7 @@
 //! Procedure definitions.
 pub mod calendar;
 pub mod cycles;
+pub mod dataflow;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;
