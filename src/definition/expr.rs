@@ -90,6 +90,7 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
         });
     }
     enum_comparisons(src, &program, program.expression(), scope, &mut problems);
+    problems.extend(super::cel_types::comparisons(src, &program, scope));
     if problems.is_empty() {
         problems.extend(dry_run(src, &program, scope));
     }
@@ -311,7 +312,15 @@ fn type_error(e: &ExecutionError) -> Option<String> {
             type_name(b)
         )),
         ExecutionError::UnsupportedBinaryOperator(op, a, b) => Some(format!(
-            "`{op}` cannot be applied to {} and {}",
+            "`{}` cannot be applied to {} and {}",
+            match *op {
+                "add" => "+",
+                "sub" => "-",
+                "mul" => "*",
+                "div" => "/",
+                "rem" => "%",
+                other => other,
+            },
             type_name(a),
             type_name(b)
         )),
@@ -472,7 +481,7 @@ fn literal_range(
     (start + len <= src.len()).then_some(start..start + len)
 }
 
-fn char_to_byte(src: &str, chars: usize) -> Option<usize> {
+pub(super) fn char_to_byte(src: &str, chars: usize) -> Option<usize> {
     if chars == src.chars().count() {
         return Some(src.len());
     }
@@ -568,7 +577,11 @@ mod tests {
 
     #[test]
     fn reports_type_mistakes() {
+        // Comparisons are typed statically (cel_types.rs); arithmetic is left to the dry run.
         let p = check("severity > 3", &scope());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].code, "cel-type-mismatch");
+        let p = check("score + 1 > 2.0", &scope());
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].code, "cel-type");
         let p = check("items.all(i, i.pionts > 0.0)", &scope());

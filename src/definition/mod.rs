@@ -1,5 +1,6 @@
 //! Procedure definitions.
 pub mod calendar;
+pub mod cel_types;
 pub mod cycles;
 pub mod dataflow;
 pub mod diagnostic;

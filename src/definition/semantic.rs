@@ -1581,7 +1581,7 @@ kind = "end"
     fn kpi_conditions_are_type_checked_against_the_step_form() {
         assert_eq!(
             codes("[kpis.a]\ntitle = \"A\"\nstep = \"visit\"\nwhen = \"score > 'high'\"\n"),
-            ["cel-type"]
+            ["cel-type-mismatch"]
         );
         assert_eq!(
             codes("[kpis.a]\ntitle = \"A\"\nstep = \"visit\"\nwhen = \"score\"\n"),
