@@ -289,6 +289,9 @@ impl Checker<'_> {
         if let Some((_, t)) = self.locals.iter().rev().find(|(n, _)| n == name) {
             return t.clone();
         }
+        if self.scope.untyped.contains(name) {
+            return Typed::of(Ty::Dyn);
+        }
         if let Some(f) = self.scope.extra.get(name) {
             return Typed::of(field_ty(f, true));
         }
@@ -792,6 +795,7 @@ mod tests {
             fields,
             extra: BTreeMap::new(),
             boolean: true,
+            untyped: Default::default(),
         }
     }
 

@@ -6,7 +6,7 @@
 //! The language is CEL, through the `cel` crate; we write no expression language. This
 //! module must not evaluate expressions against real instance data — that is the engine's.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
@@ -36,6 +36,9 @@ pub struct Scope {
     pub extra: BTreeMap<String, Field>,
     /// Whether the expression must produce true/false (guards) or any value.
     pub boolean: bool,
+    /// Fields in `fields` whose type is not known (computed values the loader cannot type):
+    /// an expression using one is not judged on types.
+    pub untyped: BTreeSet<String>,
 }
 
 /// Built-in names every expression may use; see `model::RESERVED_NAMES`.
@@ -91,7 +94,9 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
     }
     enum_comparisons(src, &program, program.expression(), scope, &mut problems);
     problems.extend(super::cel_types::comparisons(src, &program, scope));
-    if problems.is_empty() {
+    // Sample values of a type nobody knows would only invent mistakes.
+    let untyped = free.iter().any(|(name, _)| scope.untyped.contains(name));
+    if problems.is_empty() && !untyped {
         problems.extend(dry_run(src, &program, scope));
     }
     problems
@@ -528,6 +533,7 @@ mod tests {
             fields,
             extra: BTreeMap::new(),
             boolean: true,
+            untyped: BTreeSet::new(),
         }
     }
 

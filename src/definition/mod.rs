@@ -9,6 +9,7 @@ pub mod expr;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod partial;
 pub mod render;
 pub mod schema;
 pub mod semantic;

@@ -6,7 +6,7 @@
 //! Runs only on files that passed the schema, so the types are right; it must report every
 //! problem it finds (never stop at the first) and must never panic on any procedure.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use indexmap::IndexMap;
 
@@ -27,6 +27,18 @@ pub struct Context<'a> {
 /// Every field a procedure declares — start data, forms, computed values, collected child
 /// results — by name, with the first declaration's type.
 pub fn declared_fields(proc: &Procedure, ctx: &Context<'_>) -> BTreeMap<String, Field> {
+    declare(proc, ctx).0
+}
+
+/// The computed values whose type cannot be told from their expression on sample data (it
+/// fails there, or gives a duration or nothing). `declared_fields` calls them numbers; checks
+/// that judge types must not rely on that.
+pub fn untyped_fields(proc: &Procedure, ctx: &Context<'_>) -> BTreeSet<String> {
+    declare(proc, ctx).1
+}
+
+fn declare(proc: &Procedure, ctx: &Context<'_>) -> (BTreeMap<String, Field>, BTreeSet<String>) {
+    let mut untyped = BTreeSet::new();
     let mut fields: BTreeMap<String, Field> = BTreeMap::new();
     for (name, f) in &proc.data {
         fields.entry(name.clone()).or_insert_with(|| f.clone());
@@ -47,18 +59,25 @@ pub fn declared_fields(proc: &Procedure, ctx: &Context<'_>) -> BTreeMap<String, 
     }
     // Computed values: their type is whatever the expression gives on sample data. Two
     // passes so one computed value may use another.
-    for _ in 0..2 {
+    for pass in 0..2 {
         for step in proc.steps.values() {
             for (name, src) in &step.compute {
                 if fields.contains_key(name) && proc_declares_field(proc, name) {
                     continue;
                 }
-                let ty = infer_type(src, &fields).unwrap_or(FieldType::Number);
-                fields.insert(name.clone(), plain(ty));
+                let inferred = infer_type(src, &fields);
+                if pass == 1 {
+                    if inferred.is_some() {
+                        untyped.remove(name);
+                    } else {
+                        untyped.insert(name.clone());
+                    }
+                }
+                fields.insert(name.clone(), plain(inferred.unwrap_or(FieldType::Number)));
             }
         }
     }
-    fields
+    (fields, untyped)
 }
 
 fn proc_declares_field(proc: &Procedure, name: &str) -> bool {
@@ -125,12 +144,14 @@ pub fn plain(ty: FieldType) -> Field {
 
 /// Runs every meaning check on one procedure.
 pub fn check(proc: &Procedure, doc: &SpannedDoc, ctx: &Context<'_>) -> Vec<Diagnostic> {
+    let (fields, untyped) = declare(proc, ctx);
     let mut c = Checker {
         proc,
         doc,
         ctx,
         out: Vec::new(),
-        fields: declared_fields(proc, ctx),
+        fields,
+        untyped,
     };
     c.procedure_level();
     c.fields();
@@ -152,6 +173,7 @@ struct Checker<'a> {
     ctx: &'a Context<'a>,
     out: Vec<Diagnostic>,
     fields: BTreeMap<String, Field>,
+    untyped: BTreeSet<String>,
 }
 
 impl Checker<'_> {
@@ -999,17 +1021,11 @@ impl Checker<'_> {
             };
             self.out.push(d);
             for (k, src) in &step.input {
-                self.cel(
-                    src,
-                    &["steps", id, "input", k],
-                    false,
-                    &self.item_scope(step),
-                );
+                self.cel_input(src, &["steps", id, "input", k], step);
             }
             return;
         };
         // Starting itself again (directly or through other procedures) is `cycles.rs`'s.
-        let item = self.item_scope(step);
         for (k, src) in &step.input {
             if !child.data.contains_key(k) {
                 let d = Diagnostic::error(
@@ -1031,7 +1047,7 @@ impl Checker<'_> {
                 };
                 self.out.push(d);
             }
-            self.cel(src, &["steps", id, "input", k], false, &item);
+            self.cel_input(src, &["steps", id, "input", k], step);
         }
         for (k, f) in &child.data {
             if f.required && !step.input.contains_key(k) {
@@ -1047,16 +1063,29 @@ impl Checker<'_> {
         }
     }
 
-    fn item_scope(&self, step: &Step) -> BTreeMap<String, Field> {
-        let mut extra = BTreeMap::new();
+    /// Checks a subprocess `input` expression, where `item` is an item of the `for_each`
+    /// list. When that list is not known (misspelt, or not a list), neither is `item`, and
+    /// the expression is not judged on what `item` holds.
+    fn cel_input(&mut self, src: &str, segs: &[&str], step: &Step) {
         let item = step
             .for_each
             .as_deref()
             .and_then(|l| self.fields.get(l))
-            .and_then(|f| f.items.as_deref().cloned())
-            .unwrap_or_else(|| plain(FieldType::String));
-        extra.insert("item".to_string(), item);
-        extra
+            .and_then(|f| f.items.as_deref().cloned());
+        let mut untyped = self.untyped.clone();
+        if item.is_none() {
+            untyped.insert("item".to_string());
+        }
+        let scope = Scope {
+            fields: self.fields.clone(),
+            extra: BTreeMap::from([(
+                "item".to_string(),
+                item.unwrap_or_else(|| plain(FieldType::String)),
+            )]),
+            boolean: false,
+            untyped,
+        };
+        self.cel_in(src, segs, &scope, None);
     }
 
     fn deadline(&mut self, id: &str, step: &Step, dl: &super::model::Deadline, outcomes: &[&str]) {
@@ -1150,6 +1179,7 @@ impl Checker<'_> {
             fields: self.fields.clone(),
             extra: extra.clone(),
             boolean,
+            untyped: self.untyped.clone(),
         };
         self.cel_in(src, segs, &scope, None);
     }
@@ -1305,6 +1335,7 @@ impl Checker<'_> {
             fields,
             extra: BTreeMap::new(),
             boolean: true,
+            untyped: self.untyped.clone(),
         };
         let segs = ["kpis", id, "when"];
         let base = self.expr_base(when, &segs);
