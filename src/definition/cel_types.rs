@@ -647,8 +647,8 @@ fn truthy(l: Lit<'_>) -> Option<bool> {
             "no" | "n" | "false" | "0" => Some(false),
             _ => None,
         },
-        Lit::Num(n) if n == 1.0 => Some(true),
-        Lit::Num(n) if n == 0.0 => Some(false),
+        Lit::Num(1.0) => Some(true),
+        Lit::Num(0.0) => Some(false),
         Lit::Bool(b) => Some(b),
         Lit::Num(_) => None,
     }

@@ -40,15 +40,14 @@ pub fn check(
     let distance = flow.g.distances(start);
     let has_type =
         |name: &str, types: &[FieldType]| fields.get(name).is_some_and(|f| types.contains(&f.ty));
-    // (distance from the start, step, field, use, where it is written)
-    let mut found: Vec<(usize, usize, String, Use, Option<std::ops::Range<usize>>)> = Vec::new();
+    let mut found: Vec<Finding> = Vec::new();
     for (i, step) in flow.g.steps.iter().enumerate() {
         // Unreachable steps are graph.rs's `unreachable-step`.
         let Some(d) = distance.get(i).copied().flatten() else {
             continue;
         };
         let id = flow.g.id(i);
-        let mut uses: Vec<(String, Use, Option<std::ops::Range<usize>>)> = Vec::new();
+        let mut uses: Vec<(String, Use, Span)> = Vec::new();
         if step.kind == StepKind::Task {
             if let Some(f) = step.assignee.as_deref() {
                 if has_type(f, &[FieldType::User]) {
@@ -83,29 +82,48 @@ pub fn check(
                 }
             }
         }
-        for (f, need, at) in uses {
-            if !flow.has_value(i, &f) {
-                found.push((d, i, f, need, at));
+        for (field, need, at) in uses {
+            if !flow.has_value(i, &field) {
+                found.push(Finding {
+                    distance: d,
+                    step: i,
+                    field,
+                    need,
+                    at,
+                });
             }
         }
     }
-    found.sort_by_key(|(d, i, ..)| (*d, *i));
+    found.sort_by_key(|f| (f.distance, f.step));
     let mut out: Vec<Diagnostic> = Vec::new();
     let mut reported: Vec<&str> = Vec::new();
-    for (_, i, f, need, at) in &found {
-        if reported.contains(&f.as_str()) {
+    for f in &found {
+        if reported.contains(&f.field.as_str()) {
             continue;
         }
-        reported.push(f);
+        reported.push(&f.field);
         let mut also: Vec<&str> = found
             .iter()
-            .filter(|(_, j, g, ..)| g == f && j != i)
-            .map(|(_, j, ..)| flow.g.id(*j))
+            .filter(|g| g.field == f.field && g.step != f.step)
+            .map(|g| flow.g.id(g.step))
             .collect();
         also.dedup();
-        out.push(flow.report(*i, f, *need, at.clone(), &also));
+        out.push(flow.report(f.step, &f.field, f.need, f.at.clone(), &also));
     }
     out
+}
+
+type Span = Option<std::ops::Range<usize>>;
+
+/// A use of a field that may be empty when its step opens.
+struct Finding {
+    /// Fewest transitions from the start to the step: the nearest use is reported.
+    distance: usize,
+    step: usize,
+    field: String,
+    need: Use,
+    /// Where the field is named.
+    at: Span,
 }
 
 /// What a step needs the field for, which decides the sentence.
@@ -362,14 +380,7 @@ impl<'a> Flow<'a> {
         None
     }
 
-    fn report(
-        &self,
-        step: usize,
-        field: &str,
-        need: Use,
-        span: Option<std::ops::Range<usize>>,
-        also: &[&str],
-    ) -> Diagnostic {
+    fn report(&self, step: usize, field: &str, need: Use, span: Span, also: &[&str]) -> Diagnostic {
         let id = self.g.id(step);
         let why = match self.way_without(step, field) {
             Some(path) if path.len() > 1 => format!(
