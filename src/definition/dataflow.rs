@@ -820,6 +820,58 @@ next = [{ to = "done" }]
     }
 
     #[test]
+    fn nested_parallel_blocks_pass_what_their_branches_set_outwards() {
+        let body = format!(
+            r#"
+[steps.a]
+role = "clerk"
+next = [{{ to = "outer" }}]
+[steps.outer]
+kind = "parallel"
+branches = ["inner", "z"]
+join = "outer_met"
+[steps.inner]
+kind = "parallel"
+branches = ["x", "y"]
+join = "inner_met"
+[steps.x]
+role = "clerk"
+form.leader = {{ type = "user", required = true }}
+next = [{{ to = "inner_met" }}]
+[steps.y]
+role = "clerk"
+next = [{{ to = "inner_met" }}]
+[steps.inner_met]
+kind = "join"
+next = [{{ to = "after_inner" }}]
+[steps.after_inner]
+assignee = "leader"
+next = [{{ to = "outer_met" }}]
+[steps.z]
+role = "clerk"
+form.due_on = {{ type = "date", required = true }}
+next = [{{ to = "outer_met" }}]
+[steps.outer_met]
+kind = "join"
+next = [{{ to = "b" }}]
+[steps.b]
+assignee = "leader"
+deadline = {{ due = "due_on" }}
+next = [{{ to = "done" }}]
+{END}"#
+        );
+        assert_eq!(run(&body), []);
+        // Inside the outer block, `z` runs beside the inner one: it cannot count on `leader`.
+        let beside = body.replace(
+            "[steps.z]\nrole = \"clerk\"",
+            "[steps.z]\nassignee = \"leader\"",
+        );
+        let found = run(&beside);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.starts_with("step `z`"), "{found:?}");
+    }
+
+    #[test]
     fn unreachable_steps_and_odd_graphs_are_left_alone() {
         let body = format!(
             r#"

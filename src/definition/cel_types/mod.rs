@@ -719,6 +719,22 @@ mod tests {
         s.extra.insert("item".into(), item);
         s.boolean = false;
         assert_eq!(check("item.due == '2027-01-01'", &s), vec![]);
+        // Its other fields are what they are declared.
+        item_fields_are_still_typed(s);
+    }
+
+    fn item_fields_are_still_typed(mut s: Scope) {
+        if let Some(item) = s.extra.get_mut("item") {
+            item.fields
+                .insert("corrected".into(), field(FieldType::Boolean));
+        }
+        let p = check("item.corrected == 'yes'", &s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].code, "cel-type-mismatch");
+        assert!(
+            p[0].message.contains("the yes/no field `item.corrected`"),
+            "{p:?}"
+        );
     }
 
     #[test]
