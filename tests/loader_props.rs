@@ -141,3 +141,87 @@ fn a_file_without_keys_gets_located_errors() {
         assert!(!report.to_json().is_empty());
     }
 }
+
+/// Codes of the schema layer: what a misspelt key of the format can cause by itself.
+const SCHEMA_CODES: &[&str] = &[
+    "unknown-key",
+    "missing-key",
+    "wrong-type",
+    "not-a-choice",
+    "out-of-range",
+    "empty-value",
+    "bad-id",
+    "schema",
+];
+
+/// Every key of the format in the shipped procedures misspelt, and every text value given a
+/// number, one at a time: the schema error is reported, and the meaning checks that now run
+/// after schema errors do not restate it (the shipped files have no other mistakes, so any
+/// other error would be a restatement).
+#[test]
+fn a_schema_error_in_a_shipped_procedure_is_reported_once() {
+    let (texts, procs, calendars) = shipped();
+    let mut tried = 0;
+    for (path, text) in texts {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut table = String::new();
+        let mut in_string = false;
+        for (n, line) in lines.iter().enumerate() {
+            if line.matches("\"\"\"").count() % 2 == 1 {
+                in_string = !in_string;
+                continue;
+            }
+            if in_string {
+                continue;
+            }
+            if let Some(header) = line.strip_prefix('[') {
+                table = header.trim_end_matches(']').to_string();
+                continue;
+            }
+            // Names the author chose (roles, start data fields) are not keys of the format.
+            let last = table.rsplit('.').next().unwrap_or_default();
+            if matches!(last, "roles" | "data" | "input" | "compute") {
+                continue;
+            }
+            let key_len = line
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(0);
+            if key_len < 2 || !line[key_len..].starts_with([' ', '.']) {
+                continue;
+            }
+            // The key misspelt; and a text value replaced by a number.
+            let mut edits = vec![("misspelt", format!("{}{}", &line[..1], &line[2..]))];
+            if let Some((key, value)) = line.split_once(" = ") {
+                let plain_text = value.len() > 1
+                    && value.starts_with('"')
+                    && value.ends_with('"')
+                    && value.matches('"').count() == 2;
+                if plain_text {
+                    edits.push(("given a number", format!("{key} = 7")));
+                }
+            }
+            for (what, edited) in edits {
+                let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+                mutated[n] = edited;
+                let mutated = mutated.join("\n");
+                let v = validate_text(path, &mutated, procs, calendars);
+                let report = &v.reports[0];
+                let codes: Vec<&str> = report
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.code)
+                    .collect();
+                assert!(
+                    !codes.is_empty() && codes.iter().all(|c| SCHEMA_CODES.contains(c)),
+                    "{path}:{}: `{}` {what} gives {codes:?}\n{}",
+                    n + 1,
+                    &line[..key_len],
+                    report.render_text()
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried > 500, "only {tried} edits tried");
+}

@@ -49,3 +49,43 @@ fn shipped_procedures_cite_their_seed_clauses() {
         );
     }
 }
+
+/// internal-evaluation designates the audit team leader in a form and assigns seven later
+/// steps to them. With the field optional every one of those steps could open for nobody:
+/// the validator must say so, once, at the first of them.
+#[test]
+fn internal_evaluation_needs_its_team_leader_for_certain() {
+    use sopflow::definition::load::validate_text;
+    use std::collections::HashSet;
+
+    let path = "procedures/internal-evaluation.toml";
+    let text = std::fs::read_to_string(path).expect("readable");
+    let others = validate_paths(&[PathBuf::from("procedures")], &Options::default());
+    let others: Vec<_> = others.valid.into_iter().map(|v| v.procedure).collect();
+    let calendars = HashSet::from(["default".to_string()]);
+    let clean = validate_text(path, &text, &others, &calendars);
+    assert_eq!(clean.errors(), 0);
+
+    let optional = text.replace(
+        r#"form.team_leader = { type = "user", title = "Audit team leader", required = true }"#,
+        r#"form.team_leader = { type = "user", title = "Audit team leader" }"#,
+    );
+    assert_ne!(
+        optional, text,
+        "the team leader field is where the test expects it"
+    );
+    let v = validate_text(path, &optional, &others, &calendars);
+    let report = &v.reports[0];
+    let codes: Vec<&str> = report.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, ["field-may-be-empty"], "{}", report.render_text());
+    let d = &report.diagnostics[0];
+    assert!(
+        d.message
+            .starts_with("step `notify_department` is for the person named in `team_leader`"),
+        "{}",
+        d.message
+    );
+    let help = d.help.as_deref().unwrap_or_default();
+    assert!(help.contains("in the form of `designate_team`"), "{help}");
+    assert!(help.contains("`confirm_rectification`"), "{help}");
+}

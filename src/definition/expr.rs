@@ -6,7 +6,7 @@
 //! The language is CEL, through the `cel` crate; we write no expression language. This
 //! module must not evaluate expressions against real instance data — that is the engine's.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use cel::common::ast::{Expr, IdedExpr, LiteralValue};
@@ -36,6 +36,9 @@ pub struct Scope {
     pub extra: BTreeMap<String, Field>,
     /// Whether the expression must produce true/false (guards) or any value.
     pub boolean: bool,
+    /// Fields in `fields` whose type is not known (computed values the loader cannot type):
+    /// an expression using one is not judged on types.
+    pub untyped: BTreeSet<String>,
 }
 
 /// Built-in names every expression may use; see `model::RESERVED_NAMES`.
@@ -90,7 +93,10 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
         });
     }
     enum_comparisons(src, &program, program.expression(), scope, &mut problems);
-    if problems.is_empty() {
+    problems.extend(super::cel_types::comparisons(src, &program, scope));
+    // Sample values of a type nobody knows would only invent mistakes.
+    let untyped = free.iter().any(|(name, _)| scope.untyped.contains(name));
+    if problems.is_empty() && !untyped {
         problems.extend(dry_run(src, &program, scope));
     }
     problems
@@ -311,7 +317,15 @@ fn type_error(e: &ExecutionError) -> Option<String> {
             type_name(b)
         )),
         ExecutionError::UnsupportedBinaryOperator(op, a, b) => Some(format!(
-            "`{op}` cannot be applied to {} and {}",
+            "`{}` cannot be applied to {} and {}",
+            match *op {
+                "add" => "+",
+                "sub" => "-",
+                "mul" => "*",
+                "div" => "/",
+                "rem" => "%",
+                other => other,
+            },
             type_name(a),
             type_name(b)
         )),
@@ -472,7 +486,7 @@ fn literal_range(
     (start + len <= src.len()).then_some(start..start + len)
 }
 
-fn char_to_byte(src: &str, chars: usize) -> Option<usize> {
+pub(super) fn char_to_byte(src: &str, chars: usize) -> Option<usize> {
     if chars == src.chars().count() {
         return Some(src.len());
     }
@@ -519,6 +533,7 @@ mod tests {
             fields,
             extra: BTreeMap::new(),
             boolean: true,
+            untyped: BTreeSet::new(),
         }
     }
 
@@ -568,7 +583,11 @@ mod tests {
 
     #[test]
     fn reports_type_mistakes() {
+        // Comparisons are typed statically (cel_types.rs); arithmetic is left to the dry run.
         let p = check("severity > 3", &scope());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].code, "cel-type-mismatch");
+        let p = check("score + 1 > 2.0", &scope());
         assert_eq!(p.len(), 1, "{p:?}");
         assert_eq!(p[0].code, "cel-type");
         let p = check("items.all(i, i.pionts > 0.0)", &scope());

@@ -184,6 +184,26 @@ impl<'a> Graph<'a> {
         reach.iter().zip(&ok).map(|(r, o)| *r && !*o).collect()
     }
 
+    /// Fewest transitions from `from` to each step, `None` where it cannot be reached.
+    pub fn distances(&self, from: usize) -> Vec<Option<usize>> {
+        let mut dist = vec![None; self.len()];
+        if from >= self.len() {
+            return dist;
+        }
+        dist[from] = Some(0);
+        let mut queue = VecDeque::from([from]);
+        while let Some(i) = queue.pop_front() {
+            let next = dist[i].map_or(0, |d| d + 1);
+            for &j in &self.succ[i] {
+                if dist[j].is_none() {
+                    dist[j] = Some(next);
+                    queue.push_back(j);
+                }
+            }
+        }
+        dist
+    }
+
     /// Shortest path `from → … → to` (both included), following edges.
     pub fn path(&self, from: usize, to: usize, within: Option<&[bool]>) -> Option<Vec<usize>> {
         let allowed = |i: usize| within.is_none_or(|w| w.get(i).copied().unwrap_or(false));
@@ -313,19 +333,14 @@ fn no_way_to_end(g: &Graph, doc: &SpannedDoc, reach: &[bool], out: &mut Vec<Diag
         return;
     }
     // Distance from start, to name the first step of a loop an instance would enter.
-    let mut dist = vec![usize::MAX; g.len()];
-    if let Some(start) = g.start {
-        let mut queue = VecDeque::from([start]);
-        dist[start] = 0;
-        while let Some(i) = queue.pop_front() {
-            for &j in &g.succ[i] {
-                if dist[j] == usize::MAX {
-                    dist[j] = dist[i] + 1;
-                    queue.push_back(j);
-                }
-            }
-        }
-    }
+    let dist: Vec<usize> = match g.start {
+        Some(start) => g
+            .distances(start)
+            .into_iter()
+            .map(|d| d.unwrap_or(usize::MAX))
+            .collect(),
+        None => vec![usize::MAX; g.len()],
+    };
 
     // Every successor of a stuck step is stuck too, so the stuck steps fall into components
     // some of which have no edge out at all: those are the causes; the other stuck steps only

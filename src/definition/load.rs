@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use super::calendar::CalendarFile;
 use super::diagnostic::{Diagnostic, FileReport};
 use super::model::Procedure;
+use super::partial::{self, Partial};
 use super::source::{ptr, SpannedDoc};
-use super::{graph, schema, semantic, soundness};
+use super::{cycles, dataflow, graph, schema, semantic, soundness};
 
 /// A procedure that passed every check, with what the registry needs to pin instances to it.
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ struct Parsed {
     doc: Option<SpannedDoc>,
     procedure: Option<Procedure>,
     diagnostics: Vec<Diagnostic>,
+    /// Set when the file had schema errors and `procedure` was read from what was left.
+    partial: Option<Partial>,
 }
 
 /// Validates procedure files and directories of them.
@@ -135,6 +138,7 @@ pub fn validate_text(
             doc: None,
             procedure: Some(p.clone()),
             diagnostics: vec![],
+            partial: None,
         })
         .collect();
     check_set(vec![parsed], &context, calendars)
@@ -270,12 +274,14 @@ fn parse_file(path: &Path) -> Parsed {
                 doc: None,
                 procedure: None,
                 diagnostics: vec![d],
+                partial: None,
             }
         }
     }
 }
 
-/// Layers (a) and (b): syntax and schema; then the typed model.
+/// Layers (a) and (b): syntax and schema; then the typed model — after schema errors, of
+/// what is left without the refused parts (`partial.rs`), so the meaning checks still run.
 fn parse_text(path: String, source: Arc<str>) -> Parsed {
     let mut parsed = Parsed {
         path,
@@ -283,6 +289,7 @@ fn parse_text(path: String, source: Arc<str>) -> Parsed {
         doc: None,
         procedure: None,
         diagnostics: Vec::new(),
+        partial: None,
     };
     let doc = match SpannedDoc::parse(&source) {
         Ok(doc) => doc,
@@ -306,6 +313,19 @@ fn parse_text(path: String, source: Arc<str>) -> Parsed {
                 format!("the procedure could not be read: {e}"),
             )),
         }
+    } else if let Some(partial) = partial::prune(
+        &doc,
+        schema::procedure_schema(),
+        schema::procedure_validator(),
+    ) {
+        // What is left passed the schema; should serde still refuse it, the schema errors
+        // already say what is wrong.
+        if let Ok(p) = serde_json::from_value::<Procedure>(partial.doc.value.clone()) {
+            parsed.procedure = Some(p);
+            parsed.doc = Some(partial.doc.clone());
+            parsed.partial = Some(partial);
+            return parsed;
+        }
     }
     parsed.doc = Some(doc);
     parsed
@@ -323,6 +343,10 @@ fn check_set(
     let mut first_path: HashMap<&str, &str> = HashMap::new();
     let mut dup: HashMap<usize, String> = HashMap::new();
     for (i, p) in requested.iter().enumerate() {
+        // A placeholder id names nothing another file could refer to.
+        if p.partial.as_ref().is_some_and(|x| x.id_replaced) {
+            continue;
+        }
         if let Some(proc) = &p.procedure {
             if let Some(prev) = first_path.get(proc.id.as_str()) {
                 dup.insert(i, prev.to_string());
@@ -364,8 +388,23 @@ fn check_set(
                 calendars: calendars.clone(),
                 file_stem: stem,
             };
-            diagnostics.extend(semantic::check(proc, doc, &ctx));
-            diagnostics.extend(without_cascades(&diagnostics, graph::check(proc, doc)));
+            // With schema errors, findings that only restate a refused part are left out.
+            let partial = p.partial.as_ref();
+            let keeps = |d: &Diagnostic| partial.is_none_or(|x| x.keeps(d));
+            let mut meaning = semantic::check(proc, doc, &ctx);
+            meaning.extend(cycles::check(proc, doc, &by_id));
+            diagnostics.extend(meaning.into_iter().filter(keeps));
+            // A step graph that lost an edge, a step or a kind would only show the loss.
+            if !partial.is_some_and(|x| x.reshaped) {
+                let shape = without_cascades(&diagnostics, graph::check(proc, doc));
+                diagnostics.extend(shape.into_iter().filter(keeps));
+                let fields = semantic::declared_fields(proc, &ctx);
+                diagnostics.extend(
+                    dataflow::check(proc, doc, &fields)
+                        .into_iter()
+                        .filter(keeps),
+                );
+            }
             // Soundness explores every interleaving; on a graph with broken references or
             // shape errors its findings would only restate them less clearly.
             if !diagnostics.iter().any(Diagnostic::is_error) {

@@ -1,11 +1,15 @@
 //! Procedure definitions.
 pub mod calendar;
+pub mod cel_types;
+pub mod cycles;
+pub mod dataflow;
 pub mod diagnostic;
 pub mod duration;
 pub mod expr;
 pub mod graph;
 pub mod load;
 pub mod model;
+pub mod partial;
 pub mod render;
 pub mod schema;
 pub mod semantic;

@@ -4,8 +4,9 @@
 //!
 //! The types are deliberately flat (one `Step` with a `kind`, not an enum per kind): a tagged
 //! enum becomes a JSON Schema `oneOf`, whose failures read "not valid under any of the given
-//! schemas", which nobody can act on. Which keys fit which kind is checked in `semantic.rs`,
-//! with a sentence per mistake. This module holds no logic beyond small accessors.
+//! schemas", which nobody can act on. Which keys fit which kind is checked in
+//! `semantic/kinds.rs`, with a sentence per mistake. This module holds no logic beyond small
+//! accessors.
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;

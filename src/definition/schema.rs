@@ -138,6 +138,54 @@ pub fn check(
     out
 }
 
+/// One schema violation, by what it takes to leave it out of the document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// The object at `at` has keys the schema does not allow; each with the allowed key it
+    /// most resembles (what the author probably meant), if any.
+    UnknownKeys {
+        at: String,
+        keys: Vec<(String, Option<String>)>,
+    },
+    /// The object at `at` lacks the required `key`.
+    Missing { at: String, key: String },
+    /// The value at `at` is not allowed (wrong type, not a choice, out of range…).
+    Invalid { at: String },
+}
+
+/// The violations of `value` against `schema`, for pruning a document down to what can be
+/// read (`partial.rs`); `check` words the same violations for people.
+pub fn violations(
+    value: &Value,
+    schema: &'static Value,
+    validator: &jsonschema::Validator,
+) -> Vec<Violation> {
+    validator
+        .iter_errors(value)
+        .map(|err| {
+            let at = pointer_of(err.instance_path().segments());
+            match err.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    let allowed = allowed_keys(schema_at(schema, err.schema_path().segments()));
+                    let keys = unexpected
+                        .iter()
+                        .map(|k| {
+                            let meant = did_you_mean(k, allowed.iter().map(String::as_str));
+                            (k.clone(), meant.map(str::to_string))
+                        })
+                        .collect();
+                    Violation::UnknownKeys { at, keys }
+                }
+                ValidationErrorKind::Required { property } => Violation::Missing {
+                    at,
+                    key: property.as_str().unwrap_or_default().to_string(),
+                },
+                _ => Violation::Invalid { at },
+            }
+        })
+        .collect()
+}
+
 /// A compiled Draft-07 validator for one of our schemas.
 pub fn validator(schema: &'static Value) -> Result<jsonschema::Validator, String> {
     jsonschema::options()

@@ -34,6 +34,15 @@ pub fn escape(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")
 }
 
+/// The segments of a JSON Pointer, unescaped: the inverse of [`ptr`].
+pub fn unescape(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
 /// Builds a JSON Pointer from segments: `ptr(&["steps", "review", "next"])`.
 pub fn ptr<S: AsRef<str>>(segments: &[S]) -> String {
     let mut out = String::new();
@@ -107,6 +116,90 @@ impl SpannedDoc {
     /// Whether `pointer` names a node written in the file (not inherited from an ancestor).
     pub fn contains(&self, pointer: &str) -> bool {
         self.index.contains_key(pointer)
+    }
+
+    /// The pointer of the innermost node written at byte `offset` (its key or its value
+    /// contains it), for telling which part of the file a diagnostic is about.
+    pub fn pointer_at(&self, offset: usize) -> Option<&str> {
+        self.index
+            .iter()
+            .filter(|(p, _)| !p.is_empty())
+            .filter_map(|(p, n)| {
+                [n.key.as_ref(), Some(&n.value)]
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.start <= offset && offset < r.end.max(r.start + 1))
+                    .map(|r| r.end - r.start)
+                    .min()
+                    .map(|len| (len, p.as_str()))
+            })
+            .min()
+            .map(|(_, p)| p)
+    }
+
+    /// Removes the node at `pointer` (and everything under it) from the document, as if it
+    /// had not been written; later items of the same list move up one place, their spans
+    /// still pointing where they were written. Returns the removed value with the spans of
+    /// its key and value, or `None` when there is no such node (or it is the root).
+    pub fn remove(&mut self, pointer: &str) -> Option<(Value, Vec<Range<usize>>)> {
+        let segments = unescape(pointer);
+        let (last, parent_segs) = segments.split_last()?;
+        let mut parent = &mut self.value;
+        for seg in parent_segs {
+            parent = match parent {
+                Value::Object(m) => m.get_mut(seg.as_str())?,
+                Value::Array(a) => a.get_mut(seg.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        let parent_ptr = ptr(parent_segs);
+        let (removed, shifted_from) = match parent {
+            Value::Object(m) => (m.shift_remove(last.as_str())?, None),
+            Value::Array(a) => {
+                let i = last.parse::<usize>().ok().filter(|i| *i < a.len())?;
+                (a.remove(i), Some(i))
+            }
+            _ => return None,
+        };
+        let spans = self
+            .index
+            .get(pointer)
+            .map(|n| n.key.iter().cloned().chain([n.value.clone()]).collect())
+            .unwrap_or_default();
+        let below = format!("{pointer}/");
+        self.index
+            .retain(|p, _| p != pointer && !p.starts_with(&below));
+        if let Some(i) = shifted_from {
+            // Items after the removed one now answer to the index before theirs.
+            let prefix = format!("{parent_ptr}/");
+            let moved: Vec<String> = self
+                .index
+                .keys()
+                .filter(|p| {
+                    p.strip_prefix(&prefix)
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .is_some_and(|n| n > i)
+                })
+                .cloned()
+                .collect();
+            let mut renamed: Vec<(String, Node)> = Vec::new();
+            for old in moved {
+                if let Some(node) = self.index.remove(&old) {
+                    let rest = &old[prefix.len()..];
+                    let (n, tail) = rest.split_once('/').map_or((rest, ""), |(n, t)| (n, t));
+                    let n = n.parse::<usize>().unwrap_or(1).saturating_sub(1);
+                    let new = if tail.is_empty() {
+                        format!("{prefix}{n}")
+                    } else {
+                        format!("{prefix}{n}/{tail}")
+                    };
+                    renamed.push((new, node));
+                }
+            }
+            self.index.extend(renamed);
+        }
+        Some((removed, spans))
     }
 
     fn nearest(&self, pointer: &str) -> Option<&Node> {
@@ -306,7 +399,45 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_node_keeps_the_places_of_what_remains() {
+        let src = "[steps.a]\nrole = \"r\"\nnext = [{ to = \"x\" }, { to = \"y\", when = \"w\" }, { to = \"z\" }]\n";
+        let mut doc = SpannedDoc::parse(src).unwrap();
+        let (removed, spans) = doc.remove("/steps/a/next/0").unwrap();
+        assert_eq!(removed["to"], "x");
+        assert_eq!(&src[spans[0].clone()], "{ to = \"x\" }");
+        assert_eq!(doc.value["steps"]["a"]["next"][0]["to"], "y");
+        // The second transition is now the first, still found where it was written.
+        let when = doc.value_span("/steps/a/next/0/when").unwrap();
+        assert_eq!(&src[when], "\"w\"");
+        let z = doc.value_span("/steps/a/next/1/to").unwrap();
+        assert_eq!(&src[z], "\"z\"");
+        assert!(!doc.contains("/steps/a/next/2"));
+        let (role, spans) = doc.remove("/steps/a/role").unwrap();
+        assert_eq!(role, "r");
+        assert_eq!(spans.len(), 2, "key and value");
+        assert!(doc.value["steps"]["a"].get("role").is_none());
+        assert!(doc.remove("/steps/a/role").is_none());
+        assert!(doc.remove("").is_none());
+        assert!(doc.remove("/nowhere/3").is_none());
+    }
+
+    #[test]
+    fn finds_the_innermost_node_at_a_place() {
+        let src = "id = \"x\"\n[steps.a]\nrole = \"r\"\n[steps.a.form.f]\ntype = \"string\"\n";
+        let doc = SpannedDoc::parse(src).unwrap();
+        let at = |needle: &str| {
+            doc.pointer_at(src.find(needle).unwrap())
+                .map(str::to_string)
+        };
+        assert_eq!(at("\"r\"").as_deref(), Some("/steps/a/role"));
+        assert_eq!(at("a]").as_deref(), Some("/steps/a"));
+        assert_eq!(at("\"string\"").as_deref(), Some("/steps/a/form/f/type"));
+        assert_eq!(at("\"x\"").as_deref(), Some("/id"));
+    }
+
+    #[test]
     fn escapes_pointer_segments() {
         assert_eq!(ptr(&["a/b", "c~d"]), "/a~1b/c~0d");
+        assert_eq!(unescape("/a~1b/c~0d"), ["a/b", "c~d"]);
     }
 }
