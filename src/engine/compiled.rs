@@ -121,7 +121,9 @@ fn join_path(base: &str, leaf: &str) -> String {
     }
 }
 
-/// The JSON Schema of a form: one property per field, unknown fields refused.
+/// The JSON Schema of a form: one property per field, unknown fields refused. Each field
+/// carries its `title` and `description` (annotations, ignored by validation), so a client
+/// drawing the form from this schema can label every field as the procedure words it.
 pub fn form_schema(fields: &indexmap::IndexMap<String, Field>) -> Value {
     let props: Map<String, Value> = fields
         .iter()
@@ -152,6 +154,12 @@ fn field_schema(f: &Field) -> Value {
         FieldType::Object => "object",
     };
     s.insert("type".into(), json!(ty));
+    if let Some(title) = &f.title {
+        s.insert("title".into(), json!(title));
+    }
+    if let Some(description) = &f.description {
+        s.insert("description".into(), json!(description));
+    }
     match f.ty {
         FieldType::Date => {
             s.insert("format".into(), json!("date"));
