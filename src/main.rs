@@ -344,10 +344,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", each_sentence_once(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes as one text, like anyhow's `{:#}`, but leaving out a cause
+/// whose text is already there: many errors quote their source in their own sentence
+/// (`cannot register the procedures: {0}`), and the chain would then say it twice.
+fn each_sentence_once(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -781,4 +796,30 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     bound.serve(shutdown_signal()).await?;
     println!("sopflow stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_said_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the inner sentence")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Quotes(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Hides(#[source] Inner);
+        let e = anyhow::Error::new(Quotes(Inner));
+        assert_eq!(
+            format!("{e:#}"),
+            "outer: the inner sentence: the inner sentence"
+        );
+        assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
+        let e = anyhow::Error::new(Hides(Inner));
+        assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
+    }
 }

@@ -61,12 +61,20 @@ pub enum SetupError {
     DataDir { path: String, error: std::io::Error },
     #[error("cannot open the store in {path}: {reason}")]
     Store { path: String, reason: String },
+    // The engine's sentence is part of this one, not a `source`: printed as a chain
+    // (`{:#}`) it would otherwise be said twice.
     #[error("cannot register the procedures: {0}")]
-    Register(#[from] ServiceError),
+    Register(ServiceError),
     #[error("there is no sopflow store in {path}; give the data directory `sopflow serve` uses (--data-dir)")]
     NoStore { path: String },
     #[error("the store in {path} cannot be read: {reason}")]
     Unreadable { path: String, reason: String },
+}
+
+impl From<ServiceError> for SetupError {
+    fn from(e: ServiceError) -> Self {
+        SetupError::Register(e)
+    }
 }
 
 /// Loads the directory and the procedures, opens the store and registers every procedure.

@@ -1,8 +1,12 @@
 //! `sopflow serve` refusing to start, as an operator meets it: a data directory written by
-//! another format, a damaged store, a missing directory file, a procedure file that cannot
-//! be read as text, a port in use. Each is a plain reason on stderr and exit status 2 —
-//! never a panic, never a server on a store it cannot trust.
+//! another format, a damaged store, a store another process holds, a missing directory
+//! file, a procedure file that cannot be read as text or was changed without raising its
+//! version, a port in use. Each is a plain reason on stderr, every sentence said once, and
+//! exit status 2 — never a panic, never a server on a store it cannot trust. And what it
+//! writes while running: logs without colour codes when they go to a pipe, and a clean
+//! stop even when nobody reads its output any more.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use sopflow::store::sled_store::{SledOptions, SledStore};
@@ -180,4 +184,52 @@ fn a_procedure_file_that_cannot_be_read_is_refused_with_its_name() {
     ]);
     let err = refused(&o, "gone.toml");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A copy of the shipped procedures and calendars that a test may change.
+fn copy_of_the_shipped_files(dir: &Path) {
+    for sub in ["procedures", "calendars"] {
+        std::fs::create_dir(dir.join(sub)).unwrap();
+        for f in std::fs::read_dir(sub).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(sub).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_procedure_changed_without_raising_its_version_is_refused_saying_so_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_of_the_shipped_files(dir.path());
+    let procs = dir.path().join("procedures");
+    let data = dir.path().join("data");
+    // Any instance command registers the procedures in the store.
+    let o = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args(["tasks", "--as", "xu.na", "--data-dir"])
+        .arg(&data)
+        .arg("--procedures")
+        .arg(&procs)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = procs.join("complaint-handling.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let changed = text.replacen(
+        "title = \"Customer complaint handling\"",
+        "title = \"Customer complaint handling (changed)\"",
+        1,
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&file, changed).unwrap();
+    let o = serve(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--procedures",
+        procs.to_str().unwrap(),
+    ]);
+    let sentence = "procedure `complaint-handling` version 1 was changed without raising `version`";
+    let err = refused(&o, sentence);
+    one_line(&err);
+    assert_eq!(err.matches(sentence).count(), 1, "said once: {err}");
+    assert!(err.contains("give the changed file `version = 2`"), "{err}");
 }

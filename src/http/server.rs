@@ -51,10 +51,11 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Setup(#[from] SetupError),
+    // The inner error is part of the sentence, not a `source`: printed as a chain it
+    // would be said twice. The same for `Bind`, which would say "Address already in use"
+    // twice.
     #[error("cannot set up demo tokens: {0}")]
-    Tokens(#[from] DemoTokenError),
-    // The I/O error is part of the sentence, not a `source`: printed as a chain it would
-    // say "Address already in use" twice.
+    Tokens(DemoTokenError),
     #[error("cannot listen on {addr}: {error} (is another server using the port? pick another with --listen)")]
     Bind {
         addr: SocketAddr,
@@ -62,6 +63,12 @@ pub enum ServeError {
     },
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+}
+
+impl From<DemoTokenError> for ServeError {
+    fn from(e: DemoTokenError) -> Self {
+        ServeError::Tokens(e)
+    }
 }
 
 /// A server that is listening but not yet serving.
