@@ -121,9 +121,13 @@ fn a_store_another_process_holds_is_refused_after_the_lock_wait() {
     let o = serve(&["--data-dir", dir.path().to_str().unwrap()]);
     let err = refused(
         &o,
-        "is `sopflow serve` or another sopflow command using it?",
+        "is in use by another process (`sopflow serve` or another sopflow command)",
     );
     one_line(&err);
+    assert!(
+        !err.contains("Os {"),
+        "no debug dump of the OS error: {err}"
+    );
     drop(held);
 }
 
