@@ -739,13 +739,25 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// Whether log lines are coloured: only for a person at a terminal, and not when they set
+/// `NO_COLOR` (to anything but the empty string, as <https://no-color.org> says). Logs
+/// piped to a file or a log collector must be plain text, not escape codes.
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     use sopflow::http::server::{bind, shutdown_signal, ClockChoice, ServeConfig};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(log_colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     if a.log_json {
         logs.json().init();
     } else {
@@ -801,6 +813,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     #[test]
     fn a_cause_already_quoted_is_not_said_again() {
@@ -821,5 +834,14 @@ mod tests {
         assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
         let e = anyhow::Error::new(Hides(Inner));
         assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new("1"))));
     }
 }

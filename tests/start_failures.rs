@@ -6,8 +6,9 @@
 //! writes while running: logs without colour codes when they go to a pipe, and a clean
 //! stop even when nobody reads its output any more.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use sopflow::store::sled_store::{SledOptions, SledStore};
 
@@ -236,4 +237,52 @@ fn a_procedure_changed_without_raising_its_version_is_refused_saying_so_once() {
     one_line(&err);
     assert_eq!(err.matches(sentence).count(), 1, "said once: {err}");
     assert!(err.contains("give the changed file `version = 2`"), "{err}");
+}
+
+#[test]
+fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo-tokens",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        // Whatever the person running the tests has set: colour must be off because
+        // stderr is a pipe, not because of NO_COLOR.
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("sopflow serving"));
+    assert!(serving, "the server did not start");
+    // Keep reading, so the server's last line has somewhere to go.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    // SIGTERM: the server logs its shutdown and exits 0.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(rest.join().unwrap(), vec!["sopflow stopped".to_string()]);
+    assert!(
+        err.contains("shutting down"),
+        "the shutdown is logged: {err}"
+    );
+    assert!(
+        !err.contains("\x1b["),
+        "no ANSI escape codes in piped logs: {err:?}"
+    );
 }
