@@ -784,16 +784,23 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
     };
     let bound = bind(&cfg).await?;
+    // The server's own lines go to stdout, which may be a pipe whose reader has gone by the
+    // time the server stops; that must not turn a clean stop into a panic (println! panics
+    // on a closed stdout). The tokens are in the file as well.
+    let say = |line: std::fmt::Arguments<'_>| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
     if !bound.issued_tokens.is_empty() {
-        println!(
+        say(format_args!(
             "Demo API tokens (shown once; also in {}, readable only by you):",
             bound.tokens_file.display()
-        );
+        ));
         for (user, token) in &bound.issued_tokens {
-            println!("  {user:<16} {token}");
+            say(format_args!("  {user:<16} {token}"));
         }
     }
-    println!(
+    say(format_args!(
         "sopflow serving http://{} ({} clock, data in {})",
         bound.addr,
         if matches!(cfg.clock, ClockChoice::System) {
@@ -802,11 +809,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             "manual"
         },
         cfg.data_dir.display()
-    );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
+    ));
     bound.serve(shutdown_signal()).await?;
-    println!("sopflow stopped");
+    say(format_args!("sopflow stopped"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -286,3 +286,38 @@ fn logs_written_to_a_pipe_carry_no_colour_codes() {
         "no ANSI escape codes in piped logs: {err:?}"
     );
 }
+
+/// `sopflow serve | head -1` (or a supervisor that stops reading): the server's last line
+/// has nowhere to go, and the stop must still be clean rather than a panic.
+#[test]
+fn a_server_whose_stdout_was_closed_still_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo-tokens",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let serving = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("sopflow serving"));
+    assert!(serving, "the server did not start");
+    // The reader is gone now.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
