@@ -784,6 +784,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
     };
     let bound = bind(&cfg).await?;
+    // Before saying "serving": from then on a SIGTERM must stop the server cleanly.
+    let shutdown = shutdown_signal();
     // The server's own lines go to stdout, which may be a pipe whose reader has gone by the
     // time the server stops; that must not turn a clean stop into a panic (println! panics
     // on a closed stdout). The tokens are in the file as well.
@@ -810,7 +812,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         cfg.data_dir.display()
     ));
-    bound.serve(shutdown_signal()).await?;
+    bound.serve(shutdown).await?;
     say(format_args!("sopflow stopped"));
     Ok(ExitCode::SUCCESS)
 }
