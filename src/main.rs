@@ -344,10 +344,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", each_sentence_once(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes as one text, like anyhow's `{:#}`, but leaving out a cause
+/// whose text is already there: many errors quote their source in their own sentence
+/// (`cannot register the procedures: {0}`), and the chain would then say it twice.
+fn each_sentence_once(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -729,13 +744,25 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
+/// Whether log lines are coloured: only for a person at a terminal, and not when they set
+/// `NO_COLOR` (to anything but the empty string, as <https://no-color.org> says). Logs
+/// piped to a file or a log collector must be plain text, not escape codes.
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     use sopflow::http::server::{bind, shutdown_signal, ClockChoice, ServeConfig};
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(log_colours(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     if a.log_json {
         logs.json().init();
     } else {
@@ -762,16 +789,25 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
     };
     let bound = bind(&cfg).await?;
+    // Before saying "serving": from then on a SIGTERM must stop the server cleanly.
+    let shutdown = shutdown_signal();
+    // The server's own lines go to stdout, which may be a pipe whose reader has gone by the
+    // time the server stops; that must not turn a clean stop into a panic (println! panics
+    // on a closed stdout). The tokens are in the file as well.
+    let say = |line: std::fmt::Arguments<'_>| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
     if !bound.issued_tokens.is_empty() {
-        println!(
+        say(format_args!(
             "Demo API tokens (shown once; also in {}, readable only by you):",
             bound.tokens_file.display()
-        );
+        ));
         for (user, token) in &bound.issued_tokens {
-            println!("  {user:<16} {token}");
+            say(format_args!("  {user:<16} {token}"));
         }
     }
-    println!(
+    say(format_args!(
         "sopflow serving http://{} ({} clock, data in {})",
         bound.addr,
         if matches!(cfg.clock, ClockChoice::System) {
@@ -780,10 +816,44 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             "manual"
         },
         cfg.data_dir.display()
-    );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    bound.serve(shutdown_signal()).await?;
-    println!("sopflow stopped");
+    ));
+    bound.serve(shutdown).await?;
+    say(format_args!("sopflow stopped"));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_said_again() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the inner sentence")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer: {0}")]
+        struct Quotes(#[source] Inner);
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Hides(#[source] Inner);
+        let e = anyhow::Error::new(Quotes(Inner));
+        assert_eq!(
+            format!("{e:#}"),
+            "outer: the inner sentence: the inner sentence"
+        );
+        assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
+        let e = anyhow::Error::new(Hides(Inner));
+        assert_eq!(each_sentence_once(&e), "outer: the inner sentence");
+    }
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new("1"))));
+    }
 }

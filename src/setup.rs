@@ -61,12 +61,23 @@ pub enum SetupError {
     DataDir { path: String, error: std::io::Error },
     #[error("cannot open the store in {path}: {reason}")]
     Store { path: String, reason: String },
+    /// sled's lock is held by another process (after waiting `LOCK_WAIT` for it).
+    #[error("the store in {path} is in use by another process (`sopflow serve` or another sopflow command), and only one process can open it at a time: while the server runs, use the HTTP API instead, or stop the server first")]
+    StoreInUse { path: String },
+    // The engine's sentence is part of this one, not a `source`: printed as a chain
+    // (`{:#}`) it would otherwise be said twice.
     #[error("cannot register the procedures: {0}")]
-    Register(#[from] ServiceError),
+    Register(ServiceError),
     #[error("there is no sopflow store in {path}; give the data directory `sopflow serve` uses (--data-dir)")]
     NoStore { path: String },
     #[error("the store in {path} cannot be read: {reason}")]
     Unreadable { path: String, reason: String },
+}
+
+impl From<ServiceError> for SetupError {
+    fn from(e: ServiceError) -> Self {
+        SetupError::Register(e)
+    }
 }
 
 /// Loads the directory and the procedures, opens the store and registers every procedure.
@@ -105,10 +116,7 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
         cache_capacity_bytes: p.cache_bytes,
         ..SledOptions::default()
     };
-    let store = SledStore::open(&p.data_dir, opts).map_err(|e| SetupError::Store {
-        path: p.data_dir.display().to_string(),
-        reason: store_reason(&e),
-    })?;
+    let store = SledStore::open(&p.data_dir, opts).map_err(|e| store_error(&p.data_dir, &e))?;
     let engine = Engine::open(Arc::new(store), clock)?;
     engine.set_calendars(&v.calendars);
     engine.set_roster(Arc::new(people.clone()));
@@ -135,22 +143,22 @@ pub fn open_existing(
         });
     }
     let store =
-        SledStore::open(data_dir, SledOptions::default()).map_err(|e| SetupError::Store {
-            path: data_dir.display().to_string(),
-            reason: store_reason(&e),
-        })?;
+        SledStore::open(data_dir, SledOptions::default()).map_err(|e| store_error(data_dir, &e))?;
     Engine::open(Arc::new(store), clock).map_err(|e| SetupError::Unreadable {
         path: data_dir.display().to_string(),
         reason: e.to_string(),
     })
 }
 
-/// Why a store did not open, with the likely cause when sled only says the lock is taken.
-fn store_reason(e: &crate::store::StoreError) -> String {
-    let text = e.to_string();
-    if text.contains("could not acquire lock") {
-        format!("{text} (is `sopflow serve` or another sopflow command using it?)")
+/// Why a store did not open. sled says only "could not acquire lock" with an OS error in
+/// Rust's debug form when another process holds the store; that becomes one sentence
+/// saying who probably holds it and what to do.
+fn store_error(dir: &Path, e: &crate::store::StoreError) -> SetupError {
+    let path = dir.display().to_string();
+    let reason = e.to_string();
+    if reason.contains("could not acquire lock") {
+        SetupError::StoreInUse { path }
     } else {
-        text
+        SetupError::Store { path, reason }
     }
 }

@@ -82,6 +82,52 @@ fn a_second_process_cannot_open_a_store_in_use() {
     assert!(out(&o).contains("not-a-dir"), "{}", out(&o));
 }
 
+/// sled lets one process open a store: while `sopflow serve` runs on a data directory, an
+/// instance command on it waits for the lock, then says in one line who holds it and what
+/// to do instead (README "The command line").
+#[test]
+fn an_instance_command_while_the_server_runs_says_to_use_the_api_or_stop_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-demo-tokens",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("sopflow serving"));
+    let o = serving.then(|| run(&["tasks", "--as", "xu.na"], &data));
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    drop(lines);
+    let _ = server.wait();
+    let o = o.expect("the server started");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    for says in [
+        "is in use by another process (`sopflow serve` or another sopflow command)",
+        "only one process can open it at a time",
+        "use the HTTP API instead, or stop the server first",
+    ] {
+        assert!(err.contains(says), "{says:?} in {err}");
+    }
+}
+
 #[test]
 fn token_issue_prints_a_token_and_only_its_hash_to_store() {
     let o = Command::new(env!("CARGO_BIN_EXE_sopflow"))

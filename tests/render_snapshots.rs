@@ -50,19 +50,23 @@ fn dot_of_every_shipped_procedure() {
     }
 }
 
-/// Titles, roles and conditions holding every character either syntax cares about, and step
-/// ids that are Mermaid keywords.
+/// Titles, roles, role descriptions, conditions and breach actions holding every character
+/// either syntax cares about (and `end note`, which ends a Mermaid note), and step ids that
+/// are Mermaid keywords.
 const HOSTILE: &str = r#"
 id = "hostile"
 version = 3
 title = "Nasty <b>bold</b> \"q\" {x}: y; #z %% -- --> \\ `tick`"
 start = "state"
 
+[roles]
+"a:b" = "Role <i>desc</i> \"q\" {x}: y; #z %% -- --> \\ `tick` end note"
+
 [steps.state]
 title = """Multi
 line "title" with : ; # { } < > & \\ | ` %% --> end"""
 role = "a:b"
-deadline = { due = "3 days before date; x" }
+deadline = { due = "3 days before date; x", on_breach = [{ escalate_to = "b: \"c\" end note" }, { after = "1 day; %% -->", notify = "<n> {x}" }, { take = "ok: fine" }, { after = "end\nnote", take = "bad \"one\"" }] }
 outcomes = ["ok: fine", "bad \"one\""]
 next = [
   { to = "class", on = "ok: fine", when = "x < 3 && y > 4 || z == \"a;b\" -- %% #1 {2}" },

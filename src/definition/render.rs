@@ -1,6 +1,12 @@
 //! Pictures of a procedure: Mermaid `stateDiagram-v2` text and Graphviz DOT text, for process
 //! owners reviewing a file and for documentation.
 //!
+//! Besides steps and transitions, a picture shows what a process owner would otherwise have
+//! to read the file for: the description of each step's role (from `[roles]`), which
+//! transition is the default ("otherwise") after conditional ones, and what happens when a
+//! deadline passes — a dashed "late → take …" edge for an automatic outcome, a note beside
+//! the step for escalation, reassignment and notification.
+//!
 //! Rendering shows what the file says and judges nothing: it must accept any procedure,
 //! including one that failed validation (edges to unknown steps are drawn as written), must
 //! never panic, and must produce output both tools parse whatever the titles and conditions
@@ -10,8 +16,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use indexmap::IndexMap;
+
 use super::graph::successors;
-use super::model::{Procedure, Step, StepKind, Transition};
+use super::model::{BreachAction, Procedure, Step, StepKind, Transition};
 
 /// The procedure as a Mermaid state diagram (`stateDiagram-v2`).
 pub fn mermaid(proc: &Procedure) -> String {
@@ -44,7 +52,7 @@ pub fn mermaid(proc: &Procedure) -> String {
                 let _ = writeln!(out, "    state {mid} <<join>>");
             }
             _ => {
-                let text = node_lines(id, step)
+                let text = node_lines(id, step, &proc.roles)
                     .iter()
                     .map(|l| mermaid_text(l))
                     .collect::<Vec<_>>()
@@ -67,9 +75,9 @@ pub fn mermaid(proc: &Procedure) -> String {
                 let _ = writeln!(out, "    {from} --> [*]");
             }
             _ => {
-                for t in &step.next {
+                for (i, t) in step.next.iter().enumerate() {
                     let to = ids.get(&t.to);
-                    match edge_label(t) {
+                    match edge_label(t, is_default(step, i)) {
                         Some(label) => {
                             let _ = writeln!(out, "    {from} --> {to} : {}", mermaid_text(&label));
                         }
@@ -79,6 +87,23 @@ pub fn mermaid(proc: &Procedure) -> String {
                     }
                 }
             }
+        }
+        // Mermaid state diagrams have no dashed transitions; the label says it is the clock.
+        for late in late_edges(step) {
+            let _ = writeln!(
+                out,
+                "    {from} --> {} : {}",
+                ids.get(late.to),
+                mermaid_text(&late.label)
+            );
+        }
+        let notes = late_notes(step);
+        if !notes.is_empty() {
+            let _ = writeln!(out, "    note right of {from}");
+            for line in notes {
+                let _ = writeln!(out, "        {}", mermaid_note_text(&line));
+            }
+            let _ = writeln!(out, "    end note");
         }
     }
 
@@ -128,7 +153,7 @@ pub fn dot(proc: &Procedure) -> String {
 
     for (id, step) in &proc.steps {
         let q = dot_quote(id);
-        let label = dot_quote(&node_lines(id, step).join("\n"));
+        let label = dot_quote(&node_lines(id, step, &proc.roles).join("\n"));
         let attrs = match step.kind {
             StepKind::Parallel | StepKind::Join => format!(
                 "shape=box, style=filled, fillcolor=black, fixedsize=true, width=1.6, \
@@ -159,9 +184,9 @@ pub fn dot(proc: &Procedure) -> String {
             }
             StepKind::End => {}
             _ => {
-                for t in &step.next {
+                for (i, t) in step.next.iter().enumerate() {
                     let to = dot_quote(&t.to);
-                    match edge_label(t) {
+                    match edge_label(t, is_default(step, i)) {
                         Some(label) => {
                             let _ =
                                 writeln!(out, "    {from} -> {to} [label={}];", dot_quote(&label));
@@ -173,13 +198,125 @@ pub fn dot(proc: &Procedure) -> String {
                 }
             }
         }
+        for late in late_edges(step) {
+            let _ = writeln!(
+                out,
+                "    {from} -> {} [{LATE_STYLE}, label={}];",
+                dot_quote(late.to),
+                dot_quote(&late.label)
+            );
+        }
+        let notes = late_notes(step);
+        if !notes.is_empty() {
+            // A name no step has, as for the start marker.
+            let mut note = format!("__late__{id}");
+            while proc.steps.contains_key(&note) {
+                note.push('_');
+            }
+            let note = dot_quote(&note);
+            let _ = writeln!(
+                out,
+                "    {note} [shape=note, style=dashed, {LATE_COLOURS}, fontsize=9, label={}];",
+                dot_quote(&notes.join("\n"))
+            );
+            let _ = writeln!(out, "    {from} -> {note} [{LATE_STYLE}, arrowhead=none];");
+            // Beside its step rather than somewhere below.
+            let _ = writeln!(out, "    {{ rank=same; {from}; {note}; }}");
+        }
     }
     let _ = writeln!(out, "}}");
     out
 }
 
+/// What the clock does is drawn dashed and in one colour, apart from what people do.
+const LATE_COLOURS: &str = "color=firebrick, fontcolor=firebrick";
+const LATE_STYLE: &str = "style=dashed, color=firebrick, fontcolor=firebrick";
+
+/// An edge the deadline takes: the step completed by the clock with an outcome (`take`).
+struct LateEdge<'a> {
+    to: &'a str,
+    label: String,
+}
+
+/// One dashed edge per transition a breach `take` may follow: those for its outcome (or
+/// for any outcome), each with its condition, in file order.
+fn late_edges(step: &Step) -> Vec<LateEdge<'_>> {
+    let Some(deadline) = &step.deadline else {
+        return Vec::new();
+    };
+    let mut edges = Vec::new();
+    for action in &deadline.on_breach {
+        let Some(outcome) = action.take.as_deref() else {
+            continue;
+        };
+        let mut what = format!("{} → take {}", late_when(action), one_line(outcome));
+        if action.even_if_claimed {
+            what.push_str(" (even if claimed)");
+        }
+        for (i, t) in step.next.iter().enumerate() {
+            if t.on.as_deref().is_some_and(|on| on != outcome) {
+                continue;
+            }
+            let condition = match condition(t) {
+                Some(when) => format!(" [{when}]"),
+                None if is_default(step, i) => ", otherwise".to_string(),
+                None => String::new(),
+            };
+            edges.push(LateEdge {
+                to: &t.to,
+                label: format!("{what}{condition}"),
+            });
+        }
+    }
+    edges
+}
+
+/// The note beside a step: each breach action other than a `take` that has an edge, in
+/// order, with how late it happens.
+fn late_notes(step: &Step) -> Vec<String> {
+    let Some(deadline) = &step.deadline else {
+        return Vec::new();
+    };
+    let has_edge = |outcome: &str| {
+        step.next
+            .iter()
+            .any(|t| t.on.as_deref().is_none_or(|on| on == outcome))
+    };
+    deadline
+        .on_breach
+        .iter()
+        .filter_map(|a| {
+            let what = if let Some(role) = &a.escalate_to {
+                format!("escalate to {}", one_line(role))
+            } else if let Some(role) = &a.reassign_to {
+                format!("reassign to {}", one_line(role))
+            } else if let Some(role) = &a.notify {
+                format!("notify {}", one_line(role))
+            } else if let Some(outcome) = a.take.as_deref().filter(|o| !has_edge(o)) {
+                format!("take {}", one_line(outcome))
+            } else {
+                return None;
+            };
+            Some(format!("{} → {what}", late_when(a)))
+        })
+        .collect()
+}
+
+/// `late`, or `1 working day late` for an action that waits after the due time.
+fn late_when(action: &BreachAction) -> String {
+    match action
+        .after
+        .as_deref()
+        .map(one_line)
+        .filter(|a| !a.is_empty())
+    {
+        Some(after) => format!("{after} late"),
+        None => "late".to_string(),
+    }
+}
+
 /// The text lines describing a step: title, who does it, what kind, when it is due.
-fn node_lines(id: &str, step: &Step) -> Vec<String> {
+fn node_lines(id: &str, step: &Step, roles: &IndexMap<String, String>) -> Vec<String> {
     let title = step
         .title
         .as_deref()
@@ -206,7 +343,12 @@ fn node_lines(id: &str, step: &Step) -> Vec<String> {
         StepKind::Task | StepKind::Parallel | StepKind::Join => {}
     }
     if let Some(role) = &step.role {
-        lines.push(format!("role: {}", one_line(role)));
+        // The id is what the file says; the description is what it means to a reader.
+        let described = match roles.get(role).map(|d| one_line(d)) {
+            Some(d) if !d.is_empty() => format!("role: {} — {d}", one_line(role)),
+            _ => format!("role: {}", one_line(role)),
+        };
+        lines.extend(wrap(&described, WRAP));
     }
     if let Some(assignee) = &step.assignee {
         lines.push(format!("assigned to: {}", one_line(assignee)));
@@ -217,14 +359,61 @@ fn node_lines(id: &str, step: &Step) -> Vec<String> {
     lines
 }
 
-/// `approve [score >= 60]`, `approve`, `[score >= 60]` or nothing.
-fn edge_label(t: &Transition) -> Option<String> {
+/// Lines of a role description are cut near this many characters, so a long description
+/// makes a step taller rather than the whole picture wider.
+const WRAP: usize = 48;
+
+/// `text` in lines of at most `width` characters, broken between words (a longer word
+/// stands alone).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// The transition's condition on one line, if it has one.
+fn condition(t: &Transition) -> Option<String> {
+    t.when.as_deref().map(one_line).filter(|s| !s.is_empty())
+}
+
+/// Whether transition `i` of `step` is a default: it has no condition, and a conditional
+/// transition before it may apply to the same outcome — so it is taken "otherwise".
+fn is_default(step: &Step, i: usize) -> bool {
+    let Some(t) = step.next.get(i) else {
+        return false;
+    };
+    let same_outcome = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    condition(t).is_none()
+        && step.next[..i]
+            .iter()
+            .any(|e| condition(e).is_some() && same_outcome(e.on.as_deref(), t.on.as_deref()))
+}
+
+/// `approve [score >= 60]`, `approve`, `[score >= 60]`, `otherwise`, `approve, otherwise`
+/// or nothing.
+fn edge_label(t: &Transition, default: bool) -> Option<String> {
     let on = t.on.as_deref().map(one_line).filter(|s| !s.is_empty());
-    let when = t.when.as_deref().map(one_line).filter(|s| !s.is_empty());
-    match (on, when) {
+    match (on, condition(t)) {
         (Some(on), Some(when)) => Some(format!("{on} [{when}]")),
+        (Some(on), None) if default => Some(format!("{on}, otherwise")),
         (Some(on), None) => Some(on),
         (None, Some(when)) => Some(format!("[{when}]")),
+        (None, None) if default => Some("otherwise".to_string()),
         (None, None) => None,
     }
 }
@@ -253,6 +442,23 @@ fn mermaid_text(s: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// Text of a line inside a Mermaid `note … end note`: escaped like any label, and never
+/// holding `end note`, which would end the note early (whatever its case or spacing: the
+/// space becomes an entity, which Mermaid draws as a space).
+fn mermaid_note_text(s: &str) -> String {
+    let text = mermaid_text(&one_line(s));
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (at, _) in lower.match_indices("end note") {
+        out.push_str(&text[last..at + 3]);
+        out.push_str("#32;");
+        last = at + 4;
+    }
+    out.push_str(&text[last..]);
     out
 }
 
@@ -423,7 +629,8 @@ kind = "end"
         assert!(m.contains("    state \"Start #quot;here#quot; second line<br/>role#58; quality<br/>due#58; 3 working days\" as end_\n"), "{m}");
         assert!(m.contains("    [*] --> end_\n"));
         assert!(m.contains("    end_ --> split : approve [score #gt;= 60 #amp;#amp; note != #quot;x#58; y#59; z#quot;]\n"), "{m}");
-        assert!(m.contains("    end_ --> state_\n"));
+        // After a conditional transition for `approve`, the bare one is the default.
+        assert!(m.contains("    end_ --> state_ : otherwise\n"), "{m}");
         assert!(m.contains("    state_ --> missing_step\n"));
         assert!(
             m.contains("    state split <<fork>>\n    state \"kids<br/>"),
@@ -460,6 +667,131 @@ kind = "end"
         assert!(d.ends_with("}\n"));
     }
 
+    /// Roles with descriptions, a default transition per outcome, and every breach action,
+    /// with text that would break either syntax.
+    const LATE: &str = r#"
+id = "late"
+version = 1
+title = "Late"
+start = "review"
+
+[roles]
+reviewer = 'Reviewer of "documents": checks; #1 {x} <y> & end note and the long tail of words'
+boss = "Boss"
+
+[steps.review]
+title = "Review"
+role = "reviewer"
+outcomes = ["approve", "reject"]
+next = [
+  { to = "done", on = "approve", when = "score >= 60" },
+  { to = "rework", on = "approve" },
+  { to = "done", on = "reject" },
+]
+
+[steps.review.deadline]
+due = "3 working days"
+on_breach = [
+  { escalate_to = "boss" },
+  { after = "1 working day", notify = "x: End  Note; {y}" },
+  { after = "2 days", take = "approve", even_if_claimed = true },
+  { reassign_to = "other" },
+  { take = "no_such_outcome" },
+]
+
+[steps.rework]
+role = "nobody_described"
+next = [{ to = "review" }]
+
+[steps.done]
+kind = "end"
+"#;
+
+    fn late() -> Procedure {
+        toml::from_str(LATE).unwrap()
+    }
+
+    #[test]
+    fn roles_are_described_and_defaults_labelled() {
+        let m = mermaid(&late());
+        assert!(
+            m.contains("<br/>role#58; reviewer — Reviewer of #quot;documents#quot;#58;<br/>checks#59; #35;1 #123;x#125; #lt;y#gt; #amp; end note and the long tail<br/>of words<br/>due#58; 3 working days\" as review\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("<br/>role#58; nobody_described\" as rework"),
+            "{m}"
+        );
+        assert!(
+            m.contains("    review --> done : approve [score #gt;= 60]\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("    review --> rework : approve, otherwise\n"),
+            "{m}"
+        );
+        // A transition for another outcome is no default of `approve`.
+        assert!(m.contains("    review --> done : reject\n"), "{m}");
+        let d = dot(&late());
+        assert!(d.contains("\\nrole: reviewer — Reviewer of \\\"documents\\\":\\nchecks; #1 {x} <y> & end note and the long tail\\nof words\\ndue: 3 working days\""), "{d}");
+        assert!(
+            d.contains("    \"review\" -> \"rework\" [label=\"approve, otherwise\"];\n"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn breach_actions_are_drawn() {
+        let m = mermaid(&late());
+        assert!(m.contains("    review --> done : 2 days late → take approve (even if claimed) [score #gt;= 60]\n"), "{m}");
+        assert!(
+            m.contains(
+                "    review --> rework : 2 days late → take approve (even if claimed), otherwise\n"
+            ),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "    note right of review\n        late → escalate to boss\n        1 working day late → notify x#58; End#32;Note#59; #123;y#125;\n        late → reassign to other\n        late → take no_such_outcome\n    end note\n"
+            ),
+            "{m}"
+        );
+        // Only the real end of the note says `end note`.
+        let note = &m[m.find("note right of").unwrap()..];
+        let body = &note[..note.find("\n    end note").unwrap()];
+        assert!(!body.to_ascii_lowercase().contains("end note"), "{body}");
+
+        let d = dot(&late());
+        assert!(d.contains("    \"review\" -> \"done\" [style=dashed, color=firebrick, fontcolor=firebrick, label=\"2 days late → take approve (even if claimed) [score >= 60]\"];\n"), "{d}");
+        assert!(d.contains("    \"__late__review\" [shape=note, style=dashed, color=firebrick, fontcolor=firebrick, fontsize=9, label=\"late → escalate to boss\\n1 working day late → notify x: End Note; {y}\\nlate → reassign to other\\nlate → take no_such_outcome\"];\n"), "{d}");
+        assert!(d.contains("    \"review\" -> \"__late__review\" [style=dashed, color=firebrick, fontcolor=firebrick, arrowhead=none];\n"), "{d}");
+        assert!(
+            d.contains("    { rank=same; \"review\"; \"__late__review\"; }\n"),
+            "{d}"
+        );
+        // No note for a step without deadline actions.
+        assert!(!d.contains("__late__rework"), "{d}");
+    }
+
+    #[test]
+    fn a_note_never_takes_a_steps_name() {
+        let mut p = late();
+        let taken = p.steps["rework"].clone();
+        p.steps.insert("__late__review".into(), taken);
+        let d = dot(&p);
+        assert!(d.contains("    \"__late__review_\" [shape=note"), "{d}");
+    }
+
+    #[test]
+    fn lines_wrap_between_words() {
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
+        assert_eq!(
+            wrap("averyveryverylongword b", 4),
+            vec!["averyveryverylongword", "b"]
+        );
+        assert_eq!(wrap("", 4), vec![""]);
+    }
+
     #[test]
     fn output_is_deterministic_and_survives_an_empty_procedure() {
         assert_eq!(mermaid(&proc()), mermaid(&proc()));
@@ -483,11 +815,11 @@ kind = "end"
             on: Some(" ".into()),
             when: Some(String::new()),
         };
-        assert_eq!(edge_label(&blank), None);
+        assert_eq!(edge_label(&blank, false), None);
         let step = Step {
             title: Some("\n".into()),
             ..Step::default()
         };
-        assert_eq!(node_lines("", &step), vec!["(unnamed)"]);
+        assert_eq!(node_lines("", &step, &IndexMap::new()), vec!["(unnamed)"]);
     }
 }

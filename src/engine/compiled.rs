@@ -49,8 +49,11 @@ pub enum CompileError {
 }
 
 /// A compiled form: rejects unknown fields, checks types, required fields, choices, ranges.
+/// Keeps the fields it was made from, so each problem is worded for the field it is about
+/// (its type, its choices in their declared order) rather than in the validator's words.
 pub struct FormValidator {
     validator: jsonschema::Validator,
+    fields: indexmap::IndexMap<String, Field>,
 }
 
 /// One problem with one submitted field.
@@ -69,41 +72,52 @@ impl FormValidator {
             .should_validate_formats(true)
             .build(&schema)
             .map_err(|e| e.to_string())?;
-        Ok(FormValidator { validator })
+        Ok(FormValidator {
+            validator,
+            fields: fields.clone(),
+        })
     }
 
     /// Every problem of `values`, in a stable order. Empty means valid.
     pub fn check(&self, values: &Map<String, Value>) -> Vec<FieldProblem> {
+        use jsonschema::error::ValidationErrorKind as Kind;
         let instance = Value::Object(values.clone());
-        let mut out: Vec<FieldProblem> = self
-            .validator
-            .iter_errors(&instance)
+        let errors: Vec<_> = self.validator.iter_errors(&instance).collect();
+        // One value can fail several keywords; say the most useful once. A wrong value for
+        // a field with choices fails `type` and `enum`: the list of choices says what the
+        // type would, and more. An empty id fails `minLength` and `pattern`: "is empty" is
+        // the whole story.
+        let at = |pred: fn(&Kind, &Value) -> bool| -> std::collections::HashSet<String> {
+            errors
+                .iter()
+                .filter(|e| pred(e.kind(), e.instance()))
+                .map(|e| e.instance_path().to_string())
+                .collect()
+        };
+        let with_choices = at(|k, _| matches!(k, Kind::Enum { .. }));
+        let empty = at(|k, v| matches!(k, Kind::MinLength { .. }) && v.as_str() == Some(""));
+        let mut out: Vec<FieldProblem> = errors
+            .iter()
             .flat_map(|e| {
-                let path = e.instance_path().to_string();
-                let path = path.trim_start_matches('/').to_string();
+                let pointer = e.instance_path().to_string();
+                let path = pointer.trim_start_matches('/').to_string();
                 match e.kind() {
-                    jsonschema::error::ValidationErrorKind::Required { property } => {
-                        vec![FieldProblem {
-                            field: join_path(&path, property.as_str().unwrap_or_default()),
-                            message: "is required".into(),
-                        }]
-                    }
-                    jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
-                        unexpected
-                            .iter()
-                            .map(|u| FieldProblem {
-                                field: join_path(&path, u),
-                                message: "is not a field of this form".into(),
-                            })
-                            .collect()
-                    }
-                    jsonschema::error::ValidationErrorKind::Pattern { .. } => vec![FieldProblem {
-                        field: path,
-                        message: "is not an id from the directory: ids are lower-case letters, digits, `_`, `-` and `.`, like `li.wei`".into(),
+                    Kind::Required { property } => vec![FieldProblem {
+                        field: join_path(&path, property.as_str().unwrap_or_default()),
+                        message: "is required".into(),
                     }],
-                    _ => vec![FieldProblem {
+                    Kind::AdditionalProperties { unexpected } => unexpected
+                        .iter()
+                        .map(|u| FieldProblem {
+                            field: join_path(&path, u),
+                            message: "is not a field of this form".into(),
+                        })
+                        .collect(),
+                    Kind::Type { .. } if with_choices.contains(&pointer) => vec![],
+                    Kind::Pattern { .. } if empty.contains(&pointer) => vec![],
+                    kind => vec![FieldProblem {
+                        message: explain(kind, e.instance(), field_at(&self.fields, &path)),
                         field: path,
-                        message: e.to_string(),
                     }],
                 }
             })
@@ -111,6 +125,227 @@ impl FormValidator {
         out.sort_by(|a, b| a.field.cmp(&b.field).then(a.message.cmp(&b.message)));
         out.dedup();
         out
+    }
+}
+
+/// The declared field a submitted value sits at (`spare_parts/0/quantity`), if any.
+fn field_at<'a>(fields: &'a indexmap::IndexMap<String, Field>, path: &str) -> Option<&'a Field> {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let first = segments.next()?;
+    let mut field = fields.get(&unescape_pointer(first))?;
+    for seg in segments {
+        field = match field.ty {
+            FieldType::List => field.items.as_deref()?,
+            FieldType::Object => field.fields.get(&unescape_pointer(seg))?,
+            _ => return None,
+        };
+    }
+    Some(field)
+}
+
+fn unescape_pointer(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
+/// One validation failure as a sentence a member of staff can act on: what was sent, what
+/// the field takes instead. Never the validator's own wording, which speaks of schemas.
+fn explain(
+    kind: &jsonschema::error::ValidationErrorKind,
+    value: &Value,
+    field: Option<&Field>,
+) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let shown = show_value(value);
+    match kind {
+        Kind::Enum { options } => {
+            let choices: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(plain).collect())
+                .unwrap_or_default();
+            if value.is_null() {
+                format!("is empty: choose one of {}", choices.join(", "))
+            } else {
+                format!("{shown} is not one of the choices: {}", choices.join(", "))
+            }
+        }
+        Kind::Type { .. } => {
+            let wanted = field.map_or("another kind of value", |f| takes(f.ty));
+            match value {
+                Value::Null => match field {
+                    Some(f) if !f.required => {
+                        format!("is empty: give {wanted}, or leave the field out")
+                    }
+                    _ => format!("is empty: give {wanted}"),
+                },
+                Value::Number(_) if field.is_some_and(|f| f.ty == FieldType::Integer) => {
+                    format!("{shown} is not a whole number")
+                }
+                _ => format!(
+                    "{shown} is {}, but this field takes {wanted}",
+                    kind_of(value)
+                ),
+            }
+        }
+        Kind::Minimum { limit } => {
+            format!(
+                "{shown} is too small: the smallest allowed is {}",
+                plain(limit)
+            )
+        }
+        Kind::Maximum { limit } => {
+            format!(
+                "{shown} is too large: the largest allowed is {}",
+                plain(limit)
+            )
+        }
+        Kind::ExclusiveMinimum { limit } => {
+            format!(
+                "{shown} is too small: it must be more than {}",
+                plain(limit)
+            )
+        }
+        Kind::ExclusiveMaximum { limit } => {
+            format!(
+                "{shown} is too large: it must be less than {}",
+                plain(limit)
+            )
+        }
+        Kind::MinLength { limit } => {
+            let had = value.as_str().map_or(0, |s| s.chars().count());
+            if had == 0 {
+                match field.map(|f| f.ty) {
+                    Some(ty @ (FieldType::User | FieldType::Department)) => {
+                        format!("is empty: give {}", takes(ty))
+                    }
+                    _ => format!("is empty: write at least {}", count(*limit, "character")),
+                }
+            } else {
+                format!(
+                    "is too short: {} written, at least {} needed",
+                    count(had as u64, "character"),
+                    limit
+                )
+            }
+        }
+        Kind::MaxLength { limit } => {
+            let had = value.as_str().map_or(0, |s| s.chars().count());
+            format!(
+                "is too long: {} written, at most {} allowed; shorten it",
+                count(had as u64, "character"),
+                limit
+            )
+        }
+        Kind::MinItems { limit } => {
+            let had = value.as_array().map_or(0, Vec::len) as u64;
+            format!(
+                "lists {}, but at least {} needed",
+                count(had, "item"),
+                count_verb(*limit)
+            )
+        }
+        Kind::MaxItems { limit } => {
+            let had = value.as_array().map_or(0, Vec::len) as u64;
+            format!(
+                "lists {}, but at most {} allowed",
+                count(had, "item"),
+                count_verb(*limit)
+            )
+        }
+        Kind::Format { format } => match format.as_str() {
+            "date" => format!("{shown} is not a date: write it like 2026-03-31"),
+            "date-time" => format!(
+                "{shown} is not a date and time: write it like 2026-03-31T14:00:00Z, \
+                 with the time zone (Z for UTC, or an offset like +08:00)"
+            ),
+            _ => format!("{shown} is not written the way this field takes it"),
+        },
+        Kind::Pattern { .. } => "is not an id from the directory: ids are lower-case letters, \
+             digits, `_`, `-` and `.`, like `li.wei`"
+            .into(),
+        // Forms are built from declared fields, which use none of the other keywords;
+        // should one appear, the sentence still names the value and no schema term.
+        _ => format!("{shown} is not accepted here"),
+    }
+}
+
+/// What a field of this type takes, as a phrase ("a whole number").
+fn takes(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String | FieldType::Text => "text",
+        FieldType::Integer => "a whole number",
+        FieldType::Number => "a number",
+        FieldType::Boolean => "yes or no (true or false)",
+        FieldType::Date => "a date, like 2026-03-31",
+        FieldType::Datetime => "a date and time, like 2026-03-31T14:00:00Z",
+        FieldType::User => "a user id from the directory, like `li.wei`",
+        FieldType::Department => "a department id from the directory, like `quality`",
+        FieldType::List => "a list",
+        FieldType::Object => "a group of fields",
+    }
+}
+
+/// What kind of value was sent, as a phrase ("text", "a number").
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "empty",
+        Value::Bool(_) => "yes or no",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a group of fields",
+    }
+}
+
+/// A submitted value quoted for a message, cut short if long.
+fn show_value(v: &Value) -> String {
+    let text = match v {
+        Value::Array(_) => return "the list".into(),
+        Value::Object(_) => return "the group of fields".into(),
+        other => plain(other),
+    };
+    const MAX: usize = 60;
+    if text.chars().count() > MAX {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("`{cut}…`")
+    } else {
+        format!("`{text}`")
+    }
+}
+
+/// A value as a person writes it: text without quotes, whole numbers without `.0`.
+fn plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f)
+                if n.as_i64().is_none()
+                    && n.as_u64().is_none()
+                    && f.fract() == 0.0
+                    && f.abs() < 1e15 =>
+            {
+                format!("{}", f as i64)
+            }
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// `1 item`, `3 items`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `1 is`, `3 are`.
+fn count_verb(n: u64) -> String {
+    if n == 1 {
+        "1 is".into()
+    } else {
+        format!("{n} are")
     }
 }
 
@@ -122,7 +357,9 @@ fn join_path(base: &str, leaf: &str) -> String {
     }
 }
 
-/// The JSON Schema of a form: one property per field, unknown fields refused.
+/// The JSON Schema of a form: one property per field, unknown fields refused. Each field
+/// carries its `title` and `description` (annotations, ignored by validation), so a client
+/// drawing the form from this schema can label every field as the procedure words it.
 pub fn form_schema(fields: &indexmap::IndexMap<String, Field>) -> Value {
     let props: Map<String, Value> = fields
         .iter()
@@ -153,6 +390,12 @@ fn field_schema(f: &Field) -> Value {
         FieldType::Object => "object",
     };
     s.insert("type".into(), json!(ty));
+    if let Some(title) = &f.title {
+        s.insert("title".into(), json!(title));
+    }
+    if let Some(description) = &f.description {
+        s.insert("description".into(), json!(description));
+    }
     match f.ty {
         FieldType::Date => {
             s.insert("format".into(), json!("date"));
@@ -449,4 +692,253 @@ pub fn zone_of(def: &Procedure, calendars: &crate::engine::decide::Calendars) ->
     calendars
         .get(def.calendar.as_deref().unwrap_or("default"))
         .map_or(Tz::UTC, |c| c.timezone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: &str = r#"
+channel = { type = "string", title = "Received through", required = true, enum = ["hotline", "website", "email", "letter", "visit", "other"] }
+count = { type = "integer", min = 1, max = 100 }
+score = { type = "number", min = 0, max = 100 }
+urgent = { type = "boolean" }
+summary = { type = "text", min_length = 10, max_length = 20 }
+owner = { type = "user" }
+due_on = { type = "date" }
+called_at = { type = "datetime" }
+tags = { type = "list", min_items = 1, max_items = 2, items = { type = "string" } }
+
+[parts]
+type = "list"
+title = "Spare parts"
+items = { type = "object", fields = { quantity = { type = "integer", title = "Quantity", description = "How many were used" } } }
+"#;
+
+    fn form() -> (indexmap::IndexMap<String, Field>, FormValidator) {
+        let fields: indexmap::IndexMap<String, Field> = toml::from_str(FORM).expect("fields");
+        let v = FormValidator::new(&fields).expect("a validator");
+        (fields, v)
+    }
+
+    /// The problems of a form holding the channel and the given fields, as (field, message).
+    fn problems(extra: Value) -> Vec<(String, String)> {
+        let mut values = json!({ "channel": "hotline" });
+        if let (Some(m), Value::Object(e)) = (values.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        let Value::Object(values) = values else {
+            unreachable!()
+        };
+        form()
+            .1
+            .check(&values)
+            .into_iter()
+            .map(|p| (p.field, p.message))
+            .collect()
+    }
+
+    fn one(extra: Value) -> (String, String) {
+        let mut p = problems(extra.clone());
+        assert_eq!(p.len(), 1, "{extra}: {p:?}");
+        p.remove(0)
+    }
+
+    fn says(extra: Value, field: &str, message: &str) {
+        assert_eq!(one(extra), (field.to_string(), message.to_string()));
+    }
+
+    #[test]
+    fn a_refused_choice_names_every_choice_in_declared_order() {
+        says(
+            json!({ "channel": "pigeon" }),
+            "channel",
+            "`pigeon` is not one of the choices: hotline, website, email, letter, visit, other",
+        );
+        // A number where a choice is expected: one sentence, the list of choices.
+        says(
+            json!({ "channel": 5 }),
+            "channel",
+            "`5` is not one of the choices: hotline, website, email, letter, visit, other",
+        );
+    }
+
+    #[test]
+    fn wrong_types_say_what_the_field_takes() {
+        says(
+            json!({ "count": "three" }),
+            "count",
+            "`three` is text, but this field takes a whole number",
+        );
+        says(
+            json!({ "count": 2.5 }),
+            "count",
+            "`2.5` is not a whole number",
+        );
+        says(
+            json!({ "urgent": "yes" }),
+            "urgent",
+            "`yes` is text, but this field takes yes or no (true or false)",
+        );
+        says(
+            json!({ "summary": 12 }),
+            "summary",
+            "`12` is a number, but this field takes text",
+        );
+        says(
+            json!({ "tags": "a" }),
+            "tags",
+            "`a` is text, but this field takes a list",
+        );
+        says(
+            json!({ "score": null }),
+            "score",
+            "is empty: give a number, or leave the field out",
+        );
+        says(
+            json!({ "channel": null }),
+            "channel",
+            "is empty: choose one of hotline, website, email, letter, visit, other",
+        );
+    }
+
+    #[test]
+    fn ranges_and_lengths_give_the_bound() {
+        says(
+            json!({ "score": 120 }),
+            "score",
+            "`120` is too large: the largest allowed is 100",
+        );
+        says(
+            json!({ "score": -0.5 }),
+            "score",
+            "`-0.5` is too small: the smallest allowed is 0",
+        );
+        says(
+            json!({ "count": 0 }),
+            "count",
+            "`0` is too small: the smallest allowed is 1",
+        );
+        says(
+            json!({ "summary": "too short" }),
+            "summary",
+            "is too short: 9 characters written, at least 10 needed",
+        );
+        says(
+            json!({ "summary": "" }),
+            "summary",
+            "is empty: write at least 10 characters",
+        );
+        says(
+            json!({ "summary": "far too long for this small box" }),
+            "summary",
+            "is too long: 31 characters written, at most 20 allowed; shorten it",
+        );
+        says(
+            json!({ "owner": "" }),
+            "owner",
+            "is empty: give a user id from the directory, like `li.wei`",
+        );
+        says(
+            json!({ "owner": "Li Wei" }),
+            "owner",
+            "is not an id from the directory: ids are lower-case letters, digits, `_`, `-` and `.`, like `li.wei`",
+        );
+    }
+
+    #[test]
+    fn lists_and_nested_fields() {
+        says(
+            json!({ "tags": [] }),
+            "tags",
+            "lists 0 items, but at least 1 is needed",
+        );
+        says(
+            json!({ "tags": ["a", "b", "c"] }),
+            "tags",
+            "lists 3 items, but at most 2 are allowed",
+        );
+        says(
+            json!({ "tags": ["a", 7] }),
+            "tags/1",
+            "`7` is a number, but this field takes text",
+        );
+        says(
+            json!({ "parts": [{ "quantity": "two" }] }),
+            "parts/0/quantity",
+            "`two` is text, but this field takes a whole number",
+        );
+        says(
+            json!({ "parts": [{ "colour": "red" }] }),
+            "parts/0/colour",
+            "is not a field of this form",
+        );
+    }
+
+    #[test]
+    fn dates_say_how_to_write_them() {
+        says(
+            json!({ "due_on": "31/03/2026" }),
+            "due_on",
+            "`31/03/2026` is not a date: write it like 2026-03-31",
+        );
+        says(
+            json!({ "called_at": "2026-03-31 14:00" }),
+            "called_at",
+            "`2026-03-31 14:00` is not a date and time: write it like 2026-03-31T14:00:00Z, \
+             with the time zone (Z for UTC, or an offset like +08:00)",
+        );
+        assert!(problems(
+            json!({ "due_on": "2026-03-31", "called_at": "2026-03-31T14:00:00+08:00" })
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn no_message_uses_the_validators_words() {
+        let all = problems(json!({
+            "channel": "pigeon", "count": "x", "score": 1000, "urgent": 1, "summary": "",
+            "owner": "", "due_on": "soon", "called_at": "later", "tags": [],
+            "parts": [{ "quantity": 1.5 }], "extra": true,
+        }));
+        assert_eq!(all.len(), 11, "{all:?}");
+        let long = "y".repeat(500);
+        let all: Vec<_> = all
+            .into_iter()
+            .chain(problems(json!({ "channel": long })))
+            .collect();
+        for (field, message) in &all {
+            for crate_words in [
+                "is not of type",
+                "is not one of \"",
+                "candidates",
+                "schema",
+                "is less than the minimum",
+                "is greater than the maximum",
+                "is not a \"",
+                "shorter than",
+                "longer than",
+                "has less than",
+                "has more than",
+            ] {
+                assert!(!message.contains(crate_words), "{field}: {message}");
+            }
+            assert!(
+                message.len() < 200,
+                "{field}: a long value is cut: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_form_schema_carries_titles_and_descriptions_nested_too() {
+        let (fields, _) = form();
+        let s = form_schema(&fields);
+        assert_eq!(s["properties"]["channel"]["title"], "Received through");
+        assert_eq!(s["properties"]["parts"]["title"], "Spare parts");
+        let quantity = &s["properties"]["parts"]["items"]["properties"]["quantity"];
+        assert_eq!(quantity["title"], "Quantity");
+        assert_eq!(quantity["description"], "How many were used");
+        assert!(s["properties"]["count"].get("title").is_none());
+    }
 }

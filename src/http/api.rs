@@ -18,6 +18,7 @@ use super::auth::{Caller, ADMIN, AUDITOR, PROCESS_OWNER};
 use super::dto::{self, *};
 use super::error::{ApiError, Problem};
 use super::AppState;
+use crate::definition::model::Procedure;
 use crate::definition::{load, render};
 use crate::engine::compiled::form_schema;
 use crate::engine::decide::Command;
@@ -779,7 +780,10 @@ pub async fn get_task(
         version: inst.version,
         title: step.title.clone(),
         description: step.description.clone(),
-        outcomes: step.outcomes.clone(),
+        outcomes: Procedure::outcomes_of(step)
+            .into_iter()
+            .map(OutcomeChoice::new)
+            .collect(),
         form: form_schema(&step.form),
         data: inst.data.clone(),
     }))

@@ -62,7 +62,7 @@ pub struct ProcedureDetail {
     /// The definition as JSON (the TOML file's structure).
     #[schema(value_type = Object)]
     pub definition: Value,
-    /// JSON Schema of the start data.
+    /// JSON Schema of the start data, each field with its `title` and `description`.
     #[schema(value_type = Object)]
     pub start_form: Value,
 }
@@ -356,14 +356,66 @@ pub struct TaskDetail {
     pub title: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
-    /// The outcomes one may choose (empty: the step has a single way on).
-    pub outcomes: Vec<String>,
-    /// JSON Schema of the step's form.
+    /// Every outcome one may choose, in the procedure's order; a step that declares none has
+    /// the one outcome `done`. Send the `id` as the completion's `outcome` (it may be left
+    /// out when there is only one).
+    pub outcomes: Vec<OutcomeChoice>,
+    /// JSON Schema of the step's form, each field with its `title` and `description`.
     #[schema(value_type = Object)]
     pub form: Value,
     /// The instance's data so far.
     #[schema(value_type = Object)]
     pub data: Map<String, Value>,
+}
+
+/// One answer a person can give when completing a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(example = json!({ "id": "return_for_rework", "title": "Return for rework" }))]
+pub struct OutcomeChoice {
+    /// What to send as `outcome` (`approve`, `done`).
+    pub id: String,
+    /// The id in words, for a button or a list ("Return for rework").
+    pub title: String,
+}
+
+impl OutcomeChoice {
+    /// The outcome with a title made from its id: procedures give outcomes no titles, and
+    /// their ids are lower-case words joined with `_` (or `-`).
+    pub fn new(id: &str) -> OutcomeChoice {
+        let words = id.replace(['_', '-'], " ");
+        let words = words.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut chars = words.chars();
+        let title = match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => id.to_string(),
+        };
+        OutcomeChoice {
+            id: id.to_string(),
+            title,
+        }
+    }
+}
+
+/// Reads both shapes `outcomes` has had: objects with `id` and `title`, and the plain ids
+/// servers sent before outcomes had titles (given their derived title), so a reader of an
+/// older answer or a saved one still gets every outcome.
+impl<'de> Deserialize<'de> for OutcomeChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Id(String),
+            Full { id: String, title: Option<String> },
+        }
+        Ok(match Shape::deserialize(d)? {
+            Shape::Id(id) => OutcomeChoice::new(&id),
+            Shape::Full { id, title: None } => OutcomeChoice::new(&id),
+            Shape::Full {
+                id,
+                title: Some(title),
+            } => OutcomeChoice { id, title },
+        })
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
@@ -768,5 +820,31 @@ mod tests {
     fn the_documented_audit_cursor_is_as_long_as_the_real_one() {
         // `AuditEventsQuery::cursor`'s pattern says 64 hex digits.
         assert_eq!(2 * crate::store::audit::CURSOR_LEN, 64);
+    }
+
+    #[test]
+    fn an_outcome_is_titled_from_its_id() {
+        use super::OutcomeChoice;
+        let title = |id: &str| OutcomeChoice::new(id).title;
+        assert_eq!(title("return_for_rework"), "Return for rework");
+        assert_eq!(title("done"), "Done");
+        assert_eq!(title("no-defect"), "No defect");
+        assert_eq!(title("approve"), "Approve");
+        assert_eq!(title("_"), "_", "an id of separators alone keeps itself");
+        assert_eq!(OutcomeChoice::new("approve").id, "approve");
+    }
+
+    #[test]
+    fn outcomes_read_in_both_shapes() {
+        use super::OutcomeChoice;
+        let read = |v: serde_json::Value| -> Vec<OutcomeChoice> {
+            serde_json::from_value(v).expect("outcomes")
+        };
+        let now = read(serde_json::json!([{ "id": "approve", "title": "Approve it" }]));
+        assert_eq!(now[0].title, "Approve it");
+        let before = read(serde_json::json!(["return_for_rework"]));
+        assert_eq!(before, vec![OutcomeChoice::new("return_for_rework")]);
+        let untitled = read(serde_json::json!([{ "id": "done" }]));
+        assert_eq!(untitled[0].title, "Done");
     }
 }

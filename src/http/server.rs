@@ -51,10 +51,11 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Setup(#[from] SetupError),
+    // The inner error is part of the sentence, not a `source`: printed as a chain it
+    // would be said twice. The same for `Bind`, which would say "Address already in use"
+    // twice.
     #[error("cannot set up demo tokens: {0}")]
-    Tokens(#[from] DemoTokenError),
-    // The I/O error is part of the sentence, not a `source`: printed as a chain it would
-    // say "Address already in use" twice.
+    Tokens(DemoTokenError),
     #[error("cannot listen on {addr}: {error} (is another server using the port? pick another with --listen)")]
     Bind {
         addr: SocketAddr,
@@ -62,6 +63,12 @@ pub enum ServeError {
     },
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+}
+
+impl From<DemoTokenError> for ServeError {
+    fn from(e: DemoTokenError) -> Self {
+        ServeError::Tokens(e)
+    }
 }
 
 /// A server that is listening but not yet serving.
@@ -165,25 +172,37 @@ impl Bound {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: the server says it is serving (and fires
+/// overdue timers) before `serve` polls it, and a signal in that gap would otherwise kill
+/// the process the default way instead of stopping it cleanly. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let signalled = {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn wait(s: Option<Signal>) {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        }
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                _ = wait(interrupt) => {}
+                _ = wait(terminate) => {}
+            }
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    let signalled = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    async move {
+        signalled.await;
+        tracing::info!("shutting down: finishing requests in flight");
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }

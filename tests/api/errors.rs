@@ -300,6 +300,26 @@ async fn an_invalid_form_lists_every_field() {
     for f in ["channel", "complaint", "first_answer"] {
         assert!(fields.contains(&f.to_string()), "{f} not in {fields:?}");
     }
+    // A refused choice names every allowed value, in the procedure's order; a wrong type
+    // says what the field takes — in sentences, never the validator's wording.
+    let mut form = registration("general");
+    form["channel"] = json!("pigeon");
+    form["complaint"] = json!(7);
+    let r = srv
+        .post_reply(
+            "xu.na",
+            &format!("/v1/tasks/{task}/complete"),
+            json!({ "form": form }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.json()["problems"],
+        json!([
+            { "field": "channel", "message": "`pigeon` is not one of the choices: hotline, website, telephone, fax, letter, in_person" },
+            { "field": "complaint", "message": "`7` is a number, but this field takes text" },
+        ])
+    );
     srv.assert_unchanged(&id, &before, "invalid forms").await;
 }
 

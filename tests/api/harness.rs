@@ -244,6 +244,11 @@ impl Server {
         &self.state.engine
     }
 
+    /// The server's data directory (`--data-dir`), where it wrote `demo-tokens.txt`.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("the data directory").path()
+    }
+
     pub fn token(&self, user: &str) -> &str {
         self.tokens
             .get(user)

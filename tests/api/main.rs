@@ -11,6 +11,7 @@
 //!   byte-for-byte unchanged;
 //! - `races`: claim, complete, delegate and cancel racing for one task: one winner where
 //!   they exclude each other, 409 for every loser, a history that matches the winners;
+//! - `readme`: the README's first `curl` commands, read from README.md and sent as written;
 //! - `scenarios`: procedures end to end (complaint with a deadline breach, internal
 //!   evaluation with its corrective actions, delegation, multi-signature, notifications,
 //!   worklist filters).
@@ -21,4 +22,5 @@ mod harness;
 mod hostile;
 mod matrix;
 mod races;
+mod readme;
 mod scenarios;

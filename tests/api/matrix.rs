@@ -738,7 +738,11 @@ async fn reading_a_task_is_for_its_roles_the_auditor_and_the_admin() {
         assert_eq!(v["procedure"], "complaint-handling");
         assert_eq!(v["step"], "register");
         assert_eq!(v["roles"], json!(["follow_up"]));
-        assert_eq!(v["outcomes"], json!([]), "register has a single way on");
+        assert_eq!(
+            v["outcomes"],
+            json!([{ "id": "done", "title": "Done" }]),
+            "register has a single way on, and completing it is `done`"
+        );
         assert_eq!(v["data"]["customer"], "Hengxin Lifting");
         assert_eq!(v["deadline"], "on_time");
         let due = v["due"].as_str().expect("a due time");
@@ -759,6 +763,9 @@ async fn reading_a_task_is_for_its_roles_the_auditor_and_the_admin() {
             form["properties"]["severity"]["enum"],
             json!(["general", "major", "crisis"])
         );
+        // Every field is labelled as the procedure words it.
+        assert_eq!(form["properties"]["severity"]["title"], "Classification");
+        assert_eq!(form["properties"]["channel"]["title"], "Received through");
     }
     for user in ["liu.yang", "guo.jun", "qian.li", "luo.bin"] {
         let (s, _) = srv.get(user, &path).await;
@@ -784,7 +791,13 @@ async fn reading_a_task_is_for_its_roles_the_auditor_and_the_admin() {
             &format!("/v1/tasks/{}", task_at(&ev, "approve_plan")),
         )
         .await;
-    assert_eq!(v["outcomes"], json!(["approve", "rework"]));
+    assert_eq!(
+        v["outcomes"],
+        json!([
+            { "id": "approve", "title": "Approve" },
+            { "id": "rework", "title": "Rework" }
+        ])
+    );
     // Once completed, the task is gone.
     srv.complete_step(&inst, "register", "gao.yan", None, registration("major"))
         .await;
@@ -1019,6 +1032,10 @@ async fn procedures_graphs_and_the_openapi_document() {
     assert_eq!(
         detail["start_form"]["required"],
         json!(["customer", "contact"])
+    );
+    assert_eq!(
+        detail["start_form"]["properties"]["contact"]["title"],
+        "Contact person and telephone"
     );
     assert!(detail["hash"].as_str().is_some_and(|h| h.len() == 64));
     let v1 = srv
