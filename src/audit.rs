@@ -98,8 +98,7 @@ impl Filters {
 /// (`2026-03-01`, meaning its midnight in `zone` — the calendar's, as dates mean
 /// everywhere in sopflow).
 pub fn parse_instant(s: &str, zone: chrono_tz::Tz) -> Result<DateTime<Utc>, AuditError> {
-    if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() || DateTime::parse_from_rfc3339(s).is_ok()
-    {
+    if NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() || DateTime::parse_from_rfc3339(s).is_ok() {
         if let Some(t) = crate::engine::compiled::parse_instant(s, zone) {
             return Ok(t);
         }
@@ -351,7 +350,9 @@ mod tests {
             ("2026-12-01", Some("2026-11-01")),
             ("2026-11-01", Some("2026-11-01")),
         ] {
-            let err = parse_period(from, to, now, chrono_tz::Tz::UTC).unwrap_err().to_string();
+            let err = parse_period(from, to, now, chrono_tz::Tz::UTC)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("must be before"), "{err}");
         }
         assert!(

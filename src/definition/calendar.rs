@@ -999,10 +999,14 @@ pub fn resolve_in(
         }
         Due::AtField(field) => field_time(data, field, cal, dates),
         Due::Fixed(t) => cal.at(t),
-        Due::Earlier(a, b) => Ok(resolve_in(a, opened, data, cal, dates)?
-            .min(resolve_in(b, opened, data, cal, dates)?)),
-        Due::Later(a, b) => Ok(resolve_in(a, opened, data, cal, dates)?
-            .max(resolve_in(b, opened, data, cal, dates)?)),
+        Due::Earlier(a, b) => {
+            Ok(resolve_in(a, opened, data, cal, dates)?
+                .min(resolve_in(b, opened, data, cal, dates)?))
+        }
+        Due::Later(a, b) => {
+            Ok(resolve_in(a, opened, data, cal, dates)?
+                .max(resolve_in(b, opened, data, cal, dates)?))
+        }
     }
 }
 

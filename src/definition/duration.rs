@@ -1849,7 +1849,9 @@ mod tests {
         assert!(err(parse_reminder("every 30m"))
             .message
             .contains("at least an hour apart"));
-        assert!(err(parse_reminder("every 0 days")).message.contains("greater than zero"));
+        assert!(err(parse_reminder("every 0 days"))
+            .message
+            .contains("greater than zero"));
         assert!(parse_reminder("every 3 days before").is_err());
         assert_eq!(
             parse_reminder("1 working day before"),

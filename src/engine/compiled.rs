@@ -682,7 +682,10 @@ pub fn parse_instant(s: &str, zone: Tz) -> Option<DateTime<Utc>> {
     // A midnight skipped by a clock change starts the day at the first instant after it.
     zone.from_local_datetime(&midnight)
         .earliest()
-        .or_else(|| zone.from_local_datetime(&(midnight + chrono::Duration::hours(1))).earliest())
+        .or_else(|| {
+            zone.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+                .earliest()
+        })
         .map(|t| t.with_timezone(&Utc))
 }
 

@@ -14,11 +14,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::compiled::{from_cel, to_cel, zone_of, CompiledProcedure, FieldProblem};
-use super::roster::{unknown_names, Roster};
 use super::instance::{
     derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp,
     Status, Task, TaskId, TimerKind, TimerSpec,
 };
+use super::roster::{unknown_names, Roster};
 use crate::definition::calendar::{resolve_in, Calendar};
 use crate::definition::duration::{parse_amount, parse_reminder, Due, Reminder};
 use crate::definition::model::{
@@ -481,7 +481,12 @@ impl<'a> Run<'a> {
 
     /// Why `a` may not do `step` by its separation rules, reading department fields from
     /// `data` (the instance's data, or the data a command is about to write).
-    fn separation_problem(&self, step: &str, a: &Actor, data: &Map<String, Value>) -> Option<String> {
+    fn separation_problem(
+        &self,
+        step: &str,
+        a: &Actor,
+        data: &Map<String, Value>,
+    ) -> Option<String> {
         let def = self.def();
         let s = def.steps.get(step)?;
         if let Some(sep) = &s.separation {
@@ -926,7 +931,12 @@ impl<'a> Run<'a> {
     /// The next firing of a repeating reminder (`every 3 days`) that just fired as `t`,
     /// counted from when it was due so the rhythm does not drift; `None` for a one-off
     /// reminder. Never an error: a timer must always be able to fire.
-    fn next_reminder(&self, step_def: &Step, index: usize, t: &super::instance::Timer) -> Option<TimerSpec> {
+    fn next_reminder(
+        &self,
+        step_def: &Step,
+        index: usize,
+        t: &super::instance::Timer,
+    ) -> Option<TimerSpec> {
         let text = step_def.deadline.as_ref()?.remind.get(index)?;
         let Ok(Reminder::Every(amount)) = parse_reminder(text) else {
             return None;

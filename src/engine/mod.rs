@@ -5,3 +5,4 @@ pub mod decide;
 pub mod instance;
 pub mod roster;
 pub mod service;
+mod timers;

@@ -15,17 +15,14 @@ use serde_json::{Map, Value};
 
 use super::compiled::CompiledProcedure;
 use super::decide::{decide, Calendars, Command, Effect, EngineError, Env};
-use super::roster::{Roster, Unchecked};
-use super::instance::derive_id;
 use super::instance::{Actor, Event, EventKind, Instance, InstanceId, Task};
+use super::roster::{Roster, Unchecked};
 use crate::clock::Clock;
-use crate::definition::calendar::{parse_timezone, Calendar};
-use crate::definition::duration::{cron_parser, parse_every, FixedTime};
 use crate::definition::load::ValidProcedure;
 use crate::definition::model::Procedure;
 use crate::store::{
-    AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, Page, ProcedureRecord,
-    ScheduleWrite, StatusChange, Store, StoreError, TaskRow, TimerRow, Verification,
+    AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, Page, ProcedureRecord, StatusChange,
+    Store, StoreError, TaskRow, TimerRow, Verification,
 };
 
 /// Everything that can go wrong with a command, for the caller to map to a response.
@@ -95,33 +92,33 @@ impl Registry {
 
 /// The engine over a store.
 pub struct Engine<S: Store> {
-    store: Arc<S>,
-    clock: Arc<dyn Clock>,
+    pub(super) store: Arc<S>,
+    pub(super) clock: Arc<dyn Clock>,
     registry: RwLock<Registry>,
-    calendars: RwLock<Arc<Calendars>>,
+    pub(super) calendars: RwLock<Arc<Calendars>>,
     /// Who exists: people and departments named in data are checked against it.
     roster: RwLock<Arc<dyn Roster>>,
     /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
     /// timer earlier than the one it sleeps towards.
-    timers_armed: tokio::sync::Notify,
+    pub(super) timers_armed: tokio::sync::Notify,
 }
 
 /// Deadline events of a command, counted for the metrics once its commit is durable.
 #[derive(Debug, Default)]
-struct Tally {
+pub(super) struct Tally {
     reminders: u64,
     breaches: u64,
     escalations: u64,
 }
 
 impl Tally {
-    fn add(&mut self, o: &Tally) {
+    pub(super) fn add(&mut self, o: &Tally) {
         self.reminders += o.reminders;
         self.breaches += o.breaches;
         self.escalations += o.escalations;
     }
 
-    fn record(self) {
+    pub(super) fn record(self) {
         for (kind, n) in [
             ("reminded", self.reminders),
             ("breached", self.breaches),
@@ -211,281 +208,6 @@ impl<S: Store> Engine<S> {
     /// tests and benchmarks with invented people rely on.
     pub fn set_roster(&self, roster: Arc<dyn Roster>) {
         *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster;
-    }
-
-    /// Arms the first run of every registered procedure that declares a `schedule` and has
-    /// none armed yet. Idempotent; called by `register`.
-    pub async fn arm_schedules(&self) -> Result<usize, ServiceError> {
-        let now = self.clock.now();
-        let mut armed = 0;
-        for p in self.procedures() {
-            if p.def.schedule.is_none() || self.store.schedule(p.id())?.is_some() {
-                continue;
-            }
-            let Some(next) = self.next_run(&p.def, now, None)? else {
-                continue;
-            };
-            let sid = schedule_id(p.id());
-            let commit = Commit {
-                schedules: vec![ScheduleWrite {
-                    procedure: p.id().to_string(),
-                    expected_runs: 0,
-                    runs: 0,
-                    next_ms: next.timestamp_millis(),
-                }],
-                arm_timers: vec![TimerRow {
-                    due_ms: next.timestamp_millis(),
-                    instance: sid,
-                    timer: derive_id(sid, 0, 0),
-                    payload: p.id().as_bytes().to_vec(),
-                }],
-                ..Commit::default()
-            };
-            match self.store.commit(commit).await {
-                Ok(()) => armed += 1,
-                Err(StoreError::ScheduleMoved { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if armed > 0 {
-            self.timers_armed.notify_one();
-        }
-        Ok(armed)
-    }
-
-    /// When a procedure's schedule runs next after `after`. `prev` is the run that just fell
-    /// due: the next run is the first one after `after`, so runs missed while the process was
-    /// down are caught up once, not once per missed period.
-    fn next_run(
-        &self,
-        def: &Procedure,
-        after: chrono::DateTime<chrono::Utc>,
-        prev: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, ServiceError> {
-        let Some(s) = &def.schedule else {
-            return Ok(None);
-        };
-        let bad = |e: String| ServiceError::Corrupt(format!("the schedule of {}: {e}", def.id));
-        let calendars = self
-            .calendars
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let base = calendars
-            .get(def.calendar.as_deref().unwrap_or("default"))
-            .map(|c| (**c).clone())
-            .unwrap_or_else(Calendar::utc);
-        let tz = match &s.timezone {
-            Some(t) => parse_timezone(t).map_err(|e| bad(e.to_string()))?,
-            None => base.timezone(),
-        };
-        let cal = base.in_zone(tz);
-        if let Some(expr) = &s.cron {
-            let cron = cron_parser().parse(expr).map_err(|e| bad(e.to_string()))?;
-            let local = after.with_timezone(&tz);
-            // No occurrence within the search limit means the schedule has ended, not that
-            // stored data is damaged.
-            return Ok(cron
-                .find_next_occurrence(&local, false)
-                .ok()
-                .map(|next| next.with_timezone(&chrono::Utc)));
-        }
-        let Some(every) = &s.every else {
-            return Ok(None);
-        };
-        let amount = parse_every(every).map_err(|e| bad(e.to_string()))?;
-        let mut t = match (prev, &s.starting) {
-            (Some(p), _) => p,
-            (None, Some(start)) => {
-                let fixed: FixedTime = start
-                    .parse()
-                    .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
-                cal.at(&fixed).map_err(|e| bad(e.to_string()))?
-            }
-            (None, None) => cal.add(after, &amount).map_err(|e| bad(e.to_string()))?,
-        };
-        // Bounded: even a daily schedule missed for a century is ~36,500 steps.
-        for _ in 0..1_000_000 {
-            if t > after {
-                return Ok(Some(t));
-            }
-            t = cal.add(t, &amount).map_err(|e| bad(e.to_string()))?;
-        }
-        Err(bad("no next run could be found".into()))
-    }
-
-    /// Starts the scheduled run `row` stands for and arms the next, in one commit with a
-    /// compare-and-swap on the schedule's run count: a run starts exactly once even if two
-    /// firings race or the process restarts between them.
-    async fn fire_schedule(&self, row: &TimerRow, procedure: &str) -> Result<bool, ServiceError> {
-        let disarm = Commit {
-            disarm_timers: vec![row.clone()],
-            ..Commit::default()
-        };
-        let sched = self.store.schedule(procedure)?;
-        let proc = self.procedure(procedure);
-        let (Some(sched), Some(proc)) = (sched, proc) else {
-            self.store.commit(disarm).await?;
-            return Ok(false);
-        };
-        if sched.next_ms != row.due_ms || proc.def.schedule.is_none() {
-            // A stale row, or the procedure's new version dropped its schedule.
-            self.store.commit(disarm).await?;
-            return Ok(false);
-        }
-        let now = self.clock.now();
-        let due = chrono::DateTime::from_timestamp_millis(row.due_ms).unwrap_or(now);
-        let data = proc
-            .def
-            .schedule
-            .as_ref()
-            .map(|s| s.data.clone())
-            .unwrap_or_default();
-        let id = new_instance_id(now);
-        let start = Command::Start {
-            id,
-            data,
-            parent: None,
-        };
-        let (mut commit, started) = match self.prepare(id, Some(proc.clone()), &start, None) {
-            Ok((c, _, _)) => (c, true),
-            Err(e) => {
-                // The run cannot start (its start data no longer fits the procedure); the
-                // schedule still moves on so it does not fire again and again.
-                tracing::warn!(%procedure, error = %e, "the scheduled run could not start");
-                (Commit::default(), false)
-            }
-        };
-        let sid = schedule_id(procedure);
-        let next = self.next_run(&proc.def, now, Some(due))?;
-        let runs = sched.runs + 1;
-        commit.schedules.push(ScheduleWrite {
-            procedure: procedure.to_string(),
-            expected_runs: sched.runs,
-            runs,
-            next_ms: next.map_or(i64::MAX, |n| n.timestamp_millis()),
-        });
-        commit.disarm_timers.push(row.clone());
-        if let Some(next) = next {
-            commit.arm_timers.push(TimerRow {
-                due_ms: next.timestamp_millis(),
-                instance: sid,
-                timer: derive_id(sid, runs, 0),
-                payload: procedure.as_bytes().to_vec(),
-            });
-        }
-        match self.store.commit(commit).await {
-            Ok(()) => {
-                self.timers_armed.notify_one();
-                Ok(started)
-            }
-            Err(StoreError::ScheduleMoved { .. }) | Err(StoreError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Fires every timer due by now, oldest first, each through the ordinary command path
-    /// (one command, one commit). Returns how many fired. A timer another process or call
-    /// fired first is skipped: its removal and its event were one transaction.
-    pub async fn fire_due(&self) -> Result<usize, ServiceError> {
-        let mut fired = 0;
-        let mut one_by_one = false;
-        loop {
-            let now_ms = self.clock.now().timestamp_millis();
-            let due = self.store.due_timers(now_ms, FIRE_BATCH)?;
-            if due.is_empty() {
-                return Ok(fired);
-            }
-            let mut progressed = false;
-            // Firings of different instances go to the store as one commit (one transaction,
-            // one flush), which is what lets a burst of timers due at the same instant fire
-            // quickly. Each is still decided on its own; a firing whose commit touches an
-            // instance already in the batch waits for the next round.
-            let mut batch = Commit::default();
-            let mut touched: std::collections::HashSet<InstanceId> = Default::default();
-            let mut members = 0usize;
-            let mut tally = Tally::default();
-            let mut orphans: Vec<TimerRow> = Vec::new();
-            for row in due {
-                if let Some(procedure) = schedule_of(&row) {
-                    // Whether this call or a racing one won, the row is gone afterwards.
-                    if self.fire_schedule(&row, &procedure).await? {
-                        fired += 1;
-                    }
-                    progressed = true;
-                    continue;
-                }
-                let cmd = Command::FireTimer { timer: row.timer };
-                if one_by_one {
-                    match self.execute(row.instance, cmd, None).await {
-                        Ok(_) => {
-                            fired += 1;
-                            progressed = true;
-                        }
-                        Err(e) if moot_timer(&e) => orphans.push(row),
-                        Err(e) => return Err(e),
-                    }
-                    continue;
-                }
-                if touched.contains(&row.instance) {
-                    continue;
-                }
-                match self.prepare(row.instance, None, &cmd, None) {
-                    Ok((commit, _, t)) => {
-                        if commit.instances.iter().any(|w| touched.contains(&w.id)) {
-                            continue;
-                        }
-                        touched.extend(commit.instances.iter().map(|w| w.id));
-                        merge_into(&mut batch, commit);
-                        tally.add(&t);
-                        members += 1;
-                    }
-                    Err(e) if moot_timer(&e) => orphans.push(row),
-                    Err(e) => return Err(e),
-                }
-            }
-            one_by_one = false;
-            // A row no instance knows (its instance or timer is gone) can never fire; left in
-            // place it would stay the earliest timer and keep the scheduler awake forever.
-            // It is in no history, so removing it rewrites nothing.
-            if !orphans.is_empty() {
-                self.store
-                    .commit(Commit {
-                        disarm_timers: std::mem::take(&mut orphans),
-                        ..Commit::default()
-                    })
-                    .await?;
-                progressed = true;
-            }
-            if members > 0 {
-                let armed = !batch.arm_timers.is_empty();
-                match self.store.commit(batch).await {
-                    Ok(()) => {
-                        fired += members;
-                        progressed = true;
-                        std::mem::take(&mut tally).record();
-                        if armed {
-                            self.timers_armed.notify_one();
-                        }
-                    }
-                    // Someone changed one of these instances meanwhile: nothing of the batch
-                    // was written; take this round one command at a time, each re-decided.
-                    Err(StoreError::Conflict { .. }) | Err(StoreError::ScheduleMoved { .. }) => {
-                        one_by_one = true;
-                        progressed = true;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !progressed {
-                return Ok(fired);
-            }
-        }
-    }
-
-    /// Completes when a commit arms a timer (for the scheduler).
-    pub async fn timers_armed(&self) {
-        self.timers_armed.notified().await
     }
 
     pub fn store(&self) -> &Arc<S> {
@@ -726,7 +448,7 @@ impl<S: Store> Engine<S> {
     }
 
     /// Decides a command and every effect it causes, and builds the commit — no writes.
-    fn prepare(
+    pub(super) fn prepare(
         &self,
         id: InstanceId,
         start_proc: Option<Arc<CompiledProcedure>>,
@@ -743,7 +465,11 @@ impl<S: Store> Engine<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let roster = self.roster.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let roster = self
+            .roster
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut decided = 0usize;
         let mut events = 0usize;
         while let Some((target, proc, cmd, by_actor)) = queue.pop() {
@@ -1002,16 +728,6 @@ impl<S: Store> Engine<S> {
     }
 }
 
-/// Whether firing a due timer row failed because there is nothing left to fire: its
-/// instance or timer is gone, or the instance ended after the due timers were read (a
-/// completion raced the firing, and its timers went with it).
-fn moot_timer(e: &ServiceError) -> bool {
-    matches!(
-        e,
-        ServiceError::Engine(EngineError::NotFound(_) | EngineError::Ended(_))
-    )
-}
-
 /// An event found by an audit query.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditRecord {
@@ -1025,38 +741,6 @@ pub struct AuditRecord {
 fn decode_event(id: InstanceId, seq: u64, bytes: &[u8]) -> Result<Event, ServiceError> {
     serde_json::from_slice(bytes)
         .map_err(|err| ServiceError::Corrupt(format!("event {seq} of {id}: {err}")))
-}
-
-/// How many due timers one round of `fire_due` takes (and at most commits together).
-const FIRE_BATCH: usize = 512;
-
-/// Appends everything `c` writes to `into`; the caller keeps the instances distinct.
-fn merge_into(into: &mut Commit, c: Commit) {
-    into.instances.extend(c.instances);
-    into.open_tasks.extend(c.open_tasks);
-    into.closed_tasks.extend(c.closed_tasks);
-    into.statuses.extend(c.statuses);
-    into.arm_timers.extend(c.arm_timers);
-    into.disarm_timers.extend(c.disarm_timers);
-    into.notifications.extend(c.notifications);
-    into.schedules.extend(c.schedules);
-}
-
-/// The pseudo-instance id under which a procedure's schedule timers are kept.
-pub fn schedule_id(procedure: &str) -> InstanceId {
-    let mut h = <sha2::Sha256 as sha2::Digest>::new();
-    sha2::Digest::update(&mut h, b"sopflow schedule ");
-    sha2::Digest::update(&mut h, procedure.as_bytes());
-    let digest = sha2::Digest::finalize(h);
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
-}
-
-/// The procedure a timer row starts runs of, if it is a schedule's timer.
-fn schedule_of(row: &TimerRow) -> Option<String> {
-    let p = std::str::from_utf8(&row.payload).ok()?;
-    (!p.is_empty() && row.instance == schedule_id(p)).then(|| p.to_string())
 }
 
 /// A time-ordered instance id whose time part comes from our clock, not the system's.

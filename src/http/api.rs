@@ -922,8 +922,9 @@ pub async fn notifications(
     Ok(Json(NotificationList { items }))
 }
 
-/// Moves the manual clock and fires every deadline that fell due (admin; only when serving
-/// with `--clock manual`, otherwise 404).
+/// Moves the manual clock, stopping at each deadline and scheduled run that falls due on the
+/// way so each fires at its own due time, in order (admin; only when serving with
+/// `--clock manual`, otherwise 404).
 #[utoipa::path(post, path = "/v1/admin/clock/advance", tag = "admin", security(("bearer" = [])),
     request_body = ClockAdvance,
     responses((status = 200, body = ClockState), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -965,10 +966,11 @@ pub async fn advance_clock(
             "the clock moves at most {MAX_CLOCK_JUMP_DAYS} days at a time (to {limit}); move it in steps"
         )));
     }
-    clock.set(target);
-    // `fire_due` keeps going until nothing is due, so breach chains armed by these
-    // firings and already due fire too.
-    let fired = state.engine.fire_due().await?;
+    // From here on the move changes instances: a request timeout must not cut it off
+    // half-way and answer as if nothing had happened.
+    super::command_begun();
+    let _moving = state.clock_moves.lock().await;
+    let fired = state.engine.advance_clock(clock, target).await?;
     Ok(Json(ClockState {
         now: state.engine.clock().now(),
         fired,

@@ -47,6 +47,9 @@ pub struct AppState {
     pub tokens: auth::Tokens,
     /// Present only when serving with the manual clock.
     pub manual_clock: Option<ManualClock>,
+    /// Held while the manual clock moves: two moves stepping through due timers at once
+    /// would record firings at each other's times.
+    pub clock_moves: tokio::sync::Mutex<()>,
     /// The calendar "working days" in a clock advance are counted on.
     pub calendar: Arc<Calendar>,
     pub calendar_ids: HashSet<String>,

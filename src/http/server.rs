@@ -127,6 +127,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         people: Arc::new(people),
         tokens,
         manual_clock: manual,
+        clock_moves: tokio::sync::Mutex::new(()),
         calendar,
         metrics: metrics_handle(),
     });
