@@ -120,7 +120,16 @@ async fn reminder_then_escalation_then_a_notification_a_working_day_later() {
         "{}",
         listed[0].message
     );
-    assert!(e.notifications_for(&fiona(), 10).unwrap().is_empty());
+    // The follow-up personnel were reminded (the task is offered to their role), and were
+    // not sent the general manager's notification.
+    let theirs = e.notifications_for(&fiona(), 10).unwrap();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].role, "follow_up");
+    assert!(
+        theirs[0].message.starts_with("Reminder"),
+        "{}",
+        theirs[0].message
+    );
     let breach = history
         .iter()
         .find_map(|ev| match &ev.kind {

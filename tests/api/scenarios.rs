@@ -892,7 +892,15 @@ async fn breaches_notify_the_named_role() {
             .expect("the notification's history entry");
         assert_eq!(source["kind"], "notified");
     }
-    for user in ["xu.na", "liu.yang", "qian.li", AUDITOR] {
+    // The follow-up personnel were reminded 4 h before the due time (the task is offered to
+    // their role); the general manager's notification is not theirs.
+    let v = srv.get_ok("xu.na", "/v1/notifications").await;
+    assert_eq!(v["items"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["items"][0]["role"], "follow_up");
+    assert!(v["items"][0]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("Reminder")));
+    for user in ["qian.li", AUDITOR] {
         let v = srv.get_ok(user, "/v1/notifications").await;
         assert_eq!(v["items"], json!([]), "{user}: {v}");
     }
