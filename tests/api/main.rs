@@ -4,11 +4,15 @@
 //! - `audit`: the audit trail endpoints (queries, verification, who may call them);
 //! - `harness`: the server, the client, and the checks every reply must pass (no 5xx,
 //!   request ids, problem bodies for every 4xx);
+//! - `limits`: one command's work bounded before it is done (procedures that start each
+//!   other), refused at once with the store unchanged;
 //! - `matrix`: the role × endpoint authorization matrix, cell by cell, with the proof that a
 //!   refused write changed nothing;
 //! - `errors`: every error status the API gives, and malformed input of every kind;
 //! - `hostile`: a barrage of hostile requests, each a 4xx that leaves the store
 //!   byte-for-byte unchanged;
+//! - `people`: users and departments in data checked against the directory, and a person
+//!   designated for later steps checked against those steps' separation rules;
 //! - `races`: claim, complete, delegate and cancel racing for one task: one winner where
 //!   they exclude each other, 409 for every loser, a history that matches the winners;
 //! - `readme`: the README's first `curl` commands, read from README.md and sent as written;
@@ -20,7 +24,9 @@ mod audit;
 mod errors;
 mod harness;
 mod hostile;
+mod limits;
 mod matrix;
+mod people;
 mod races;
 mod readme;
 mod scenarios;
