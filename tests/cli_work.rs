@@ -156,3 +156,53 @@ fn token_issue_prints_a_token_and_only_its_hash_to_store() {
         .unwrap();
     assert!(!o.status.success());
 }
+
+/// An ended instance takes no more entries: a comment on a cancelled complaint is refused
+/// from the command line as over the API (409), and the history stays as it was.
+#[test]
+fn a_comment_on_an_ended_instance_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = run(
+        &[
+            "start",
+            "complaint-handling",
+            "--as",
+            "xu.na",
+            "--data",
+            r#"{"customer":"Hengxin","contact":"Li"}"#,
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let instance = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("instance id")
+        .to_string();
+    let o = run(
+        &["comment", &instance, "--as", "xu.na", "Customer called"],
+        d,
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = run(
+        &[
+            "cancel",
+            &instance,
+            "--as",
+            "qian.li",
+            "--reason",
+            "Duplicate",
+        ],
+        d,
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let before = out(&run(&["show", &instance], d));
+    let o = run(
+        &["comment", &instance, "--as", "xu.na", "One more thing"],
+        d,
+    );
+    assert!(!o.status.success());
+    assert!(out(&o).contains("ended"), "{}", out(&o));
+    assert_eq!(before, out(&run(&["show", &instance], d)));
+}

@@ -479,3 +479,63 @@ async fn a_due_timer_of_an_instance_that_just_ended_is_dropped_not_an_error() {
         "nothing was added to the history"
     );
 }
+
+const DATES: &str = r#"
+id = "dates"
+version = 1
+title = "One meaning of a date"
+start = "route"
+
+[roles]
+dept = "Department"
+
+[data]
+audit_date = { type = "date", title = "Audit date", required = true }
+
+[steps.route]
+kind = "auto"
+next = [
+  { to = "on_the_day", when = "audit_date == timestamp('2026-11-11T16:00:00Z')" },
+  { to = "elsewhen" },
+]
+
+[steps.on_the_day]
+title = "Audit"
+role = "dept"
+deadline = { due = "audit_date" }
+next = [{ to = "done" }]
+
+[steps.elsewhen]
+title = "Audit on another day"
+role = "dept"
+next = [{ to = "done" }]
+
+[steps.done]
+kind = "end"
+"#;
+
+/// A date field means midnight in the procedure calendar's zone (Asia/Shanghai here) in
+/// conditions as in deadlines: 2026-11-12 is 2026-11-11 16:00 UTC for both.
+#[tokio::test]
+async fn a_date_means_the_same_instant_in_conditions_and_deadlines() {
+    let (e, _clock) = engine().await;
+    let v = validate_text(
+        "dates.toml",
+        DATES,
+        &[],
+        &HashSet::from(["default".to_string()]),
+    );
+    assert_eq!(v.errors(), 0, "{}", v.reports[0].render_text());
+    e.register(&v.valid).await.unwrap();
+    let dept = person("dora", "sales", &["dept"], 3);
+    let inst = e
+        .start(
+            "dates",
+            obj(json!({ "audit_date": "2026-11-12" })),
+            Some(&dept),
+        )
+        .await
+        .unwrap();
+    let task = task_at(&inst, "on_the_day");
+    assert_eq!(task.due.unwrap().to_rfc3339(), "2026-11-11T16:00:00+00:00");
+}

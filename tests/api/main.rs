@@ -8,6 +8,8 @@
 //!   other), refused at once with the store unchanged;
 //! - `matrix`: the role × endpoint authorization matrix, cell by cell, with the proof that a
 //!   refused write changed nothing;
+//! - `deadlines`: overdue from the due instant, reminders that reach people (also every
+//!   day until done), `take` sparing a claimed task, no comments on ended instances;
 //! - `errors`: every error status the API gives, and malformed input of every kind;
 //! - `hostile`: a barrage of hostile requests, each a 4xx that leaves the store
 //!   byte-for-byte unchanged;
@@ -21,6 +23,7 @@
 //!   worklist filters).
 
 mod audit;
+mod deadlines;
 mod errors;
 mod harness;
 mod hostile;

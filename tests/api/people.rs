@@ -45,11 +45,20 @@ async fn start_data_naming_nobody_or_nowhere_is_refused() {
     assert!(body.contains("nobody"), "{body}");
     // shi.lan has left the company (`active = false`).
     refused_start(&srv, corrective("liu.yang", "sales", "shi.lan"), "reviewer").await;
-    let body = refused_start(&srv, corrective("liu.yang", "nowhere", "zheng.hao"), "department").await;
+    let body = refused_start(
+        &srv,
+        corrective("liu.yang", "nowhere", "zheng.hao"),
+        "department",
+    )
+    .await;
     assert!(body.contains("nowhere"), "{body}");
     // With real people it starts, and the task is held by the owner, who can see it.
     let inst = srv
-        .start_instance("qian.li", "corrective-action", corrective("liu.yang", "sales", "zheng.hao"))
+        .start_instance(
+            "qian.li",
+            "corrective-action",
+            corrective("liu.yang", "sales", "zheng.hao"),
+        )
         .await;
     let rows = srv.worklist("liu.yang", "").await;
     assert!(rows.iter().any(|r| r["instance"] == inst["id"]), "{rows:?}");
@@ -92,7 +101,13 @@ async fn a_team_leader_from_the_audited_department_is_refused_at_designation() {
         .complete_step(&inst, "prepare_plan", "qian.li", None, plan_form())
         .await;
     let inst = srv
-        .complete_step(&inst, "approve_plan", "zhou.min", Some("approve"), json!({}))
+        .complete_step(
+            &inst,
+            "approve_plan",
+            "zhou.min",
+            Some("approve"),
+            json!({}),
+        )
         .await;
     // he.ping is an evaluator, but from sales, the audited department.
     let v = srv
