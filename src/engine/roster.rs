@@ -87,25 +87,21 @@ fn check_value(
     out: &mut Vec<FieldProblem>,
 ) {
     match (field.ty, value) {
-        (FieldType::User, Value::String(id)) => {
-            if roster.person(id).is_none() {
-                out.push(FieldProblem {
-                    field: path,
-                    message: format!(
-                        "`{id}` is not an active user of the directory; give the id of a person who works here now"
-                    ),
-                });
-            }
+        (FieldType::User, Value::String(id)) if roster.person(id).is_none() => {
+            out.push(FieldProblem {
+                field: path,
+                message: format!(
+                    "`{id}` is not an active user of the directory; give the id of a person who works here now"
+                ),
+            });
         }
-        (FieldType::Department, Value::String(id)) => {
-            if !roster.has_department(id) {
-                out.push(FieldProblem {
-                    field: path,
-                    message: format!(
-                        "`{id}` is not a department of the directory; give a department id such as the one on the person's record"
-                    ),
-                });
-            }
+        (FieldType::Department, Value::String(id)) if !roster.has_department(id) => {
+            out.push(FieldProblem {
+                field: path,
+                message: format!(
+                    "`{id}` is not a department of the directory; give a department id such as the one on the person's record"
+                ),
+            });
         }
         (FieldType::List, Value::Array(items)) => {
             if let Some(item) = field.items.as_deref() {

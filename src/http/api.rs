@@ -806,7 +806,7 @@ async fn on_task(
         .ok_or_else(|| ApiError::NotFound(format!("there is no task {task}")))?;
     let cmd = make()?;
     let inst = command(kind, state.engine.execute(instance, cmd, Some(&actor))).await?;
-    Ok(view(&state, &inst))
+    Ok(view(state, &inst))
 }
 
 /// Takes a task so nobody else does it.
