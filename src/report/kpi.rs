@@ -578,7 +578,7 @@ impl KpiFold {
 
 /// Whether a KPI condition holds on one completion: the step's fields bound as the engine
 /// binds instance data (declared types, so dates are timestamps; a field left empty is
-/// null), plus `outcome` — exactly the names `semantic.rs` lets a KPI condition use.
+/// null), plus `outcome` — exactly the names `definition/semantic/kpis.rs` lets a KPI condition use.
 fn eval_when(
     program: &Program,
     def: &CompiledProcedure,
