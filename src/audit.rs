@@ -289,6 +289,41 @@ impl<W: Write> Sink<W> {
     }
 }
 
+/// Writes the events matching `query` to `out` like `export`, but stops after `limit`
+/// events: `over` is set when more would have followed (the output then holds `limit`
+/// events and must not be passed off as the whole trail). Reads at most one page past the
+/// limit.
+pub fn export_at_most<S: Store>(
+    engine: &Engine<S>,
+    query: &AuditQuery,
+    format: ExportFormat,
+    out: impl Write,
+    limit: u64,
+    over: &mut bool,
+) -> Result<u64, AuditError> {
+    let mut sink = Sink::new(format, out)?;
+    let mut written = 0u64;
+    let mut cursor: Option<Vec<u8>> = None;
+    *over = false;
+    'pages: loop {
+        let page = engine.audit(query, cursor.as_deref(), EXPORT_PAGE)?;
+        for record in page.items {
+            if written == limit {
+                *over = true;
+                break 'pages;
+            }
+            sink.write(&record.into())?;
+            written += 1;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    sink.finish()?;
+    Ok(written)
+}
+
 /// Writes every event matching `query` to `out`, oldest first, a page at a time.
 /// `progress` gets the number of events written so far after each page. Returns the count.
 pub fn export<S: Store>(

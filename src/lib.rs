@@ -26,5 +26,5 @@ pub mod http;
 pub mod report;
 pub mod scheduler;
 pub mod setup;
-pub mod web;
 pub mod store;
+pub mod web;

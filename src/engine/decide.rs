@@ -297,6 +297,21 @@ pub fn decide(
     Ok(run.finish())
 }
 
+/// The roles that may start `proc`: its `start_roles`, else every role it declares.
+pub fn start_roles(proc: &CompiledProcedure) -> Vec<String> {
+    if proc.def.start_roles.is_empty() {
+        proc.def.roles.keys().cloned().collect()
+    } else {
+        proc.def.start_roles.clone()
+    }
+}
+
+/// Whether `a` may start `proc` (one of its start roles, or admin): the rule `start`
+/// applies, also used to list what a person may start.
+pub fn may_start(proc: &CompiledProcedure, a: &Actor) -> bool {
+    a.holds_any(&start_roles(proc)) || a.holds("admin")
+}
+
 fn start(
     proc: &CompiledProcedure,
     id: InstanceId,
@@ -307,12 +322,8 @@ fn start(
 ) -> Result<Decision, EngineError> {
     let now = env.now;
     if let Some(a) = actor {
-        let allowed: Vec<String> = if proc.def.start_roles.is_empty() {
-            proc.def.roles.keys().cloned().collect()
-        } else {
-            proc.def.start_roles.clone()
-        };
-        if !a.holds_any(&allowed) && !a.holds("admin") {
+        if !may_start(proc, a) {
+            let allowed = start_roles(proc);
             return Err(EngineError::Forbidden(format!(
                 "starting `{}` needs one of the roles {}",
                 proc.id(),

@@ -157,7 +157,7 @@ where
 
 /// A task is the caller's to see (and, by the engine's rules, possibly to act on) when it
 /// is offered to one of their roles or is with them.
-fn offered_to(t: &Task, a: &EngineActor) -> bool {
+pub fn offered_to(t: &Task, a: &EngineActor) -> bool {
     t.holder() == Some(a.id.as_str())
         || t.assignee.as_deref() == Some(a.id.as_str())
         || a.holds_any(&t.roles)
@@ -504,18 +504,27 @@ pub async fn start_instance(
     caller: Caller,
     Json(req): Json<StartRequest>,
 ) -> Result<Response, ApiError> {
-    let actor = caller.acting()?;
-    let inst = command(
-        "start",
-        state.engine.start(&req.procedure, req.data, Some(&actor)),
-    )
-    .await?;
+    let inst = start(&state, &caller, req).await?;
     let location = format!("/v1/instances/{}", inst.id);
     let mut res = (StatusCode::CREATED, view(&state, &inst)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
     Ok(res)
+}
+
+/// Starts an instance for the caller: the one path for the API and the web app.
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    req: StartRequest,
+) -> Result<Instance, ApiError> {
+    let actor = caller.acting()?;
+    command(
+        "start",
+        state.engine.start(&req.procedure, req.data, Some(&actor)),
+    )
+    .await
 }
 
 /// Instances by procedure and status, oldest first, a page at a time (auditor, admin).
@@ -597,7 +606,10 @@ pub async fn get_instance(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// First sequence number to return (default 1; at most 2^63 − 1).
+    /// First sequence number to return (default 1; at most 2^63 − 1). The maximum is in
+    /// the schema too: generated clients and fuzzers otherwise send larger numbers, which are
+    /// refused 400.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     pub from: Option<u64>,
     /// At most this many events (1–1000, default 1000).
     #[param(minimum = 1, maximum = 1000)]
@@ -1089,4 +1101,106 @@ pub async fn kpi_report(
     })
     .await?;
     Ok(Json(report))
+}
+
+/// Most events one export download holds: an export is built in memory before it is sent,
+/// so its size is bounded before the work is done. Larger trails: narrow the filters, or
+/// `sopflow export` on a stopped store (streaming, any size).
+pub const MAX_EXPORT_EVENTS: u64 = 50_000;
+
+/// The query of `GET /v1/audit/export`: the audit filters and the format.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `jsonl` (default) or `csv`.
+    #[param(value_type = Option<String>, pattern = "^(jsonl|csv)$")]
+    pub format: Option<String>,
+    /// Events by this user, or by a delegate on their behalf.
+    #[param(min_length = 1, pattern = r"^[^\x00]+$")]
+    pub actor: Option<String>,
+    /// Events of instances of this procedure.
+    #[param(min_length = 1, pattern = r"^[^\x00]+$")]
+    pub procedure: Option<String>,
+    /// Events of this kind (`task_completed`, `deadline_breached`, …).
+    #[param(value_type = Option<EventKindName>)]
+    pub kind: Option<String>,
+    /// From this time on, inclusive: RFC 3339 or a date.
+    #[param(value_type = Option<DateOrInstant>)]
+    pub from: Option<String>,
+    /// Before this time, exclusive.
+    #[param(value_type = Option<DateOrInstant>)]
+    pub to: Option<String>,
+}
+
+/// The events matching the filters as a file: JSON Lines or CSV, oldest first, the same
+/// encoding `sopflow export` writes (auditor, admin). At most 50,000 events; more is
+/// refused (422) before anything is sent — narrow the filters.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", security(("bearer" = [])),
+    params(ExportQuery),
+    responses((status = 200, description = "JSON Lines (`application/x-ndjson`) or CSV (`text/csv`)",
+            content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn audit_export(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    caller.require_any(&[AUDITOR, ADMIN], "exporting the audit trail")?;
+    let (format, ctype, ext) = match q.format.as_deref().unwrap_or("jsonl") {
+        "jsonl" => (
+            crate::audit::ExportFormat::Jsonl,
+            "application/x-ndjson; charset=utf-8",
+            "jsonl",
+        ),
+        "csv" => (
+            crate::audit::ExportFormat::Csv,
+            "text/csv; charset=utf-8",
+            "csv",
+        ),
+        other => {
+            return Err(ApiError::Malformed(format!(
+                "unknown export format `{other}`; use jsonl or csv"
+            )))
+        }
+    };
+    let filters = crate::audit::Filters {
+        actor: q.actor,
+        procedure: q.procedure,
+        kind: q.kind,
+        from: q.from,
+        to: q.to,
+    };
+    let query = filters.query(state.engine.default_zone())?;
+    let body = blocking("audit export", move || -> Result<Vec<u8>, ApiError> {
+        let mut out = Vec::new();
+        let mut over = false;
+        let written = crate::audit::export_at_most(
+            &state.engine,
+            &query,
+            format,
+            &mut out,
+            MAX_EXPORT_EVENTS,
+            &mut over,
+        )?;
+        if over {
+            return Err(ApiError::Unprocessable(format!(
+                "more than {MAX_EXPORT_EVENTS} events match; narrow the filters (a shorter period, one procedure) or use `sopflow export` on a stopped store"
+            )));
+        }
+        let _ = written;
+        Ok(out)
+    })
+    .await?;
+    let disposition = format!("attachment; filename=\"sopflow-events.{ext}\"");
+    let mut res = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ctype))],
+        body,
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
 }

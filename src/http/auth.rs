@@ -250,9 +250,16 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .tokens
             .user_of(&state.people, token)
             .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
-        // Inactive users are refused here even though their hash is still listed.
-        let actor = Actor::from_directory(&state.people, user)
-            .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
-        Ok(Caller { actor })
+        Caller::of_user(state, user)
+            .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))
+    }
+}
+
+impl Caller {
+    /// The caller a token or a web session names, as the directory has them now: the one
+    /// way both the API and the web app turn a person into an `Actor`. Inactive users (still
+    /// listed, with their hashes) are refused here.
+    pub fn of_user(state: &AppState, user: &str) -> Option<Caller> {
+        Actor::from_directory(&state.people, user).map(|actor| Caller { actor })
     }
 }

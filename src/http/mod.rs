@@ -54,6 +54,8 @@ pub struct AppState {
     pub calendar: Arc<Calendar>,
     pub calendar_ids: HashSet<String>,
     pub metrics: Option<PrometheusHandle>,
+    /// The web app's signed-in sessions.
+    pub sessions: crate::web::session::Sessions,
 }
 
 /// Limits of one request.
@@ -132,6 +134,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/notifications", get(api::notifications))
         .route("/v1/audit/events", get(api::audit_events))
         .route("/v1/audit/verify", get(api::audit_verify))
+        .route("/v1/audit/export", get(api::audit_export))
         .route("/v1/reports/kpis", get(api::kpi_report))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics));
@@ -140,7 +143,8 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         v1 = v1.route("/v1/admin/clock/advance", post(api::advance_clock));
     }
     let request_id = header::HeaderName::from_static("x-request-id");
-    v1.fallback(not_found)
+    v1.merge(crate::web::routes())
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))
         .layer(DefaultBodyLimit::max(limits.body_bytes))
@@ -234,6 +238,15 @@ async fn problems(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
     let status = res.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    // The web app's pages answer errors as pages.
+    let is_page = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_page {
         return res;
     }
     let (mut parts, _body) = res.into_parts();

@@ -68,6 +68,7 @@ impl Modify for Bearer {
         api::advance_clock,
         api::audit_events,
         api::audit_verify,
+        api::audit_export,
         api::kpi_report,
     ),
     components(schemas(Problem, FieldProblemBody, dto::Diagnostic, dto::ProcedureText, dto::DateOrInstant, dto::GraphFormat,

@@ -130,6 +130,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         clock_moves: tokio::sync::Mutex::new(()),
         calendar,
         metrics: metrics_handle(),
+        sessions: Default::default(),
     });
     let listener = TcpListener::bind(cfg.listen)
         .await

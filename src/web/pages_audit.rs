@@ -1,0 +1,674 @@
+//! Pages for following an instance and for auditors: the instance page (status, data, open
+//! tasks, the procedure picture with live state, the timeline, comments), the event search,
+//! chain verification, exports and the KPI report. Each reads through the API handler of the
+//! same purpose with the signed-in person as caller, so who may see what is the API's rule.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::charts::{self, Chart};
+use super::pages_work::{step_title, summary};
+use super::picture::{self, StepMark};
+use super::view::{self, Line};
+use super::{done, page, Chrome, Posted, Signed, WebError};
+use crate::http::api::{self, ExportQuery, HistoryQuery};
+use crate::http::dto::{AuditEventsQuery, CommentRequest, KpiQuery, VerifyQuery};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+type St = State<Arc<AppState>>;
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, WebError> {
+    q.map(|Query(v)| v).map_err(|r| {
+        ApiError::Malformed(format!("the address could not be read: {}", r.body_text())).into()
+    })
+}
+
+fn blank_none(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+// ---------------------------------------------------------------------------------------------
+// An instance
+// ---------------------------------------------------------------------------------------------
+
+pub struct OpenRow {
+    id: Uuid,
+    title: String,
+    roles: String,
+    holder: String,
+    due: String,
+    due_class: &'static str,
+    deadline: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "instance.html")]
+struct InstancePage {
+    chrome: Chrome,
+    id: Uuid,
+    procedure: String,
+    procedure_id: String,
+    version: u32,
+    summary: String,
+    status: String,
+    end: String,
+    started: String,
+    updated: String,
+    parent: Option<Uuid>,
+    data: Vec<(String, String)>,
+    open: Vec<OpenRow>,
+    picture: String,
+    timeline: Vec<Line>,
+    /// The next history page's first sequence number, when there is more.
+    more_from: Option<u64>,
+    can_comment: bool,
+    auditor: bool,
+}
+
+/// Events per timeline page.
+const TIMELINE_PAGE: usize = 500;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TimelineQuery {
+    from: Option<u64>,
+}
+
+pub async fn instance_page(
+    State(state): St,
+    signed: Signed,
+    Path(id): Path<Uuid>,
+    q: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let q = query(q)?;
+    let inst = api::get_instance(State(state.clone()), signed.caller.clone(), api::Path(id))
+        .await?
+        .0;
+    let from = q.from.unwrap_or(1).max(1);
+    let history = api::instance_history(
+        State(state.clone()),
+        signed.caller.clone(),
+        api::Path(id),
+        api::Query(HistoryQuery {
+            from: Some(from),
+            limit: Some(TIMELINE_PAGE),
+        }),
+    )
+    .await?
+    .0;
+    let proc = state
+        .engine
+        .procedure_version(&inst.procedure, inst.version)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("procedure {} v{}", inst.procedure, inst.version))
+        })?;
+    let def = &proc.def;
+    let zone = state.engine.zone_of_procedure(&inst.procedure);
+    let now = state.engine.clock().now();
+    // The picture: where the instance is now, and where it has been (every step whose
+    // completion, passing or joining the history records).
+    let mut marks: HashMap<String, StepMark> = HashMap::new();
+    let mut seen_from = 1;
+    loop {
+        let page = state
+            .engine
+            .history_page(id, seen_from, 1000)
+            .map_err(ApiError::from)?;
+        let Some(last) = page.last() else { break };
+        seen_from = last.seq + 1;
+        for e in &page {
+            use crate::engine::instance::EventKind as K;
+            let step = match &e.kind {
+                K::TaskCompleted { step, .. }
+                | K::AutoPassed { step, .. }
+                | K::Joined { step, .. }
+                | K::BranchesStarted { step, .. }
+                | K::ChildrenCollected { step, .. }
+                | K::Ended { step } => step,
+                _ => continue,
+            };
+            marks.entry(step.clone()).or_default().visited = true;
+        }
+        if page.len() < 1000 {
+            break;
+        }
+    }
+    for t in &inst.tasks {
+        marks.entry(t.step.clone()).or_default().current = true;
+    }
+    let step_title_of = |s: &str| step_title(def, s);
+    let timeline: Vec<Line> = history
+        .events
+        .iter()
+        .map(|e| view::line(e, &state.people, zone, &step_title_of))
+        .collect();
+    let more_from = (history.events.len() == TIMELINE_PAGE)
+        .then(|| history.events.last().map(|e| e.seq + 1))
+        .flatten();
+    let open = inst
+        .tasks
+        .iter()
+        .map(|t| {
+            let (due, due_class) = view::due_text(t.due, now);
+            OpenRow {
+                id: t.id,
+                title: step_title(def, &t.step),
+                roles: t.roles.join(", "),
+                holder: t
+                    .holder
+                    .as_deref()
+                    .map(|h| view::name_of(&state.people, h))
+                    .unwrap_or_default(),
+                due,
+                due_class,
+                deadline: view::deadline_word(&t.deadline),
+            }
+        })
+        .collect();
+    let titles: HashMap<&String, &String> = def
+        .data
+        .iter()
+        .chain(def.steps.values().flat_map(|s| s.form.iter()))
+        .filter_map(|(k, f)| f.title.as_ref().map(|t| (k, t)))
+        .collect();
+    let status = match inst.status.as_str() {
+        "running" => "Running",
+        "completed" => "Completed",
+        "cancelled" => "Cancelled",
+        other => other,
+    }
+    .to_string();
+    Ok(page(InstancePage {
+        chrome: signed.chrome(
+            &state,
+            format!("{} — {}", def.title, summary(def, &inst.data)),
+            "work",
+        ),
+        id,
+        procedure: def.title.clone(),
+        procedure_id: inst.procedure.clone(),
+        version: inst.version,
+        summary: summary(def, &inst.data),
+        status,
+        end: inst
+            .end_step
+            .as_deref()
+            .map(|s| step_title(def, s))
+            .unwrap_or_default(),
+        started: view::when(inst.started_at, zone),
+        updated: view::when(inst.updated_at, zone),
+        parent: inst.parent,
+        data: inst
+            .data
+            .iter()
+            .map(|(k, v)| {
+                (
+                    titles
+                        .get(k)
+                        .map_or_else(|| view::words(k), |t| (*t).clone()),
+                    view::value_text(v),
+                )
+            })
+            .collect(),
+        open,
+        picture: picture::procedure_svg(def, &marks),
+        timeline,
+        more_from,
+        can_comment: inst.status == "running" && signed.caller.acting().is_ok(),
+        auditor: signed.caller.reads_everything(),
+    }))
+}
+
+pub async fn comment(
+    State(state): St,
+    Path(id): Path<Uuid>,
+    posted: Posted,
+) -> Result<Response, WebError> {
+    let Some(text) = posted.text("comment") else {
+        return Err(ApiError::Unprocessable("write the comment first".into()).into());
+    };
+    api::comment_instance(
+        State(state.clone()),
+        posted.signed.caller.clone(),
+        api::Path(id),
+        api::Json(CommentRequest { text }),
+    )
+    .await?;
+    Ok(done(
+        &state,
+        &posted.signed,
+        "Comment added.",
+        &format!("/instances/{id}"),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event search, verification, exports
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SearchQuery {
+    actor: Option<String>,
+    procedure: Option<String>,
+    kind: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+}
+
+pub struct Found {
+    instance: Uuid,
+    procedure: String,
+    seq: u64,
+    line: Line,
+    hash: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    from: String,
+    to: String,
+    /// (id, label, selected)
+    people: Vec<(String, String, bool)>,
+    procedures: Vec<(String, String, bool)>,
+    kinds: Vec<(&'static str, bool)>,
+    searched: bool,
+    found: Vec<Found>,
+    next: Option<String>,
+    /// The filters as a query string, for the export links and the next page.
+    filters: String,
+}
+
+/// Events per audit search page.
+const AUDIT_PAGE: usize = 50;
+
+pub async fn search(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let q = query(q)?;
+    let (actor, procedure, kind, from, to) = (
+        blank_none(q.actor),
+        blank_none(q.procedure),
+        blank_none(q.kind),
+        blank_none(q.from),
+        blank_none(q.to),
+    );
+    let searched = actor.is_some()
+        || procedure.is_some()
+        || kind.is_some()
+        || from.is_some()
+        || to.is_some()
+        || q.cursor.is_some();
+    let page_ = api::audit_events(
+        State(state.clone()),
+        signed.caller.clone(),
+        api::Query(AuditEventsQuery {
+            actor: actor.clone(),
+            procedure: procedure.clone(),
+            kind: kind.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            cursor: blank_none(q.cursor),
+            limit: Some(AUDIT_PAGE),
+        }),
+    )
+    .await?
+    .0;
+    let zone = state.engine.default_zone();
+    let found = page_
+        .items
+        .iter()
+        .map(|r| {
+            let def = state.engine.procedure(&r.procedure);
+            let title = |s: &str| match &def {
+                Some(p) => step_title(&p.def, s),
+                None => view::words(s),
+            };
+            Found {
+                instance: r.instance,
+                procedure: def
+                    .as_ref()
+                    .map_or_else(|| r.procedure.clone(), |p| p.def.title.clone()),
+                seq: r.event.seq,
+                line: view::line(&r.event, &state.people, zone, &title),
+                hash: r.hash.chars().take(12).collect(),
+            }
+        })
+        .collect();
+    let mut filters = url_pairs(&[
+        ("actor", &actor),
+        ("procedure", &procedure),
+        ("kind", &kind),
+        ("from", &from),
+        ("to", &to),
+    ]);
+    if filters.is_empty() {
+        filters.push('?');
+    } else {
+        filters.push('&');
+    }
+    let mut people: Vec<(String, String, bool)> = state
+        .people
+        .users()
+        .iter()
+        .map(|u| {
+            let sel = actor.as_deref() == Some(u.id.as_str());
+            (u.id.clone(), format!("{} ({})", u.name, u.id), sel)
+        })
+        .collect();
+    people.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut procedures: Vec<(String, String, bool)> = state
+        .engine
+        .procedures()
+        .iter()
+        .map(|p| {
+            let sel = procedure.as_deref() == Some(p.id());
+            (p.id().to_string(), p.def.title.clone(), sel)
+        })
+        .collect();
+    procedures.sort_by(|a, b| a.1.cmp(&b.1));
+    let kinds = crate::engine::instance::EventKind::NAMES
+        .iter()
+        .map(|k| (*k, kind.as_deref() == Some(*k)))
+        .collect();
+    Ok(page(AuditPage {
+        chrome: signed.chrome(&state, "Audit", "audit"),
+        from: from.unwrap_or_default(),
+        to: to.unwrap_or_default(),
+        people,
+        procedures,
+        kinds,
+        searched,
+        found,
+        next: page_.next,
+        filters,
+    }))
+}
+
+/// `?a=1&b=2` for the pairs that have a value (empty when none has).
+fn url_pairs(pairs: &[(&str, &Option<String>)]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v {
+            out.append_pair(k, v);
+        }
+    }
+    let s = out.finish();
+    if s.is_empty() {
+        s
+    } else {
+        format!("?{s}")
+    }
+}
+
+#[derive(Template)]
+#[template(path = "verify.html")]
+struct VerifyPage {
+    chrome: Chrome,
+    instance: Option<Uuid>,
+    intact: bool,
+    instances: u64,
+    events: u64,
+    broken: u64,
+    first_break: String,
+    break_instance: Option<Uuid>,
+}
+
+pub async fn verify(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<VerifyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let q = query(q)?;
+    let instance = q.instance;
+    let r = api::audit_verify(State(state.clone()), signed.caller.clone(), api::Query(q))
+        .await?
+        .0;
+    Ok(page(VerifyPage {
+        chrome: signed.chrome(&state, "Verify histories", "audit"),
+        instance,
+        intact: r.intact,
+        instances: r.instances,
+        events: r.events,
+        broken: r.broken,
+        first_break: r
+            .first_break
+            .as_ref()
+            .map(|b| format!("event {}: {}", b.seq, b.problem))
+            .unwrap_or_default(),
+        break_instance: r.first_break.as_ref().map(|b| b.instance),
+    }))
+}
+
+async fn export(
+    state: Arc<AppState>,
+    signed: Signed,
+    q: SearchQuery,
+    format: &str,
+) -> Result<Response, WebError> {
+    let res = api::audit_export(
+        State(state),
+        signed.caller,
+        api::Query(ExportQuery {
+            format: Some(format.to_string()),
+            actor: blank_none(q.actor),
+            procedure: blank_none(q.procedure),
+            kind: blank_none(q.kind),
+            from: blank_none(q.from),
+            to: blank_none(q.to),
+        }),
+    )
+    .await?;
+    // The API's own file answer, headers and all.
+    let (parts, body) = res.into_parts();
+    let mut res = Response::from_parts(parts, body);
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    Ok(res.into_response())
+}
+
+pub async fn export_csv(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    export(state, signed, query(q)?, "csv").await
+}
+
+pub async fn export_jsonl(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    export(state, signed, query(q)?, "jsonl").await
+}
+
+// ---------------------------------------------------------------------------------------------
+// KPI report
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReportQuery {
+    procedure: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub struct StepRow {
+    title: String,
+    opened: u64,
+    completed: u64,
+    open: u64,
+    on_time: String,
+    median: String,
+    breaches: u64,
+    escalations: u64,
+}
+
+#[derive(Template)]
+#[template(path = "kpis.html")]
+struct KpiPage {
+    chrome: Chrome,
+    procedures: Vec<(String, String, bool)>,
+    from: String,
+    to: String,
+    report: bool,
+    title: String,
+    period: String,
+    started: u64,
+    completed: u64,
+    cancelled: u64,
+    open: u64,
+    on_time: String,
+    breaches: u64,
+    steps: Vec<StepRow>,
+    /// (title, actual, objective, met)
+    rates: Vec<(String, String, String, String)>,
+    warnings: Vec<String>,
+    charts: Vec<Chart>,
+}
+
+fn percent(r: Option<f64>) -> String {
+    r.map_or_else(|| "—".to_string(), |r| format!("{:.0} %", r * 100.0))
+}
+
+pub async fn kpis(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let q = query(q)?;
+    let procedure = blank_none(q.procedure);
+    let zone = state.engine.default_zone();
+    let now = state.engine.clock().now();
+    // A year back by default: the report is about a period, and most are asked per year.
+    let from = blank_none(q.from).unwrap_or_else(|| {
+        (now - chrono::Duration::days(365))
+            .with_timezone(&zone)
+            .format("%Y-%m-%d")
+            .to_string()
+    });
+    let to = blank_none(q.to);
+    let mut procedures: Vec<(String, String, bool)> = state
+        .engine
+        .procedures()
+        .iter()
+        .map(|p| {
+            (
+                p.id().to_string(),
+                p.def.title.clone(),
+                procedure.as_deref() == Some(p.id()),
+            )
+        })
+        .collect();
+    procedures.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut page_ = KpiPage {
+        chrome: signed.chrome(&state, "Reports", "reports"),
+        procedures,
+        from: from.clone(),
+        to: to.clone().unwrap_or_default(),
+        report: false,
+        title: String::new(),
+        period: String::new(),
+        started: 0,
+        completed: 0,
+        cancelled: 0,
+        open: 0,
+        on_time: String::new(),
+        breaches: 0,
+        steps: vec![],
+        rates: vec![],
+        warnings: vec![],
+        charts: vec![],
+    };
+    let Some(procedure) = procedure else {
+        // The rule is the API's: asking for the page is asking for a report.
+        signed.caller.require_any(
+            &[
+                crate::http::auth::AUDITOR,
+                crate::http::auth::ADMIN,
+                crate::http::auth::PROCESS_OWNER,
+                "management_rep",
+                "sales",
+            ],
+            "reading service KPIs",
+        )?;
+        return Ok(page(page_));
+    };
+    let r = api::kpi_report(
+        State(state.clone()),
+        signed.caller.clone(),
+        api::Query(KpiQuery {
+            procedure: procedure.clone(),
+            from,
+            to,
+        }),
+    )
+    .await?
+    .0;
+    let def = state.engine.procedure(&procedure);
+    page_.report = true;
+    page_.title = def
+        .as_ref()
+        .map_or_else(|| procedure.clone(), |p| p.def.title.clone());
+    page_.period = format!("{} to {}", view::when(r.from, zone), view::when(r.to, zone));
+    page_.started = r.instances.started;
+    page_.completed = r.instances.completed;
+    page_.cancelled = r.instances.cancelled;
+    page_.open = r.instances.open;
+    page_.on_time = percent(r.instances.on_time_rate);
+    page_.breaches = r.instances.breaches;
+    page_.steps = r
+        .steps
+        .iter()
+        .map(|s| StepRow {
+            title: s.title.clone().unwrap_or_else(|| view::words(&s.step)),
+            opened: s.opened,
+            completed: s.completed,
+            open: s.open,
+            on_time: percent(s.on_time_rate),
+            median: s
+                .duration
+                .median_seconds
+                .map(|m| view::span((m * 1000.0) as i64))
+                .unwrap_or_else(|| "—".into()),
+            breaches: s.breaches,
+            escalations: s.escalations,
+        })
+        .collect();
+    page_.rates = r
+        .rates
+        .iter()
+        .map(|x| {
+            (
+                x.title.clone(),
+                format!("{} ({} of {})", percent(x.rate), x.numerator, x.denominator),
+                match x.objective {
+                    Some(crate::report::kpi::Objective::AtLeast(v)) => format!("at least {v} %"),
+                    Some(crate::report::kpi::Objective::AtMost(v)) => format!("at most {v} %"),
+                    None => "—".into(),
+                },
+                match x.met {
+                    Some(true) => "met".into(),
+                    Some(false) => "not met".into(),
+                    None => "—".into(),
+                },
+            )
+        })
+        .collect();
+    page_.warnings = r.warnings.clone();
+    page_.charts = charts::kpi_charts(&r);
+    Ok(page(page_))
+}

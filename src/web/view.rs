@@ -1,0 +1,288 @@
+//! Words for the pages: instants in the organisation's time zone, due times relative to now
+//! ("due in 3 h", "2 days late"), stored values as text a person reads (never JSON), and
+//! each kind of history event as a sentence. Pure functions of their inputs; nothing here
+//! reads the store or decides a rule.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+use crate::directory::Directory;
+use crate::http::dto::HistoryEvent;
+
+/// `Mon 2 Nov 2026, 09:00` in `zone`.
+pub fn when(at: DateTime<Utc>, zone: Tz) -> String {
+    at.with_timezone(&zone)
+        .format("%a %-d %b %Y, %H:%M")
+        .to_string()
+}
+
+/// A span in the largest unit that keeps it readable: `40 min`, `3 h`, `2 days`.
+pub fn span(ms: i64) -> String {
+    let min = ms.unsigned_abs() / 60_000;
+    if min < 1 {
+        "less than a minute".into()
+    } else if min < 90 {
+        format!("{min} min")
+    } else if min < 48 * 60 {
+        format!("{} h", (min + 30) / 60)
+    } else {
+        format!("{} days", (min + 12 * 60) / (24 * 60))
+    }
+}
+
+/// How a due time stands at `now`, in words, with the class that colours it: `late`
+/// (past due), `soon` (within 4 hours), `ok`, or `none` (no due time).
+pub fn due_text(due: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (String, &'static str) {
+    let Some(due) = due else {
+        return ("no due time".into(), "none");
+    };
+    let ms = (due - now).num_milliseconds();
+    if ms <= 0 {
+        (format!("{} late", span(ms)), "late")
+    } else if ms <= 4 * 3_600_000 {
+        (format!("due in {}", span(ms)), "soon")
+    } else {
+        (format!("due in {}", span(ms)), "ok")
+    }
+}
+
+/// A deadline state in words.
+pub fn deadline_word(state: &str) -> &'static str {
+    match state {
+        "reminded" => "reminded",
+        "breached" => "overdue",
+        "escalated" => "escalated",
+        _ => "on time",
+    }
+}
+
+/// A stored value as a person reads it: text as is, `yes`/`no`, numbers, lists one item
+/// after another, records as `name: value` pairs.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "—".into(),
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) => items.iter().map(value_text).collect::<Vec<_>>().join("; "),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{}: {}", words(k), value_text(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// `first_answer` → `First answer`: ids in words, where no title is declared.
+pub fn words(id: &str) -> String {
+    crate::http::dto::OutcomeChoice::new(id).title
+}
+
+/// A person's name from their id (the id itself when the directory no longer lists them).
+pub fn name_of(people: &Directory, user: &str) -> String {
+    people
+        .user(user)
+        .map_or_else(|| user.to_string(), |u| u.name.clone())
+}
+
+/// One timeline entry.
+pub struct Line {
+    pub seq: u64,
+    pub at: String,
+    /// `Xu Na (After-sales Service Department; follow_up) on behalf of …`, or `sopflow`.
+    pub who: String,
+    pub what: String,
+    /// Form values, comment, reason: the details a person reads.
+    pub details: Vec<(String, String)>,
+    /// `on time`, `3 h late`, or empty.
+    pub timing: String,
+    pub late: bool,
+    /// The meaning of a signature (`approved`), when the event is one.
+    pub meaning: Option<String>,
+}
+
+/// The history event as a timeline line. `step_title` names a step by its id.
+pub fn line(
+    e: &HistoryEvent,
+    people: &Directory,
+    zone: Tz,
+    step_title: &dyn Fn(&str) -> String,
+) -> Line {
+    let d = &e.details;
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let step = || step_title(&s("step"));
+    let who = match &e.by {
+        None => "sopflow".to_string(),
+        Some(a) => {
+            let dept = people
+                .department(&a.department)
+                .map_or_else(|| a.department.clone(), |x| x.name.clone());
+            let mut w = format!("{} ({}; {})", a.name, dept, a.roles.join(", "));
+            if let Some(b) = &a.on_behalf_of {
+                w.push_str(&format!(" on behalf of {}", name_of(people, b)));
+            }
+            w
+        }
+    };
+    let mut details = Vec::new();
+    let mut timing = String::new();
+    let mut late = false;
+    let mut meaning = None;
+    let what = match e.kind.as_str() {
+        "started" => {
+            if let Some(Value::Object(data)) = d.get("data") {
+                push_values(&mut details, data);
+            }
+            format!(
+                "Started {} (version {})",
+                s("procedure"),
+                d.get("version").map(value_text).unwrap_or_default()
+            )
+        }
+        "task_opened" => {
+            let roles = d.get("roles").map(value_text).unwrap_or_default();
+            let mut w = format!("“{}” opened for {}", step(), roles);
+            if let Some(a) = d.get("assignee").and_then(Value::as_str) {
+                w.push_str(&format!(", assigned to {}", name_of(people, a)));
+            }
+            if let Some(due) = d.get("due").and_then(Value::as_str).and_then(parse_at) {
+                w.push_str(&format!("; due {}", when(due, zone)));
+            }
+            w
+        }
+        "deadline_reminded" => {
+            if let Some(m) = d.get("message").and_then(Value::as_str) {
+                details.push(("Message".into(), m.to_string()));
+            }
+            format!("Reminder sent for “{}”", step())
+        }
+        "deadline_breached" => {
+            late = true;
+            let ms = d.get("late_ms").and_then(Value::as_i64).unwrap_or(0);
+            timing = if ms > 0 {
+                format!("{} late", span(ms))
+            } else {
+                "due now".into()
+            };
+            format!("“{}” passed its due time; action: {}", step(), s("action"))
+        }
+        "task_escalated" => format!("Escalated: now also offered to {}", s("role")),
+        "task_reassigned" => format!("Reassigned to {}", s("role")),
+        "notified" => {
+            details.push(("Message".into(), s("message")));
+            format!("{} notified about “{}”", s("role"), step())
+        }
+        "task_claimed" => "Claimed the task".into(),
+        "task_released" => "Released the task back to its roles".into(),
+        "task_delegated" => {
+            if let Some(r) = d.get("reason").and_then(Value::as_str) {
+                details.push(("Reason".into(), r.to_string()));
+            }
+            format!("Delegated the task to {}", name_of(people, &s("to")))
+        }
+        "signed" | "task_completed" => {
+            if let Some(Value::Object(form)) = d.get("form") {
+                push_values(&mut details, form);
+            }
+            if let Some(c) = d.get("comment").and_then(Value::as_str) {
+                details.push(("Comment".into(), c.to_string()));
+            }
+            meaning = d.get("meaning").and_then(Value::as_str).map(str::to_string);
+            match d.get("on_time").and_then(Value::as_bool) {
+                Some(true) => timing = "on time".into(),
+                Some(false) => {
+                    timing = "late".into();
+                    late = true;
+                }
+                None => {}
+            }
+            let verb = if e.kind == "signed" {
+                "Signed"
+            } else {
+                "Completed"
+            };
+            format!("{verb} “{}”: {}", step(), words(&s("outcome")))
+        }
+        "auto_passed" => format!("Passed “{}”", step()),
+        "branches_started" => format!("Split into parallel branches at “{}”", step()),
+        "branch_arrived" => format!("A branch reached “{}”", step_title(&s("join"))),
+        "joined" => format!("Branches joined at “{}”", step()),
+        "children_started" => format!(
+            "Started {} instance(s) of {}",
+            d.get("children")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            s("procedure")
+        ),
+        "child_ended" => format!("A child instance ended: {}", words(&s("outcome"))),
+        "children_collected" => format!("Every child of “{}” has ended", step()),
+        "commented" => {
+            details.push(("Comment".into(), s("text")));
+            "Commented".into()
+        }
+        "cancelled" => {
+            details.push(("Reason".into(), s("reason")));
+            "Cancelled the instance".into()
+        }
+        "ended" => format!("Ended at “{}”", step()),
+        other => words(other),
+    };
+    Line {
+        seq: e.seq,
+        at: when(e.at, zone),
+        who,
+        what,
+        details,
+        timing,
+        late,
+        meaning,
+    }
+}
+
+fn push_values(out: &mut Vec<(String, String)>, m: &Map<String, Value>) {
+    for (k, v) in m {
+        out.push((words(k), value_text(v)));
+    }
+}
+
+fn parse_at(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_times_read_as_people_say_them() {
+        let now = DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let h = |n: i64| Some(now + chrono::Duration::hours(n));
+        assert_eq!(due_text(h(3), now), ("due in 3 h".into(), "soon"));
+        assert_eq!(due_text(h(30), now), ("due in 30 h".into(), "ok"));
+        assert_eq!(due_text(h(-50), now), ("2 days late".into(), "late"));
+        assert_eq!(due_text(Some(now), now).1, "late");
+        assert_eq!(due_text(None, now).1, "none");
+    }
+
+    #[test]
+    fn values_read_as_text_not_json() {
+        let v = serde_json::json!([{"item": "roller", "amount": 2}, {"item": "belt", "amount": 1}]);
+        assert_eq!(
+            value_text(&v),
+            "Item: roller, Amount: 2; Item: belt, Amount: 1"
+        );
+        assert_eq!(value_text(&serde_json::json!(true)), "yes");
+    }
+}
