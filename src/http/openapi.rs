@@ -232,7 +232,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            24,
+            25,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

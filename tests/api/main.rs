@@ -20,7 +20,10 @@
 //! - `readme`: the README's first `curl` commands, read from README.md and sent as written;
 //! - `scenarios`: procedures end to end (complaint with a deadline breach, internal
 //!   evaluation with its corrective actions, delegation, multi-signature, notifications,
-//!   worklist filters).
+//!   worklist filters);
+//! - `web`: the web app as a browser without JavaScript uses it: sign-in and its cookie,
+//!   security headers, CSRF, escaping, the API's refusals with nothing changed, refused
+//!   forms shown again, the auditor's downloads.
 
 mod audit;
 mod deadlines;
@@ -33,3 +36,4 @@ mod people;
 mod races;
 mod readme;
 mod scenarios;
+mod web;
