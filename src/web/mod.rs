@@ -11,12 +11,18 @@
 //!
 //! Layout: `session` (sign-in sessions, CSRF), `forms` (step forms drawn from a procedure's
 //! fields and read back), `view` (times, values and events in words), `picture` and
-//! `charts` (server-drawn SVG), `pages_*` (the handlers, by audience).
+//! `charts` (server-drawn SVG); the handlers by audience: `pages_work` (the worklist), `pages_task` (a task),
+//! `pages_start` (starting, notifications), `pages_instance` (an instance), `pages_audit` (audit,
+//! reports),
+//! `pages_owner` (procedures, validation, the clock).
 
 pub mod charts;
 pub mod forms;
 pub mod pages_audit;
+pub mod pages_instance;
 pub mod pages_owner;
+pub mod pages_start;
+pub mod pages_task;
 pub mod pages_work;
 pub mod picture;
 pub mod session;
@@ -52,19 +58,19 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/static/app.css", get(css))
         .route("/static/app.js", get(js))
         .route("/tasks", get(pages_work::worklist))
-        .route("/tasks/{id}", get(pages_work::task_page))
+        .route("/tasks/{id}", get(pages_task::task_page))
         .route("/tasks/{id}/claim", post(pages_work::claim))
         .route("/tasks/{id}/release", post(pages_work::release))
-        .route("/tasks/{id}/complete", post(pages_work::complete))
-        .route("/tasks/{id}/delegate", post(pages_work::delegate))
-        .route("/start", get(pages_work::start_list))
+        .route("/tasks/{id}/complete", post(pages_task::complete))
+        .route("/tasks/{id}/delegate", post(pages_task::delegate))
+        .route("/start", get(pages_start::start_list))
         .route(
             "/start/{procedure}",
-            get(pages_work::start_form).post(pages_work::start),
+            get(pages_start::start_form).post(pages_start::start),
         )
-        .route("/notifications", get(pages_work::notifications))
-        .route("/instances/{id}", get(pages_audit::instance_page))
-        .route("/instances/{id}/comments", post(pages_audit::comment))
+        .route("/notifications", get(pages_start::notifications))
+        .route("/instances/{id}", get(pages_instance::instance_page))
+        .route("/instances/{id}/comments", post(pages_instance::comment))
         .route("/audit", get(pages_audit::search))
         .route("/audit/verify", get(pages_audit::verify))
         .route("/audit/export.csv", get(pages_audit::export_csv))
@@ -405,6 +411,20 @@ pub fn page_with(status: StatusCode, page: impl Template) -> Response {
 /// Renders `page` (200).
 pub fn page(page: impl Template) -> Response {
     html(page.render())
+}
+
+/// Reads a query string, refusing a malformed one as the API would (400).
+pub fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, WebError> {
+    q.map(|axum::extract::Query(v)| v).map_err(|r| {
+        ApiError::Malformed(format!("the address could not be read: {}", r.body_text())).into()
+    })
+}
+
+/// A form or query value, trimmed; `None` when missing or blank (an unchosen filter).
+pub fn blank_none(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// After an action: a message for the next page, and a 303 to it.
