@@ -114,14 +114,7 @@ impl Graph {
             nodes.push(step_node(id, step, mark));
         }
         let mut edges = Vec::new();
-        let mut to_node = |name: &str, nodes: &mut Vec<Node>| -> usize {
-            if let Some(&i) = index.get(name) {
-                return i;
-            }
-            nodes.push(missing_node(name));
-            nodes.len() - 1
-        };
-        let start = to_node(&proc.start, &mut nodes);
+        let start = node_for(&proc.start, &mut index, &mut nodes);
         edges.push(Edge {
             from: 0,
             to: start,
@@ -133,7 +126,7 @@ impl Graph {
             match step.kind {
                 StepKind::Parallel => {
                     for b in &step.branches {
-                        let to = to_node(b, &mut nodes);
+                        let to = node_for(b, &mut index, &mut nodes);
                         edges.push(Edge {
                             from,
                             to,
@@ -145,7 +138,7 @@ impl Graph {
                 StepKind::End => {}
                 _ => {
                     for (i, t) in step.next.iter().enumerate() {
-                        let to = to_node(&t.to, &mut nodes);
+                        let to = node_for(&t.to, &mut index, &mut nodes);
                         let label = edge_label(t, is_default(step, i))
                             .map(|l| wrap(&l, LABEL_WRAP))
                             .unwrap_or_default();
@@ -159,7 +152,7 @@ impl Graph {
                 }
             }
             for (to, label) in late_edges(step) {
-                let to = to_node(to, &mut nodes);
+                let to = node_for(to, &mut index, &mut nodes);
                 edges.push(Edge {
                     from,
                     to,
@@ -168,8 +161,56 @@ impl Graph {
                 });
             }
         }
-        Graph { nodes, edges }
+        Graph {
+            nodes,
+            edges: merge_parallel(edges),
+        }
     }
+}
+
+/// One edge per pair of steps (and kind), its labels stacked: two arrows between the same
+/// boxes would be drawn on top of each other, and layout-rs trips over such pairs.
+fn merge_parallel(edges: Vec<Edge>) -> Vec<Edge> {
+    let mut merged: Vec<Edge> = Vec::with_capacity(edges.len());
+    let mut at: HashMap<(usize, usize, bool), usize> = HashMap::new();
+    for e in edges {
+        match at.get(&(e.from, e.to, e.late)) {
+            Some(&i) => {
+                let m = &mut merged[i];
+                if m.label.is_empty() || e.label.is_empty() {
+                    // An unlabelled edge is "any outcome": say it once.
+                    let any = if m.label.is_empty() {
+                        &e.label
+                    } else {
+                        &m.label
+                    };
+                    if !any.is_empty() && !m.label.is_empty() {
+                        continue;
+                    }
+                    m.label = any.clone();
+                } else {
+                    m.label.extend(e.label);
+                }
+            }
+            None => {
+                at.insert((e.from, e.to, e.late), merged.len());
+                merged.push(e);
+            }
+        }
+    }
+    merged
+}
+
+/// The node of step `name`, or a "missing step" node for a name no step has (one per name).
+fn node_for<'a>(
+    name: &'a str,
+    index: &mut HashMap<&'a str, usize>,
+    nodes: &mut Vec<Node>,
+) -> usize {
+    *index.entry(name).or_insert_with(|| {
+        nodes.push(missing_node(name));
+        nodes.len() - 1
+    })
 }
 
 fn step_node(id: &str, step: &Step, mark: StepMark) -> Node {
@@ -290,8 +331,8 @@ fn label_size(label: &[String]) -> (f64, f64) {
     (w, label.len() as f64 * LABEL_LINE)
 }
 
-/// Where everything goes: node centres and sizes, each edge as cubic segments, each label's
-/// top-left corner.
+/// Where everything goes: node centres, each edge as cubic segments, the middle of each
+/// edge label.
 struct Placed {
     centres: Vec<Point>,
     curves: Vec<Curve>,
@@ -355,7 +396,7 @@ fn place_with_layout_rs(graph: &Graph) -> Option<Placed> {
             vg.add_edge(arrow, handles[e.from], handles[e.to]);
         }
         let mut rec = Recorder::default();
-        vg.do_it(false, false, false, &mut rec);
+        vg.do_it(false, std::env::var("NOOPT").is_ok(), false, &mut rec);
         let centres: Vec<Point> = handles.iter().map(|&h| vg.pos(h).center()).collect();
         (centres, rec)
     }))
@@ -408,7 +449,15 @@ struct Recorder {
 }
 
 impl RenderBackend for Recorder {
-    fn draw_rect(&mut self, _: Point, _: Point, _: &StyleAttr, _: Option<String>, _: Option<ClipHandle>) {}
+    fn draw_rect(
+        &mut self,
+        _: Point,
+        _: Point,
+        _: &StyleAttr,
+        _: Option<String>,
+        _: Option<ClipHandle>,
+    ) {
+    }
 
     fn draw_line(&mut self, _: Point, _: Point, _: &StyleAttr, _: Option<String>) {}
 
@@ -474,7 +523,12 @@ fn place_in_rows(graph: &Graph) -> Placed {
             }
         }
     }
-    let deepest = rank.iter().filter(|&&r| r != usize::MAX).max().copied().unwrap_or(0);
+    let deepest = rank
+        .iter()
+        .filter(|&&r| r != usize::MAX)
+        .max()
+        .copied()
+        .unwrap_or(0);
     for r in rank.iter_mut().filter(|r| **r == usize::MAX) {
         *r = deepest + 1;
     }
@@ -501,16 +555,27 @@ fn place_in_rows(graph: &Graph) -> Placed {
         let (a, b) = (centres[e.from], centres[e.to]);
         let (start, end) = if e.from == e.to {
             let w = graph.nodes[e.from].size.0 / 2.0;
-            (Point::new(a.x + w, a.y - 6.0), Point::new(a.x + w, a.y + 6.0))
+            (
+                Point::new(a.x + w, a.y - 6.0),
+                Point::new(a.x + w, a.y + 6.0),
+            )
         } else {
             (
                 border_point(a, graph.nodes[e.from].size, b),
                 border_point(b, graph.nodes[e.to].size, a),
             )
         };
-        let c = |t: f64| Point::new(start.x + (end.x - start.x) * t, start.y + (end.y - start.y) * t);
+        let c = |t: f64| {
+            Point::new(
+                start.x + (end.x - start.x) * t,
+                start.y + (end.y - start.y) * t,
+            )
+        };
         let (c1, c2) = if e.from == e.to {
-            (Point::new(start.x + 40.0, start.y - 20.0), Point::new(end.x + 40.0, end.y + 20.0))
+            (
+                Point::new(start.x + 40.0, start.y - 20.0),
+                Point::new(end.x + 40.0, end.y + 20.0),
+            )
         } else {
             (c(1.0 / 3.0), c(2.0 / 3.0))
         };
@@ -520,7 +585,8 @@ fn place_in_rows(graph: &Graph) -> Placed {
         } else {
             c(0.5)
         };
-        labels.push(Some(Point::new(mid.x + lw.max(24.0) / 2.0 + 6.0, mid.y - lh / 2.0 + 2.0)));
+        let _ = lh;
+        labels.push(Some(Point::new(mid.x + lw / 2.0 + 6.0, mid.y)));
         curves.push(Curve {
             start,
             segments: vec![(c1, c2, end)],
@@ -541,8 +607,589 @@ fn border_point(c: Point, size: (f64, f64), to: Point) -> Point {
     if dx == 0.0 && dy == 0.0 {
         return c;
     }
-    let sx = if dx == 0.0 { f64::INFINITY } else { size.0 / 2.0 / dx.abs() };
-    let sy = if dy == 0.0 { f64::INFINITY } else { size.1 / 2.0 / dy.abs() };
+    let sx = if dx == 0.0 {
+        f64::INFINITY
+    } else {
+        size.0 / 2.0 / dx.abs()
+    };
+    let sy = if dy == 0.0 {
+        f64::INFINITY
+    } else {
+        size.1 / 2.0 / dy.abs()
+    };
     let s = sx.min(sy).min(1.0);
     Point::new(c.x + dx * s, c.y + dy * s)
+}
+
+/// Fill, border and border width of a step box: the current step stands out most, then the
+/// heat of waiting work, then where the instance has been.
+fn colours(mark: &StepMark) -> (&'static str, &'static str, f64) {
+    if mark.current {
+        ("#fde68a", "#92400e", 3.0)
+    } else if mark.waiting > 0 {
+        // Light enough at every shade for dark text and the dark red late count.
+        let fill = match mark.waiting {
+            1..=2 => "#ffedd5",
+            3..=9 => "#fed7aa",
+            _ => "#fdba74",
+        };
+        (fill, "#c2410c", 2.0)
+    } else if mark.visited {
+        ("#dcfce7", "#15803d", 1.5)
+    } else {
+        ("#ffffff", "#6b7280", 1.5)
+    }
+}
+
+fn draw(proc: &Procedure, graph: &Graph, placed: &Placed) -> String {
+    let mut bounds = Bounds::default();
+    for (node, c) in graph.nodes.iter().zip(&placed.centres) {
+        bounds.add(c.x - node.size.0 / 2.0 - 6.0, c.y - node.size.1 / 2.0 - 6.0);
+        bounds.add(c.x + node.size.0 / 2.0 + 6.0, c.y + node.size.1 / 2.0 + 6.0);
+    }
+    for (curve, edge) in placed.curves.iter().zip(&graph.edges) {
+        // Control points bound the curve (convex hull), a little loosely.
+        bounds.add(curve.start.x, curve.start.y);
+        for (a, b, d) in &curve.segments {
+            for p in [a, b, d] {
+                bounds.add(p.x, p.y);
+            }
+        }
+        let _ = edge;
+    }
+    for (at, edge) in placed.labels.iter().zip(&graph.edges) {
+        if let Some(at) = at {
+            let (w, h) = label_size(&edge.label);
+            bounds.add(at.x - w / 2.0 - 4.0, at.y - h / 2.0 - 4.0);
+            bounds.add(at.x + w / 2.0 + 4.0, at.y + h / 2.0 + 4.0);
+        }
+    }
+    let (x0, y0, w, h) = bounds.view(12.0);
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
+         viewBox=\"{x0} {y0} {w} {h}\" role=\"img\" aria-label=\"{}\" font-family=\"{}\">",
+        esc(&summary(proc, graph)),
+        esc(FONT)
+    );
+    out.push_str("<g fill=\"none\" stroke-width=\"1.5\">");
+    for (curve, edge) in placed.curves.iter().zip(&graph.edges) {
+        draw_edge(&mut out, curve, edge.late);
+    }
+    out.push_str("</g>");
+    for (at, edge) in placed.labels.iter().zip(&graph.edges) {
+        if let (Some(at), false) = (at, edge.label.is_empty()) {
+            draw_label(&mut out, *at, edge);
+        }
+    }
+    for (node, c) in graph.nodes.iter().zip(&placed.centres) {
+        draw_node(&mut out, node, *c);
+    }
+    out.push_str("</svg>");
+    out
+}
+
+/// The sentence a screen reader says for the picture: what it is, where the instance is,
+/// where work waits.
+fn summary(proc: &Procedure, graph: &Graph) -> String {
+    let mut s = format!("The steps of {} as a graph", one_line(&proc.title));
+    let name = |n: &Node| n.lines.join(" ");
+    let current: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.mark.current)
+        .map(name)
+        .collect();
+    if !current.is_empty() {
+        let _ = write!(s, ". Now at: {}", current.join("; "));
+    }
+    let waiting: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| n.mark.waiting > 0 || n.mark.late > 0)
+        .map(|n| format!("{} ({})", name(n), badges(&n.mark).join(", ")))
+        .collect();
+    if !waiting.is_empty() {
+        let _ = write!(s, ". {}", waiting.join("; "));
+    }
+    s.push('.');
+    s
+}
+
+fn draw_edge(out: &mut String, curve: &Curve, late: bool) {
+    let colour = if late { LATE } else { EDGE };
+    let mut d = format!("M{} {}", n(curve.start.x), n(curve.start.y));
+    for (a, b, e) in &curve.segments {
+        let _ = write!(
+            d,
+            " C{} {} {} {} {} {}",
+            n(a.x),
+            n(a.y),
+            n(b.x),
+            n(b.y),
+            n(e.x),
+            n(e.y)
+        );
+    }
+    let dash = if late {
+        " stroke-dasharray=\"6 4\""
+    } else {
+        ""
+    };
+    let _ = write!(out, "<path d=\"{d}\" stroke=\"{colour}\"{dash}/>");
+    if let Some((a, b, e)) = curve.segments.last().filter(|_| curve.head_at_end) {
+        arrow_head(out, *e, [*b, *a, curve.start], colour);
+    }
+    if let Some((a, b, e)) = curve.segments.first().filter(|_| curve.head_at_start) {
+        arrow_head(out, curve.start, [*a, *b, *e], colour);
+    }
+}
+
+/// A filled head with its tip at `tip`, pointing away from the first of `from` that is not
+/// the tip itself (a control point may coincide with the end).
+fn arrow_head(out: &mut String, tip: Point, from: [Point; 3], colour: &str) {
+    let Some(back) = from
+        .iter()
+        .map(|p| (tip.x - p.x, tip.y - p.y))
+        .find(|(dx, dy)| dx.hypot(*dy) > 0.5)
+    else {
+        return;
+    };
+    let len = back.0.hypot(back.1);
+    let (ux, uy) = (back.0 / len, back.1 / len);
+    let (bx, by) = (tip.x - ux * 10.0, tip.y - uy * 10.0);
+    let _ = write!(
+        out,
+        "<path d=\"M{} {} L{} {} L{} {} Z\" fill=\"{colour}\" stroke=\"none\"/>",
+        n(tip.x),
+        n(tip.y),
+        n(bx - uy * 4.5),
+        n(by + ux * 4.5),
+        n(bx + uy * 4.5),
+        n(by - ux * 4.5)
+    );
+}
+
+fn draw_label(out: &mut String, at: Point, edge: &Edge) {
+    let colour = if edge.late { LATE } else { "#374151" };
+    let (_, h) = label_size(&edge.label);
+    let top = at.y - h / 2.0;
+    // A white outline keeps the words readable where an edge crosses them.
+    let _ = write!(
+        out,
+        "<text font-size=\"{LABEL_PX}\" fill=\"{colour}\" text-anchor=\"middle\" \
+         stroke=\"#ffffff\" stroke-width=\"4\" stroke-linejoin=\"round\" paint-order=\"stroke\">"
+    );
+    for (i, line) in edge.label.iter().enumerate() {
+        let y = top + LABEL_LINE * (i as f64 + 0.78);
+        let _ = write!(
+            out,
+            "<tspan x=\"{}\" y=\"{}\">{}</tspan>",
+            n(at.x),
+            n(y),
+            esc(line)
+        );
+    }
+    out.push_str("</text>");
+}
+
+fn draw_node(out: &mut String, node: &Node, c: Point) {
+    let (w, h) = node.size;
+    let (x, y) = (c.x - w / 2.0, c.y - h / 2.0);
+    let _ = write!(out, "<g><title>{}</title>", esc(&node.tooltip));
+    match node.kind {
+        Kind::Start => {
+            let _ = write!(
+                out,
+                "<circle cx=\"{}\" cy=\"{}\" r=\"{}\" fill=\"{BAR_FILL}\"/>",
+                n(c.x),
+                n(c.y),
+                START_DOT / 2.0
+            );
+        }
+        Kind::Step(StepKind::Parallel | StepKind::Join) => {
+            let fill = if node.mark.current {
+                "#b45309"
+            } else if node.mark.visited {
+                "#15803d"
+            } else {
+                BAR_FILL
+            };
+            rect(out, (x, y, w, h), 2.0, fill, "none", 0.0, "");
+        }
+        Kind::Missing => {
+            rect(out, (x, y, w, h), 6.0, "#fef2f2", LATE, 1.5, "4 3");
+            node_text(out, node, c, LATE);
+        }
+        Kind::Step(kind) => {
+            let (fill, border, width) = colours(&node.mark);
+            match kind {
+                StepKind::End => {
+                    // Double border, round ends: where an instance finishes.
+                    rect(out, (x, y, w, h), h / 2.0, fill, border, width, "");
+                    let i = 3.0 + width / 2.0;
+                    let inner = (x + i, y + i, w - 2.0 * i, h - 2.0 * i);
+                    rect(out, inner, (h / 2.0 - i).max(0.0), "none", border, 1.0, "");
+                }
+                StepKind::Auto => rect(out, (x, y, w, h), 6.0, fill, border, width, "5 3"),
+                StepKind::Subprocess => {
+                    rect(out, (x, y, w, h), 2.0, fill, border, width, "");
+                    for bx in [x + 8.0, x + w - 8.0] {
+                        let _ = write!(
+                            out,
+                            "<path d=\"M{} {} V{}\" stroke=\"{border}\" stroke-width=\"1\"/>",
+                            n(bx),
+                            n(y),
+                            n(y + h)
+                        );
+                    }
+                }
+                _ => rect(out, (x, y, w, h), 6.0, fill, border, width, ""),
+            }
+            node_text(out, node, c, INK);
+        }
+    }
+    out.push_str("</g>");
+}
+
+fn rect(
+    out: &mut String,
+    (x, y, w, h): (f64, f64, f64, f64),
+    radius: f64,
+    fill: &str,
+    stroke: &str,
+    width: f64,
+    dash: &str,
+) {
+    let _ = write!(
+        out,
+        "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"{}\" fill=\"{fill}\"",
+        n(x),
+        n(y),
+        n(w),
+        n(h),
+        n(radius)
+    );
+    if stroke != "none" {
+        let _ = write!(out, " stroke=\"{stroke}\" stroke-width=\"{width}\"");
+    }
+    if !dash.is_empty() {
+        let _ = write!(out, " stroke-dasharray=\"{dash}\"");
+    }
+    out.push_str("/>");
+}
+
+/// The title lines centred in the box, then the waiting / late counts, late in red.
+fn node_text(out: &mut String, node: &Node, c: Point, colour: &str) {
+    let badges = !badges(&node.mark).is_empty();
+    let rows = node.lines.len() + usize::from(badges);
+    let top = c.y - rows as f64 * TITLE_LINE / 2.0;
+    let _ = write!(
+        out,
+        "<text font-size=\"{TITLE_PX}\" fill=\"{colour}\" text-anchor=\"middle\">"
+    );
+    for (i, line) in node.lines.iter().enumerate() {
+        let weight = if node.mark.current {
+            " font-weight=\"700\""
+        } else {
+            ""
+        };
+        let _ = write!(
+            out,
+            "<tspan x=\"{}\" y=\"{}\"{weight}>{}</tspan>",
+            n(c.x),
+            n(top + TITLE_LINE * (i as f64 + 0.75)),
+            esc(line)
+        );
+    }
+    if badges {
+        let y = top + TITLE_LINE * (node.lines.len() as f64 + 0.75);
+        let _ = write!(
+            out,
+            "<tspan x=\"{}\" y=\"{}\" font-weight=\"700\">",
+            n(c.x),
+            n(y)
+        );
+        let m = &node.mark;
+        if m.waiting > 0 {
+            let _ = write!(out, "{} waiting", m.waiting);
+        }
+        if m.waiting > 0 && m.late > 0 {
+            out.push_str(" · ");
+        }
+        if m.late > 0 {
+            let _ = write!(out, "<tspan fill=\"{LATE}\">{} late</tspan>", m.late);
+        }
+        out.push_str("</tspan>");
+    }
+    out.push_str("</text>");
+}
+
+#[derive(Default)]
+struct Bounds(Option<(f64, f64, f64, f64)>);
+
+impl Bounds {
+    fn add(&mut self, x: f64, y: f64) {
+        let b = self.0.get_or_insert((x, y, x, y));
+        *b = (b.0.min(x), b.1.min(y), b.2.max(x), b.3.max(y));
+    }
+
+    /// The view box with a margin, on whole pixels.
+    fn view(&self, margin: f64) -> (f64, f64, f64, f64) {
+        let (a, b, c, d) = self.0.unwrap_or((0.0, 0.0, 0.0, 0.0));
+        let (x0, y0) = ((a - margin).floor(), (b - margin).floor());
+        (x0, y0, (c + margin).ceil() - x0, (d + margin).ceil() - y0)
+    }
+}
+
+/// A coordinate with one decimal: enough for a screen, and stable in snapshots.
+fn n(v: f64) -> String {
+    let r = (v * 10.0).round() / 10.0;
+    if r == 0.0 {
+        "0".into()
+    } else {
+        format!("{r}")
+    }
+}
+
+/// Text for SVG content and attribute values. Characters XML 1.0 forbids become spaces.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+// The edges and their labels say what `definition::render` says (its helpers are private to
+// it): `approve [score >= 60]`, `approve, otherwise`, and the clock's `late → take …`.
+
+fn late_edges(step: &Step) -> Vec<(&str, String)> {
+    let Some(deadline) = &step.deadline else {
+        return Vec::new();
+    };
+    let mut edges = Vec::new();
+    for action in &deadline.on_breach {
+        let Some(outcome) = action.take.as_deref() else {
+            continue;
+        };
+        let when = match action
+            .after
+            .as_deref()
+            .map(one_line)
+            .filter(|a| !a.is_empty())
+        {
+            Some(after) => format!("{after} late"),
+            None => "late".to_string(),
+        };
+        let what = format!("{when} → take {}", one_line(outcome));
+        for (i, t) in step.next.iter().enumerate() {
+            if t.on.as_deref().is_some_and(|on| on != outcome) {
+                continue;
+            }
+            let label = match condition(t) {
+                Some(c) => format!("{what} [{c}]"),
+                None if is_default(step, i) => format!("{what}, otherwise"),
+                None => what.clone(),
+            };
+            edges.push((t.to.as_str(), label));
+        }
+    }
+    edges
+}
+
+fn condition(t: &Transition) -> Option<String> {
+    t.when.as_deref().map(one_line).filter(|s| !s.is_empty())
+}
+
+/// Whether transition `i` is taken "otherwise": it has no condition, and a conditional
+/// transition before it may apply to the same outcome.
+fn is_default(step: &Step, i: usize) -> bool {
+    let Some(t) = step.next.get(i) else {
+        return false;
+    };
+    let same_outcome = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    };
+    condition(t).is_none()
+        && step.next[..i]
+            .iter()
+            .any(|e| condition(e).is_some() && same_outcome(e.on.as_deref(), t.on.as_deref()))
+}
+
+fn edge_label(t: &Transition, default: bool) -> Option<String> {
+    let on = t.on.as_deref().map(one_line).filter(|s| !s.is_empty());
+    match (on, condition(t)) {
+        (Some(on), Some(when)) => Some(format!("{on} [{when}]")),
+        (Some(on), None) if default => Some(format!("{on}, otherwise")),
+        (Some(on), None) => Some(on),
+        (None, Some(when)) => Some(format!("[{when}]")),
+        (None, None) if default => Some("otherwise".to_string()),
+        (None, None) => None,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a longer word is
+/// cut, so one long identifier cannot widen the picture without bound).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        while word.len() > width * 3 / 2 {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            lines.push(word.drain(..width).collect());
+        }
+        let word: String = word.into_iter().collect();
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::load::{validate_paths, Options};
+
+    fn shipped() -> Vec<Procedure> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("procedures");
+        let v = validate_paths(&[dir], &Options::default());
+        assert_eq!(v.errors(), 0);
+        v.valid.into_iter().map(|p| p.procedure).collect()
+    }
+
+    #[test]
+    fn stress_probe() {
+        let mut seed: u64 = 42;
+        let mut rnd = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut fallbacks = 0;
+        let mut valid = 0;
+        for round in 0..400 {
+            let n = 3 + rnd(if round % 10 == 0 { 40 } else { 20 }) as usize;
+            let mut text =
+                "id = \"r\"\nversion = 1\ntitle = \"R\"\nstart = \"s0\"\n[roles]\nx = \"X\"\n"
+                    .to_string();
+            for i in 0..n {
+                text.push_str(&format!("[steps.s{i}]\n"));
+                if i == n - 1 {
+                    text.push_str("kind = \"end\"\n");
+                    continue;
+                }
+                text.push_str("role = \"x\"\n");
+                let k = rnd(3);
+                if k == 0 {
+                    text.push_str(&format!("next = [{{ to = \"s{}\" }}]\n", i + 1));
+                    continue;
+                }
+                let outs: Vec<String> = (0..=k).map(|j| format!("o{j}")).collect();
+                text.push_str(&format!(
+                    "outcomes = [{}]\n",
+                    outs.iter()
+                        .map(|o| format!("\"{o}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                let mut next = vec![format!("{{ to = \"s{}\", on = \"o0\" }}", i + 1)];
+                for j in 1..=k {
+                    next.push(format!("{{ to = \"s{}\", on = \"o{j}\" }}", rnd(n as u64)));
+                }
+                text.push_str(&format!("next = [{}]\n", next.join(", ")));
+            }
+            let v = crate::definition::load::validate_text(
+                "r.toml",
+                &text,
+                &[],
+                &std::collections::HashSet::new(),
+            );
+            if v.errors() > 0 {
+                continue;
+            }
+            valid += 1;
+            let p = &v.valid[0].procedure;
+            let g = Graph::of(p, &HashMap::new());
+            let t = std::time::Instant::now();
+            if place_with_layout_rs(&g).is_none() {
+                fallbacks += 1;
+                let mut g2 = Graph::of(p, &HashMap::new());
+                for e in &mut g2.edges {
+                    e.label.clear();
+                }
+                let mut g3 = Graph::of(p, &HashMap::new());
+                g3.edges.retain(|e| e.from != e.to);
+                let mut g4 = Graph::of(p, &HashMap::new());
+                g4.edges.retain(|e| e.from != e.to);
+                for e in &mut g4.edges {
+                    e.label.clear();
+                }
+                eprintln!(
+                    "RETRY nolabels={} noself={} neither={}",
+                    place_with_layout_rs(&g2).is_some(),
+                    place_with_layout_rs(&g3).is_some(),
+                    place_with_layout_rs(&g4).is_some()
+                );
+                eprintln!(
+                    "FAIL {n} {:?}",
+                    g.edges
+                        .iter()
+                        .map(|e| (e.from, e.to, e.label.len()))
+                        .collect::<Vec<_>>()
+                );
+            }
+            let el = t.elapsed();
+            if el.as_millis() > 200 {
+                eprintln!("slow {n} steps: {el:?}");
+            }
+        }
+        eprintln!("valid {valid} fallbacks: {fallbacks}");
+    }
+
+    #[test]
+    fn dump_for_eyes() {
+        for p in shipped() {
+            let mut marks = HashMap::new();
+            for (i, id) in p.steps.keys().enumerate() {
+                marks.insert(
+                    id.clone(),
+                    StepMark {
+                        current: i == 3,
+                        visited: i < 3,
+                        waiting: (i as u64 * 3) % 13,
+                        late: i as u64 % 3,
+                    },
+                );
+            }
+            std::fs::write(format!("/tmp/pic-{}.svg", p.id), procedure_svg(&p, &marks)).unwrap();
+        }
+    }
 }
