@@ -1,0 +1,458 @@
+//! The instance's flow: cancelling, comments, children ending and being collected, computed
+//! values, conditions, routing along transitions and entering steps of every kind.
+
+use super::*;
+
+impl<'a> Run<'a> {
+    pub(super) fn cancel(&mut self, reason: &str) -> Result<(), EngineError> {
+        // Who may cancel is checked before what they sent: someone without the right
+        // hears "not allowed", not advice on the reason.
+        if let Some(a) = self.actor {
+            if !a.holds_any(&self.def().cancel_roles) && !a.holds("admin") {
+                return Err(EngineError::Forbidden(
+                    if self.def().cancel_roles.is_empty() {
+                        format!("only an admin may cancel `{}` instances", self.def().id)
+                    } else {
+                        format!(
+                            "cancelling `{}` needs one of the roles {}",
+                            self.def().id,
+                            self.def().cancel_roles.join(", ")
+                        )
+                    },
+                ));
+            }
+        }
+        if reason.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "a reason is required to cancel an instance".into(),
+            ));
+        }
+        let children: Vec<InstanceId> = self
+            .s
+            .children
+            .values()
+            .flat_map(|g| g.pending.keys().copied())
+            .collect();
+        let by = self.actor.map(Actor::stamp);
+        self.emit(
+            by,
+            EventKind::Cancelled {
+                reason: reason.to_string(),
+            },
+        );
+        for id in children {
+            self.effects.push(Effect::CancelChild {
+                id,
+                reason: format!("parent {} cancelled: {reason}", self.s.id),
+            });
+        }
+        // A parent waits for every child; one cancelled on its own must still report, or
+        // the parent would wait forever. (When the parent itself cancelled it, the service
+        // drops this report: the parent is no longer running.)
+        if let Some(p) = self.s.parent.clone() {
+            self.effects.push(Effect::NotifyParent {
+                parent: p.instance,
+                step: p.step,
+                child: self.s.id,
+                outcome: "cancelled".into(),
+                data: self.s.data.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn comment(&mut self, text: &str) -> Result<(), EngineError> {
+        let a = self.person()?;
+        if text.trim().is_empty() {
+            return Err(EngineError::Invalid("a comment needs text".into()));
+        }
+        self.emit(
+            Some(a.stamp()),
+            EventKind::Commented {
+                text: text.to_string(),
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn child_ended(
+        &mut self,
+        step: &str,
+        child: InstanceId,
+        outcome: &str,
+        data: &Map<String, Value>,
+    ) -> Result<(), EngineError> {
+        let group = self
+            .s
+            .children
+            .get(step)
+            .ok_or_else(|| EngineError::NotFound(format!("children of step {step}")))?;
+        if !group.pending.contains_key(&child) {
+            return Err(EngineError::Conflict(format!(
+                "child {child} already reported its end"
+            )));
+        }
+        self.emit(
+            None,
+            EventKind::ChildEnded {
+                step: step.to_string(),
+                child,
+                outcome: outcome.to_string(),
+                data: data.clone(),
+            },
+        );
+        let done = self
+            .s
+            .children
+            .get(step)
+            .is_some_and(|g| g.pending.is_empty());
+        if done {
+            self.collect(step)?;
+        }
+        Ok(())
+    }
+
+    /// All children of `step` ended: store their results and go on.
+    pub(super) fn collect(&mut self, step: &str) -> Result<(), EngineError> {
+        let results: Vec<Value> = self
+            .s
+            .children
+            .get(step)
+            .map(|g| g.results.values().cloned().collect())
+            .unwrap_or_default();
+        let (def_step, compiled) = self
+            .proc
+            .step(step)
+            .ok_or_else(|| EngineError::NotFound(format!("step {step}")))?;
+        let field = def_step.collect.clone();
+        let mut data = self.s.data.clone();
+        if let Some(f) = &field {
+            data.insert(f.clone(), Value::Array(results.clone()));
+        }
+        let computed = self.compute(&compiled.compute, &data, None, None)?;
+        self.emit(
+            None,
+            EventKind::ChildrenCollected {
+                step: step.to_string(),
+                field,
+                results,
+                computed,
+            },
+        );
+        self.route(step, DEFAULT_OUTCOME, None)
+    }
+
+    /// Evaluates `compute` in order; each value is visible to the next.
+    pub(super) fn compute(
+        &self,
+        exprs: &[(String, Arc<cel::Program>)],
+        data: &Map<String, Value>,
+        form: Option<&Map<String, Value>>,
+        outcome: Option<&str>,
+    ) -> Result<Map<String, Value>, EngineError> {
+        let mut data = data.clone();
+        let mut out = Map::new();
+        for (name, program) in exprs {
+            let v = self
+                .eval(program, &data, form, outcome, None)
+                .map_err(|e| EngineError::Guard(format!("computing `{name}`: {e}")))?;
+            let json = self.proc.coerce(name, from_cel(&v), self.zone());
+            data.insert(name.clone(), json.clone());
+            out.insert(name.clone(), json);
+        }
+        self.check_names(&out, &data)?;
+        Ok(out)
+    }
+
+    pub(super) fn eval(
+        &self,
+        program: &cel::Program,
+        data: &Map<String, Value>,
+        form: Option<&Map<String, Value>>,
+        outcome: Option<&str>,
+        item: Option<&Value>,
+    ) -> Result<Cel, String> {
+        let mut ctx = cel::Context::default();
+        self.proc.bind(&mut ctx, data, self.zone());
+        let form_map: std::collections::HashMap<Key, Cel> = form
+            .map(|f| {
+                f.iter()
+                    .map(|(k, v)| {
+                        (
+                            Key::String(Arc::new(k.clone())),
+                            to_cel(v, self.proc.fields.get(k), self.zone()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ctx.add_variable_from_value("form", Cel::Map(form_map.into()));
+        ctx.add_variable_from_value("actor", self.actor.map_or(Cel::Null, actor_value));
+        ctx.add_variable_from_value(
+            "outcome",
+            outcome.map_or(Cel::Null, |o| Cel::String(Arc::new(o.to_string()))),
+        );
+        ctx.add_variable_from_value("now", Cel::Timestamp(self.now.fixed_offset()));
+        if let Some(item) = item {
+            ctx.add_variable_from_value("item", to_cel(item, None, self.zone()));
+        }
+        program.execute(&ctx).map_err(|e| e.to_string())
+    }
+
+    /// Leaves `from` with `outcome`: the first transition that matches and holds.
+    pub(super) fn route(
+        &mut self,
+        from: &str,
+        outcome: &str,
+        form: Option<&Map<String, Value>>,
+    ) -> Result<(), EngineError> {
+        let (step, compiled) = self
+            .proc
+            .step(from)
+            .ok_or_else(|| EngineError::NotFound(format!("step {from}")))?;
+        for (t, guard) in step.next.iter().zip(&compiled.guards) {
+            if t.on.as_deref().is_some_and(|on| on != outcome) {
+                continue;
+            }
+            let holds = match guard {
+                None => true,
+                Some(p) => match self.eval(p, &self.s.data, form, Some(outcome), None) {
+                    Ok(Cel::Bool(b)) => b,
+                    Ok(other) => {
+                        return Err(EngineError::Guard(format!(
+                            "the condition `{}` on `{from}` gave {other:?}, not true or false",
+                            t.when.as_deref().unwrap_or_default()
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(EngineError::Guard(format!(
+                            "the condition `{}` on `{from}` failed: {e}",
+                            t.when.as_deref().unwrap_or_default()
+                        )))
+                    }
+                },
+            };
+            if holds {
+                let to = t.to.clone();
+                return self.enter(&to);
+            }
+        }
+        Err(EngineError::Guard(format!(
+            "no transition of `{from}` applies to outcome `{outcome}` with this data; the instance would be stuck"
+        )))
+    }
+
+    /// Arrives at `id`.
+    pub(super) fn enter(&mut self, id: &str) -> Result<(), EngineError> {
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| {
+            EngineError::Guard(format!(
+                "the procedure passed {STEP_BUDGET} steps without anyone acting (an endless loop of automatic steps at `{id}`)"
+            ))
+        })?;
+        let (step, compiled) = self
+            .proc
+            .step(id)
+            .ok_or_else(|| EngineError::NotFound(format!("step {id}")))?;
+        match step.kind {
+            StepKind::Task => {
+                let task = derive_id(self.s.id, self.s.seq + 1, 0);
+                let assignee = match &step.assignee {
+                    Some(field) => Some(
+                        self.s
+                            .data
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .filter(|s| !s.is_empty())
+                            .ok_or_else(|| {
+                                EngineError::Guard(format!(
+                                    "step `{id}` is assigned to the person in `{field}`, but `{field}` is not filled in"
+                                ))
+                            })?
+                            .to_string(),
+                    ),
+                    None => None,
+                };
+                // A multi-signature task is offered to every role that may sign it.
+                let mut roles: Vec<String> = step.role.iter().cloned().collect();
+                if let Some(sig) = &step.signatures {
+                    for r in &sig.roles {
+                        if !roles.contains(r) {
+                            roles.push(r.clone());
+                        }
+                    }
+                }
+                let (due, timers) = self.deadline_of(id, step)?;
+                self.emit(
+                    None,
+                    EventKind::TaskOpened {
+                        task,
+                        step: id.to_string(),
+                        roles,
+                        assignee,
+                        due,
+                        timers,
+                    },
+                );
+                Ok(())
+            }
+            StepKind::Auto => {
+                let data = self.s.data.clone();
+                let computed = self.compute(&compiled.compute, &data, None, None)?;
+                self.emit(
+                    None,
+                    EventKind::AutoPassed {
+                        step: id.to_string(),
+                        computed,
+                    },
+                );
+                self.route(id, DEFAULT_OUTCOME, None)
+            }
+            StepKind::Parallel => {
+                let branches = step.branches.clone();
+                self.emit(
+                    None,
+                    EventKind::BranchesStarted {
+                        step: id.to_string(),
+                        branches: branches.clone(),
+                    },
+                );
+                for b in &branches {
+                    self.enter(b)?;
+                }
+                Ok(())
+            }
+            StepKind::Join => {
+                let width = self.proc.join_width.get(id).copied().unwrap_or(1);
+                let arrived = self.s.joins.get(id).copied().unwrap_or(0) + 1;
+                if arrived < width {
+                    self.emit(
+                        None,
+                        EventKind::BranchArrived {
+                            join: id.to_string(),
+                        },
+                    );
+                    return Ok(());
+                }
+                let data = self.s.data.clone();
+                let computed = self.compute(&compiled.compute, &data, None, None)?;
+                self.emit(
+                    None,
+                    EventKind::Joined {
+                        step: id.to_string(),
+                        computed,
+                    },
+                );
+                self.route(id, DEFAULT_OUTCOME, None)
+            }
+            StepKind::Subprocess => {
+                let child_proc = step.procedure.clone().unwrap_or_default();
+                let list_field = step.for_each.clone().unwrap_or_default();
+                let items: Vec<Value> = match self.s.data.get(&list_field) {
+                    Some(Value::Array(items)) => items.clone(),
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(_) => {
+                        return Err(EngineError::Guard(format!(
+                            "`{list_field}` should be a list to start one `{child_proc}` per item"
+                        )))
+                    }
+                };
+                let depth = self.s.depth().saturating_add(1);
+                if !items.is_empty() {
+                    if let Some(limit) = step.max_depth.filter(|m| depth > *m) {
+                        return Err(EngineError::Invalid(format!(
+                            "step `{id}` would start `{child_proc}` {depth} levels below the first \
+                             instance, and it allows at most {limit} (`max_depth`); the nesting \
+                             stops here"
+                        )));
+                    }
+                    if depth > MAX_NESTING {
+                        return Err(EngineError::Invalid(format!(
+                            "step `{id}` would start `{child_proc}` {depth} levels below the first \
+                             instance; instances nest at most {MAX_NESTING} levels deep"
+                        )));
+                    }
+                }
+                if items.len() > MAX_CHILDREN {
+                    return Err(EngineError::Invalid(format!(
+                        "`{list_field}` lists {} items, and step `{id}` starts one `{child_proc}` \
+                         per item; at most {MAX_CHILDREN} are started at once, so split the list",
+                        items.len()
+                    )));
+                }
+                let seq = self.s.seq + 1;
+                let mut children = Vec::new();
+                for (index, item) in items.iter().enumerate() {
+                    let mut data = Map::new();
+                    for (name, program) in &compiled.input {
+                        let v = self
+                            .eval(program, &self.s.data, None, None, Some(item))
+                            .map_err(|e| {
+                                EngineError::Guard(format!("input `{name}` of `{id}`: {e}"))
+                            })?;
+                        data.insert(name.clone(), from_cel(&v));
+                    }
+                    let n = u32::try_from(index)
+                        .map_err(|_| EngineError::Invalid("too many list items".into()))?;
+                    children.push(ChildStart {
+                        id: derive_id(self.s.id, seq, n),
+                        index,
+                        data,
+                    });
+                }
+                self.emit(
+                    None,
+                    EventKind::ChildrenStarted {
+                        step: id.to_string(),
+                        procedure: child_proc.clone(),
+                        children: children.clone(),
+                    },
+                );
+                for c in children {
+                    self.effects.push(Effect::StartChild {
+                        id: c.id,
+                        procedure: child_proc.clone(),
+                        data: c.data,
+                        parent: ParentLink {
+                            instance: self.s.id,
+                            step: id.to_string(),
+                            index: c.index,
+                            depth,
+                        },
+                    });
+                }
+                if items.is_empty() {
+                    return self.collect(id);
+                }
+                Ok(())
+            }
+            StepKind::End => {
+                let busy = !self.s.tasks.is_empty()
+                    || !self.s.joins.is_empty()
+                    || !self.s.children.is_empty();
+                if busy {
+                    // Validation proves this cannot happen in a sound procedure; refusing is
+                    // safer than ending with work still open.
+                    return Err(EngineError::Guard(format!(
+                        "reached the end step `{id}` while other work is still open"
+                    )));
+                }
+                self.emit(
+                    None,
+                    EventKind::Ended {
+                        step: id.to_string(),
+                    },
+                );
+                if let Some(p) = self.s.parent.clone() {
+                    self.effects.push(Effect::NotifyParent {
+                        parent: p.instance,
+                        step: p.step,
+                        child: self.s.id,
+                        outcome: id.to_string(),
+                        data: self.s.data.clone(),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
