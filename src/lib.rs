@@ -1,5 +1,5 @@
 //! sopflow: a workflow engine for an organisation's control procedures, written as TOML
-//! state graphs. The library is everything; `main.rs` is only the command line over it.
+//! state graphs. The library is everything; `src/cli/` is only the command line over it.
 //!
 //! Layout, from the outside in:
 //! - `definition` — procedure and calendar files: model, loader, the three validation
@@ -15,6 +15,8 @@
 //! - `audit` — the auditor's queries and exports over the hash-chained histories.
 //! - `http` — `sopflow serve`: the axum API, authentication, role rules, problem+json
 //!   errors, metrics and the OpenAPI document. Maps requests to engine commands only.
+//! - `web` — the web app served at `/`: pages over the API's own handlers, sessions, CSRF,
+//!   server-drawn pictures and charts. Decides nothing the API does not.
 //!
 //! Rules live in `engine::decide`; nothing outside it decides what a command does.
 pub mod audit;
