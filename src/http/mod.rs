@@ -201,8 +201,26 @@ async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> 
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound("there is no such endpoint; see /v1/openapi.json".into())
+/// An unknown path: a problem for API clients, a page for a browser (which asks for HTML)
+/// outside `/v1/`.
+async fn not_found(req: Request) -> Response {
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if browser && !req.uri().path().starts_with("/v1/") {
+        let mut res = crate::web::WebError::Api(ApiError::NotFound(
+            "there is no page at this address".into(),
+        ))
+        .into_response();
+        res.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::web::CSP),
+        );
+        return res;
+    }
+    ApiError::NotFound("there is no such endpoint; see /v1/openapi.json".into()).into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

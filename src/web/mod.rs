@@ -189,10 +189,16 @@ impl Signed {
             title: title.into(),
             nav,
             user_name: a.name.clone(),
-            user_line: format!("{} · {}", department, a.roles.join(", ")),
+            user_line: format!("{} · {}", department, view::roles(&a.roles)),
             csrf: self.csrf.clone(),
             flash: self.flash.clone(),
             audit: self.caller.reads_everything(),
+            start: self.caller.acting().is_ok()
+                && state
+                    .engine
+                    .procedures()
+                    .iter()
+                    .any(|p| crate::engine::decide::may_start(p, a)),
             clock: state.manual_clock.is_some() && self.caller.holds(ADMIN),
             reports: self.caller.holds(AUDITOR)
                 || self.caller.holds(ADMIN)
@@ -214,6 +220,8 @@ pub struct Chrome {
     pub csrf: String,
     pub flash: Option<String>,
     pub audit: bool,
+    /// The person may start at least one procedure.
+    pub start: bool,
     pub clock: bool,
     pub reports: bool,
 }

@@ -3,6 +3,7 @@
 //! chain verification, exports and the KPI report. Each reads through the API handler of the
 //! same purpose with the signed-in person as caller, so who may see what is the API's rule.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -13,11 +14,12 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::charts::{self, Chart};
-use super::pages_work::step_title;
+use super::pages_work::summary;
 use super::view::{self, Line};
 use super::{blank_none, page, query, Chrome, Signed, WebError};
 use crate::http::api::{self, ExportQuery};
 use crate::http::dto::{AuditEventsQuery, KpiQuery, VerifyQuery};
+use crate::http::error::ApiError;
 use crate::http::AppState;
 
 type St = State<Arc<AppState>>;
@@ -39,6 +41,7 @@ pub struct SearchQuery {
 pub struct Found {
     instance: Uuid,
     procedure: String,
+    summary: String,
     seq: u64,
     line: Line,
     hash: String,
@@ -99,26 +102,39 @@ pub async fn search(
     .await?
     .0;
     let zone = state.engine.default_zone();
-    let found = page_
-        .items
-        .iter()
-        .map(|r| {
-            let def = state.engine.procedure(&r.procedure);
-            let title = |s: &str| match &def {
-                Some(p) => step_title(&p.def, s),
-                None => view::words(s),
+    // Names per procedure, built once per page; a summary line per instance.
+    let mut names: HashMap<String, view::Names> = HashMap::new();
+    let mut summaries: HashMap<uuid::Uuid, String> = HashMap::new();
+    let mut found = Vec::with_capacity(page_.items.len());
+    for r in &page_.items {
+        let def = state.engine.procedure(&r.procedure);
+        let n = names
+            .entry(r.procedure.clone())
+            .or_insert_with(|| match &def {
+                Some(p) => view::Names::of(&p.def),
+                None => view::Names::default(),
+            });
+        if !summaries.contains_key(&r.instance) {
+            let line = match (
+                state.engine.instance(r.instance).map_err(ApiError::from)?,
+                &def,
+            ) {
+                (Some(i), Some(p)) => summary(&p.def, &i.data),
+                _ => String::new(),
             };
-            Found {
-                instance: r.instance,
-                procedure: def
-                    .as_ref()
-                    .map_or_else(|| r.procedure.clone(), |p| p.def.title.clone()),
-                seq: r.event.seq,
-                line: view::line(&r.event, &state.people, zone, &title),
-                hash: r.hash.chars().take(12).collect(),
-            }
-        })
-        .collect();
+            summaries.insert(r.instance, line);
+        }
+        found.push(Found {
+            instance: r.instance,
+            procedure: def
+                .as_ref()
+                .map_or_else(|| r.procedure.clone(), |p| p.def.title.clone()),
+            summary: summaries.get(&r.instance).cloned().unwrap_or_default(),
+            seq: r.event.seq,
+            line: view::line(&r.event, &state.people, zone, n),
+            hash: r.hash.chars().take(12).collect(),
+        });
+    }
     let mut filters = url_pairs(&[
         ("actor", &actor),
         ("procedure", &procedure),
@@ -333,7 +349,9 @@ pub async fn kpis(
             .format("%Y-%m-%d")
             .to_string()
     });
-    let to = blank_none(q.to);
+    // Through today, inclusive: the API's period ends before `to`, and on a manual clock
+    // everything may have happened at exactly "now".
+    let to = Some(blank_none(q.to).unwrap_or_else(|| super::view::tomorrow(now, zone)));
     let mut procedures: Vec<(String, String, bool)> = state
         .engine
         .procedures()

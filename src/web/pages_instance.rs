@@ -103,6 +103,8 @@ pub async fn instance_page(
     // The picture: where the instance is now, and where it has been (every step whose
     // completion, passing or joining the history records).
     let mut marks: HashMap<String, StepMark> = HashMap::new();
+    // Each task's due time, to say how late a late completion was.
+    let mut dues: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
     let mut seen_from = 1;
     loop {
         let page = state
@@ -113,6 +115,14 @@ pub async fn instance_page(
         seen_from = last.seq + 1;
         for e in &page {
             use crate::engine::instance::EventKind as K;
+            if let K::TaskOpened {
+                task,
+                due: Some(due),
+                ..
+            } = &e.kind
+            {
+                dues.insert(task.to_string(), *due);
+            }
             let step = match &e.kind {
                 K::TaskCompleted { step, .. }
                 | K::AutoPassed { step, .. }
@@ -131,11 +141,22 @@ pub async fn instance_page(
     for t in &inst.tasks {
         marks.entry(t.step.clone()).or_default().current = true;
     }
-    let step_title_of = |s: &str| step_title(def, s);
+    let names = view::Names::of(def);
     let timeline: Vec<Line> = history
         .events
         .iter()
-        .map(|e| view::line(e, &state.people, zone, &step_title_of))
+        .map(|e| {
+            let mut l = view::line(e, &state.people, zone, &names);
+            let due = e
+                .details
+                .get("task")
+                .and_then(|t| t.as_str())
+                .and_then(|t| dues.get(t));
+            if let (true, Some(due)) = (l.late && e.kind == "task_completed", due) {
+                l.timing = format!("{} late", view::span((e.at - *due).num_milliseconds()));
+            }
+            l
+        })
         .collect();
     let more_from = (history.events.len() == TIMELINE_PAGE)
         .then(|| history.events.last().map(|e| e.seq + 1))
@@ -148,7 +169,7 @@ pub async fn instance_page(
             OpenRow {
                 id: t.id,
                 title: step_title(def, &t.step),
-                roles: t.roles.join(", "),
+                roles: view::roles(&t.roles),
                 holder: t
                     .holder
                     .as_deref()
@@ -159,12 +180,6 @@ pub async fn instance_page(
                 deadline: view::deadline_word(&t.deadline),
             }
         })
-        .collect();
-    let titles: HashMap<&String, &String> = def
-        .data
-        .iter()
-        .chain(def.steps.values().flat_map(|s| s.form.iter()))
-        .filter_map(|(k, f)| f.title.as_ref().map(|t| (k, t)))
         .collect();
     let status = match inst.status.as_str() {
         "running" => "Running",
@@ -193,18 +208,7 @@ pub async fn instance_page(
         started: view::when(inst.started_at, zone),
         updated: view::when(inst.updated_at, zone),
         parent: inst.parent,
-        data: inst
-            .data
-            .iter()
-            .map(|(k, v)| {
-                (
-                    titles
-                        .get(k)
-                        .map_or_else(|| view::words(k), |t| (*t).clone()),
-                    view::value_text(v),
-                )
-            })
-            .collect(),
+        data: names.values(&inst.data, &state.people),
         open,
         picture: picture::procedure_svg(def, &marks),
         timeline,

@@ -155,7 +155,7 @@ pub async fn procedure_page(
         api::Query(KpiQuery {
             procedure: id.clone(),
             from: from.clone(),
-            to: None,
+            to: Some(view::tomorrow(now, zone)),
         }),
     )
     .await;

@@ -16,7 +16,6 @@ use super::forms::{self, Input};
 use super::pages_work::{step_title, summary};
 use super::view::{self, Line};
 use super::{done, page_with, Chrome, Posted, Signed, WebError};
-use crate::definition::model::Procedure;
 use crate::engine::compiled::FieldProblem;
 use crate::http::api::{self};
 use crate::http::dto::{CompleteRequest, DelegateRequest};
@@ -127,8 +126,7 @@ async fn task_view(
             .filter_map(|k| detail.data.get(k).map(|v| (k.clone(), v.clone())))
             .collect()
     });
-    let titles = field_titles(def);
-    let step_title_of = |s: &str| step_title(def, s);
+    let names = view::Names::of(def);
     let delegates = match &step.delegation {
         Some(d) if can_act => {
             let roles: Vec<String> = if d.to_roles.is_empty() {
@@ -141,25 +139,32 @@ async fn task_view(
                 .users()
                 .iter()
                 .filter(|u| u.active && u.id != me.id && u.roles.iter().any(|r| roles.contains(r)))
-                .map(|u| (u.id.clone(), format!("{} ({})", u.name, u.roles.join(", "))))
+                .map(|u| {
+                    (
+                        u.id.clone(),
+                        format!("{} ({})", u.name, view::roles(&u.roles)),
+                    )
+                })
                 .collect()
         }
         _ => Vec::new(),
     };
     let (due, due_class) = view::due_text(detail.task.due, now);
-    let problems = typed
-        .problems
+    // The summary lists the problems in the order the form shows the fields.
+    let mut listed: Vec<&FieldProblem> = typed.problems.iter().collect();
+    let place = |f: &str| {
+        let top = f.split('/').next().unwrap_or_default();
+        step.form.get_index_of(top).unwrap_or(usize::MAX)
+    };
+    listed.sort_by_key(|p| place(&p.field));
+    let problems = listed
         .iter()
         .map(|p| {
             let field = p.field.split('/').next().unwrap_or_default();
-            let label = titles
-                .get(field)
-                .cloned()
-                .unwrap_or_else(|| view::words(field));
             if p.field.is_empty() {
                 p.message.clone()
             } else {
-                format!("{label}: {}", p.message)
+                format!("{}: {}", names.field(field), p.message)
             }
         })
         .collect();
@@ -188,7 +193,7 @@ async fn task_view(
         procedure: def.title.clone(),
         source: def.source.clone().unwrap_or_default(),
         summary: summary(def, &detail.data),
-        roles: detail.task.roles.join(", "),
+        roles: view::roles(&detail.task.roles),
         holder: detail
             .task
             .holder
@@ -205,21 +210,12 @@ async fn task_view(
             .unwrap_or_default(),
         due_class,
         deadline: view::deadline_word(&detail.task.deadline),
-        data: detail
-            .data
-            .iter()
-            .map(|(k, v)| {
-                (
-                    titles.get(k).cloned().unwrap_or_else(|| view::words(k)),
-                    view::value_text(v),
-                )
-            })
-            .collect(),
+        data: names.values(&detail.data, &state.people),
         history: history
             .events
             .iter()
             .rev()
-            .map(|e| view::line(e, &state.people, zone, &step_title_of))
+            .map(|e| view::line(e, &state.people, zone, &names))
             .collect(),
         can_act,
         inputs: forms::inputs(&step.form, &values, &typed.problems, &state.people, zone),
@@ -246,21 +242,6 @@ async fn task_view(
     Ok(page_with(status, page_))
 }
 
-/// Field id → title, over the procedure's data and every step's form.
-fn field_titles(def: &Procedure) -> std::collections::HashMap<String, String> {
-    let mut out = std::collections::HashMap::new();
-    for (k, f) in def
-        .data
-        .iter()
-        .chain(def.steps.values().flat_map(|s| s.form.iter()))
-    {
-        if let Some(t) = &f.title {
-            out.entry(k.clone()).or_insert_with(|| t.clone());
-        }
-    }
-    out
-}
-
 pub async fn complete(
     State(state): St,
     Path(id): Path<Uuid>,
@@ -268,9 +249,31 @@ pub async fn complete(
 ) -> Result<Response, WebError> {
     let signed = &posted.signed;
     // The step's fields, to read the form back: from the task's procedure version.
-    let detail = api::get_task(State(state.clone()), signed.caller.clone(), api::Path(id))
-        .await?
-        .0;
+    let detail =
+        match api::get_task(State(state.clone()), signed.caller.clone(), api::Path(id)).await {
+            Ok(d) => d.0,
+            // Not open (completed meanwhile, or never there): the API's own answer to this
+            // completion says which — 409 "already completed", or 404.
+            Err(ApiError::NotFound(why)) => {
+                let req = CompleteRequest {
+                    outcome: posted.text("_outcome"),
+                    form: Map::new(),
+                    comment: None,
+                };
+                return match api::complete_task(
+                    State(state.clone()),
+                    signed.caller.clone(),
+                    api::Path(id),
+                    api::Json(req),
+                )
+                .await
+                {
+                    Err(e) => Err(e.into()),
+                    Ok(_) => Err(ApiError::NotFound(why).into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
     let proc = state
         .engine
         .procedure_version(&detail.procedure, detail.version)

@@ -183,7 +183,7 @@ pub async fn worklist(
             title,
             procedure: proc_title,
             summary,
-            roles: t.roles.join(", "),
+            roles: view::roles(&t.roles),
             holder: t
                 .holder
                 .as_deref()

@@ -17,6 +17,13 @@ pub fn when(at: DateTime<Utc>, zone: Tz) -> String {
         .to_string()
 }
 
+/// Tomorrow's date in `zone` (`2026-11-03`): the exclusive end of a period through today.
+pub fn tomorrow(now: DateTime<Utc>, zone: Tz) -> String {
+    (now.with_timezone(&zone).date_naive() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
 /// A span in the largest unit that keeps it readable: `40 min`, `3 h`, `2 days`.
 pub fn span(ms: i64) -> String {
     let min = ms.unsigned_abs() / 60_000;
@@ -88,6 +95,76 @@ pub fn name_of(people: &Directory, user: &str) -> String {
         .map_or_else(|| user.to_string(), |u| u.name.clone())
 }
 
+/// How a procedure's ids read to people: step titles, field titles, which fields name a
+/// person, and the procedure's own title.
+#[derive(Debug, Default)]
+pub struct Names {
+    pub procedure: String,
+    steps: std::collections::HashMap<String, String>,
+    fields: std::collections::HashMap<String, String>,
+    people_fields: std::collections::HashSet<String>,
+}
+
+impl Names {
+    pub fn of(def: &crate::definition::model::Procedure) -> Names {
+        use crate::definition::model::FieldType;
+        let mut n = Names {
+            procedure: def.title.clone(),
+            ..Names::default()
+        };
+        for (id, s) in &def.steps {
+            n.steps
+                .insert(id.clone(), s.title.clone().unwrap_or_else(|| words(id)));
+        }
+        for (k, f) in def
+            .data
+            .iter()
+            .chain(def.steps.values().flat_map(|s| s.form.iter()))
+        {
+            if let Some(t) = &f.title {
+                n.fields.entry(k.clone()).or_insert_with(|| t.clone());
+            }
+            if f.ty == FieldType::User {
+                n.people_fields.insert(k.clone());
+            }
+        }
+        n
+    }
+
+    pub fn step(&self, id: &str) -> String {
+        self.steps.get(id).cloned().unwrap_or_else(|| words(id))
+    }
+
+    pub fn field(&self, id: &str) -> String {
+        self.fields.get(id).cloned().unwrap_or_else(|| words(id))
+    }
+
+    /// A field's value as people read it: a person's name for a person field.
+    pub fn value(&self, field: &str, v: &Value, people: &Directory) -> String {
+        match v {
+            Value::String(u) if self.people_fields.contains(field) => name_of(people, u),
+            other => value_text(other),
+        }
+    }
+
+    /// Every field of `m`, titled and in words.
+    pub fn values(&self, m: &Map<String, Value>, people: &Directory) -> Vec<(String, String)> {
+        m.iter()
+            .map(|(k, v)| (self.field(k), self.value(k, v, people)))
+            .collect()
+    }
+}
+
+/// A role id in words (`management_rep` → `Management rep`).
+pub fn role(id: &str) -> String {
+    words(id)
+}
+
+/// Role ids in words, joined.
+pub fn roles(ids: &[String]) -> String {
+    ids.iter().map(|r| role(r)).collect::<Vec<_>>().join(", ")
+}
+
 /// One timeline entry.
 pub struct Line {
     pub seq: u64,
@@ -104,13 +181,9 @@ pub struct Line {
     pub meaning: Option<String>,
 }
 
-/// The history event as a timeline line. `step_title` names a step by its id.
-pub fn line(
-    e: &HistoryEvent,
-    people: &Directory,
-    zone: Tz,
-    step_title: &dyn Fn(&str) -> String,
-) -> Line {
+/// The history event as a timeline line, in the words of `names`.
+pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Line {
+    let step_title = |id: &str| names.step(id);
     let d = &e.details;
     let s = |k: &str| {
         d.get(k)
@@ -125,7 +198,7 @@ pub fn line(
             let dept = people
                 .department(&a.department)
                 .map_or_else(|| a.department.clone(), |x| x.name.clone());
-            let mut w = format!("{} ({}; {})", a.name, dept, a.roles.join(", "));
+            let mut w = format!("{} ({}; {})", a.name, dept, roles(&a.roles));
             if let Some(b) = &a.on_behalf_of {
                 w.push_str(&format!(" on behalf of {}", name_of(people, b)));
             }
@@ -139,20 +212,41 @@ pub fn line(
     let what = match e.kind.as_str() {
         "started" => {
             if let Some(Value::Object(data)) = d.get("data") {
-                push_values(&mut details, data);
+                details.extend(names.values(data, people));
             }
+            let title = if names.procedure.is_empty() {
+                s("procedure")
+            } else {
+                names.procedure.clone()
+            };
             format!(
-                "Started {} (version {})",
-                s("procedure"),
+                "Started {title} (version {})",
                 d.get("version").map(value_text).unwrap_or_default()
             )
         }
         "task_opened" => {
-            let roles = d.get("roles").map(value_text).unwrap_or_default();
-            let mut w = format!("“{}” opened for {}", step(), roles);
-            if let Some(a) = d.get("assignee").and_then(Value::as_str) {
-                w.push_str(&format!(", assigned to {}", name_of(people, a)));
-            }
+            let offered: Vec<String> = d
+                .get("roles")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut w = match d.get("assignee").and_then(Value::as_str) {
+                Some(a) if offered.is_empty() => {
+                    format!("“{}” opened for {}", step(), name_of(people, a))
+                }
+                Some(a) => format!(
+                    "“{}” opened for {}, assigned to {}",
+                    step(),
+                    roles(&offered),
+                    name_of(people, a)
+                ),
+                None => format!("“{}” opened for {}", step(), roles(&offered)),
+            };
             if let Some(due) = d.get("due").and_then(Value::as_str).and_then(parse_at) {
                 w.push_str(&format!("; due {}", when(due, zone)));
             }
@@ -174,11 +268,11 @@ pub fn line(
             };
             format!("“{}” passed its due time; action: {}", step(), s("action"))
         }
-        "task_escalated" => format!("Escalated: now also offered to {}", s("role")),
-        "task_reassigned" => format!("Reassigned to {}", s("role")),
+        "task_escalated" => format!("Escalated: now also offered to {}", role(&s("role"))),
+        "task_reassigned" => format!("Reassigned to {}", role(&s("role"))),
         "notified" => {
             details.push(("Message".into(), s("message")));
-            format!("{} notified about “{}”", s("role"), step())
+            format!("{} notified about “{}”", role(&s("role")), step())
         }
         "task_claimed" => "Claimed the task".into(),
         "task_released" => "Released the task back to its roles".into(),
@@ -190,7 +284,7 @@ pub fn line(
         }
         "signed" | "task_completed" => {
             if let Some(Value::Object(form)) = d.get("form") {
-                push_values(&mut details, form);
+                details.extend(names.values(form, people));
             }
             if let Some(c) = d.get("comment").and_then(Value::as_str) {
                 details.push(("Comment".into(), c.to_string()));
@@ -209,7 +303,11 @@ pub fn line(
             } else {
                 "Completed"
             };
-            format!("{verb} “{}”: {}", step(), words(&s("outcome")))
+            // A step with one outcome has nothing to choose: "done" says nothing.
+            match s("outcome").as_str() {
+                "done" | "" => format!("{verb} “{}”", step()),
+                o => format!("{verb} “{}”: {}", step(), words(o)),
+            }
         }
         "auto_passed" => format!("Passed “{}”", step()),
         "branches_started" => format!("Split into parallel branches at “{}”", step()),
@@ -244,12 +342,6 @@ pub fn line(
         timing,
         late,
         meaning,
-    }
-}
-
-fn push_values(out: &mut Vec<(String, String)>, m: &Map<String, Value>) {
-    for (k, v) in m {
-        out.push((words(k), value_text(v)));
     }
 }
 

@@ -377,6 +377,19 @@ async fn the_pages_refuse_what_the_api_refuses_and_change_nothing() {
     let r = xu.get(&format!("/tasks/{}", uuid::Uuid::nil())).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.body.contains("Not found"));
+    // A mistyped address is a page for a browser, a problem for an API client.
+    let r = xu
+        .send(
+            xu.client
+                .get(srv.url("/no-such-page"))
+                .header("accept", "text/html"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.contains("<h1>Not found</h1>"), "{}", r.body);
+    let r = xu.get("/v1/no-such-endpoint").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.body.starts_with('{'), "{}", r.body);
     srv.assert_unchanged(&id, &before, "refused pages").await;
 }
 
