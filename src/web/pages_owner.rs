@@ -1,5 +1,5 @@
 //! Process owners' and admins' pages: the procedures with their versions, each procedure's
-//! picture as a heat map (instances waiting at each step, late completions), checking a
+//! picture as a heat map (open tasks waiting at each step now, and how many are late), checking a
 //! procedure's text with every diagnostic at its line and column, and moving the manual
 //! clock. Reads and checks go through the API handlers; nothing here registers a procedure.
 
@@ -17,7 +17,7 @@ use super::picture::{self, StepMark};
 use super::view;
 use super::{page, page_with, Chrome, Posted, Signed, WebError};
 use crate::http::api::{self, ValidateQuery};
-use crate::http::dto::{ClockAdvance, KpiQuery, VersionQuery};
+use crate::http::dto::{ClockAdvance, VersionQuery};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
@@ -144,49 +144,41 @@ pub async fn procedure_page(
     let def = &compiled.def;
     let zone = state.engine.zone_of_procedure(&id);
     let now = state.engine.clock().now();
-    let from = (now - chrono::Duration::days(90))
-        .with_timezone(&zone)
-        .format("%Y-%m-%d")
-        .to_string();
-    // The heat map is the KPI report's figures: whoever may read KPIs sees it.
-    let report = api::kpi_report(
-        State(state.clone()),
-        signed.caller.clone(),
-        api::Query(KpiQuery {
-            procedure: id.clone(),
-            from: from.clone(),
-            to: Some(view::tomorrow(now, zone)),
-        }),
-    )
-    .await;
+    // The heat map: every running instance's open tasks counted by step — waiting now, and
+    // past their due time now. Read by the API's rule for figures across instances; the
+    // scan is bounded before it starts.
     let mut marks: HashMap<String, StepMark> = HashMap::new();
-    let (heat, heat_note, period) = match report {
-        Ok(r) => {
-            let r = r.0;
-            for s in &r.steps {
-                let m = marks.entry(s.step.clone()).or_default();
-                m.waiting = s.open;
-                m.late = s.breaches;
-            }
-            let rows = r
+    let (heat, heat_note, period) = match api::require_kpi_reader(&signed.caller) {
+        Ok(()) => {
+            let (engine, pid) = (state.engine.clone(), detail.id.clone());
+            let (counts, partial) =
+                tokio::task::spawn_blocking(move || waiting_by_step(&engine, &pid, now))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("heat map: {e}")))??;
+            let rows = def
                 .steps
                 .iter()
-                .map(|s| HeatRow {
-                    title: s.title.clone().unwrap_or_else(|| view::words(&s.step)),
-                    role: def
-                        .steps
-                        .get(&s.step)
-                        .and_then(|st| st.role.clone())
-                        .unwrap_or_default(),
-                    waiting: s.open,
-                    late: s.breaches,
+                .filter(|(_, st)| st.role.is_some() || st.assignee.is_some())
+                .map(|(sid, st)| {
+                    let (waiting, late) = counts.get(sid).copied().unwrap_or((0, 0));
+                    let m = marks.entry(sid.clone()).or_default();
+                    m.waiting = waiting;
+                    m.late = late;
+                    HeatRow {
+                        title: st.title.clone().unwrap_or_else(|| view::words(sid)),
+                        role: st.role.as_deref().map(view::role).unwrap_or_default(),
+                        waiting,
+                        late,
+                    }
                 })
                 .collect();
-            (
-                rows,
-                String::new(),
-                format!("{} to {}", view::when(r.from, zone), view::when(r.to, zone)),
-            )
+            let when = format!("now ({})", view::when(now, zone));
+            let when = if partial {
+                format!("{when}, over the first {MAX_HEAT_SCAN} running instances")
+            } else {
+                when
+            };
+            (rows, String::new(), when)
         }
         Err(ApiError::Forbidden(why)) => (Vec::new(), why, String::new()),
         Err(e) => return Err(e.into()),
@@ -437,4 +429,39 @@ pub async fn move_clock(State(state): St, posted: Posted) -> Result<Response, We
             error,
         },
     ))
+}
+
+/// Most running instances one heat map reads.
+pub const MAX_HEAT_SCAN: usize = 20_000;
+
+/// Open tasks of `procedure`'s running instances by step: (waiting, past due at `now`),
+/// and whether the scan stopped at `MAX_HEAT_SCAN` before the end.
+fn waiting_by_step(
+    engine: &crate::engine::service::Engine<crate::store::sled_store::SledStore>,
+    procedure: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(HashMap<String, (u64, u64)>, bool), ApiError> {
+    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut read = 0usize;
+    loop {
+        let page = engine.instances(Some(procedure), Some("running"), cursor.as_deref(), 500)?;
+        for id in &page.items {
+            if let Some(inst) = engine.instance(*id)? {
+                for t in inst.tasks.values() {
+                    let c = counts.entry(t.step.clone()).or_default();
+                    c.0 += 1;
+                    if t.due.is_some_and(|d| d <= now) {
+                        c.1 += 1;
+                    }
+                }
+            }
+        }
+        read += page.items.len();
+        match page.next {
+            Some(next) if read < MAX_HEAT_SCAN => cursor = Some(next),
+            Some(_) => return Ok((counts, true)),
+            None => return Ok((counts, false)),
+        }
+    }
 }

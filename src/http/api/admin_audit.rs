@@ -180,10 +180,7 @@ pub async fn kpi_report(
     caller: Caller,
     Query(q): Query<KpiQuery>,
 ) -> Result<Json<crate::report::kpi::KpiReport>, ApiError> {
-    caller.require_any(
-        &[AUDITOR, ADMIN, PROCESS_OWNER, "management_rep", "sales"],
-        "reading service KPIs",
-    )?;
+    require_kpi_reader(&caller)?;
     let (from, to) = crate::audit::parse_period(
         &q.from,
         q.to.as_deref(),
@@ -305,4 +302,15 @@ pub async fn audit_export(
         res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(res)
+}
+
+/// Who reads service figures across instances — the KPI report here, and the web app's
+/// heat map of a procedure: auditors, admins, process owners, and (seed 002 Service
+/// Objective Management §4.1 and §4.3) the management representative and the sales
+/// department.
+pub fn require_kpi_reader(caller: &Caller) -> Result<(), ApiError> {
+    caller.require_any(
+        &[AUDITOR, ADMIN, PROCESS_OWNER, "management_rep", "sales"],
+        "reading service KPIs",
+    )
 }
