@@ -329,8 +329,9 @@ struct KpiPage {
     charts: Vec<Chart>,
 }
 
+/// A rate the report gives in percent (0–100), rounded.
 fn percent(r: Option<f64>) -> String {
-    r.map_or_else(|| "—".to_string(), |r| format!("{:.0} %", r * 100.0))
+    r.map_or_else(|| "—".to_string(), |r| format!("{r:.0} %"))
 }
 
 pub async fn kpis(

@@ -276,6 +276,13 @@ async fn a_refused_form_comes_back_with_its_problems_and_what_was_typed_and_chan
         .await
         .body
         .contains("Resolve the complaint and fill in the completion column"));
+    // The report counts what happened at this very instant, and rates read as percent.
+    let report = sales
+        .get("/reports/kpis?procedure=complaint-handling")
+        .await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
+    assert!(report.body.contains("<td>100 %</td>"), "{}", report.body);
+    assert!(!report.body.contains("10000"), "{}", report.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
