@@ -49,7 +49,7 @@ fn value(f: &Field, seed: u64) -> Value {
             .map_or(1, |m| m.ceil() as i64)
             .max(f.max.map_or(i64::MIN, |m| m.floor() as i64).min(1))),
         FieldType::Number => json!(f.min.unwrap_or(0.0).max(f.max.map_or(1.0, |m| m.min(1.0)))),
-        FieldType::Boolean => json!(seed % 2 == 0),
+        FieldType::Boolean => json!(seed.is_multiple_of(2)),
         FieldType::Date => json!(format!("2026-12-{:02}", 1 + seed % 28)),
         FieldType::Datetime => json!(format!("2026-12-{:02}T10:00:00Z", 1 + seed % 28)),
         FieldType::User => json!(format!("u{}", seed as usize % USERS)),
@@ -81,7 +81,7 @@ fn value(f: &Field, seed: u64) -> Value {
 fn form(fields: &indexmap::IndexMap<String, Field>, seed: u64) -> Map<String, Value> {
     fields
         .iter()
-        .filter(|(_, f)| f.required || seed % 3 == 0)
+        .filter(|(_, f)| f.required || seed.is_multiple_of(3))
         .map(|(k, f)| (k.clone(), value(f, seed.wrapping_add(k.len() as u64))))
         .collect()
 }

@@ -145,7 +145,7 @@ impl Set {
 
     fn full(n: usize) -> Set {
         let mut s = Set(vec![u64::MAX; n.div_ceil(64)]);
-        if n % 64 != 0 {
+        if !n.is_multiple_of(64) {
             if let Some(last) = s.0.last_mut() {
                 *last = (1u64 << (n % 64)) - 1;
             }

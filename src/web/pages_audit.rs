@@ -114,7 +114,7 @@ pub async fn search(
                 Some(p) => view::Names::of(&p.def),
                 None => view::Names::default(),
             });
-        if !summaries.contains_key(&r.instance) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = summaries.entry(r.instance) {
             let line = match (
                 state.engine.instance(r.instance).map_err(ApiError::from)?,
                 &def,
@@ -122,7 +122,7 @@ pub async fn search(
                 (Some(i), Some(p)) => summary(&p.def, &i.data),
                 _ => String::new(),
             };
-            summaries.insert(r.instance, line);
+            slot.insert(line);
         }
         found.push(Found {
             instance: r.instance,

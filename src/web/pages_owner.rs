@@ -431,6 +431,9 @@ pub async fn move_clock(State(state): St, posted: Posted) -> Result<Response, We
     ))
 }
 
+/// Step id → (open tasks waiting there, of them past due).
+type StepCounts = HashMap<String, (u64, u64)>;
+
 /// Most running instances one heat map reads.
 pub const MAX_HEAT_SCAN: usize = 20_000;
 
@@ -440,8 +443,8 @@ fn waiting_by_step(
     engine: &crate::engine::service::Engine<crate::store::sled_store::SledStore>,
     procedure: &str,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<(HashMap<String, (u64, u64)>, bool), ApiError> {
-    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+) -> Result<(StepCounts, bool), ApiError> {
+    let mut counts = StepCounts::new();
     let mut cursor: Option<Vec<u8>> = None;
     let mut read = 0usize;
     loop {
