@@ -174,7 +174,7 @@ parameters = { "query.instance" = { dictionary = "instances", probability = 0.5 
 [[operations]]
 # \`from\` must be before \`to\` (or before now when \`to\` is left out): a rule between two
 # parameters that OpenAPI cannot state, answered 400.
-include-operation-id = ["audit_events", "kpi_report"]
+include-operation-id = ["audit_events", "kpi_report", "audit_export"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]
 parameters = { "query.procedure" = { dictionary = "procedures", probability = 0.5 }, "query.actor" = { dictionary = "users", probability = 0.5 } }
 EOF
