@@ -505,7 +505,8 @@ mod tests {
 
     #[test]
     fn problems_show_next_to_their_field() {
-        let dir = crate::directory::Directory::from_file(Default::default()).unwrap();
+        let (dir, report) = crate::directory::load(std::path::Path::new("org.toml"));
+        let dir = dir.unwrap_or_else(|| panic!("org.toml: {report:?}"));
         let problems = vec![FieldProblem {
             field: "customer".into(),
             message: "is required".into(),

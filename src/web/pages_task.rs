@@ -21,6 +21,7 @@ use crate::http::api::{self};
 use crate::http::dto::{CompleteRequest, DelegateRequest};
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::store::Store;
 
 type St = State<Arc<AppState>>;
 
@@ -37,6 +38,8 @@ struct TaskPage {
     title: String,
     description: String,
     procedure: String,
+    /// The comment above the step in the procedure file: the document clause it implements.
+    clause: String,
     source: String,
     summary: String,
     roles: String,
@@ -191,6 +194,14 @@ async fn task_view(
             .unwrap_or_else(|| view::words(&detail.task.step)),
         description: detail.description.clone().unwrap_or_default(),
         procedure: def.title.clone(),
+        clause: state
+            .engine
+            .store()
+            .procedure(&detail.procedure, detail.version)
+            .ok()
+            .flatten()
+            .and_then(|r| view::step_clause(&r.source, &detail.task.step))
+            .unwrap_or_default(),
         source: def.source.clone().unwrap_or_default(),
         summary: summary(def, &detail.data),
         roles: view::roles(&detail.task.roles),

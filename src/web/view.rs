@@ -155,6 +155,29 @@ impl Names {
     }
 }
 
+/// What the procedure file says of a step's origin: the comment block right above its
+/// `[steps.ID]` table, where shipped procedures cite the company document's clause
+/// ("seed 002 Complaint Handling §4.5: …"). Separator lines are left out; `None` without one.
+pub fn step_clause(source: &str, step: &str) -> Option<String> {
+    let header = format!("[steps.{step}]");
+    let lines: Vec<&str> = source.lines().collect();
+    let at = lines.iter().position(|l| l.trim() == header)?;
+    let mut block = Vec::new();
+    for l in lines[..at].iter().rev() {
+        let t = l.trim();
+        let Some(text) = t.strip_prefix('#') else {
+            break;
+        };
+        let text = text.trim();
+        if text.is_empty() || text.chars().all(|c| c == '-' || c == '=') {
+            continue;
+        }
+        block.push(text);
+    }
+    block.reverse();
+    (!block.is_empty()).then(|| block.join(" "))
+}
+
 /// A role id in words (`management_rep` → `Management rep`).
 pub fn role(id: &str) -> String {
     words(id)
@@ -366,6 +389,17 @@ mod tests {
         assert_eq!(due_text(h(-50), now), ("2 days late".into(), "late"));
         assert_eq!(due_text(Some(now), now).1, "late");
         assert_eq!(due_text(None, now).1, "none");
+    }
+
+    #[test]
+    fn a_steps_clause_is_the_comment_above_it() {
+        let src = "[data]\nx = 1\n\n# ----\n# seed 002 §4.5: \"forward it\";\n# and answer.\n[steps.a]\nrole = \"r\"\n[steps.b]\n";
+        assert_eq!(
+            step_clause(src, "a").as_deref(),
+            Some("seed 002 §4.5: \"forward it\"; and answer.")
+        );
+        assert_eq!(step_clause(src, "b"), None);
+        assert_eq!(step_clause(src, "nope"), None);
     }
 
     #[test]
