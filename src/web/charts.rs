@@ -110,107 +110,78 @@ fn usable(v: Option<f64>) -> Option<f64> {
 }
 
 fn on_time_chart(report: &KpiReport) -> Option<Chart> {
-    if !report
-        .steps
-        .iter()
-        .any(|s| usable(s.on_time_rate).is_some())
-    {
-        return None;
-    }
-    let mut said = Vec::new();
-    let mut missing = 0;
-    let rows: Vec<Row> = report
-        .steps
-        .iter()
-        .map(|s| {
-            let mut row = Row::new(step_name(s));
-            match usable(s.on_time_rate) {
-                Some(rate) => {
-                    let colour = if rate >= 90.0 {
-                        GREEN
-                    } else if rate >= 70.0 {
-                        AMBER
-                    } else {
-                        RED
-                    };
-                    row.bars.push(Bar {
-                        value: rate,
-                        colour,
-                        figure: String::new(),
-                    });
-                    row.figure = pct(rate);
-                    said.push(format!("{} {}", row.label, row.figure));
-                }
-                None => missing += 1,
-            }
-            row
-        })
-        .collect();
-    let mut summary = format!(
-        "Share of each step's completions that were on time: {}",
-        said.join("; ")
-    );
-    if missing > 0 {
-        let _ = write!(summary, "; no data for {}", count(missing, "step"));
-    }
-    summary.push('.');
-    Some(Chart {
-        title: "On-time rate per step".into(),
-        svg: bar_chart(&rows, &percent_scale(), &[], &summary),
-        summary,
-    })
+    let figure = |s: &StepFigures| {
+        let rate = usable(s.on_time_rate)?;
+        let colour = match rate {
+            r if r >= 90.0 => GREEN,
+            r if r >= 70.0 => AMBER,
+            _ => RED,
+        };
+        Some((rate, colour, pct(rate)))
+    };
+    let what = "Share of each step's completions that were on time";
+    per_step(
+        "On-time rate per step",
+        what,
+        report,
+        percent_scale(),
+        figure,
+    )
 }
 
 fn duration_chart(report: &KpiReport) -> Option<Chart> {
-    let medians: Vec<Option<f64>> = report
-        .steps
-        .iter()
-        .map(|s| usable(s.duration.median_seconds).map(|m| m.max(0.0)))
-        .collect();
-    let max = medians.iter().flatten().copied().fold(0.0, f64::max);
-    if medians.iter().all(Option::is_none) {
+    let median = |s: &StepFigures| usable(s.duration.median_seconds).map(|m| m.max(0.0));
+    let max = report.steps.iter().filter_map(median).fold(0.0, f64::max);
+    // All medians zero still draws (zero-length bars with their figures).
+    let scale = Scale {
+        max: if max > 0.0 { max } else { 1.0 },
+        percent_axis: false,
+    };
+    let figure = |s: &StepFigures| median(s).map(|m| (m, BLUE, human_duration(m)));
+    let what = "Median time from a step's opening to its completion";
+    per_step("Median duration per step", what, report, scale, figure)
+}
+
+/// A chart of one figure per step (value, colour, as written), "no data" where a step has
+/// none; none at all when no step has one.
+fn per_step(
+    title: &str,
+    what: &str,
+    report: &KpiReport,
+    scale: Scale,
+    figure: impl Fn(&StepFigures) -> Option<(f64, &'static str, String)>,
+) -> Option<Chart> {
+    let (mut said, mut missing) = (Vec::new(), 0);
+    let mut rows = Vec::new();
+    for s in &report.steps {
+        let mut row = Row::new(step_name(s));
+        match figure(s) {
+            Some((value, colour, written)) => {
+                said.push(format!("{} {written}", row.label));
+                row.bars.push(Bar {
+                    value,
+                    colour,
+                    figure: String::new(),
+                });
+                row.figure = written;
+            }
+            None => missing += 1,
+        }
+        rows.push(row);
+    }
+    if said.is_empty() {
         return None;
     }
-    let mut said = Vec::new();
-    let mut missing = 0;
-    let rows: Vec<Row> = report
-        .steps
-        .iter()
-        .zip(&medians)
-        .map(|(s, m)| {
-            let mut row = Row::new(step_name(s));
-            match m {
-                Some(m) => {
-                    row.bars.push(Bar {
-                        value: *m,
-                        colour: BLUE,
-                        figure: String::new(),
-                    });
-                    row.figure = human_duration(*m);
-                    said.push(format!("{} {}", row.label, row.figure));
-                }
-                None => missing += 1,
-            }
-            row
-        })
-        .collect();
-    let mut summary = format!(
-        "Median time from a step's opening to its completion: {}",
-        said.join("; ")
-    );
+    let mut summary = format!("{what}: {}", said.join("; "));
     if missing > 0 {
         let _ = write!(summary, "; no data for {}", count(missing, "step"));
     }
     summary.push('.');
-    let scale = Scale {
-        // All medians zero still draws (zero-length bars with their figures).
-        max: if max > 0.0 { max } else { 1.0 },
-        percent_axis: false,
-    };
+    let svg = bar_chart(&rows, &scale, &[], &summary);
     Some(Chart {
-        title: "Median duration per step".into(),
-        svg: bar_chart(&rows, &scale, &[], &summary),
+        title: title.into(),
         summary,
+        svg,
     })
 }
 
@@ -666,10 +637,6 @@ mod tests {
         }
     }
 
-    pub(super) fn full_for_eyes() -> KpiReport {
-        full()
-    }
-
     fn full() -> KpiReport {
         let mut r = empty();
         let durations = [
@@ -735,7 +702,7 @@ mod tests {
         assert!(svg.ends_with("</svg>"));
         assert!(svg.contains(" viewBox=\"0 0 520 "), "{svg}");
         assert!(!svg.contains("style"), "{svg}");
-        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        assert!(!svg.contains("NaN") && !svg.contains("inf\""), "{svg}");
         assert_eq!(svg.matches("<svg").count(), 1);
     }
 
@@ -871,22 +838,5 @@ mod tests {
         assert_eq!(human_duration(3.0 * 86400.0), "3 days");
         assert_eq!(count(1, "step"), "1 step");
         assert_eq!(count(2, "step"), "2 steps");
-    }
-}
-#[cfg(test)]
-mod eyes {
-    #[test]
-    fn dump() {
-        let mut r = super::tests::full_for_eyes();
-        r.steps[0].title = Some("Report the crisis event to the management representative".into());
-        let mut html = String::from("<html><body style='margin:0;background:#fff;font-family:sans-serif'><div style='display:grid;grid-template-columns:520px 520px;gap:16px;padding:8px'>");
-        for c in super::kpi_charts(&r) {
-            html.push_str(&format!(
-                "<figure style='margin:0'><figcaption><b>{}</b></figcaption>{}</figure>",
-                c.title, c.svg
-            ));
-        }
-        html.push_str("</div></body></html>");
-        std::fs::write("/tmp/charts.html", html).unwrap();
     }
 }
