@@ -384,13 +384,13 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
 }
 
 /// The transition's condition on one line, if it has one.
-fn condition(t: &Transition) -> Option<String> {
+pub(crate) fn condition(t: &Transition) -> Option<String> {
     t.when.as_deref().map(one_line).filter(|s| !s.is_empty())
 }
 
 /// Whether transition `i` of `step` is a default: it has no condition, and a conditional
 /// transition before it may apply to the same outcome — so it is taken "otherwise".
-fn is_default(step: &Step, i: usize) -> bool {
+pub(crate) fn is_default(step: &Step, i: usize) -> bool {
     let Some(t) = step.next.get(i) else {
         return false;
     };
@@ -406,7 +406,7 @@ fn is_default(step: &Step, i: usize) -> bool {
 
 /// `approve [score >= 60]`, `approve`, `[score >= 60]`, `otherwise`, `approve, otherwise`
 /// or nothing.
-fn edge_label(t: &Transition, default: bool) -> Option<String> {
+pub(crate) fn edge_label(t: &Transition, default: bool) -> Option<String> {
     let on = t.on.as_deref().map(one_line).filter(|s| !s.is_empty());
     match (on, condition(t)) {
         (Some(on), Some(when)) => Some(format!("{on} [{when}]")),
@@ -419,7 +419,7 @@ fn edge_label(t: &Transition, default: bool) -> Option<String> {
 }
 
 /// Titles and conditions may span lines in TOML; a diagram label is one line.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 
+use super::view::xml_text as esc;
 use crate::report::kpi::{KpiReport, Objective, StepFigures};
 
 /// One chart: a heading and its SVG.
@@ -586,23 +587,6 @@ fn n(v: f64) -> String {
     } else {
         format!("{r}")
     }
-}
-
-/// Text for SVG content and attribute values. Characters XML 1.0 forbids become spaces.
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

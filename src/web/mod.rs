@@ -435,6 +435,24 @@ pub fn blank_none(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// Every registered procedure as (id, title, selected) for a choice list, by title.
+pub fn procedure_choices(state: &AppState, selected: Option<&str>) -> Vec<(String, String, bool)> {
+    let mut out: Vec<(String, String, bool)> = state
+        .engine
+        .procedures()
+        .iter()
+        .map(|p| {
+            (
+                p.id().to_string(),
+                p.def.title.clone(),
+                selected == Some(p.id()),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
 /// After an action: a message for the next page, and a 303 to it.
 pub fn done(state: &AppState, signed: &Signed, message: impl Into<String>, to: &str) -> Response {
     state.sessions.flash(&signed.sid, message);

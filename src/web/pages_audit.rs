@@ -157,16 +157,7 @@ pub async fn search(
         })
         .collect();
     people.sort_by(|a, b| a.1.cmp(&b.1));
-    let mut procedures: Vec<(String, String, bool)> = state
-        .engine
-        .procedures()
-        .iter()
-        .map(|p| {
-            let sel = procedure.as_deref() == Some(p.id());
-            (p.id().to_string(), p.def.title.clone(), sel)
-        })
-        .collect();
-    procedures.sort_by(|a, b| a.1.cmp(&b.1));
+    let procedures = super::procedure_choices(&state, procedure.as_deref());
     let kinds = crate::engine::instance::EventKind::NAMES
         .iter()
         .map(|k| (*k, kind.as_deref() == Some(*k)))
@@ -353,19 +344,7 @@ pub async fn kpis(
     // Through today, inclusive: the API's period ends before `to`, and on a manual clock
     // everything may have happened at exactly "now".
     let to = Some(blank_none(q.to).unwrap_or_else(|| super::view::tomorrow(now, zone)));
-    let mut procedures: Vec<(String, String, bool)> = state
-        .engine
-        .procedures()
-        .iter()
-        .map(|p| {
-            (
-                p.id().to_string(),
-                p.def.title.clone(),
-                procedure.as_deref() == Some(p.id()),
-            )
-        })
-        .collect();
-    procedures.sort_by(|a, b| a.1.cmp(&b.1));
+    let procedures = super::procedure_choices(&state, procedure.as_deref());
     let mut page_ = KpiPage {
         chrome: signed.chrome(&state, "Reports", "reports"),
         procedures,

@@ -196,19 +196,7 @@ pub async fn worklist(
             deadline: view::deadline_word(&t.deadline),
         });
     }
-    let mut procs: Vec<(String, String, bool)> = state
-        .engine
-        .procedures()
-        .iter()
-        .map(|p| {
-            (
-                p.id().to_string(),
-                p.def.title.clone(),
-                procedure.as_deref() == Some(p.id()),
-            )
-        })
-        .collect();
-    procs.sort_by(|a, b| a.1.cmp(&b.1));
+    let procs = super::procedure_choices(&state, procedure.as_deref());
     let roles = signed
         .caller
         .actor

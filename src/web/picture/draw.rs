@@ -3,6 +3,7 @@
 //! escaped.
 
 use super::*;
+pub(super) use crate::web::view::xml_text as esc;
 
 /// Fill, border and border width of a step box: the current step stands out most, then the
 /// heat of waiting work, then where the instance has been.
@@ -269,21 +270,4 @@ pub(super) fn n(v: f64) -> String {
 
 pub(super) fn pt(p: Point) -> String {
     format!("{} {}", n(p.x), n(p.y))
-}
-
-/// Text for SVG content and attribute values. Characters XML 1.0 forbids become spaces.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }

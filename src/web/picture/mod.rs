@@ -26,7 +26,8 @@ use layout::core::style::StyleAttr;
 use layout::std_shapes::shapes::{Arrow, Element, ShapeKind};
 use layout::topo::layout::VisualGraph;
 
-use crate::definition::model::{Procedure, Step, StepKind, Transition};
+use crate::definition::model::{Procedure, Step, StepKind};
+use crate::definition::render::{condition, edge_label, is_default, one_line};
 
 mod draw;
 mod placement;
@@ -315,8 +316,9 @@ fn label_size(label: &[String]) -> (f64, f64) {
     (w, label.len() as f64 * LABEL_LINE)
 }
 
-// The edges and their labels say what `definition::render` says (its helpers are private to
-// it): `approve [score >= 60]`, `approve, otherwise`, and the clock's `late → take …`.
+// The edges and their labels say what `definition::render` says — its label helpers are
+// shared: `approve [score >= 60]`, `approve, otherwise`; the clock's `late → take …` edges
+// are drawn here with their own wording.
 
 fn late_edges(step: &Step) -> Vec<(&str, String)> {
     let mut edges = Vec::new();
@@ -345,39 +347,6 @@ fn late_edges(step: &Step) -> Vec<(&str, String)> {
         }
     }
     edges
-}
-
-fn condition(t: &Transition) -> Option<String> {
-    t.when.as_deref().map(one_line).filter(|s| !s.is_empty())
-}
-
-/// Whether transition `i` is taken "otherwise": it has no condition, and a conditional
-/// transition before it may apply to the same outcome.
-fn is_default(step: &Step, i: usize) -> bool {
-    let Some(t) = step.next.get(i) else {
-        return false;
-    };
-    let same_outcome = |a: Option<&str>, b: Option<&str>| a.zip(b).is_none_or(|(a, b)| a == b);
-    condition(t).is_none()
-        && step.next[..i]
-            .iter()
-            .any(|e| condition(e).is_some() && same_outcome(e.on.as_deref(), t.on.as_deref()))
-}
-
-fn edge_label(t: &Transition, default: bool) -> Option<String> {
-    let on = t.on.as_deref().map(one_line).filter(|s| !s.is_empty());
-    match (on, condition(t)) {
-        (Some(on), Some(when)) => Some(format!("{on} [{when}]")),
-        (Some(on), None) if default => Some(format!("{on}, otherwise")),
-        (Some(on), None) => Some(on),
-        (None, Some(when)) => Some(format!("[{when}]")),
-        (None, None) if default => Some("otherwise".to_string()),
-        (None, None) => None,
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// `text` in lines of at most `width` characters, broken between words (a word longer than
