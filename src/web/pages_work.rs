@@ -152,14 +152,21 @@ pub async fn worklist(
             wanted.as_deref() == Some("escalated"),
         ),
     ];
-    let items = api::list_tasks(
-        State(state.clone()),
-        signed.caller.clone(),
-        api::Query(ask(wanted.clone(), WORKLIST_PAGE)),
-    )
-    .await?
-    .0
-    .items;
+    // Without a state filter the page is the head of the list already read for the counts
+    // (the API orders both the same way); only a state filter needs the API's own answer.
+    let items = match &wanted {
+        None => all.into_iter().take(WORKLIST_PAGE).collect(),
+        Some(_) => {
+            api::list_tasks(
+                State(state.clone()),
+                signed.caller.clone(),
+                api::Query(ask(wanted.clone(), WORKLIST_PAGE)),
+            )
+            .await?
+            .0
+            .items
+        }
+    };
     let now = state.engine.clock().now();
     let zone = state.engine.default_zone();
     let mut rows = Vec::with_capacity(items.len());
@@ -204,7 +211,7 @@ pub async fn worklist(
         .iter()
         .map(|r| (r.clone(), role.as_deref() == Some(r.as_str())))
         .collect();
-    let total = counts.iter().find(|c| c.3).map_or(all.len(), |c| c.2);
+    let total = counts.iter().find(|c| c.3).map_or(counts[0].2, |c| c.2);
     Ok(page(WorklistPage {
         chrome: signed.chrome(&state, "My work", "work"),
         shown_all: rows.len() >= total,
