@@ -290,38 +290,17 @@ impl<W: Write> Sink<W> {
 }
 
 /// Writes the events matching `query` to `out` like `export`, but stops after `limit`
-/// events: `over` is set when more would have followed (the output then holds `limit`
-/// events and must not be passed off as the whole trail). Reads at most one page past the
-/// limit.
+/// events. Returns how many were written and whether more would have followed (the output
+/// then holds `limit` events and must not be passed off as the whole trail); reads at most
+/// one page past the limit.
 pub fn export_at_most<S: Store>(
     engine: &Engine<S>,
     query: &AuditQuery,
     format: ExportFormat,
     out: impl Write,
     limit: u64,
-    over: &mut bool,
-) -> Result<u64, AuditError> {
-    let mut sink = Sink::new(format, out)?;
-    let mut written = 0u64;
-    let mut cursor: Option<Vec<u8>> = None;
-    *over = false;
-    'pages: loop {
-        let page = engine.audit(query, cursor.as_deref(), EXPORT_PAGE)?;
-        for record in page.items {
-            if written == limit {
-                *over = true;
-                break 'pages;
-            }
-            sink.write(&record.into())?;
-            written += 1;
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
-    sink.finish()?;
-    Ok(written)
+) -> Result<(u64, bool), AuditError> {
+    export_bounded(engine, query, format, out, limit, &mut |_| {})
 }
 
 /// Writes every event matching `query` to `out`, oldest first, a page at a time.
@@ -333,12 +312,29 @@ pub fn export<S: Store>(
     out: impl Write,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64, AuditError> {
+    export_bounded(engine, query, format, out, u64::MAX, progress).map(|(n, _)| n)
+}
+
+/// The one export loop: pages of the audit index into the sink, at most `limit` events.
+fn export_bounded<S: Store>(
+    engine: &Engine<S>,
+    query: &AuditQuery,
+    format: ExportFormat,
+    out: impl Write,
+    limit: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(u64, bool), AuditError> {
     let mut sink = Sink::new(format, out)?;
     let mut written = 0u64;
     let mut cursor: Option<Vec<u8>> = None;
-    loop {
+    let mut over = false;
+    'pages: loop {
         let page = engine.audit(query, cursor.as_deref(), EXPORT_PAGE)?;
         for record in page.items {
+            if written == limit {
+                over = true;
+                break 'pages;
+            }
             sink.write(&record.into())?;
             written += 1;
         }
@@ -349,7 +345,7 @@ pub fn export<S: Store>(
         }
     }
     sink.finish()?;
-    Ok(written)
+    Ok((written, over))
 }
 
 #[cfg(test)]

@@ -274,21 +274,18 @@ pub async fn audit_export(
     let query = filters.query(state.engine.default_zone())?;
     let body = blocking("audit export", move || -> Result<Vec<u8>, ApiError> {
         let mut out = Vec::new();
-        let mut over = false;
-        let written = crate::audit::export_at_most(
+        let (_, over) = crate::audit::export_at_most(
             &state.engine,
             &query,
             format,
             &mut out,
             MAX_EXPORT_EVENTS,
-            &mut over,
         )?;
         if over {
             return Err(ApiError::Unprocessable(format!(
                 "more than {MAX_EXPORT_EVENTS} events match; narrow the filters (a shorter period, one procedure) or use `sopflow export` on a stopped store"
             )));
         }
-        let _ = written;
         Ok(out)
     })
     .await?;
