@@ -10,7 +10,8 @@
 
 use std::fmt::Write as _;
 
-use super::view::xml_text as esc;
+use super::svg::{coord as n, esc, text_width, FONT};
+use crate::definition::render::one_line;
 use crate::report::kpi::{KpiReport, Objective, StepFigures};
 
 /// One chart: a heading and its SVG.
@@ -37,7 +38,6 @@ pub fn kpi_charts(report: &KpiReport) -> Vec<Chart> {
 }
 
 const WIDTH: f64 = 520.0;
-const FONT: &str = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif";
 const FONT_PX: f64 = 13.0;
 const LINE: f64 = 16.0;
 /// The label column: titles are wrapped to two lines of this many characters at most.
@@ -333,7 +333,7 @@ fn bar_chart(rows: &[Row], scale: &Scale, legend: &[(&str, &str)], summary: &str
                 n(y + 11.5),
                 esc(name)
             );
-            x += 17.0 + text_width(name) + 16.0;
+            x += 17.0 + text_width(name, FONT_PX) + 16.0;
         }
         y += LINE + 8.0;
     }
@@ -525,13 +525,6 @@ fn label_lines(label: &str) -> Vec<String> {
     lines
 }
 
-fn text_width(text: &str) -> f64 {
-    text.chars()
-        .map(|c| if c.len_utf8() >= 3 { 1.0 } else { 0.58 })
-        .sum::<f64>()
-        * FONT_PX
-}
-
 /// `95 %`, `99.5 %`: whole percents unless that would hide a difference that matters near
 /// an objective.
 fn pct(v: f64) -> String {
@@ -572,20 +565,6 @@ fn count(n: usize, what: &str) -> String {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A coordinate with one decimal.
-fn n(v: f64) -> String {
-    let r = (v * 10.0).round() / 10.0;
-    if r == 0.0 {
-        "0".into()
-    } else {
-        format!("{r}")
     }
 }
 

@@ -26,6 +26,7 @@ pub mod pages_task;
 pub mod pages_work;
 pub mod picture;
 pub mod session;
+pub mod svg;
 pub mod view;
 
 use std::sync::Arc;

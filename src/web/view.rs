@@ -178,24 +178,6 @@ pub fn step_clause(source: &str, step: &str) -> Option<String> {
     (!block.is_empty()).then(|| block.join(" "))
 }
 
-/// Text for an SVG drawn by hand (the picture, the charts): XML-escaped, control characters
-/// as spaces, so a label can never become markup.
-pub fn xml_text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A role id in words (`management_rep` → `Management rep`).
 pub fn role(id: &str) -> String {
     words(id)

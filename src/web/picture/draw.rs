@@ -3,7 +3,7 @@
 //! escaped.
 
 use super::*;
-pub(super) use crate::web::view::xml_text as esc;
+pub(super) use crate::web::svg::{coord as n, esc};
 
 /// Fill, border and border width of a step box: the current step stands out most, then the
 /// heat of waiting work, then where the instance has been.
@@ -256,16 +256,6 @@ pub(super) fn node_text(out: &mut String, node: &Node, c: Point, colour: &str) {
         out.push_str("</tspan>");
     }
     out.push_str("</text>");
-}
-
-/// A coordinate with one decimal: enough for a screen, and stable in snapshots.
-pub(super) fn n(v: f64) -> String {
-    let r = (v * 10.0).round() / 10.0;
-    if r == 0.0 {
-        "0".into()
-    } else {
-        format!("{r}")
-    }
 }
 
 pub(super) fn pt(p: Point) -> String {

@@ -32,6 +32,8 @@ use crate::definition::render::{condition, edge_label, is_default, one_line};
 mod draw;
 mod placement;
 
+use super::svg::{text_width, FONT};
+
 use draw::*;
 use placement::*;
 
@@ -56,7 +58,6 @@ pub fn procedure_svg(proc: &Procedure, marks: &HashMap<String, StepMark>) -> Str
     draw(proc, &graph, &placed)
 }
 
-const FONT: &str = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif";
 const TITLE_PX: f64 = 14.0;
 const TITLE_LINE: f64 = 18.0;
 const LABEL_PX: f64 = 12.0;
@@ -297,15 +298,6 @@ fn badges(mark: &StepMark) -> Vec<String> {
     let waiting = (mark.waiting > 0).then(|| format!("{} waiting", mark.waiting));
     let late = (mark.late > 0).then(|| format!("{} late", mark.late));
     waiting.into_iter().chain(late).collect()
-}
-
-/// A rough width of `text` in a sans-serif font: no font metrics on the server, so a little
-/// generous, with wide (CJK) characters counted as a full em.
-fn text_width(text: &str, px: f64) -> f64 {
-    text.chars()
-        .map(|c| if c.len_utf8() >= 3 { 1.0 } else { 0.58 })
-        .sum::<f64>()
-        * px
 }
 
 fn label_size(label: &[String]) -> (f64, f64) {
