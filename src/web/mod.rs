@@ -11,7 +11,7 @@
 //!
 //! Layout: `session` (sign-in sessions, CSRF), `forms` (step forms drawn from a procedure's
 //! fields and read back), `view` (times, values and events in words), `picture` and
-//! `charts` (server-drawn SVG); the handlers by audience: `pages_work` (the worklist), `pages_task` (a task),
+//! `charts` (server-drawn SVG, sharing `svg`); the handlers by audience: `pages_work` (the worklist), `pages_task` (a task),
 //! `pages_start` (starting, notifications), `pages_instance` (an instance), `pages_audit` (audit,
 //! reports),
 //! `pages_owner` (procedures, validation, the clock).
