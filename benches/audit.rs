@@ -375,6 +375,8 @@ fn instance(world: &World, i: u64, instances: u64) -> Generated {
             step: name.to_string(),
             roles: vec![role.to_string()],
             assignee: None,
+            people: vec![],
+            opens: None,
             due: Some(at(t + 3 * DAY)),
             timers: vec![],
         };
@@ -459,6 +461,7 @@ fn instance(world: &World, i: u64, instances: u64) -> Generated {
                         .then(|| NOTES[rng.below(NOTES.len() as u64) as usize].to_string()),
                     meaning: None,
                     on_time: Some(t <= opened_at + 3 * DAY),
+                    decided: None,
                 },
             });
             if (events.len() as u64) < PER_INSTANCE {

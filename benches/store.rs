@@ -38,6 +38,7 @@ fn task(instance: Uuid, n: u64) -> TaskRow {
         assignee: Some(format!("user-{}", n % 50)),
         due_ms: Some(1_700_000_000_000 + n as i64),
         deadline: String::new(),
+        opens_ms: None,
     }
 }
 

@@ -66,6 +66,7 @@ fn task(instance: Uuid, roles: &[&str], assignee: Option<&str>, due_ms: Option<i
         assignee: assignee.map(str::to_string),
         due_ms,
         deadline: String::new(),
+        opens_ms: None,
     }
 }
 

@@ -652,6 +652,12 @@ pub fn check_deadline(deadline: &Deadline, ptr_base: &str, doc: &SpannedDoc) -> 
         let p = format!("{ptr_base}/due");
         out.push(diagnostic("bad-duration", e, &deadline.due, &p, doc));
     }
+    if let Some(opens) = &deadline.opens {
+        if let Err(e) = opens.parse::<Due>() {
+            let p = format!("{ptr_base}/opens");
+            out.push(diagnostic("bad-duration", e, opens, &p, doc));
+        }
+    }
     for (i, r) in deadline.remind.iter().enumerate() {
         if let Err(e) = parse_reminder(r) {
             let p = format!("{ptr_base}/remind/{i}");

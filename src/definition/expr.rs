@@ -503,6 +503,8 @@ mod tests {
             title: None,
             description: None,
             required: false,
+            required_for: vec![],
+            must_be_true_for: vec![],
             choices: vec![],
             min: None,
             max: None,

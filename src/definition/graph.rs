@@ -502,11 +502,12 @@ fn joins(g: &Graph, doc: &SpannedDoc, out: &mut Vec<Diagnostic>) {
                 *r |= *s;
             }
             // A branch must not finish the instance, start it over or split again from the
-            // same parallel step before reaching its join.
+            // same parallel step before reaching its join. An end step that terminates may
+            // be reached from a branch: it withdraws the others.
             let escape = (0..g.len()).find(|&i| {
-                seen[i]
-                    && i != j
-                    && (g.kind(i) == Some(StepKind::End) || Some(i) == g.start || i == p)
+                let ends = g.kind(i) == Some(StepKind::End)
+                    && !g.steps.get(i).is_some_and(|s| s.terminate);
+                seen[i] && i != j && (ends || Some(i) == g.start || i == p)
             });
             if let Some(e) = escape {
                 let eid = g.id(e);

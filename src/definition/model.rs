@@ -168,6 +168,23 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
 
+    /// Name of a data field holding a list of user ids: the step is offered to each of
+    /// these people (and only them). With `signatures`, they are the panel that signs:
+    /// `"all"` in `decide` means every one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignees: Option<String>,
+
+    /// What the person doing this step must be, checked when they claim, sign or complete
+    /// it and when it is delegated to them (like separation of duties): from a department,
+    /// holding a role, of a level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub must_be: Option<PersonRule>,
+
+    /// Messages sent when the step opens (`when = "enter"`) or is completed
+    /// (`when = "complete"`), to everyone holding a role or to the person in a field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<StepNotice>,
+
     /// The answers a person can give when completing the step (`approve`, `reject`,
     /// `rework`). Without it the step has one outcome, `done`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -243,6 +260,80 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 16))]
     pub max_depth: Option<u32>,
+
+    /// `subprocess` steps: `false` starts the children and goes on at once (fire and
+    /// forget); they run on their own, linked both ways in the histories, and are not
+    /// cancelled with this instance. Defaults to `true`: wait until every child has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<bool>,
+
+    /// `join` steps: continue as soon as this many branches have arrived (`1` = the first),
+    /// withdrawing the work still open in the other branches. Without it, wait for every
+    /// branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub wait_for: Option<u32>,
+
+    /// `end` steps: reaching this step ends the instance at once, withdrawing every other
+    /// open branch (their tasks close, their children are cancelled). Without it an end
+    /// step may only be reached when nothing else is open.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub terminate: bool,
+}
+
+/// Who may do a step, beyond its role: give any of the keys; all given must hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonRule {
+    /// The person must belong to this department (a department id from the directory) or
+    /// one of its sub-departments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+
+    /// The person must belong to the department held in this data field (or one of its
+    /// sub-departments): "the responsible unit" chosen in an earlier step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department_in: Option<String>,
+
+    /// The person must hold this role (in addition to being offered the task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+
+    /// The person's level in the directory must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 255))]
+    pub level_at_least: Option<u8>,
+}
+
+/// When a step's message is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeWhen {
+    /// When the step opens (a task is offered, a subprocess starts, an end is reached).
+    Enter,
+    /// When the step is completed (only task steps are completed by people).
+    Complete,
+}
+
+/// A message sent when a step opens or is completed. Give `role` or `person` (or both).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepNotice {
+    /// `enter` or `complete`.
+    pub when: NoticeWhen,
+
+    /// Send to everyone holding this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+
+    /// Send to the person whose user id is in this data field (or every person in a list
+    /// of users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+
+    /// What they are told. Defaults to a sentence naming the step and the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A way out of a step.
@@ -310,6 +401,16 @@ pub struct Field {
     #[serde(default, skip_serializing_if = "is_false")]
     pub required: bool,
 
+    /// Required only when the step is completed with one of these outcomes
+    /// (`objection_reason` when objecting).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_for: Vec<String>,
+
+    /// For yes/no fields: these outcomes can only be chosen with this box ticked ("verified"
+    /// cannot be chosen while a check is not done).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub must_be_true_for: Vec<String>,
+
     /// For `string` fields: the only values allowed.
     #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
@@ -361,6 +462,11 @@ pub struct Deadline {
     /// `"2027-01-31"`. The earlier or later of two: `"earlier of 7 days and 3 days before
     /// audit_date"`.
     pub due: String,
+
+    /// The earliest time the step may be completed, written like `due`: `"10 days before
+    /// audit_date"`. Before it, completing (or signing) is refused with the time it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens: Option<String>,
 
     /// Calendar for working days and hours (a file `calendars/<name>.toml`). Defaults to the
     /// procedure's calendar.
@@ -427,6 +533,34 @@ pub struct Signatures {
     /// technical and quality departments).
     #[serde(default, skip_serializing_if = "is_false")]
     pub one_per_role: bool,
+
+    /// How many signers decide each outcome, by outcome: a number (that many distinct
+    /// signers chose it), `"any"` (the first signer who chooses it decides) or `"all"`
+    /// (every signer of the panel — `required` people, or everyone in `assignees` — chose
+    /// it, and nobody chose otherwise). Required for every outcome when the step has several:
+    /// `decide = { approve = 2, reject = "all" }`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub decide: IndexMap<String, SignRule>,
+}
+
+/// How many signers decide an outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SignRule {
+    /// That many distinct signers chose the outcome.
+    Count(#[schemars(range(min = 1))] u32),
+    /// `"any"` or `"all"`.
+    Word(SignWord),
+}
+
+/// `any` or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignWord {
+    /// One signer choosing it decides.
+    Any,
+    /// The whole panel chose it, nobody otherwise.
+    All,
 }
 
 /// Separation of duties: who must not complete this step.
@@ -500,6 +634,25 @@ pub struct Schedule {
     /// Start data of each scheduled instance.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Step {
+    /// Whether a subprocess step waits for its children (`wait`, by default yes).
+    pub fn waits(&self) -> bool {
+        self.wait.unwrap_or(true)
+    }
+}
+
+impl SignRule {
+    /// The rule as the history and messages say it: `2 signers`, `any signer`, `all signers`.
+    pub fn describe(&self) -> String {
+        match self {
+            SignRule::Count(1) => "1 signer".into(),
+            SignRule::Count(n) => format!("{n} signers"),
+            SignRule::Word(SignWord::Any) => "any signer".into(),
+            SignRule::Word(SignWord::All) => "all signers".into(),
+        }
+    }
 }
 
 impl Procedure {

@@ -61,6 +61,8 @@ enum Move {
     Fire { at: u16, to: u16 },
     /// A token reaches an end step while others still run; it is dropped.
     EndEarly { at: u16 },
+    /// A token reaches a terminating end step: every other token is withdrawn.
+    Terminate { at: u16 },
 }
 
 /// The procedure as a token game, with every reference known to resolve.
@@ -73,6 +75,11 @@ struct Net {
     arity: Vec<usize>,
     /// The parallel step each join belongs to.
     owner: Vec<Option<u16>>,
+    /// For a partial join (`wait_for`): the steps of its block, whose tokens it withdraws
+    /// when it fires.
+    region: Vec<Option<Vec<bool>>>,
+    /// End steps with `terminate`.
+    terminate: Vec<bool>,
     start: u16,
     /// Steps that cannot reach an end in the plain graph (reported by `graph.rs`).
     stuck: Vec<bool>,
@@ -104,6 +111,7 @@ impl Net {
         }
         let mut arity = vec![1; n];
         let mut owner = vec![None; n];
+        let mut region = vec![None; n];
         for (p, join) in g.parallels() {
             let Some(name) = g.steps.get(p).and_then(|s| s.join.as_deref()) else {
                 continue;
@@ -113,14 +121,23 @@ impl Net {
             if owner[j].is_none() && g.kind(j) == Some(StepKind::Join) {
                 owner[j] = to16(p);
                 arity[j] = branches[p].len().max(1);
+                if let Some(w) = g.steps.get(j).and_then(|s| s.wait_for) {
+                    let w = usize::try_from(w).unwrap_or(usize::MAX).max(1);
+                    arity[j] = arity[j].min(w);
+                    let starts: Vec<usize> = g.branches(p).into_iter().map(|(_, b)| b).collect();
+                    region[j] = Some(g.reach(&starts, Some(j)));
+                }
             }
         }
+        let terminate = g.steps.iter().map(|s| s.terminate).collect();
         Some(Net {
             kind,
             succ,
             branches,
             arity,
             owner,
+            region,
+            terminate,
             start,
             stuck: g.stuck(),
         })
@@ -161,13 +178,21 @@ impl Net {
                     let have = state.iter().filter(|&&s| s == t).count();
                     if have >= need {
                         for &to in self.succ(t) {
-                            out.push((Move::Fire { at: t, to }, replace(state, t, need, &[to])));
+                            let next = match self.region.get(usize::from(t)) {
+                                Some(Some(region)) => withdraw(state, t, region, to),
+                                _ => replace(state, t, need, &[to]),
+                            };
+                            out.push((Move::Fire { at: t, to }, next));
                         }
                     }
                 }
                 StepKind::End => {
                     if state.len() > 1 {
-                        out.push((Move::EndEarly { at: t }, replace(state, t, 1, &[])));
+                        if self.terminate.get(usize::from(t)).copied().unwrap_or(false) {
+                            out.push((Move::Terminate { at: t }, vec![t]));
+                        } else {
+                            out.push((Move::EndEarly { at: t }, replace(state, t, 1, &[])));
+                        }
                     }
                 }
             }
@@ -184,6 +209,19 @@ impl Net {
             .iter()
             .any(|&t| self.stuck.get(usize::from(t)).copied().unwrap_or(false))
     }
+}
+
+/// `state` after the partial join `at` fires into `to`: the tokens at the join and every
+/// token still inside its block are withdrawn.
+fn withdraw(state: &[u16], at: u16, region: &[bool], to: u16) -> Vec<u16> {
+    let mut out: Vec<u16> = state
+        .iter()
+        .copied()
+        .filter(|&s| s != at && !region.get(usize::from(s)).copied().unwrap_or(false))
+        .collect();
+    out.push(to);
+    out.sort_unstable();
+    out
 }
 
 /// `state` with `count` tokens at `at` removed and `add` added, sorted.
@@ -376,7 +414,10 @@ fn findings(net: &Net, ex: &Exploration) -> Findings {
         }
         if f.improper_end.is_none()
             && state.len() > 1
-            && state.iter().any(|&t| net.kind(t) == StepKind::End)
+            && state.iter().any(|&t| {
+                net.kind(t) == StepKind::End
+                    && !net.terminate.get(usize::from(t)).copied().unwrap_or(false)
+            })
         {
             f.improper_end = Some(s);
         }
@@ -408,7 +449,7 @@ fn describe_run(g: &Graph, net: &Net, moves: &[Move]) -> String {
             Move::Fire { at, to } => (at, Some(to)),
             Move::Split { at } => (at, None),
             // The end was already named when the token arrived there.
-            Move::EndEarly { .. } => continue,
+            Move::EndEarly { .. } | Move::Terminate { .. } => continue,
         };
         if last != Some(from) {
             items.push(name(from));
@@ -484,10 +525,19 @@ fn replay(net: &Net, moves: &[Move]) -> (Vec<Tagged>, Vec<Tagged>) {
                         first.get_or_insert(t);
                     }
                 }
+                if let Some(Some(region)) = net.region.get(usize::from(at)) {
+                    tokens.retain(|t| {
+                        t.at != at && !region.get(usize::from(t.at)).copied().unwrap_or(false)
+                    });
+                }
                 let (mut tag, mut trail) = first.map(|t| (t.tag, t.trail)).unwrap_or_default();
                 tag.pop();
                 trail.push(to);
                 tokens.push(Tagged { at: to, tag, trail });
+            }
+            Move::Terminate { at } => {
+                tokens.retain(|t| t.at == at);
+                tokens.truncate(1);
             }
             Move::EndEarly { at } => {
                 if let Some(t) = take(&mut tokens, at) {
@@ -815,6 +865,60 @@ next = [{ to = "closed" }]
 [steps.closed]
 kind = "end"
 "#;
+
+    #[test]
+    fn a_terminating_end_reached_from_a_branch_is_a_proper_end() {
+        let terminating = ESCAPING_BRANCH.replace(
+            "[steps.closed]\nkind = \"end\"",
+            "[steps.closed]\nkind = \"end\"\nterminate = true",
+        );
+        assert_ne!(terminating, ESCAPING_BRANCH);
+        assert_eq!(raw(&terminating), Findings::default());
+        assert!(diags(&terminating).is_empty());
+    }
+
+    #[test]
+    fn a_partial_join_does_not_wait_for_the_withdrawn_branches() {
+        // The office branch may loop for ever on its own; with `wait_for = 1` the join goes on
+        // after engineering and withdraws it, so every run still ends.
+        let steps = r#"
+[steps.a]
+next = [{ to = "assess" }]
+[steps.assess]
+kind = "parallel"
+branches = ["engineering", "office", "quality"]
+join = "assessed"
+[steps.engineering]
+next = [{ to = "assessed" }]
+[steps.office]
+next = [{ to = "office_again" }]
+[steps.office_again]
+next = [{ to = "office" }, { to = "assessed" }]
+[steps.quality]
+next = [{ to = "assessed" }]
+[steps.assessed]
+kind = "join"
+wait_for = 1
+next = [{ to = "closed" }]
+[steps.closed]
+kind = "end"
+"#;
+        assert_eq!(raw(steps), Findings::default());
+        // The join leaves nothing behind: the end is reached with no token beside it.
+        let whole = steps.replace("wait_for = 1\n", "");
+        assert_eq!(
+            raw(&whole),
+            Findings::default(),
+            "sound when waiting for all too"
+        );
+        // A join waiting for two of three, where one branch can escape to the end: still an
+        // improper end, the partial join does not hide it.
+        let escaping = steps.replace("wait_for = 1", "wait_for = 2").replace(
+            "[steps.quality]\nnext = [{ to = \"assessed\" }]",
+            "[steps.quality]\nnext = [{ to = \"assessed\" }, { to = \"closed\" }]",
+        );
+        assert!(raw(&escaping).improper_end.is_some());
+    }
 
     #[test]
     fn a_loop_with_an_exit_is_sound() {

@@ -27,8 +27,12 @@ pub struct CompiledProcedure {
     steps: HashMap<String, CompiledStep>,
     /// Validator of the start data (`[data]`).
     pub start_form: FormValidator,
-    /// For each join step, how many branches its parallel step starts.
+    /// For each join step, how many branches must arrive before it continues: every branch
+    /// its parallel step starts, or its `wait_for`.
     pub join_width: HashMap<String, usize>,
+    /// Join step → the steps between its parallel step and it (every branch, nested
+    /// blocks included): what a partial join withdraws when it continues.
+    pub join_region: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Per-step compiled parts.
@@ -414,6 +418,14 @@ fn field_schema(f: &Field) -> Value {
     if !f.choices.is_empty() {
         s.insert("enum".into(), json!(f.choices));
     }
+    // Rules that depend on the outcome chosen cannot be said in the form's own schema (the
+    // outcome is not a form field), so they are carried as annotations clients show.
+    if !f.required_for.is_empty() {
+        s.insert("x-required-for".into(), json!(f.required_for));
+    }
+    if !f.must_be_true_for.is_empty() {
+        s.insert("x-must-be-true-for".into(), json!(f.must_be_true_for));
+    }
     if let Some(v) = f.min {
         s.insert("minimum".into(), json!(v));
     }
@@ -446,6 +458,22 @@ fn field_schema(f: &Field) -> Value {
         }
     }
     Value::Object(s)
+}
+
+/// The steps reachable from `starts` without passing through `join`.
+fn region(def: &Procedure, starts: &[String], join: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<&str> = starts.iter().map(String::as_str).collect();
+    while let Some(id) = stack.pop() {
+        if id == join || !seen.insert(id.to_string()) {
+            continue;
+        }
+        if let Some(s) = def.steps.get(id) {
+            stack.extend(s.next.iter().map(|t| t.to.as_str()));
+            stack.extend(s.branches.iter().map(String::as_str));
+        }
+    }
+    seen
 }
 
 impl CompiledProcedure {
@@ -503,9 +531,17 @@ impl CompiledProcedure {
         let start_form =
             FormValidator::new(&def.data).map_err(|e| invalid(format!("start data: {e}")))?;
         let mut join_width = HashMap::new();
+        let mut join_region = HashMap::new();
         for step in def.steps.values() {
             if let Some(j) = &step.join {
-                join_width.insert(j.clone(), step.branches.len());
+                let all = step.branches.len();
+                let wait_for = def
+                    .steps
+                    .get(j)
+                    .and_then(|s| s.wait_for)
+                    .map_or(all, |n| usize::try_from(n).unwrap_or(all).min(all));
+                join_width.insert(j.clone(), wait_for);
+                join_region.insert(j.clone(), region(&def, &step.branches, j));
             }
         }
         Ok(CompiledProcedure {
@@ -515,6 +551,7 @@ impl CompiledProcedure {
             steps,
             start_form,
             join_width,
+            join_region,
         })
     }
 

@@ -102,6 +102,10 @@ pub struct ParentLink {
     /// grandchild… (histories written before it was recorded read as 1).
     #[serde(default = "first_level")]
     pub depth: u32,
+    /// Started without the parent waiting (`wait = false`): the child does not report its
+    /// end to the parent and is not cancelled with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detached: bool,
 }
 
 fn first_level() -> u32 {
@@ -146,6 +150,12 @@ pub enum EventKind {
         roles: Vec<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         assignee: Option<String>,
+        /// The people the task is offered to (the step's `assignees` list), if any.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        people: Vec<String>,
+        /// The earliest time the task may be completed (the deadline's `opens`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens: Option<DateTime<Utc>>,
         /// When the step is due, computed when it opened (calendar and data as they were).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         due: Option<DateTime<Utc>>,
@@ -192,11 +202,16 @@ pub enum EventKind {
         task: TaskId,
         role: String,
     },
-    /// A notification for everyone holding `role`.
+    /// A notification for everyone holding `role` and for each of `to_users`: a breach
+    /// action's `notify`, or a step's `notify` on entering or completing it.
     Notified {
-        task: TaskId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<TaskId>,
         step: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
         role: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to_users: Vec<String>,
         message: String,
     },
     TaskClaimed {
@@ -236,6 +251,9 @@ pub enum EventKind {
         /// For a step with a deadline: whether it was completed by its due time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         on_time: Option<bool>,
+        /// For a multi-signature step: the rule that decided the outcome and who signed it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decided: Option<SignDecision>,
     },
     /// An `auto` step ran.
     AutoPassed {
@@ -260,6 +278,9 @@ pub enum EventKind {
         step: String,
         procedure: String,
         children: Vec<ChildStart>,
+        /// The step did not wait for them (`wait = false`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detached: bool,
     },
     ChildEnded {
         step: String,
@@ -285,6 +306,31 @@ pub enum EventKind {
     Ended {
         step: String,
     },
+    /// Open work closed without being done, because a join continued after enough branches
+    /// (`wait_for`) or an end step with `terminate` was reached: the tasks close, the join
+    /// counters reset, the children still running are cancelled.
+    Withdrawn {
+        /// The step that withdrew the work.
+        step: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<TaskId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joins: Vec<String>,
+        /// Subprocess steps whose waiting children were cancelled.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<InstanceId>,
+    },
+}
+
+/// How a multi-signature step was decided: the rule for the outcome and who chose it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignDecision {
+    /// The rule as written for the outcome, in words (`all signers`, `2 signers`).
+    pub rule: String,
+    /// Everyone who chose the outcome, in the order they signed (the last completes it).
+    pub signers: Vec<String>,
 }
 
 impl EventKind {
@@ -313,11 +359,12 @@ impl EventKind {
             EventKind::Commented { .. } => "commented",
             EventKind::Cancelled { .. } => "cancelled",
             EventKind::Ended { .. } => "ended",
+            EventKind::Withdrawn { .. } => "withdrawn",
         }
     }
 
     /// Every kind name, for validating a query's `kind` filter.
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 23] = [
         "started",
         "task_opened",
         "deadline_reminded",
@@ -340,6 +387,7 @@ impl EventKind {
         "commented",
         "cancelled",
         "ended",
+        "withdrawn",
     ];
 }
 
@@ -420,6 +468,9 @@ pub struct Task {
     /// The person named by the step's `assignee` field, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    /// The people the task is offered to by the step's `assignees` list (instead of roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub people: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
     /// Set when the task was handed on: the delegate, and who delegated it.
@@ -430,6 +481,9 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<Signature>,
     pub opened_at: DateTime<Utc>,
+    /// The earliest time the task may be completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -605,6 +659,8 @@ impl Instance {
                 step,
                 roles,
                 assignee,
+                people,
+                opens,
                 due,
                 timers,
             } => {
@@ -625,11 +681,13 @@ impl Instance {
                         step: step.clone(),
                         roles: roles.clone(),
                         assignee: assignee.clone(),
+                        people: people.clone(),
                         claimed_by: None,
                         delegated_to: None,
                         delegated_by: None,
                         signatures: Vec::new(),
                         opened_at: e.at,
+                        opens: *opens,
                         due: *due,
                         deadline: DeadlineState::OnTime,
                     },
@@ -675,6 +733,7 @@ impl Instance {
                 if let Some(t) = self.tasks.get_mut(task) {
                     t.roles = vec![role.clone()];
                     t.assignee = None;
+                    t.people.clear();
                     t.claimed_by = None;
                     t.delegated_to = None;
                     t.delegated_by = None;
@@ -707,7 +766,12 @@ impl Instance {
                 ..
             } => {
                 merge(&mut self.data, form);
+                let mut again = false;
                 if let (Some(t), Some(stamp)) = (self.tasks.get_mut(task), &e.by) {
+                    // Signing again with another outcome replaces the signer's earlier
+                    // choice (both stay in the history); they did the step once.
+                    again = t.signatures.iter().any(|s| s.user == stamp.user);
+                    t.signatures.retain(|s| s.user != stamp.user);
                     t.signatures.push(Signature {
                         user: stamp.user.clone(),
                         roles: stamp.roles.clone(),
@@ -715,7 +779,7 @@ impl Instance {
                         at: e.at,
                     });
                 }
-                if let Some(u) = user {
+                if let Some(u) = user.filter(|_| !again) {
                     self.done_by.entry(step.clone()).or_default().push(u);
                 }
             }
@@ -728,10 +792,14 @@ impl Instance {
             } => {
                 merge(&mut self.data, form);
                 merge(&mut self.data, computed);
-                self.tasks.remove(task);
+                // A signer who completes the step with a new choice was counted already.
+                let signed = self.tasks.remove(task).is_some_and(|t| {
+                    user.as_ref()
+                        .is_some_and(|u| t.signatures.iter().any(|s| &s.user == u))
+                });
                 self.timers.retain(|_, t| t.task != *task);
                 self.closed.insert(*task, step.clone());
-                if let Some(u) = user {
+                if let Some(u) = user.filter(|_| !signed) {
                     self.done_by.entry(step.clone()).or_default().push(u);
                 }
             }
@@ -749,7 +817,11 @@ impl Instance {
                 step,
                 procedure,
                 children,
+                detached,
             } => {
+                if *detached {
+                    return;
+                }
                 self.children.insert(
                     step.clone(),
                     ChildGroup {
@@ -798,6 +870,25 @@ impl Instance {
             EventKind::Ended { step } => {
                 self.status = Status::Completed;
                 self.end_step = Some(step.clone());
+            }
+            EventKind::Withdrawn {
+                tasks,
+                joins,
+                groups,
+                ..
+            } => {
+                for id in tasks {
+                    if let Some(t) = self.tasks.remove(id) {
+                        self.closed.insert(*id, t.step);
+                    }
+                    self.timers.retain(|_, t| t.task != *id);
+                }
+                for j in joins {
+                    self.joins.remove(j);
+                }
+                for g in groups {
+                    self.children.remove(g);
+                }
             }
         }
     }

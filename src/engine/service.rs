@@ -686,7 +686,9 @@ impl<S: Store> Engine<S> {
 
     /// The tasks a person may see: offered to one of their roles or with them.
     pub fn tasks_for(&self, actor: &Actor) -> Result<Vec<TaskRow>, ServiceError> {
-        Ok(self.store.tasks_for(&actor.roles, &actor.id)?)
+        let mut to = actor.roles.clone();
+        to.push(personal_recipient(&actor.id));
+        Ok(self.store.tasks_for(&to, &actor.id)?)
     }
 
     /// Notifications for the roles a person holds and for them personally, newest first.
@@ -763,8 +765,12 @@ fn task_row(inst: &Instance, t: &Task) -> TaskRow {
         instance: inst.id,
         procedure: inst.procedure.clone(),
         step: t.step.clone(),
+        // A task offered to a list of people is filed under each person's own key, the
+        // way notifications are, so their worklists find it.
         roles: if holder.is_some() {
             Vec::new()
+        } else if !t.people.is_empty() {
+            t.people.iter().map(|u| personal_recipient(u)).collect()
         } else {
             t.roles.clone()
         },
@@ -774,6 +780,7 @@ fn task_row(inst: &Instance, t: &Task) -> TaskRow {
             super::instance::DeadlineState::OnTime => String::new(),
             d => d.as_str().to_string(),
         },
+        opens_ms: t.opens.map(|o| o.timestamp_millis()),
     }
 }
 
@@ -809,13 +816,13 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
             .collect::<Result<Vec<_>, serde_json::Error>>()
             .map_err(|e| ServiceError::Corrupt(e.to_string()))?;
         for e in &t.events {
-            let row = |recipient: String, task: &uuid::Uuid, message: &str| {
+            let row = |recipient: String, task: Option<&uuid::Uuid>, message: &str| {
                 crate::store::NotificationRow {
                     role: recipient,
                     at_ms: e.at.timestamp_millis(),
                     instance: *id,
                     seq: e.seq,
-                    task: Some(*task),
+                    task: task.copied(),
                     message: message.to_string(),
                 }
             };
@@ -823,9 +830,23 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
                 EventKind::Notified {
                     task,
                     role,
+                    to_users,
                     message,
                     ..
-                } => commit.notifications.push(row(role.clone(), task, message)),
+                } => {
+                    if !role.is_empty() {
+                        commit
+                            .notifications
+                            .push(row(role.clone(), task.as_ref(), message));
+                    }
+                    for u in to_users {
+                        commit.notifications.push(row(
+                            personal_recipient(u),
+                            task.as_ref(),
+                            message,
+                        ));
+                    }
+                }
                 EventKind::DeadlineReminded {
                     task,
                     to_roles,
@@ -834,12 +855,14 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
                     ..
                 } => {
                     for r in to_roles {
-                        commit.notifications.push(row(r.clone(), task, message));
+                        commit
+                            .notifications
+                            .push(row(r.clone(), Some(task), message));
                     }
                     for u in to_users {
                         commit
                             .notifications
-                            .push(row(personal_recipient(u), task, message));
+                            .push(row(personal_recipient(u), Some(task), message));
                     }
                 }
                 _ => {}

@@ -204,6 +204,12 @@ pub struct OpenTask {
     pub step: String,
     /// Roles the task is offered to.
     pub roles: Vec<String>,
+    /// The people the task is offered to, when the step names a list of people.
+    #[serde(default)]
+    pub people: Vec<String>,
+    /// The earliest time the task may be completed, if the step sets one.
+    #[serde(default)]
+    pub opens: Option<DateTime<Utc>>,
     /// The one person it is with (delegate, claimer or named assignee), if any.
     #[serde(default)]
     pub holder: Option<String>,
@@ -329,9 +335,16 @@ pub struct TaskSummary {
     pub procedure: String,
     pub step: String,
     pub roles: Vec<String>,
+    /// The people the task is offered to, when the step names a list of people instead of
+    /// a role.
+    #[serde(default)]
+    pub people: Vec<String>,
     /// The person it is with, if any.
     #[serde(default)]
     pub holder: Option<String>,
+    /// The earliest time it may be completed, when the step has one still ahead.
+    #[serde(default)]
+    pub opens: Option<DateTime<Utc>>,
     #[serde(default)]
     pub due: Option<DateTime<Utc>>,
     /// Due at or before the server's current time (`now >= due`).
@@ -515,6 +528,8 @@ impl OpenTask {
             id: t.id,
             step: t.step.clone(),
             roles: t.roles.clone(),
+            people: t.people.clone(),
+            opens: t.opens,
             holder: t.holder().map(str::to_string),
             claimed_by: t.claimed_by.clone(),
             delegated_to: t.delegated_to.clone(),
@@ -607,8 +622,20 @@ impl TaskSummary {
             instance: r.instance,
             procedure: r.procedure.clone(),
             step: r.step.clone(),
-            roles: r.roles.clone(),
+            roles: r
+                .roles
+                .iter()
+                .filter(|x| !x.starts_with('@'))
+                .cloned()
+                .collect(),
+            people: r
+                .roles
+                .iter()
+                .filter_map(|x| x.strip_prefix('@'))
+                .map(str::to_string)
+                .collect(),
             holder: r.assignee.clone(),
+            opens: r.opens_ms.and_then(DateTime::<Utc>::from_timestamp_millis),
             due,
             overdue: due.is_some_and(|d| now >= d),
             deadline: state.as_str().to_string(),

@@ -938,6 +938,8 @@ at_least = 100
                 step: "ask".into(),
                 roles: vec!["clerk".into()],
                 assignee: None,
+                people: vec![],
+                opens: None,
                 due: None,
                 timers: vec![],
             },
@@ -966,6 +968,7 @@ at_least = 100
                 comment: None,
                 meaning: None,
                 on_time,
+                decided: None,
             },
         )
     }

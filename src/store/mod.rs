@@ -122,7 +122,8 @@ pub struct TaskRow {
     pub instance: InstanceId,
     pub procedure: String,
     pub step: String,
-    /// Roles whose holders are offered the task.
+    /// Roles whose holders are offered the task; a task offered to a list of people has
+    /// each person's key (`@user`) here instead.
     pub roles: Vec<String>,
     /// The one person it is assigned to (or claimed by), if any.
     pub assignee: Option<String>,
@@ -132,6 +133,9 @@ pub struct TaskRow {
     /// `breached`, `escalated`); empty while nothing has fired.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub deadline: String,
+    /// The earliest time the task may be completed, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opens_ms: Option<i64>,
 }
 
 /// An instance entering or leaving a status.

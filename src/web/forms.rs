@@ -85,7 +85,7 @@ fn input(
         name: format!("{PREFIX}{}", path.replace('/', ".")),
         id: format!("f-{}", path.replace(['/', '.'], "-")),
         label: f.title.clone().unwrap_or_else(|| super::view::words(name)),
-        help: f.description.clone().unwrap_or_default(),
+        help: outcome_help(f),
         required: f.required,
         error,
         ..Input::default()
@@ -430,6 +430,31 @@ pub fn apply_row_change(
             }
         }
     }
+}
+
+/// The field's help text with the rules that depend on the outcome chosen, so the person
+/// knows before submitting ("Required when you choose reject.").
+fn outcome_help(f: &Field) -> String {
+    let words = |os: &[String]| {
+        os.iter()
+            .map(|o| super::view::words(o))
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let mut parts: Vec<String> = f.description.iter().cloned().collect();
+    if !f.required_for.is_empty() {
+        parts.push(format!(
+            "Required when you choose {}.",
+            words(&f.required_for)
+        ));
+    }
+    if !f.must_be_true_for.is_empty() {
+        parts.push(format!(
+            "Must be ticked to choose {}.",
+            words(&f.must_be_true_for)
+        ));
+    }
+    parts.join(" ")
 }
 
 #[cfg(test)]

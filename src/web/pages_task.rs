@@ -171,12 +171,30 @@ async fn task_view(
             }
         })
         .collect();
-    let signatures = match &step.signatures {
-        Some(_) if detail.task.signatures > 0 => {
-            format!("{} signature(s) given so far", detail.task.signatures)
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(opens) = detail.task.opens.filter(|o| *o > now) {
+        notes.push(format!(
+            "This task opens {}: it cannot be completed before then.",
+            view::when(opens, zone)
+        ));
+    }
+    if let Some(sig) = &step.signatures {
+        let rules: Vec<String> = sig
+            .decide
+            .iter()
+            .map(|(o, r)| format!("{} needs {}", view::words(o), r.describe()))
+            .collect();
+        if !rules.is_empty() {
+            notes.push(format!("Decided jointly: {}.", rules.join("; ")));
         }
-        _ => String::new(),
-    };
+        if detail.task.signatures > 0 {
+            notes.push(format!(
+                "{} signature(s) given so far",
+                detail.task.signatures
+            ));
+        }
+    }
+    let signatures = notes.join(" ");
     let page_ = TaskPage {
         chrome: signed.chrome(
             state,
@@ -204,7 +222,17 @@ async fn task_view(
             .unwrap_or_default(),
         source: def.source.clone().unwrap_or_default(),
         summary: summary(def, &detail.data),
-        roles: view::roles(&detail.task.roles),
+        roles: if detail.task.people.is_empty() {
+            view::roles(&detail.task.roles)
+        } else {
+            detail
+                .task
+                .people
+                .iter()
+                .map(|p| view::name_of(&state.people, p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         holder: detail
             .task
             .holder

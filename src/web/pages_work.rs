@@ -71,6 +71,8 @@ pub struct WorkRow {
     due_at: String,
     due_class: &'static str,
     deadline: &'static str,
+    /// "opens 2027-03-05 09:00" while the task may not be completed yet.
+    opens: String,
 }
 
 #[derive(Template)]
@@ -190,7 +192,20 @@ pub async fn worklist(
             title,
             procedure: proc_title,
             summary,
-            roles: view::roles(&t.roles),
+            roles: if t.people.is_empty() {
+                view::roles(&t.roles)
+            } else {
+                t.people
+                    .iter()
+                    .map(|p| view::name_of(&state.people, p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            opens: t
+                .opens
+                .filter(|o| *o > now)
+                .map(|o| format!("opens {}", view::when(o, zone)))
+                .unwrap_or_default(),
             holder: t
                 .holder
                 .as_deref()

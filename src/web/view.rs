@@ -295,7 +295,19 @@ pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Li
         "task_reassigned" => format!("Reassigned to {}", role(&s("role"))),
         "notified" => {
             details.push(("Message".into(), s("message")));
-            format!("{} notified about “{}”", role(&s("role")), step())
+            let mut to: Vec<String> = Vec::new();
+            if !s("role").is_empty() {
+                to.push(role(&s("role")));
+            }
+            if let Some(users) = d.get("to_users").and_then(Value::as_array) {
+                to.extend(
+                    users
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(|u| name_of(people, u)),
+                );
+            }
+            format!("{} notified about “{}”", to.join(", "), step())
         }
         "task_claimed" => "Claimed the task".into(),
         "task_released" => "Released the task back to its roles".into(),
@@ -313,6 +325,26 @@ pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Li
                 details.push(("Comment".into(), c.to_string()));
             }
             meaning = d.get("meaning").and_then(Value::as_str).map(str::to_string);
+            if let Some(Value::Object(rule)) = d.get("decided") {
+                let signers: Vec<String> = rule
+                    .get("signers")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(|u| name_of(people, u))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                details.push((
+                    "Decided by".into(),
+                    format!(
+                        "{} ({})",
+                        rule.get("rule").and_then(Value::as_str).unwrap_or_default(),
+                        signers.join(", ")
+                    ),
+                ));
+            }
             match d.get("on_time").and_then(Value::as_bool) {
                 Some(true) => timing = "on time".into(),
                 Some(false) => {
@@ -354,6 +386,17 @@ pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Li
             "Cancelled the instance".into()
         }
         "ended" => format!("Ended at “{}”", step()),
+        "withdrawn" => {
+            let n = d.get("tasks").and_then(Value::as_array).map_or(0, Vec::len);
+            let c = d
+                .get("children")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            format!(
+                "“{}” withdrew the work still open ({n} task(s), {c} child instance(s))",
+                step()
+            )
+        }
         other => words(other),
     };
     Line {

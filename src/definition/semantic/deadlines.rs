@@ -28,6 +28,29 @@ impl Checker<'_> {
                 );
             }
         }
+        if let Some(opens) = dl
+            .opens
+            .as_deref()
+            .and_then(|o| o.parse::<super::super::duration::Due>().ok())
+        {
+            for f in opens.fields() {
+                self.check_field_ref(
+                    f,
+                    &["steps", id, "deadline", "opens"],
+                    &format!("the opening time of step `{id}`"),
+                    &[FieldType::Date, FieldType::Datetime],
+                );
+            }
+            if step.kind != StepKind::Task {
+                self.out.push(
+                    Diagnostic::error(
+                        "misplaced-key",
+                        format!("`opens` limits when a person may complete a task; step `{id}` is not a task"),
+                    )
+                    .at(self.key_span(&["steps", id, "deadline", "opens"])),
+                );
+            }
+        }
         if let Some(cal) = &dl.calendar {
             self.check_calendar(cal, &["steps", id, "deadline", "calendar"]);
         }

@@ -10,9 +10,15 @@ impl Checker<'_> {
     /// Which keys belong to which kind of step.
     pub(super) fn kind_fit(&mut self, id: &str, s: &Step) {
         let k = s.kind;
-        let present: [(&str, bool); 17] = [
+        let present: [(&str, bool); 23] = [
             ("role", s.role.is_some()),
             ("assignee", s.assignee.is_some()),
+            ("assignees", s.assignees.is_some()),
+            ("must_be", s.must_be.is_some()),
+            ("notify", !s.notify.is_empty()),
+            ("wait", s.wait.is_some()),
+            ("wait_for", s.wait_for.is_some()),
+            ("terminate", s.terminate),
             ("outcomes", !s.outcomes.is_empty()),
             ("form", !s.form.is_empty()),
             ("next", !s.next.is_empty()),
@@ -33,6 +39,9 @@ impl Checker<'_> {
             StepKind::Task => &[
                 "role",
                 "assignee",
+                "assignees",
+                "must_be",
+                "notify",
                 "outcomes",
                 "form",
                 "next",
@@ -45,7 +54,7 @@ impl Checker<'_> {
             StepKind::Auto => &["next", "compute"],
             StepKind::Parallel => &["branches", "join"],
             // `next` on an end step is reported by the graph check, with its own sentence.
-            StepKind::Join => &["next", "compute"],
+            StepKind::Join => &["next", "compute", "wait_for"],
             StepKind::Subprocess => &[
                 "next",
                 "procedure",
@@ -55,8 +64,10 @@ impl Checker<'_> {
                 "max_depth",
                 "deadline",
                 "compute",
+                "wait",
+                "notify",
             ],
-            StepKind::End => &["next"],
+            StepKind::End => &["next", "terminate", "notify"],
         };
         for (key, here) in present {
             if here && !allowed.contains(&key) {
@@ -74,10 +85,10 @@ impl Checker<'_> {
             }
         }
         match k {
-            StepKind::Task if s.role.is_none() && s.assignee.is_none() => self.out.push(
+            StepKind::Task if s.role.is_none() && s.assignee.is_none() && s.assignees.is_none() => self.out.push(
                 Diagnostic::error("missing-role", format!("step `{id}` is a task but nobody is asked to do it"))
                     .at(self.key_span(&["steps", id]))
-                    .help("add `role = \"…\"` (a role from `[roles]`) or `assignee = \"…\"` (a user field)"),
+                    .help("add `role = \"…\"` (a role from `[roles]`), `assignee = \"…\"` (a user field) or `assignees = \"…\"` (a list of users)"),
             ),
             StepKind::Parallel => {
                 if s.branches.len() < 2 {
@@ -95,17 +106,11 @@ impl Checker<'_> {
                     );
                 }
             }
-            StepKind::Subprocess => {
-                for (key, here) in [("procedure", s.procedure.is_some()), ("for_each", s.for_each.is_some())] {
-                    if !here {
-                        self.out.push(
-                            Diagnostic::error("missing-key", format!("subprocess step `{id}` needs `{key}`"))
-                                .at(self.key_span(&["steps", id]))
-                                .help("a subprocess step names the child `procedure` and the list field `for_each` whose items each get a child"),
-                        );
-                    }
-                }
-            }
+            StepKind::Subprocess if s.procedure.is_none() => self.out.push(
+                Diagnostic::error("missing-key", format!("subprocess step `{id}` needs `procedure`"))
+                    .at(self.key_span(&["steps", id]))
+                    .help("a subprocess step names the child `procedure`, and optionally a list field `for_each` whose items each get a child (without it, one child)"),
+            ),
             _ => {}
         }
     }
@@ -117,7 +122,9 @@ fn kind_help(k: StepKind, key: &str) -> String {
         (StepKind::Auto, _) => "an auto step is done by the engine at once: it only computes values and routes with `next`".into(),
         (StepKind::Join, _) => "a join step only waits for the branches and continues with `next`".into(),
         (_, "branches" | "join") => "`branches` and `join` belong on a step with `kind = \"parallel\"`".into(),
-        (_, "procedure" | "for_each" | "input" | "collect" | "max_depth") => {
+        (_, "wait_for") => "`wait_for` belongs on a join step: it says how many branches it waits for".into(),
+        (_, "terminate") => "`terminate` belongs on an end step".into(),
+        (_, "procedure" | "for_each" | "input" | "collect" | "max_depth" | "wait") => {
             format!("`{key}` belongs on a step with `kind = \"subprocess\"`")
         }
         (StepKind::Subprocess, _) => "a subprocess step is run by the engine; put people's work in the child procedure".into(),

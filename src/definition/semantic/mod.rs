@@ -16,6 +16,7 @@ mod deadlines;
 mod fields;
 mod kinds;
 mod kpis;
+mod rules;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
 use super::expr::{self, Scope};
@@ -59,6 +60,11 @@ fn declare(proc: &Procedure, ctx: &Context<'_>) -> (BTreeMap<String, Field>, BTr
                 .procedure
                 .as_deref()
                 .and_then(|p| ctx.procedures.get(p));
+            // Without the child procedure the items' fields are unknown: expressions over
+            // them are not judged (the missing procedure is reported on its own).
+            if child.is_none() {
+                untyped.insert(collect.clone());
+            }
             fields
                 .entry(collect.clone())
                 .or_insert_with(|| collected_field(child.copied(), ctx));
@@ -137,6 +143,8 @@ pub fn plain(ty: FieldType) -> Field {
         title: None,
         description: None,
         required: false,
+        required_for: vec![],
+        must_be_true_for: vec![],
         choices: vec![],
         min: None,
         max: None,
@@ -415,6 +423,7 @@ impl Checker<'_> {
 
     fn step(&mut self, id: &str, step: &Step) {
         self.kind_fit(id, step);
+        self.rules(id, step);
         let outcomes: Vec<&str> = Procedure::outcomes_of(step);
         self.duplicates(
             &step.outcomes,
@@ -604,14 +613,14 @@ impl Checker<'_> {
                     .at(self.key_span(&["steps", id, "signatures"])),
                 );
             }
-            if sig.roles.is_empty() && step.role.is_none() {
+            if sig.roles.is_empty() && step.role.is_none() && step.assignees.is_none() {
                 self.out.push(
                     Diagnostic::error(
                         "bad-signatures",
                         format!("step `{id}` asks for signatures but names no role to sign"),
                     )
                     .at(self.key_span(&["steps", id, "signatures"]))
-                    .help("give `signatures.roles` or the step's `role`"),
+                    .help("give `signatures.roles`, the step's `role`, or `assignees` (the people who sign)"),
                 );
             }
         }

@@ -3,17 +3,22 @@
 
 use super::*;
 
+/// What a step opening now is given by its deadline.
+#[derive(Default)]
+pub(super) struct Deadlines {
+    pub due: Option<DateTime<Utc>>,
+    pub opens: Option<DateTime<Utc>>,
+    pub timers: Vec<TimerSpec>,
+}
+
 impl<'a> Run<'a> {
-    /// The due time of a step opening now and the timers it arms: one per reminder (those
-    /// still ahead), one per breach action at its threshold — or, without actions, one at the
-    /// due time so the breach is still recorded in the history.
-    pub(super) fn deadline_of(
-        &self,
-        id: &str,
-        step: &Step,
-    ) -> Result<(Option<DateTime<Utc>>, Vec<TimerSpec>), EngineError> {
+    /// The due time of a step opening now, the earliest time it may be completed (`opens`)
+    /// and the timers it arms: one per reminder (those still ahead), one per breach action
+    /// at its threshold — or, without actions, one at the due time so the breach is still
+    /// recorded in the history.
+    pub(super) fn deadline_of(&self, id: &str, step: &Step) -> Result<Deadlines, EngineError> {
         let Some(dl) = &step.deadline else {
-            return Ok((None, Vec::new()));
+            return Ok(Deadlines::default());
         };
         let cal_id = dl
             .calendar
@@ -32,6 +37,19 @@ impl<'a> Run<'a> {
             .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
         let due = resolve_in(&due_expr, self.now, &self.s.data, cal, self.zone())
             .map_err(|e| bad(e.to_string()))?;
+        let opens = match &dl.opens {
+            None => None,
+            Some(text) => {
+                let expr: Due = text
+                    .parse()
+                    .map_err(|e: crate::definition::duration::ParseError| bad(e.to_string()))?;
+                let at = resolve_in(&expr, self.now, &self.s.data, cal, self.zone())
+                    .map_err(|e| bad(e.to_string()))?;
+                // An opening already past is no restriction; keeping it would only clutter
+                // the worklist.
+                Some(at).filter(|at| *at > self.now)
+            }
+        };
         let seq = self.s.seq + 1;
         let mut timers = Vec::new();
         for (i, r) in dl.remind.iter().enumerate() {
@@ -72,7 +90,11 @@ impl<'a> Run<'a> {
                 kind: TimerKind::Breach { index: 0 },
             });
         }
-        Ok((Some(due), timers))
+        Ok(Deadlines {
+            due: Some(due),
+            opens,
+            timers,
+        })
     }
 
     /// The calendar a step's deadline counts on, if it is loaded.
@@ -255,9 +277,10 @@ impl<'a> Run<'a> {
             self.emit(
                 None,
                 EventKind::Notified {
-                    task: task.id,
+                    task: Some(task.id),
                     step: task.step.clone(),
                     role: role.clone(),
+                    to_users: Vec::new(),
                     message,
                 },
             );
@@ -284,9 +307,10 @@ impl<'a> Run<'a> {
                 self.emit(
                     None,
                     EventKind::Notified {
-                        task: task.id,
+                        task: Some(task.id),
                         step: task.step.clone(),
                         role,
+                        to_users: Vec::new(),
                         message: format!(
                             "`{}` could not be completed automatically with `{outcome}`: {e}",
                             task.step
@@ -316,6 +340,7 @@ impl<'a> Run<'a> {
                 comment: Some("completed by the clock: the deadline passed".into()),
                 meaning: step.meaning.clone(),
                 on_time: Some(false),
+                decided: None,
             },
         );
         let from = task.step.clone();

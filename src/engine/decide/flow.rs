@@ -49,7 +49,7 @@ impl<'a> Run<'a> {
         // A parent waits for every child; one cancelled on its own must still report, or
         // the parent would wait forever. (When the parent itself cancelled it, the service
         // drops this report: the parent is no longer running.)
-        if let Some(p) = self.s.parent.clone() {
+        if let Some(p) = self.s.parent.clone().filter(|p| !p.detached) {
             self.effects.push(Effect::NotifyParent {
                 parent: p.instance,
                 step: p.step,
@@ -82,11 +82,12 @@ impl<'a> Run<'a> {
         outcome: &str,
         data: &Map<String, Value>,
     ) -> Result<(), EngineError> {
-        let group = self
-            .s
-            .children
-            .get(step)
-            .ok_or_else(|| EngineError::NotFound(format!("children of step {step}")))?;
+        let Some(group) = self.s.children.get(step) else {
+            // The step stopped waiting: its children were withdrawn (a partial join or a
+            // terminating end) and cancelled in the same commit, and this is the report of
+            // that cancellation. Nothing is left to record.
+            return Ok(());
+        };
         if !group.pending.contains_key(&child) {
             return Err(EngineError::Conflict(format!(
                 "child {child} already reported its end"
@@ -281,7 +282,19 @@ impl<'a> Run<'a> {
                         }
                     }
                 }
-                let (due, timers) = self.deadline_of(id, step)?;
+                let people = match &step.assignees {
+                    Some(field) => {
+                        let people = self.names_in(field);
+                        if people.is_empty() {
+                            return Err(EngineError::Guard(format!(
+                                "step `{id}` is offered to the people in `{field}`, but `{field}` lists nobody"
+                            )));
+                        }
+                        people
+                    }
+                    None => Vec::new(),
+                };
+                let d = self.deadline_of(id, step)?;
                 self.emit(
                     None,
                     EventKind::TaskOpened {
@@ -289,10 +302,13 @@ impl<'a> Run<'a> {
                         step: id.to_string(),
                         roles,
                         assignee,
-                        due,
-                        timers,
+                        people,
+                        opens: d.opens,
+                        due: d.due,
+                        timers: d.timers,
                     },
                 );
+                self.notify_step(id, NoticeWhen::Enter, Some(task));
                 Ok(())
             }
             StepKind::Auto => {
@@ -316,8 +332,15 @@ impl<'a> Run<'a> {
                         branches: branches.clone(),
                     },
                 );
+                let join = step.join.clone().unwrap_or_default();
+                let seq = self.s.seq;
                 for b in &branches {
                     self.enter(b)?;
+                    // A branch that reached a partial join (or a terminating end) at once
+                    // has withdrawn the block: the branches after it never start.
+                    if self.withdrawn_since(seq, &join) || self.s.status != Status::Running {
+                        break;
+                    }
                 }
                 Ok(())
             }
@@ -333,6 +356,10 @@ impl<'a> Run<'a> {
                     );
                     return Ok(());
                 }
+                if step.wait_for.is_some() {
+                    let region = self.proc.join_region.get(id).cloned().unwrap_or_default();
+                    self.withdraw(id, |step| region.contains(step));
+                }
                 let data = self.s.data.clone();
                 let computed = self.compute(&compiled.compute, &data, None, None)?;
                 self.emit(
@@ -347,7 +374,9 @@ impl<'a> Run<'a> {
             StepKind::Subprocess => {
                 let child_proc = step.procedure.clone().unwrap_or_default();
                 let list_field = step.for_each.clone().unwrap_or_default();
+                // Without `for_each`, one child (whose `item` is null).
                 let items: Vec<Value> = match self.s.data.get(&list_field) {
+                    _ if step.for_each.is_none() => vec![Value::Null],
                     Some(Value::Array(items)) => items.clone(),
                     None | Some(Value::Null) => Vec::new(),
                     Some(_) => {
@@ -399,12 +428,14 @@ impl<'a> Run<'a> {
                         data,
                     });
                 }
+                let detached = !step.waits();
                 self.emit(
                     None,
                     EventKind::ChildrenStarted {
                         step: id.to_string(),
                         procedure: child_proc.clone(),
                         children: children.clone(),
+                        detached,
                     },
                 );
                 for c in children {
@@ -417,8 +448,24 @@ impl<'a> Run<'a> {
                             step: id.to_string(),
                             index: c.index,
                             depth,
+                            detached,
                         },
                     });
+                }
+                self.notify_step(id, NoticeWhen::Enter, None);
+                if detached {
+                    // Fire and forget: the children run on their own; this instance goes
+                    // on at once and collects nothing.
+                    let data = self.s.data.clone();
+                    let computed = self.compute(&compiled.compute, &data, None, None)?;
+                    self.emit(
+                        None,
+                        EventKind::AutoPassed {
+                            step: id.to_string(),
+                            computed,
+                        },
+                    );
+                    return self.route(id, DEFAULT_OUTCOME, None);
                 }
                 if items.is_empty() {
                     return self.collect(id);
@@ -426,6 +473,9 @@ impl<'a> Run<'a> {
                 Ok(())
             }
             StepKind::End => {
+                if step.terminate {
+                    self.withdraw(id, |_| true);
+                }
                 let busy = !self.s.tasks.is_empty()
                     || !self.s.joins.is_empty()
                     || !self.s.children.is_empty();
@@ -436,13 +486,14 @@ impl<'a> Run<'a> {
                         "reached the end step `{id}` while other work is still open"
                     )));
                 }
+                self.notify_step(id, NoticeWhen::Enter, None);
                 self.emit(
                     None,
                     EventKind::Ended {
                         step: id.to_string(),
                     },
                 );
-                if let Some(p) = self.s.parent.clone() {
+                if let Some(p) = self.s.parent.clone().filter(|p| !p.detached) {
                     self.effects.push(Effect::NotifyParent {
                         parent: p.instance,
                         step: p.step,
@@ -453,6 +504,111 @@ impl<'a> Run<'a> {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+impl<'a> Run<'a> {
+    /// Closes the open work of the steps `inside` selects — tasks, join counters, children
+    /// still running — because `by` (a partial join, a terminating end) no longer needs it.
+    /// One event says what was withdrawn; the children are cancelled in the same commit.
+    pub(super) fn withdraw(&mut self, by: &str, inside: impl Fn(&str) -> bool) {
+        let tasks: Vec<TaskId> = self
+            .s
+            .tasks
+            .values()
+            .filter(|t| inside(&t.step))
+            .map(|t| t.id)
+            .collect();
+        let joins: Vec<String> = self
+            .s
+            .joins
+            .keys()
+            .filter(|j| inside(j) || j.as_str() == by)
+            .cloned()
+            .collect();
+        let groups: Vec<String> = self
+            .s
+            .children
+            .keys()
+            .filter(|g| inside(g))
+            .cloned()
+            .collect();
+        let children: Vec<InstanceId> = groups
+            .iter()
+            .filter_map(|g| self.s.children.get(g))
+            .flat_map(|g| g.pending.keys().copied())
+            .collect();
+        if tasks.is_empty() && joins.is_empty() && groups.is_empty() {
+            return;
+        }
+        self.emit(
+            None,
+            EventKind::Withdrawn {
+                step: by.to_string(),
+                tasks,
+                joins,
+                groups,
+                children: children.clone(),
+            },
+        );
+        for id in children {
+            self.effects.push(Effect::CancelChild {
+                id,
+                reason: format!("withdrawn: instance {} reached `{by}`", self.s.id),
+            });
+        }
+    }
+
+    /// Whether a `Withdrawn` event by `by` was emitted after event `seq`.
+    fn withdrawn_since(&self, seq: u64, by: &str) -> bool {
+        self.events.iter().any(|e| {
+            e.seq > seq && matches!(&e.kind, EventKind::Withdrawn { step, .. } if step == by)
+        })
+    }
+
+    /// Sends the step's `notify` messages for `when` (entering or completing it).
+    pub(super) fn notify_step(&mut self, id: &str, when: NoticeWhen, task: Option<TaskId>) {
+        let Some(step) = self.def().steps.get(id) else {
+            return;
+        };
+        let notices: Vec<_> = step
+            .notify
+            .iter()
+            .filter(|n| n.when == when)
+            .cloned()
+            .collect();
+        let title = step.title.clone().unwrap_or_else(|| id.to_string());
+        for n in notices {
+            let to_users = n
+                .person
+                .as_deref()
+                .map(|f| self.names_in(f))
+                .unwrap_or_default();
+            let role = n.role.clone().unwrap_or_default();
+            if role.is_empty() && to_users.is_empty() {
+                // The field naming the person is empty: there is nobody to tell, and a
+                // message must never stop the work it reports on.
+                continue;
+            }
+            let message = n.message.clone().unwrap_or_else(|| match when {
+                NoticeWhen::Enter => {
+                    format!("{title}: now open in {} {}", self.def().id, self.s.id)
+                }
+                NoticeWhen::Complete => {
+                    format!("{title}: completed in {} {}", self.def().id, self.s.id)
+                }
+            });
+            self.emit(
+                None,
+                EventKind::Notified {
+                    task,
+                    step: id.to_string(),
+                    role,
+                    to_users,
+                    message,
+                },
+            );
         }
     }
 }

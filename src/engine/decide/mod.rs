@@ -21,14 +21,15 @@ use serde_json::{Map, Value};
 
 use super::compiled::{from_cel, to_cel, zone_of, CompiledProcedure, FieldProblem};
 use super::instance::{
-    derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, Stamp,
-    Status, Task, TaskId, TimerKind, TimerSpec,
+    derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, SignDecision,
+    Stamp, Status, Task, TaskId, TimerKind, TimerSpec,
 };
 use super::roster::{unknown_names, Roster};
 use crate::definition::calendar::{resolve_in, Calendar};
 use crate::definition::duration::{parse_amount, parse_reminder, Due, Reminder};
 use crate::definition::model::{
-    BreachAction, DelegationLevel, Procedure, Step, StepKind, DEFAULT_OUTCOME,
+    BreachAction, DelegationLevel, NoticeWhen, Procedure, SignRule, SignWord, Step, StepKind,
+    DEFAULT_OUTCOME,
 };
 
 mod deadlines;

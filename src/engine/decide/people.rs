@@ -9,6 +9,7 @@ impl<'a> Run<'a> {
         match (&t.delegated_to, &t.assignee) {
             (Some(d), _) => d == &a.id,
             (None, Some(person)) => person == &a.id,
+            (None, None) if !t.people.is_empty() => t.people.contains(&a.id),
             (None, None) => a.holds_any(&t.roles),
         }
     }
@@ -19,6 +20,7 @@ impl<'a> Run<'a> {
     pub(super) fn moved_on_or_forbidden(t: &Task, a: &Actor, why: String) -> EngineError {
         let offered = match &t.assignee {
             Some(person) => person == &a.id,
+            None if !t.people.is_empty() => t.people.contains(&a.id),
             None => a.holds_any(&t.roles),
         };
         if offered {
@@ -39,6 +41,11 @@ impl<'a> Run<'a> {
             (None, Some(p)) => {
                 EngineError::Forbidden(format!("task `{}` is assigned to {p}", t.step))
             }
+            (None, None) if !t.people.is_empty() => EngineError::Forbidden(format!(
+                "task `{}` is for {} only",
+                t.step,
+                t.people.join(", ")
+            )),
             (None, None) => EngineError::Forbidden(format!(
                 "task `{}` is for the roles {}",
                 t.step,
@@ -65,6 +72,11 @@ impl<'a> Run<'a> {
     ) -> Option<String> {
         let def = self.def();
         let s = def.steps.get(step)?;
+        if let Some(rule) = &s.must_be {
+            if let Some(why) = person_rule_problem(rule, a, data) {
+                return Some(format!("{} may not do `{step}`: {why}", a.id));
+            }
+        }
         if let Some(sep) = &s.separation {
             for other in &sep.not_same_person_as {
                 if self.did(other, &a.id) {
@@ -114,16 +126,19 @@ impl<'a> Run<'a> {
     ) -> Result<(), EngineError> {
         let mut problems = unknown_names(&self.proc.fields, values, self.roster);
         for (field, value) in values {
-            let Some(id) = value.as_str() else { continue };
+            let ids: Vec<&str> = match value {
+                Value::String(id) => vec![id.as_str()],
+                Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+                _ => continue,
+            };
             if problems.iter().any(|p| &p.field == field) {
                 continue;
             }
-            let steps = self
-                .def()
-                .steps
-                .iter()
-                .filter(|(_, s)| s.assignee.as_deref() == Some(field.as_str()));
-            for (step_id, _) in steps {
+            let steps = self.def().steps.iter().filter(|(_, s)| {
+                s.assignee.as_deref() == Some(field.as_str())
+                    || s.assignees.as_deref() == Some(field.as_str())
+            });
+            for ((step_id, _), id) in steps.flat_map(|s| ids.iter().map(move |id| (s, *id))) {
                 let Some(person) = self.roster.person(id) else {
                     continue;
                 };
@@ -142,6 +157,19 @@ impl<'a> Run<'a> {
             Ok(())
         } else {
             Err(EngineError::InvalidForm(problems))
+        }
+    }
+
+    /// The people a data field names: one user id, or a list of them.
+    pub(super) fn names_in(&self, field: &str) -> Vec<String> {
+        match self.s.data.get(field) {
+            Some(Value::String(u)) if !u.is_empty() => vec![u.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -201,4 +229,44 @@ impl<'a> Run<'a> {
             .get(step)
             .is_some_and(|s| s.signatures.is_some())
     }
+}
+
+/// Why `a` does not fit a step's `must_be`, reading `department_in` from `data`.
+fn person_rule_problem(
+    rule: &crate::definition::model::PersonRule,
+    a: &Actor,
+    data: &Map<String, Value>,
+) -> Option<String> {
+    if let Some(d) = rule.department.as_deref().filter(|d| !a.in_department(d)) {
+        return Some(format!(
+            "the step must be done by someone from department `{d}`"
+        ));
+    }
+    if let Some(field) = &rule.department_in {
+        match data.get(field).and_then(Value::as_str) {
+            Some(d) if a.in_department(d) => {}
+            Some(d) => {
+                return Some(format!(
+                    "the step must be done by someone from the department in `{field}` ({d})"
+                ))
+            }
+            None => {
+                return Some(format!(
+                    "the step must be done by someone from the department in `{field}`, which is not filled in"
+                ))
+            }
+        }
+    }
+    if let Some(r) = rule.role.as_deref().filter(|r| !a.holds(r)) {
+        return Some(format!(
+            "the step must be done by someone holding the role `{r}`"
+        ));
+    }
+    if let Some(n) = rule.level_at_least.filter(|n| a.level < *n) {
+        return Some(format!(
+            "the step must be done by someone of level {n} or above ({} is at level {})",
+            a.id, a.level
+        ));
+    }
+    None
 }

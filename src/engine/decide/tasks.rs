@@ -115,16 +115,27 @@ impl<'a> Run<'a> {
             } else {
                 sig.roles.clone()
             };
-            if !a.holds_any(&roles) {
+            if !t.people.is_empty() {
+                if !t.people.contains(&a.id) {
+                    return Err(EngineError::Forbidden(format!(
+                        "`{}` is signed by {} only",
+                        t.step,
+                        t.people.join(", ")
+                    )));
+                }
+            } else if !a.holds_any(&roles) {
                 return Err(EngineError::Forbidden(format!(
                     "signing `{}` needs one of the roles {}",
                     t.step,
                     roles.join(", ")
                 )));
             }
-            if t.signatures.iter().any(|s| s.user == a.id) {
+            if t.signatures
+                .iter()
+                .any(|s| s.user == a.id && s.outcome == outcome)
+            {
                 return Err(EngineError::Conflict(format!(
-                    "you have already signed `{}`",
+                    "you have already signed `{}` with `{outcome}`",
                     t.step
                 )));
             }
@@ -140,7 +151,15 @@ impl<'a> Run<'a> {
             }
         }
         self.check_separation(&t.step, a)?;
-        let problems = compiled.form.check(form);
+        if let Some(opens) = t.opens.filter(|o| self.now < *o) {
+            return Err(EngineError::Conflict(format!(
+                "`{}` cannot be completed before {}: it opens then",
+                t.step,
+                self.local_time(&t.step, opens)
+            )));
+        }
+        let mut problems = compiled.form.check(form);
+        problems.extend(outcome_problems(step, &outcome, form));
         if !problems.is_empty() {
             return Err(EngineError::InvalidForm(problems));
         }
@@ -153,25 +172,47 @@ impl<'a> Run<'a> {
             .clone()
             .filter(|_| t.delegated_to.as_deref() == Some(a.id.as_str()));
 
+        let mut decided = None;
         if let Some(sig) = &multi {
-            // The first outcome (approve, confirm…) needs every required signature; any other
-            // outcome from one eligible signer decides at once, as a veto or a return.
-            let agreeing = outcome == outcomes[0];
             let roles = if sig.roles.is_empty() {
                 t.roles.clone()
             } else {
                 sig.roles.clone()
             };
-            let mut signers: Vec<(String, Vec<String>)> = t
+            // Everyone's current choice once this signature counts: a signer who signs
+            // again has changed their mind.
+            let mut votes: Vec<(String, Vec<String>, String)> = t
                 .signatures
                 .iter()
-                .filter(|s| s.outcome == outcome)
-                .map(|s| (s.user.clone(), s.roles.clone()))
+                .filter(|s| s.user != a.id)
+                .map(|s| (s.user.clone(), s.roles.clone(), s.outcome.clone()))
                 .collect();
-            signers.push((a.id.clone(), a.roles.clone()));
-            let enough = signers.len() >= sig.required as usize
-                && (!sig.one_per_role || distinct_signer_per_role(&roles, &signers));
-            if agreeing && !enough {
+            votes.push((a.id.clone(), a.roles.clone(), outcome.clone()));
+            let signers: Vec<(String, Vec<String>)> = votes
+                .iter()
+                .filter(|v| v.2 == outcome)
+                .map(|v| (v.0.clone(), v.1.clone()))
+                .collect();
+            let rule = sign_rule(sig, &outcome, &outcomes);
+            let panel = if t.people.is_empty() {
+                sig.required as usize
+            } else {
+                t.people.len()
+            };
+            let per_role = |n: usize| {
+                !sig.one_per_role || n < roles.len() || distinct_signer_per_role(&roles, &signers)
+            };
+            let enough = match &rule {
+                SignRule::Count(n) => {
+                    let n = *n as usize;
+                    signers.len() >= n && per_role(n)
+                }
+                SignRule::Word(SignWord::Any) => true,
+                SignRule::Word(SignWord::All) => {
+                    signers.len() >= panel && votes.len() == signers.len() && per_role(panel)
+                }
+            };
+            if !enough {
                 self.emit(
                     Some(stamp),
                     EventKind::Signed {
@@ -185,6 +226,10 @@ impl<'a> Run<'a> {
                 );
                 return Ok(());
             }
+            decided = Some(SignDecision {
+                rule: rule.describe(),
+                signers: signers.into_iter().map(|s| s.0).collect(),
+            });
         }
 
         let mut data = self.s.data.clone();
@@ -205,11 +250,58 @@ impl<'a> Run<'a> {
                 comment,
                 meaning: step.meaning.clone(),
                 on_time: t.due.map(|due| self.now < due),
+                decided,
             },
         );
+        self.notify_step(&t.step, NoticeWhen::Complete, Some(task));
         // Other open tasks of a multi-signature step do not exist: one task collects all
         // signatures. Route on.
         let from = t.step.clone();
         self.route(&from, &outcome, Some(form))
     }
+}
+
+/// The rule deciding `outcome` on a multi-signature step. Steps with several outcomes
+/// declare one per outcome (the validator insists); a version registered before rules
+/// existed keeps the behaviour it ran with: the first outcome needs `required` signers and
+/// any other is decided by one.
+fn sign_rule(
+    sig: &crate::definition::model::Signatures,
+    outcome: &str,
+    outcomes: &[&str],
+) -> SignRule {
+    match sig.decide.get(outcome) {
+        Some(rule) => rule.clone(),
+        None if outcomes.first() == Some(&outcome) => SignRule::Count(sig.required),
+        None => SignRule::Word(SignWord::Any),
+    }
+}
+
+/// Fields the chosen outcome needs: `required_for` filled in, `must_be_true_for` ticked.
+fn outcome_problems(step: &Step, outcome: &str, form: &Map<String, Value>) -> Vec<FieldProblem> {
+    let mut out = Vec::new();
+    for (name, f) in &step.form {
+        let v = form.get(name);
+        if f.required_for.iter().any(|o| o == outcome) {
+            let empty = match v {
+                None | Some(Value::Null) => true,
+                Some(Value::String(s)) => s.trim().is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                out.push(FieldProblem {
+                    field: name.clone(),
+                    message: format!("required when the outcome is `{outcome}`"),
+                });
+            }
+        }
+        if f.must_be_true_for.iter().any(|o| o == outcome) && v != Some(&Value::Bool(true)) {
+            out.push(FieldProblem {
+                field: name.clone(),
+                message: format!("must be ticked (true) to choose `{outcome}`"),
+            });
+        }
+    }
+    out
 }
