@@ -145,7 +145,7 @@ impl Worker {
                 "register",
                 json!({
                 "channel": "hotline", "complaint": "Machine stops after an hour.",
-                "severity": "general", "first_answer": "An engineer will call you today."}),
+                "severity": "general", "first_answer": "An engineer will call you today.", "received_at": "2026-11-02T08:30:00Z"}),
             )
             .await?;
         let inst = self
@@ -163,7 +163,7 @@ impl Worker {
                 &inst,
                 "follow_up_visit",
                 json!({
-                "customer_satisfied": true, "customer_evaluation": "Works again."}),
+                "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Works again."}),
             )
             .await?;
         if inst["status"] != "completed" {

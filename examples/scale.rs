@@ -244,7 +244,7 @@ fn form(rng: &mut Rng, step: &str, severity: &str, satisfied: bool) -> Map<Strin
             "channel": rng.pick(&["hotline", "website", "telephone", "letter", "in_person"]),
             "complaint": rng.pick(&COMPLAINTS),
             "severity": severity,
-            "first_answer": "Registered; an engineer will call you within the day.",
+            "first_answer": "Registered; an engineer will call you within the day.", "received_at": "2026-11-02T08:30:00Z",
         }),
         "resolve_general" | "resolve_second" => json!({
             "resolution": rng.pick(&RESOLUTIONS),
@@ -263,7 +263,7 @@ fn form(rng: &mut Rng, step: &str, severity: &str, satisfied: bool) -> Map<Strin
             "proposed_solution": "Recall the batch, replace relays, visit every affected site.",
         }),
         "follow_up_visit" => json!({
-            "customer_satisfied": satisfied,
+            "customer_satisfied": satisfied, "satisfaction_score": (if satisfied { 100 } else { 40 }),
             "customer_evaluation": if satisfied { "Works again, thanks." } else { "Same problem again." },
         }),
         "second_complaint" => json!({

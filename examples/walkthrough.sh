@@ -76,7 +76,7 @@ call qian.li GET "/v1/tasks/$TASK" | jq -r '"  \(.step): offered to \(.roles | j
 say "qian.li registers and classifies it as a general complaint"
 call qian.li POST "/v1/tasks/$TASK/complete" '{
   "form": {"channel": "telephone", "complaint": "The replacement roller arrived damaged.",
-           "severity": "general", "first_answer": "A new roller ships today by courier."},
+           "severity": "general", "first_answer": "A new roller ships today by courier.", "received_at": "2026-11-02T08:30:00Z"},
   "comment": "Registered late: the follow-up desk was unstaffed on Monday."}' |
   jq -r '"  now open: \([.tasks[] | .step] | join(", "))"'
 
@@ -90,7 +90,7 @@ say "xu.na follows up; the customer is satisfied"
 TASK=$(call xu.na GET /v1/tasks | jq -r --arg id "$ID" '[.items[] | select(.instance == $id)][0].id')
 call xu.na POST "/v1/tasks/$TASK/claim" >/dev/null
 call xu.na POST "/v1/tasks/$TASK/complete" \
-  '{"form": {"customer_satisfied": true, "customer_evaluation": "Fast and polite; roller works."}}' |
+  '{"form": {"customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Fast and polite; roller works."}}' |
   jq -r '"  instance \(.id): \(.status) at \(.end_step)"'
 
 say "the history, as the auditor jiang.audit reads it"

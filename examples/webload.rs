@@ -128,7 +128,7 @@ impl Api {
         }
         let inst = self
             .complete("xu.na", &inst, "register", json!({"channel": "telephone",
-                "complaint": "Roller damaged", "severity": "general", "first_answer": "We ship a new one"}))
+                "complaint": "Roller damaged", "severity": "general", "first_answer": "We ship a new one", "received_at": "2026-11-02T08:30:00Z"}))
             .await?;
         if depth == 1 {
             return Ok(id);
@@ -148,7 +148,7 @@ impl Api {
             "gao.yan",
             &inst,
             "follow_up_visit",
-            json!({"customer_satisfied": true, "customer_evaluation": "Fine"}),
+            json!({"customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Fine"}),
         )
         .await?;
         Ok(id)

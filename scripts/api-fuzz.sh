@@ -99,7 +99,7 @@ done
 # One complaint further on (a task for sales), one with a comment.
 first=$(call xu.na GET '/v1/tasks?procedure=complaint-handling' | jq -r '.items[0].id')
 call xu.na POST "/v1/tasks/$first/complete" '{"form": {"channel": "telephone",
-  "complaint": "Roller damaged", "severity": "general", "first_answer": "A new one ships today"}}' >/dev/null
+  "complaint": "Roller damaged", "severity": "general", "first_answer": "A new one ships today", "received_at": "2026-11-02T08:30:00Z"}}' >/dev/null
 inst=$(call it.admin GET /v1/instances | jq -r '.items[1].id')
 call it.admin POST "/v1/instances/$inst/comments" '{"text": "Seeded for the fuzzer"}' >/dev/null
 

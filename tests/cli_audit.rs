@@ -43,7 +43,7 @@ fn store_with_history() -> tempfile::TempDir {
                     "--as",
                     "xu.na",
                     "--form",
-                    r#"{"channel":"hotline","complaint":"Late repair","severity":"general","first_answer":"We will call back today"}"#,
+                    r#"{"channel":"hotline","complaint":"Late repair","severity":"general","first_answer":"We will call back today","received_at":"2026-11-02T08:30:00Z"}"#,
                     "--comment",
                     "Called the customer back",
                 ],

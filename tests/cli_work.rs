@@ -60,7 +60,7 @@ fn a_complaint_from_the_command_line() {
     }
     assert_eq!(before, out(&run(&["show", &instance], d)));
 
-    let form = r#"{"channel":"hotline","complaint":"Brake slips","severity":"general","first_answer":"Engineer calls today"}"#;
+    let form = r#"{"channel":"hotline","complaint":"Brake slips","severity":"general","first_answer":"Engineer calls today","received_at":"2026-11-02T08:30:00Z"}"#;
     let o = run(&["complete", &register, "--as", "xu.na", "--form", form], d);
     assert!(o.status.success(), "{}", out(&o));
     let resolve = first_task(&o);

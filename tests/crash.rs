@@ -535,7 +535,7 @@ fn register_form(n: u64) -> Value {
         "channel": "hotline",
         "complaint": format!("The repair took three weeks (crash test {n})"),
         "severity": "general",
-        "first_answer": "We are sorry; sales will call you today",
+        "first_answer": "We are sorry; sales will call you today", "received_at": "2026-11-02T08:30:00Z",
     })
 }
 
@@ -641,7 +641,7 @@ async fn client(
             (
                 "follow_up_visit",
                 "xu.na",
-                json!({ "customer_satisfied": true, "customer_evaluation": "Works now" }),
+                json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Works now" }),
                 None,
             ),
         ];

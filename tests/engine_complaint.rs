@@ -32,7 +32,7 @@ fn registration(severity: &str) -> serde_json::Value {
         "channel": "hotline",
         "complaint": "Hoist brake slips under load",
         "severity": severity,
-        "first_answer": "An engineer will call today",
+        "first_answer": "An engineer will call today", "received_at": "2026-11-02T08:30:00Z",
     })
 }
 
@@ -63,7 +63,7 @@ async fn general_complaint_resolved_satisfied_closed() {
         "follow_up_visit",
         &fiona,
         None,
-        json!({ "customer_satisfied": true, "customer_evaluation": "Works now" }),
+        json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Works now" }),
     )
     .await
     .unwrap();
@@ -99,11 +99,28 @@ async fn major_complaint_goes_to_the_management_representative() {
     // Offered to the management representative, not to sales.
     assert_eq!(e.tasks_for(&mary).unwrap().len(), 1);
     assert!(e.tasks_for(&sam).unwrap().is_empty());
-    let mut plan = resolution();
-    plan["handling_plan"] = json!("Replace the hoist under warranty");
+    // seed 000 §3: the decision (the handling plan) is due 24 hours after the complaint was
+    // received, not after it was registered here.
+    let t = task_at(&inst, "handle_by_management_rep");
+    assert_eq!(
+        t.due.map(|d| d.to_rfc3339()),
+        Some("2026-11-03T08:30:00+00:00".to_string())
+    );
+    let plan = json!({ "handling_plan": "Replace the hoist under warranty" });
     let inst = complete(&e, &inst, "handle_by_management_rep", &mary, None, plan)
         .await
         .unwrap();
+    assert_eq!(open_steps(&inst), ["implement_handling_plan"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "implement_handling_plan",
+        &mary,
+        None,
+        resolution(),
+    )
+    .await
+    .unwrap();
     assert_eq!(open_steps(&inst), ["follow_up_visit"]);
 }
 
@@ -128,7 +145,7 @@ async fn not_satisfied_becomes_a_second_complaint() {
         "follow_up_visit",
         &fiona,
         None,
-        json!({ "customer_satisfied": false, "customer_evaluation": "Still slips" }),
+        json!({ "customer_satisfied": false, "satisfaction_score": 40, "customer_evaluation": "Still slips" }),
     )
     .await
     .unwrap();
@@ -161,7 +178,7 @@ async fn not_satisfied_becomes_a_second_complaint() {
         "follow_up_visit",
         &fiona,
         None,
-        json!({ "customer_satisfied": true, "customer_evaluation": "Fixed" }),
+        json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Fixed" }),
     )
     .await
     .unwrap();

@@ -161,25 +161,39 @@ async fn a_step_done_one_millisecond_before_its_due_time_never_fires() {
     // The reminder (4h before) fired on the way; the breach must not.
     assert_eq!(e.fire_due().await.unwrap(), 1);
     let inst = e.instance(inst.id).unwrap().unwrap();
+    let registration = task_at(&inst, "register").id;
     let after = complete(
         &e,
         &inst,
         "register",
         &fiona(),
         None,
-        json!({ "channel": "hotline", "complaint": "x", "severity": "general", "first_answer": "y" }),
+        json!({ "channel": "hotline", "complaint": "x", "severity": "general", "first_answer": "y", "received_at": "2026-11-02T08:30:00Z" }),
     )
     .await
     .unwrap();
     assert!(
-        after.timers.is_empty(),
+        after.timers.values().all(|t| t.task != registration),
         "completing disarms the step's timers in the same commit"
     );
     clock.advance(Duration::days(30));
-    assert_eq!(e.fire_due().await.unwrap(), 0);
+    // Only the resolution's own timers (reminder, breach) fire now; none of the registration's.
+    assert_eq!(e.fire_due().await.unwrap(), 2);
     let history = e.history(inst.id).unwrap();
-    assert_eq!(count(&history, "deadline_breached"), 0);
-    assert_eq!(count(&history, "deadline_reminded"), 1);
+    let of_register = |kind: &str| {
+        history
+            .iter()
+            .filter(|ev| match &ev.kind {
+                EventKind::DeadlineBreached { step, .. }
+                | EventKind::DeadlineReminded { step, .. } => {
+                    step == "register" && ev.kind.name() == kind
+                }
+                _ => false,
+            })
+            .count()
+    };
+    assert_eq!(of_register("deadline_breached"), 0);
+    assert_eq!(of_register("deadline_reminded"), 1);
     let on_time = history.iter().find_map(|ev| match &ev.kind {
         EventKind::TaskCompleted { on_time, .. } => Some(*on_time),
         _ => None,

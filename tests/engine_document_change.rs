@@ -49,13 +49,20 @@ fn cast() -> Cast {
     }
 }
 
-fn start_data(original_approval: &str) -> serde_json::Map<String, Value> {
+/// A change approved by `approver`: who approves follows from the kind of document (§3.1,
+/// §3.2) — a procedural document goes to the general manager, an institutional one to the
+/// management representative. Any other value is taken as the document type itself.
+fn start_data(approver: &str) -> serde_json::Map<String, Value> {
+    let document_type = match approver {
+        "general_manager" => "procedure",
+        "management_rep" => "management",
+        other => other,
+    };
     obj(json!({
         "document_number": "CX-05",
         "document_title": "Document Control Procedure",
-        "document_type": "procedure",
+        "document_type": document_type,
         "current_revision": "B/1",
-        "original_approval": original_approval,
         "applicant": "alice",
     }))
 }
@@ -74,9 +81,9 @@ fn distribution() -> Value {
         "server_updated": true,
         "distribution_record": [
             { "department": "sales", "recipient": "bob", "distribution_number": "D-07",
-              "recipient_signed": true, "old_copy_retrieved": true },
+              "old_copy_retrieved": true },
             { "department": "quality", "recipient": "alice", "distribution_number": "D-08",
-              "recipient_signed": true, "old_copy_retrieved": true }
+              "old_copy_retrieved": true }
         ],
     })
 }
@@ -121,6 +128,27 @@ async fn delegate(
 async fn distribute_and_register(e: &Engine<MemoryStore>, c: &Cast, inst: Instance) -> Instance {
     assert_eq!(open_steps(&inst), ["distribute"]);
     let inst = complete(e, &inst, "distribute", &c.dora, None, distribution())
+        .await
+        .unwrap();
+    // Each recipient on the record signs for their copy (§4.6.1 b); the administrator may not.
+    assert_eq!(open_steps(&inst), ["confirm_receipt"]);
+    assert_eq!(task_at(&inst, "confirm_receipt").people, ["bob", "alice"]);
+    let err = complete(e, &inst, "confirm_receipt", &c.dora, None, json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
+        "{err:?}"
+    );
+    let inst = complete(e, &inst, "confirm_receipt", &c.bob, None, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        open_steps(&inst),
+        ["confirm_receipt"],
+        "alice has not signed"
+    );
+    let inst = complete(e, &inst, "confirm_receipt", &c.alice, None, json!({}))
         .await
         .unwrap();
     assert_eq!(open_steps(&inst), ["invalidate_old_copies"]);
@@ -824,7 +852,7 @@ async fn rejections_change_nothing() {
     };
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
     assert!(
-        fields.contains(&"applicant") && fields.contains(&"original_approval"),
+        fields.contains(&"applicant") && fields.contains(&"document_type"),
         "{problems:?}"
     );
     assert_eq!(before, e.store().dump().unwrap());
@@ -1003,4 +1031,76 @@ async fn rejections_change_nothing() {
     assert!(matches!(err, EngineError::Ended(_)), "{err:?}");
     let stored = assert_folds(&e, inst.id);
     assert_eq!(stored, cancelled);
+}
+
+/// §3.2 and §3.1: a change to the Service System Manual is reviewed by the management
+/// representative and then approved by the general manager; nobody approves their own
+/// application, whatever roles they hold.
+#[tokio::test]
+async fn the_manual_is_reviewed_then_approved_and_nobody_approves_their_own_change() {
+    let (e, _clock) = engine().await;
+    let c = cast();
+    // Gina, a general manager who is also staff, applies for a change to the Manual herself.
+    let gina = person(
+        "gina",
+        "general_management",
+        &["general_manager", "staff"],
+        5,
+    );
+    let mut data = start_data("manual");
+    data.insert("applicant".into(), json!("gina"));
+    let inst = e.start("document-change", data, Some(&gina)).await.unwrap();
+    let inst = complete(
+        &e,
+        &inst,
+        "apply",
+        &gina,
+        None,
+        application(false, "new_version"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["review_manual"]);
+    // Sending it back needs the review comments.
+    let err = refused(
+        &e,
+        &inst,
+        "review_manual",
+        &c.mary,
+        Some("rework"),
+        json!({}),
+    )
+    .await;
+    assert!(
+        matches!(&err, EngineError::InvalidForm(p) if p[0].field == "review_comments"),
+        "{err:?}"
+    );
+    let inst = complete(
+        &e,
+        &inst,
+        "review_manual",
+        &c.mary,
+        Some("forward"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["approve_gm"]);
+    // Gina holds the approving role but applied: separation of duties refuses her.
+    let err = refused(&e, &inst, "approve_gm", &gina, Some("approve"), json!({})).await;
+    assert!(
+        matches!(&err, EngineError::Forbidden(m) if m.contains("separation of duties")),
+        "{err:?}"
+    );
+    let inst = complete(
+        &e,
+        &inst,
+        "approve_gm",
+        &c.george,
+        Some("approve"),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["issue_new_version"]);
 }

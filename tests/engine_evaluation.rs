@@ -6,6 +6,8 @@
 
 mod common;
 
+use sopflow::clock::ManualClock;
+
 use common::*;
 use serde_json::{json, Value};
 use sopflow::engine::decide::EngineError;
@@ -37,8 +39,13 @@ fn cast() -> Cast {
     }
 }
 
-async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>) -> Instance {
-    let inst = up_to_report_approval(e, c, items).await;
+async fn through_the_audit(
+    e: &Engine<MemoryStore>,
+    clock: &ManualClock,
+    c: &Cast,
+    items: Vec<Value>,
+) -> Instance {
+    let inst = up_to_report_approval(e, clock, c, items).await;
     complete(
         e,
         &inst,
@@ -53,7 +60,12 @@ async fn through_the_audit(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>)
 
 /// The audit up to the management representative's approval of the report, which starts
 /// one corrective action per deduction item.
-async fn up_to_report_approval(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Value>) -> Instance {
+async fn up_to_report_approval(
+    e: &Engine<MemoryStore>,
+    clock: &ManualClock,
+    c: &Cast,
+    items: Vec<Value>,
+) -> Instance {
     let inst = e
         .start("internal-evaluation", obj(json!({})), Some(&c.mary))
         .await
@@ -134,6 +146,26 @@ async fn up_to_report_approval(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Val
         matches!(err, ServiceError::Engine(EngineError::Forbidden(_))),
         "{err:?}"
     );
+    // §5.1.5: the notice goes out 7–10 days before the audit (2026-11-20), not earlier. (A
+    // second evaluation started later in the same test opens inside the window.)
+    if let Some(opens) = task_at(&inst, "notify_department").opens {
+        let early = complete(
+            e,
+            &inst,
+            "notify_department",
+            &c.lena,
+            None,
+            json!({ "notice_date": "2026-11-02" }),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&early, ServiceError::Engine(EngineError::Conflict(m)) if m.contains("2026-11-10")),
+            "{early:?}"
+        );
+        e.advance_clock(clock, opens).await.unwrap();
+    }
+    let inst = e.instance(inst.id).unwrap().unwrap();
     let inst = complete(
         e,
         &inst,
@@ -164,6 +196,23 @@ async fn up_to_report_approval(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Val
     )
     .await
     .unwrap();
+    // Points earned above the total of the related items (the 10 deleted points entered as
+    // earned) cannot be scored: the audit step opens again to be corrected.
+    let inst = complete(
+        e,
+        &inst,
+        "on_site_audit",
+        &c.otto,
+        None,
+        json!({
+            "service_system_score": 40.0, "commodity_service_score": 35.0, "customer_service_score": 20.0,
+            "deleted_points": 10.0, "deduction_items": items.clone()
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&inst), ["on_site_audit"]);
+    let specials = items.iter().filter(|i| i["special"] == json!(true)).count() as f64;
     let inst = complete(
         e,
         &inst,
@@ -177,9 +226,13 @@ async fn up_to_report_approval(e: &Engine<MemoryStore>, c: &Cast, items: Vec<Val
     )
     .await
     .unwrap();
-    // §5.3.3 d: actual score / total of the related items × 100 = 86 / 90 × 100.
+    // §5.3.3 d: actual score / total of the related items × 100 = 86 / 90 × 100, and §5.3.3 c:
+    // one point off for each special deduction item.
     let score = inst.data["score"].as_f64().unwrap();
-    assert!((score - 95.555_555).abs() < 1e-3, "score {score}");
+    assert!(
+        (score - (95.555_555 - specials)).abs() < 1e-3,
+        "score {score}"
+    );
     let inst = complete(
         e,
         &inst,
@@ -274,10 +327,11 @@ async fn run_child(
 
 #[tokio::test]
 async fn three_deduction_items_three_corrective_actions_then_the_parent_continues() {
-    let (e, _clock) = engine().await;
+    let (e, clock) = engine().await;
     let c = cast();
     let parent = through_the_audit(
         &e,
+        &clock,
         &c,
         vec![item(1, "quinn"), item(2, "quinn"), item(3, "quinn")],
     )
@@ -336,12 +390,12 @@ async fn three_deduction_items_three_corrective_actions_then_the_parent_continue
 #[tokio::test]
 async fn more_deduction_items_than_children_allowed_is_refused_and_changes_nothing() {
     use sopflow::engine::decide::MAX_CHILDREN;
-    let (e, _clock) = engine().await;
+    let (e, clock) = engine().await;
     let c = cast();
     let items: Vec<Value> = (0..=MAX_CHILDREN as u32)
         .map(|n| item(n, "quinn"))
         .collect();
-    let inst = up_to_report_approval(&e, &c, items).await;
+    let inst = up_to_report_approval(&e, &clock, &c, items).await;
     let before = e.store().dump().unwrap();
     let err = complete(
         &e,
@@ -367,7 +421,7 @@ async fn more_deduction_items_than_children_allowed_is_refused_and_changes_nothi
 
     // Exactly the bound is fine: every child starts in the approval's commit.
     let items: Vec<Value> = (0..MAX_CHILDREN as u32).map(|n| item(n, "quinn")).collect();
-    let inst = through_the_audit(&e, &c, items).await;
+    let inst = through_the_audit(&e, &clock, &c, items).await;
     assert_eq!(
         inst.children["corrective_actions"].pending.len(),
         MAX_CHILDREN
@@ -376,18 +430,18 @@ async fn more_deduction_items_than_children_allowed_is_refused_and_changes_nothi
 
 #[tokio::test]
 async fn no_deduction_items_closes_without_children() {
-    let (e, _clock) = engine().await;
+    let (e, clock) = engine().await;
     let c = cast();
-    let inst = through_the_audit(&e, &c, vec![]).await;
+    let inst = through_the_audit(&e, &clock, &c, vec![]).await;
     assert_eq!(inst.status, Status::Completed);
     assert!(inst.children.is_empty());
 }
 
 #[tokio::test]
 async fn cancelling_the_parent_cancels_running_children() {
-    let (e, _clock) = engine().await;
+    let (e, clock) = engine().await;
     let c = cast();
-    let parent = through_the_audit(&e, &c, vec![item(1, "quinn"), item(2, "quinn")]).await;
+    let parent = through_the_audit(&e, &clock, &c, vec![item(1, "quinn"), item(2, "quinn")]).await;
     let children: Vec<_> = parent.children["corrective_actions"]
         .pending
         .keys()
@@ -409,4 +463,54 @@ async fn cancelling_the_parent_cancels_running_children() {
         assert_eq!(e.instance(id).unwrap().unwrap().status, Status::Cancelled);
     }
     assert!(e.tasks_for(&c.quinn).unwrap().is_empty());
+}
+
+/// §5.5.3: rectification is confirmed only when every corrective action is verified. A
+/// cancelled corrective action is not: its item gets a new one, and a special deduction item
+/// costs a point beyond the score (§5.3.3 c).
+#[tokio::test]
+async fn a_cancelled_corrective_action_is_not_verified_and_is_started_again() {
+    let (e, clock) = engine().await;
+    let c = cast();
+    let mut special = item(1, "quinn");
+    special["special"] = json!(true);
+    let parent = through_the_audit(&e, &clock, &c, vec![special, item(2, "quinn")]).await;
+    let score = parent.data["score"].as_f64().unwrap();
+    assert!((score - 94.555_555).abs() < 1e-3, "score {score}");
+    // The children in item order (their ids are not).
+    let mut children: Vec<_> = parent.children["corrective_actions"]
+        .pending
+        .iter()
+        .map(|(id, index)| (*index, *id))
+        .collect();
+    children.sort();
+    let children: Vec<_> = children.into_iter().map(|(_, id)| id).collect();
+    let admin = person("root", "office", &["admin"], 5);
+    e.execute(
+        children[0],
+        sopflow::engine::decide::Command::Cancel {
+            reason: "Raised against the wrong department".into(),
+        },
+        Some(&admin),
+    )
+    .await
+    .unwrap();
+    let other = e.instance(children[1]).unwrap().unwrap();
+    run_child(&e, &other, &c.quinn, &c.lena).await;
+    let parent = e.instance(parent.id).unwrap().unwrap();
+    // The cancelled item is open again, as one new corrective action; nothing to confirm yet.
+    assert!(parent.tasks.is_empty(), "{:?}", open_steps(&parent));
+    let again: Vec<_> = parent.children["corrective_actions"]
+        .pending
+        .keys()
+        .copied()
+        .collect();
+    assert_eq!(again.len(), 1);
+    let redo = e.instance(again[0]).unwrap().unwrap();
+    assert_eq!(redo.data["clause"], json!("4.1"));
+    run_child(&e, &redo, &c.quinn, &c.lena).await;
+    let parent = e.instance(parent.id).unwrap().unwrap();
+    assert_eq!(open_steps(&parent), ["confirm_rectification"]);
+    assert_eq!(parent.data["all_verified"], json!(true));
+    assert_folds(&e, parent.id);
 }

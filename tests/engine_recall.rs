@@ -100,6 +100,11 @@ fn decision(text: &str) -> Value {
 fn announcement() -> Value {
     json!({
         "announcement_date": "2026-11-20",
+        "announcement_defect": "Upper limit switch of batch 2026-07 may fail",
+        "announcement_possible_damage": "The hoist may hit the upper stop",
+        "announcement_preventive_measures": "Do not run the hoist at full height until replaced",
+        "acceptance_locations": "At the user's site",
+        "acceptance_period": "2026-11-20 to 2027-01-31",
         "announcement_text": "Upper limit switch of batch 2026-07 to be replaced free of charge",
         "hotline": "400-800-1234",
         "registered_with_authority": true,
@@ -463,6 +468,19 @@ async fn user_report_identified_jointly_as_not_defective() {
     )
     .await
     .unwrap();
+    // The departments disagree: nothing is decided (§6.3.2.2 "jointly identify").
+    assert_eq!(open_steps(&inst), ["identify_jointly"]);
+    // Engineering reconsiders and signs again: now both say not defective.
+    let inst = complete(
+        &e,
+        &inst,
+        "identify_jointly",
+        &c.ed,
+        Some("not_defective"),
+        identification("none"),
+    )
+    .await
+    .unwrap();
     assert_ended(&e, &inst, "no_defect");
     assert_eq!(inst.data["identification_basis"], "none");
 }
@@ -629,8 +647,21 @@ async fn decision_returned_for_rework_then_rejected() {
     )
     .await
     .unwrap();
+    // One signer cannot turn the recall down: the history must not show a joint decision
+    // that only one person took.
+    assert_eq!(open_steps(&inst), ["decide"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "decide",
+        &c.cora,
+        Some("reject"),
+        decision("Agreed"),
+    )
+    .await
+    .unwrap();
     assert_ended(&e, &inst, "not_returned");
-    assert_eq!(inst.done_by["decide"], ["george", "cora", "george"]);
+    assert_eq!(inst.done_by["decide"], ["george", "cora", "george", "cora"]);
 }
 
 /// §7.3.2: not effective → another round of plan, budget, decision, publication and
@@ -1027,6 +1058,18 @@ async fn racing_signers_and_racing_branches_decide_once() {
         &c.george,
         Some("reject"),
         decision("Not proportionate"),
+    )
+    .await
+    .unwrap();
+    // Turning the recall down is a decision of both (§5.1).
+    assert_eq!(open_steps(&inst), ["decide"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "decide",
+        &c.cora,
+        Some("reject"),
+        decision("Agreed: not proportionate"),
     )
     .await
     .unwrap();

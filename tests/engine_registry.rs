@@ -118,7 +118,7 @@ async fn reopening_the_sled_store_gives_identical_state() {
             "register",
             &fiona,
             None,
-            json!({ "channel": "hotline", "complaint": "x", "severity": "general", "first_answer": "y" }),
+            json!({ "channel": "hotline", "complaint": "x", "severity": "general", "first_answer": "y", "received_at": "2026-11-02T08:30:00Z" }),
         )
         .await
         .unwrap();

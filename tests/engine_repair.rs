@@ -82,7 +82,7 @@ fn dispatch_form() -> Value {
         "dispatch_number": "FD-2026-0412",
         "fault_type": "Brake",
         "tools": ["torque wrench", "multimeter"],
-        "spare_parts": [{ "part": "Brake pad set", "quantity": 2 }],
+        "spare_parts": [{ "part": "Brake pad set", "quantity": 2, "vulnerable": true }],
     })
 }
 
@@ -96,7 +96,7 @@ fn repair_form() -> Value {
 }
 
 fn follow_up() -> Value {
-    json!({ "customer_satisfied": true, "customer_opinion": "Quick and clean" })
+    json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_opinion": "Quick and clean" })
 }
 
 /// Call recorded, order recorded: at the remote guidance.
@@ -626,6 +626,18 @@ async fn scrap_appraisal_sends_it_back_for_repair() {
         &c.ed,
         Some("repair_instead"),
         json!({ "appraisal_opinion": "The housing can be welded and stress-relieved" }),
+    )
+    .await
+    .unwrap();
+    // One member's view does not send it back: repairing instead needs two of the three.
+    assert_eq!(open_steps(&inst), ["scrap_appraisal"]);
+    let inst = complete(
+        &e,
+        &inst,
+        "scrap_appraisal",
+        &c.quinn,
+        Some("repair_instead"),
+        json!({ "appraisal_opinion": "Agreed: weld it" }),
     )
     .await
     .unwrap();

@@ -232,11 +232,11 @@ fn a_procedure_changed_without_raising_its_version_is_refused_saying_so_once() {
         "--procedures",
         procs.to_str().unwrap(),
     ]);
-    let sentence = "procedure `complaint-handling` version 1 was changed without raising `version`";
+    let sentence = "procedure `complaint-handling` version 2 was changed without raising `version`";
     let err = refused(&o, sentence);
     one_line(&err);
     assert_eq!(err.matches(sentence).count(), 1, "said once: {err}");
-    assert!(err.contains("give the changed file `version = 2`"), "{err}");
+    assert!(err.contains("give the changed file `version = 3`"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ fn register_form() -> Value {
         "channel": "hotline",
         "complaint": "The repair took three weeks",
         "severity": "general",
-        "first_answer": "We are sorry; sales will call you today",
+        "first_answer": "We are sorry; sales will call you today", "received_at": "2026-11-02T08:30:00Z",
     })
 }
 

@@ -389,8 +389,8 @@ async fn odd_requests_never_give_a_5xx() {
     let id = id_of(&inst);
     let task = task_at(&inst, "register");
     let gets = [
-        "/v1/procedures/complaint-handling?version=1".to_string(),
         "/v1/procedures/complaint-handling?version=2".to_string(),
+        "/v1/procedures/complaint-handling?version=3".to_string(),
         "/v1/procedures/complaint-handling?version=0".to_string(),
         "/v1/procedures/complaint-handling?version=-1".to_string(),
         "/v1/procedures/complaint-handling?version=99999999999".to_string(),
@@ -534,7 +534,7 @@ async fn a_nul_in_a_user_field_is_not_a_500() {
             Body::Json(json!({ "procedure": "document-change", "data": {
                 "document_number": "CX-05", "document_title": "Document Control Procedure",
                 "document_type": "procedure", "current_revision": "B/1",
-                "original_approval": "management_rep", "applicant": "lin\u{0}tao"
+                "applicant": "lin\u{0}tao"
             } })),
             &[],
         )
@@ -559,7 +559,7 @@ async fn a_nul_in_a_user_field_is_not_a_500() {
             "follow_up_visit",
             "xu.na",
             None,
-            json!({ "customer_satisfied": false, "customer_evaluation": "Same problem" }),
+            json!({ "customer_satisfied": false, "satisfaction_score": 40, "customer_evaluation": "Same problem" }),
         )
         .await;
     let inst = srv

@@ -683,7 +683,7 @@ pub fn registration(severity: &str) -> Value {
         "channel": "hotline",
         "complaint": "Hoist brake slips under load",
         "severity": severity,
-        "first_answer": "An engineer will call today",
+        "first_answer": "An engineer will call today", "received_at": "2026-11-02T08:30:00Z",
     })
 }
 
@@ -691,9 +691,15 @@ pub fn resolution() -> Value {
     json!({ "resolution": "Brake pads replaced", "resolved_on": "2026-11-03" })
 }
 
+/// The management representative's decision on a major complaint (seed 000 §3: within 24
+/// hours of its receipt).
+pub fn management_plan() -> Value {
+    json!({ "handling_plan": "Replace the hoist under warranty" })
+}
+
+/// Carrying out that plan.
 pub fn management_handling() -> Value {
     json!({
-        "handling_plan": "Replace the hoist under warranty",
         "resolution": "Hoist replaced",
         "resolved_on": "2026-11-04",
     })

@@ -55,7 +55,7 @@ async fn scene(srv: &Server) -> Scene {
             "follow_up_visit",
             "gao.yan",
             None,
-            json!({ "customer_satisfied": true, "customer_evaluation": "Good" }),
+            json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Good" }),
         )
         .await;
     assert_eq!(d["status"], "completed");

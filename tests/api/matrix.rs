@@ -1018,8 +1018,8 @@ async fn procedures_graphs_and_the_openapi_document() {
         .iter()
         .find(|p| p["id"] == "complaint-handling")
         .expect("complaint-handling listed");
-    assert_eq!(complaint["version"], 1);
-    assert_eq!(complaint["versions"], json!([1]));
+    assert_eq!(complaint["version"], 2);
+    assert_eq!(complaint["versions"], json!([2]));
     assert_eq!(complaint["start_roles"], json!(["follow_up", "sales"]));
 
     let detail = srv
@@ -1039,11 +1039,11 @@ async fn procedures_graphs_and_the_openapi_document() {
     );
     assert!(detail["hash"].as_str().is_some_and(|h| h.len() == 64));
     let v1 = srv
-        .get_ok("ma.lei", "/v1/procedures/complaint-handling?version=1")
+        .get_ok("ma.lei", "/v1/procedures/complaint-handling?version=2")
         .await;
     assert_eq!(v1["hash"], detail["hash"]);
     for path in [
-        "/v1/procedures/complaint-handling?version=2",
+        "/v1/procedures/complaint-handling?version=3",
         "/v1/procedures/no-such-procedure",
         "/v1/procedures/no-such-procedure/graph",
     ] {

@@ -93,6 +93,15 @@ async fn complaint_with_a_deadline_breach_to_closure() {
             "handle_by_management_rep",
             "qian.li",
             None,
+            management_plan(),
+        )
+        .await;
+    let inst = srv
+        .complete_step(
+            &inst,
+            "implement_handling_plan",
+            "qian.li",
+            None,
             management_handling(),
         )
         .await;
@@ -103,7 +112,7 @@ async fn complaint_with_a_deadline_breach_to_closure() {
             "follow_up_visit",
             "xu.na",
             None,
-            json!({ "customer_satisfied": false, "customer_evaluation": "The brake still slips" }),
+            json!({ "customer_satisfied": false, "satisfaction_score": 40, "customer_evaluation": "The brake still slips" }),
         )
         .await;
     assert_eq!(open_steps(&inst), ["second_complaint"]);
@@ -153,7 +162,7 @@ async fn complaint_with_a_deadline_breach_to_closure() {
             "follow_up_visit",
             "gao.yan",
             None,
-            json!({ "customer_satisfied": true, "customer_evaluation": "Works now" }),
+            json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Works now" }),
         )
         .await;
     assert_eq!(inst["status"], "completed");
@@ -169,6 +178,7 @@ async fn complaint_with_a_deadline_breach_to_closure() {
     let want: Vec<(String, String)> = [
         ("register", "gao.yan"),
         ("handle_by_management_rep", "qian.li"),
+        ("implement_handling_plan", "qian.li"),
         ("follow_up_visit", "xu.na"),
         ("second_complaint", "luo.bin"),
         ("resolve_second", "tang.kai"),
@@ -250,7 +260,7 @@ async fn complaint_general_crisis_and_customer_caused_routes() {
             "follow_up_visit",
             "gao.yan",
             None,
-            json!({ "customer_satisfied": true, "customer_evaluation": "Good" }),
+            json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Good" }),
         )
         .await;
     assert_eq!(inst["status"], "completed");
@@ -285,6 +295,15 @@ async fn complaint_general_crisis_and_customer_caused_routes() {
             "handle_by_management_rep",
             "zhou.min",
             None,
+            management_plan(),
+        )
+        .await;
+    let inst = srv
+        .complete_step(
+            &inst,
+            "implement_handling_plan",
+            "zhou.min",
+            None,
             management_handling(),
         )
         .await;
@@ -294,7 +313,7 @@ async fn complaint_general_crisis_and_customer_caused_routes() {
             "follow_up_visit",
             "xu.na",
             None,
-            json!({ "customer_satisfied": false, "customer_evaluation": "Same again" }),
+            json!({ "customer_satisfied": false, "satisfaction_score": 40, "customer_evaluation": "Same again" }),
         )
         .await;
     let inst = srv
@@ -355,7 +374,7 @@ async fn complaint_general_crisis_and_customer_caused_routes() {
             "follow_up_visit",
             "xu.na",
             None,
-            json!({ "customer_satisfied": true, "customer_evaluation": "Agreed" }),
+            json!({ "customer_satisfied": true, "satisfaction_score": 100, "customer_evaluation": "Agreed" }),
         )
         .await;
     assert_eq!(inst["status"], "completed");
@@ -370,6 +389,7 @@ async fn complaint_general_crisis_and_customer_caused_routes() {
             "analyse_crisis_causes",
             "crisis_report",
             "handle_by_management_rep",
+            "implement_handling_plan",
             "follow_up_visit",
             "second_complaint",
             "customer_cause_report",
@@ -474,6 +494,21 @@ async fn internal_evaluation_end_to_end() {
         FORBIDDEN,
     )
     .await;
+    // §5.1.5: not earlier than 10 days before the audit (2026-11-20): 409 with the time it
+    // opens, and nothing changes; the worklist says when it opens.
+    let r = srv
+        .post_reply(
+            "zheng.hao",
+            &format!("/v1/tasks/{notify}/complete"),
+            json!({ "form": { "notice_date": "2026-11-02" } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text().contains("2026-11-10 00:00 +08:00"), "{}", r.text());
+    let listed = srv.worklist("zheng.hao", "").await;
+    assert_eq!(listed[0]["opens"], "2026-11-09T16:00:00Z");
+    srv.advance(json!({ "by": "184h" })).await;
+    let inst = srv.instance(&id).await;
     let inst = srv
         .complete_step(
             &inst,
@@ -663,8 +698,8 @@ async fn delegating_a_document_change_approval() {
             "document-change",
             json!({
                 "document_number": "CX-05", "document_title": "Document Control Procedure",
-                "document_type": "procedure", "current_revision": "B/1",
-                "original_approval": "management_rep", "applicant": "lin.tao"
+                "document_type": "management", "current_revision": "B/1",
+                "applicant": "lin.tao"
             }),
         )
         .await;
@@ -821,9 +856,19 @@ async fn delegating_a_document_change_approval() {
             None,
             json!({
                 "server_updated": true,
-                "distribution_record": [{ "department": "sales", "recipient": "liu.yang", "distribution_number": "D-07", "recipient_signed": true, "old_copy_retrieved": true }]
+                "distribution_record": [{ "department": "sales", "recipient": "liu.yang", "distribution_number": "D-07", "old_copy_retrieved": true }]
             }),
         )
+        .await;
+    // The recipient signs for the copy in person (§4.6.1 b): the task is in their worklist.
+    let receipt = task_at(&inst, "confirm_receipt");
+    assert!(srv
+        .worklist("liu.yang", "")
+        .await
+        .iter()
+        .any(|t| t["id"] == receipt.as_str() && t["people"] == json!(["liu.yang"])));
+    let inst = srv
+        .complete_step(&inst, "confirm_receipt", "liu.yang", None, json!({}))
         .await;
     let inst = srv
         .complete_step(
@@ -1061,7 +1106,7 @@ async fn worklist_filters_and_order() {
             json!({
                 "document_number": "R-12", "document_title": "Follow-up record",
                 "document_type": "record", "current_revision": "A/0",
-                "original_approval": "management_rep", "applicant": "xu.na"
+                "applicant": "xu.na"
             }),
         )
         .await;

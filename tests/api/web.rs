@@ -261,6 +261,7 @@ async fn a_refused_form_comes_back_with_its_problems_and_what_was_typed_and_chan
                 ("f.complaint", "The roller arrived damaged"),
                 ("f.severity", "general"),
                 ("f.first_answer", "A new one ships today"),
+                ("f.received_at", "2026-11-02T08:30"),
             ],
         )
         .await;

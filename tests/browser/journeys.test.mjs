@@ -463,7 +463,7 @@ test('5. a task not offered to you: Not allowed, and nothing changes', async () 
         [`/tasks/${register}/claim`, { _csrf: csrf }],
         [`/tasks/${register}/complete`, {
           _csrf: csrf, _outcome: 'done', 'f.channel': 'telephone', 'f.complaint': 'x', 'f.severity': 'general',
-          'f.first_answer': 'y', comment: 'not mine',
+          'f.first_answer': 'y', 'f.received_at': '2026-11-02T08:30', comment: 'not mine',
         }],
       ]) {
         const r = await s.context.request.post(path, { form, maxRedirects: 0 });
@@ -700,7 +700,7 @@ test('11. refusals are pages with the API’s status: Not found, and a task alre
     await p.getByLabel(lbl('Complaint')).fill('Late delivery');
     await p.getByLabel(lbl('Classification')).selectOption('general');
     await p.getByLabel(lbl('Answer given to the customer')).fill('Sorry; it ships today.');
-    const form = { channel: 'telephone', complaint: 'Late delivery', severity: 'general', first_answer: 'Sorry; it ships today.' };
+    const form = { channel: 'telephone', complaint: 'Late delivery', severity: 'general', first_answer: 'Sorry; it ships today.', received_at: '2026-11-02T08:30' };
     const [done] = await api('xu.na', 'POST', `/v1/tasks/${register}/complete`, { form });
     assert.equal(done, 200, 'completed through the API first');
     const events = (await instanceOf(started.id)).events;
