@@ -569,6 +569,7 @@ async fn run(a: Args) -> Result<(), String> {
         std::slice::from_ref(&a.procedures),
         &Options {
             calendars_dir: a.calendars.clone(),
+            ..Default::default()
         },
     );
     if v.errors() > 0 {
@@ -597,6 +598,9 @@ async fn run(a: Args) -> Result<(), String> {
     })?;
     let engine = Engine::open(Arc::new(store), Arc::new(SystemClock)).map_err(|e| e.to_string())?;
     engine.set_calendars(&v.calendars);
+    engine
+        .set_registers(&v.registers)
+        .map_err(|e| format!("cannot load the registers: {e}"))?;
     engine
         .register(&v.valid)
         .await

@@ -91,6 +91,8 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
         std::slice::from_ref(&p.procedures),
         &Options {
             calendars_dir: p.calendars.clone(),
+            registers_dir: None,
+            coverage_from: None,
         },
     );
     if v.errors() > 0 {
@@ -120,6 +122,7 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
     let engine = Engine::open(Arc::new(store), clock)?;
     engine.set_calendars(&v.calendars);
     engine.set_roster(Arc::new(people.clone()));
+    engine.set_registers(&v.registers)?;
     engine.register(&v.valid).await?;
     Ok(Opened {
         engine,

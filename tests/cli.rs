@@ -27,9 +27,40 @@ fn toml_files(dir: &str) -> Vec<PathBuf> {
 
 #[test]
 fn validate_shipped_procedures_exits_zero() {
-    let o = sopflow(&["validate", "procedures/"]);
+    // In 2026 (its first day to its last) every holiday is officially known.
+    let o = sopflow(&["validate", "procedures/", "--today", "2026-01-01"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("0 errors, 0 warnings"));
+    assert!(
+        stdout(&o).contains("0 errors, 0 warnings"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// From December 2026 the coming year's holidays are provisional, and past 2028 they are
+/// missing: `validate` says so (a warning, so the exit status stays 0).
+#[test]
+fn validate_warns_about_a_calendar_not_covering_the_coming_year() {
+    let o = sopflow(&["validate", "procedures/", "--today", "2026-12-06"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("warning[calendar-provisional]"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sopflow(&["validate", "procedures/", "--today", "2028-06-01"]);
+    assert!(
+        stdout(&o).contains("warning[calendar-not-covering]"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("lists no holidays for 2029"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sopflow(&["validate", "procedures/", "--today", "next week"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
 }
 
 #[test]

@@ -19,6 +19,8 @@ fn fixtures(dir: &str) -> Vec<PathBuf> {
 fn options() -> Options {
     Options {
         calendars_dir: Some(PathBuf::from("calendars")),
+        registers_dir: None,
+        coverage_from: None,
     }
 }
 

@@ -56,7 +56,9 @@ fn cast() -> Cast {
 
 fn start_data() -> serde_json::Map<String, Value> {
     obj(json!({
-        "customer": "Hengxin Lifting",
+        // Not in the customer register: an ordinary customer (AAA ones are in
+        // tests/engine_registers.rs).
+        "customer": "Dongfang Port",
         "contact": "Mr Li, 0731-555",
         "equipment": "QD20 overhead crane, serial QD20-0711",
     }))

@@ -101,6 +101,8 @@ fn sibling_files_in_a_cycle_are_each_reported() {
     }
     let opts = Options {
         calendars_dir: Some(PathBuf::from("calendars")),
+        registers_dir: None,
+        coverage_from: None,
     };
     // The whole directory: both files on the cycle, not `c`, which only leads into it.
     let v = validate_paths(&[dir.path().to_path_buf()], &opts);

@@ -28,8 +28,17 @@ fn calendar_schema_is_in_sync() {
 }
 
 #[test]
+fn register_schema_is_in_sync() {
+    check_in_sync("schemas/register.schema.json", schema::register_schema());
+}
+
+#[test]
 fn schemas_are_draft_07_for_editors() {
-    for s in [schema::procedure_schema(), schema::calendar_schema()] {
+    for s in [
+        schema::procedure_schema(),
+        schema::calendar_schema(),
+        schema::register_schema(),
+    ] {
         assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
         assert!(!s.to_string().contains("\"null\""), "TOML has no null");
     }
@@ -53,7 +62,11 @@ fn every_property_is_described() {
             }
         }
     }
-    for s in [schema::procedure_schema(), schema::calendar_schema()] {
+    for s in [
+        schema::procedure_schema(),
+        schema::calendar_schema(),
+        schema::register_schema(),
+    ] {
         let mut missing = Vec::new();
         walk(s, "", &mut missing);
         assert!(missing.is_empty(), "undescribed keys: {missing:?}");

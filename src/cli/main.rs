@@ -51,6 +51,10 @@ enum Command {
         /// procedures directory, if there is one).
         #[arg(long)]
         directory: Option<PathBuf>,
+        /// Check that the calendars cover the twelve months from this date (`2027-03-01`)
+        /// instead of from today.
+        #[arg(long, value_parser = parse_day)]
+        today: Option<chrono::NaiveDate>,
     },
     /// Draw a procedure's graph: steps with role and deadline, transitions labelled with
     /// outcome and condition, parallel split/join, end steps.
@@ -373,11 +377,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             deny_warnings,
             calendars,
             directory,
+            today,
         } => {
             let mut v = load::validate_paths(
                 &paths,
                 &Options {
                     calendars_dir: calendars,
+                    registers_dir: None,
+                    // The calendars must know the holidays of the coming year: checked against today.
+                    coverage_from: Some(today.unwrap_or_else(|| chrono::Utc::now().date_naive())),
                 },
             );
             // The directory file is checked with the procedures, so a role nobody holds (a
@@ -469,6 +477,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 std::slice::from_ref(&file),
                 &Options {
                     calendars_dir: calendars,
+                    registers_dir: None,
+                    coverage_from: None,
                 },
             );
             let shown = file.display().to_string();
@@ -820,6 +830,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     bound.serve(shutdown).await?;
     say(format_args!("sopflow stopped"));
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a date; write it like 2027-03-01"))
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ impl DataDir {
             &[],
             &sopflow::definition::load::Options {
                 calendars_dir: Some(self.calendars.clone()),
+                registers_dir: None,
+                coverage_from: None,
             },
         )
         .calendars

@@ -97,6 +97,11 @@ pub struct CalendarFile {
     /// with the Chinese public holidays).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_working_days: Vec<ExtraWorkingDay>,
+
+    /// Years whose holidays are provisional: entered before the official arrangement was
+    /// published. `sopflow validate` reminds you to replace them while they lie ahead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisional: Vec<i32>,
 }
 
 fn default_timezone() -> String {
@@ -223,6 +228,65 @@ const MAX_HOLIDAY_DAYS: i64 = 366;
 /// Codes: `calendar-id-mismatch`, `unknown-timezone`, `bad-working-hours`, `bad-holiday`,
 /// `bad-holiday-range`, `holiday-and-working-day`, `no-working-day` (errors);
 /// `duplicate-date`, `duplicate-weekday`, `redundant-working-day` (warnings).
+/// Whether the calendar knows the holidays of every year from `today` to twelve months on:
+/// a year without any holiday listed is taken as not entered yet (every real calendar has
+/// some), and a year marked `provisional` is named as such. `sopflow validate` runs this with
+/// the current date; the file checks above do not depend on the date.
+pub fn check_coverage(cal: &CalendarFile, doc: &SpannedDoc, today: NaiveDate) -> Vec<Diagnostic> {
+    // The twelve months starting today: up to the day before the same date next year.
+    let until = today
+        .checked_add_months(chrono::Months::new(12))
+        .and_then(|d| d.pred_opt())
+        .unwrap_or(today);
+    let listed = |year: i32| {
+        cal.holidays.iter().any(|h| {
+            [h.date, h.from, h.to]
+                .into_iter()
+                .flatten()
+                .any(|d| d.year() == year)
+        })
+    };
+    let mut out = Vec::new();
+    let missing: Vec<i32> = (today.year()..=until.year())
+        .filter(|y| !listed(*y))
+        .collect();
+    if !missing.is_empty() {
+        out.push(
+            Diagnostic::warning(
+                "calendar-not-covering",
+                format!(
+                    "the calendar `{}` lists no holidays for {} — working-day deadlines up to {until} would count them as ordinary working days",
+                    cal.id,
+                    missing.iter().map(i32::to_string).collect::<Vec<_>>().join(" and ")
+                ),
+            )
+            .at(doc.key_span("/holidays"))
+            .help("add the year's holidays (and make-up working days); if the official arrangement is not published yet, enter the statutory dates and add the year to `provisional`"),
+        );
+    }
+    let ahead: Vec<i32> = cal
+        .provisional
+        .iter()
+        .copied()
+        .filter(|y| (today.year()..=until.year()).contains(y))
+        .collect();
+    if !ahead.is_empty() {
+        out.push(
+            Diagnostic::warning(
+                "calendar-provisional",
+                format!(
+                    "the holidays of {} in `{}` are provisional: deadlines in those months are counted on dates that may still change",
+                    ahead.iter().map(i32::to_string).collect::<Vec<_>>().join(" and "),
+                    cal.id
+                ),
+            )
+            .at(doc.key_span("/provisional"))
+            .help("replace them with the official arrangement when it is published, then remove the year from `provisional`"),
+        );
+    }
+    out
+}
+
 pub fn check(cal: &CalendarFile, doc: &SpannedDoc, file_stem: &str) -> Vec<Diagnostic> {
     let mut out = Vec::new();
 
@@ -1063,6 +1127,34 @@ extra_working_days = [ { date = 2026-10-10, name = "make-up day for National Day
 
     fn cal(src: &str) -> Calendar {
         Calendar::from_file(&file(src).1).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn coverage_names_the_years_missing_and_the_provisional_ones_ahead() {
+        let (doc, f) = file(CN);
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        // In January 2026 the coming twelve months stay in 2026, which has holidays.
+        assert!(check_coverage(&f, &doc, day("2026-01-01")).is_empty());
+        // From June 2026 they reach into 2027, which has none.
+        let ds = check_coverage(&f, &doc, day("2026-06-01"));
+        let codes: Vec<&str> = ds.iter().map(|d| d.code).collect();
+        assert_eq!(codes, ["calendar-not-covering"]);
+        assert!(ds[0].message.contains("for 2027"), "{}", ds[0].message);
+        assert_eq!(
+            ds[0].severity,
+            crate::definition::diagnostic::Severity::Warning
+        );
+        // A provisional year ahead is named; one already past is not.
+        let marked = format!("{CN}provisional = [2026]\n");
+        let (doc, f) = file(&marked);
+        let codes = |today: &str| -> Vec<&'static str> {
+            check_coverage(&f, &doc, day(today))
+                .iter()
+                .map(|d| d.code)
+                .collect()
+        };
+        assert_eq!(codes("2026-01-01"), ["calendar-provisional"]);
+        assert_eq!(codes("2027-01-02"), ["calendar-not-covering"]);
     }
 
     fn whole_days(tz: &str, weekend: &str) -> Calendar {

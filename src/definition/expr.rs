@@ -42,7 +42,7 @@ pub struct Scope {
 }
 
 /// Built-in names every expression may use; see `model::RESERVED_NAMES`.
-pub const BUILTINS: &[&str] = &["actor", "data", "form", "outcome", "now"];
+pub const BUILTINS: &[&str] = &["actor", "data", "form", "outcome", "now", "register"];
 
 /// Compiles `src` and checks it against `scope`. Returns every problem found.
 pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
@@ -94,8 +94,11 @@ pub fn check(src: &str, scope: &Scope) -> Vec<ExprProblem> {
     }
     enum_comparisons(src, &program, program.expression(), scope, &mut problems);
     problems.extend(super::cel_types::comparisons(src, &program, scope));
-    // Sample values of a type nobody knows would only invent mistakes.
-    let untyped = free.iter().any(|(name, _)| scope.untyped.contains(name));
+    // Sample values of a type nobody knows would only invent mistakes; register entries are
+    // looked up by keys only real data has, so an expression reading them is not dry-run.
+    let untyped = free
+        .iter()
+        .any(|(name, _)| scope.untyped.contains(name) || name == "register");
     if problems.is_empty() && !untyped {
         problems.extend(dry_run(src, &program, scope));
     }
@@ -116,6 +119,74 @@ pub fn free_names(src: &str) -> Vec<(String, Option<std::ops::Range<usize>>)> {
         .map(|(name, id)| {
             let at = ident_range(src, &program, id, &name);
             (name, at)
+        })
+        .collect()
+}
+
+/// The registers an expression reads (`register.customers[…]` → `customers`), each once,
+/// with the byte range of the id inside `src` when it can be found.
+pub fn register_refs(src: &str) -> Vec<(String, Option<std::ops::Range<usize>>)> {
+    let Ok(program) = Program::compile(src) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    fn walk(e: &IdedExpr, out: &mut Vec<String>) {
+        match &e.expr {
+            Expr::Select(sel) => {
+                if matches!(&sel.operand.expr, Expr::Ident(n) if n == "register")
+                    && !out.contains(&sel.field)
+                {
+                    out.push(sel.field.clone());
+                }
+                walk(&sel.operand, out);
+            }
+            Expr::Call(call) => {
+                if let Some(t) = &call.target {
+                    walk(t, out);
+                }
+                call.args.iter().for_each(|a| walk(a, out));
+            }
+            Expr::Comprehension(c) => {
+                for x in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    walk(x, out);
+                }
+            }
+            Expr::List(l) => l.elements.iter().for_each(|x| walk(x, out)),
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    match &entry.expr {
+                        cel::common::ast::EntryExpr::StructField(f) => walk(&f.value, out),
+                        cel::common::ast::EntryExpr::MapEntry(me) => {
+                            walk(&me.key, out);
+                            walk(&me.value, out);
+                        }
+                    }
+                }
+            }
+            Expr::Struct(st) => {
+                for entry in &st.entries {
+                    if let cel::common::ast::EntryExpr::StructField(f) = &entry.expr {
+                        walk(&f.value, out);
+                    }
+                }
+            }
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    walk(program.expression(), &mut out);
+    out.into_iter()
+        .map(|id| {
+            let needle = format!("register.{id}");
+            let at = src
+                .find(&needle)
+                .map(|i| i + "register.".len()..i + needle.len());
+            (id, at)
         })
         .collect()
 }
@@ -260,6 +331,9 @@ fn dry_run(src: &str, program: &Program, scope: &Scope) -> Vec<ExprProblem> {
         ctx.add_variable_from_value("actor", Value::Map(actor.into()));
         ctx.add_variable_from_value("outcome", Value::String(Arc::new("done".into())));
         ctx.add_variable_from_value("now", Value::Timestamp(sample_time()));
+        // Register entries are looked up by keys only real data has: a missing key is a
+        // value error, which the dry run does not judge.
+        ctx.add_variable_from_value("register", Value::Map(HashMap::<Key, Value>::new().into()));
         match program.execute(&ctx) {
             Ok(v) => {
                 if scope.boolean && !matches!(v, Value::Bool(_)) {

@@ -15,6 +15,7 @@ use super::calendar::CalendarFile;
 use super::diagnostic::{Diagnostic, FileReport};
 use super::model::Procedure;
 use super::partial::{self, Partial};
+use super::register::RegisterFile;
 use super::source::{ptr, SpannedDoc};
 use super::{cycles, dataflow, graph, schema, semantic, soundness};
 
@@ -39,6 +40,8 @@ pub struct Validation {
     pub valid: Vec<ValidProcedure>,
     /// The calendars that have no errors, ready for working-time arithmetic.
     pub calendars: Vec<std::sync::Arc<super::calendar::Calendar>>,
+    /// The register files that have no errors, with their seeded entries.
+    pub registers: Vec<Arc<RegisterFile>>,
 }
 
 impl Validation {
@@ -57,6 +60,12 @@ pub struct Options {
     /// Directory of calendar files. Defaults to `calendars/` beside the procedures
     /// directory (`procedures/../calendars`), then `calendars/` inside it.
     pub calendars_dir: Option<PathBuf>,
+    /// Directory of register files. Defaults to `registers/` beside the procedures
+    /// directory, then `registers/` inside it; none is fine (no procedure may use one then).
+    pub registers_dir: Option<PathBuf>,
+    /// Also check that each calendar lists the holidays of the twelve months from this day
+    /// (`sopflow validate` passes today). `None` leaves the date out of validation.
+    pub coverage_from: Option<chrono::NaiveDate>,
 }
 
 /// One file read from disk (or given as text), parsed as far as it goes.
@@ -108,13 +117,26 @@ pub fn validate_paths(paths: &[PathBuf], opts: &Options) -> Validation {
         .or_else(|| default_calendars_dir(&dirs));
     let mut validation = Validation::default();
     let calendars = match &cal_dir {
-        Some(d) => load_calendars(d, &mut validation.reports, &mut validation.calendars),
+        Some(d) => load_calendars(
+            d,
+            opts.coverage_from,
+            &mut validation.reports,
+            &mut validation.calendars,
+        ),
         None => HashSet::new(),
     };
+    let reg_dir = opts
+        .registers_dir
+        .clone()
+        .or_else(|| sibling_dir(&dirs, "registers"));
+    if let Some(d) = &reg_dir {
+        load_registers(d, &mut validation.reports, &mut validation.registers);
+    }
+    let registers = by_id(&validation.registers);
 
     let parsed_requested: Vec<Parsed> = requested.iter().map(|p| parse_file(p)).collect();
     let parsed_context: Vec<Parsed> = context.iter().map(|p| parse_file(p)).collect();
-    let mut out = check_set(parsed_requested, &parsed_context, &calendars);
+    let mut out = check_set(parsed_requested, &parsed_context, &calendars, &registers);
     validation.reports.append(&mut out.reports);
     validation.valid.append(&mut out.valid);
     validation.reports.extend(missing);
@@ -129,6 +151,17 @@ pub fn validate_text(
     others: &[Procedure],
     calendars: &HashSet<String>,
 ) -> Validation {
+    validate_text_with(name, text, others, calendars, &[])
+}
+
+/// [`validate_text`] with the registers the procedure may use.
+pub fn validate_text_with(
+    name: &str,
+    text: &str,
+    others: &[Procedure],
+    calendars: &HashSet<String>,
+    registers: &[Arc<RegisterFile>],
+) -> Validation {
     let parsed = parse_text(name.to_string(), Arc::from(text));
     let context: Vec<Parsed> = others
         .iter()
@@ -141,7 +174,14 @@ pub fn validate_text(
             partial: None,
         })
         .collect();
-    check_set(vec![parsed], &context, calendars)
+    check_set(vec![parsed], &context, calendars, &by_id(registers))
+}
+
+fn by_id(registers: &[Arc<RegisterFile>]) -> HashMap<String, Arc<RegisterFile>> {
+    registers
+        .iter()
+        .map(|r| (r.id.clone(), r.clone()))
+        .collect()
 }
 
 /// Every `.toml` entry of `dir` that is not a directory. A link to nowhere or a file that
@@ -161,24 +201,83 @@ fn toml_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn default_calendars_dir(dirs: &BTreeSet<PathBuf>) -> Option<PathBuf> {
+    sibling_dir(dirs, "calendars")
+}
+
+/// `name/` beside one of the procedure directories, else inside one, else in the working
+/// directory.
+fn sibling_dir(dirs: &BTreeSet<PathBuf>, name: &str) -> Option<PathBuf> {
     for d in dirs {
         let base = if d.as_os_str().is_empty() {
             Path::new(".")
         } else {
             d.as_path()
         };
-        for candidate in [base.join("..").join("calendars"), base.join("calendars")] {
+        for candidate in [base.join("..").join(name), base.join(name)] {
             if candidate.is_dir() {
                 return Some(candidate);
             }
         }
     }
-    let here = PathBuf::from("calendars");
+    let here = PathBuf::from(name);
     here.is_dir().then_some(here)
+}
+
+/// Reads and checks every register file of `dir`; the clean ones go to `valid`.
+fn load_registers(dir: &Path, reports: &mut Vec<FileReport>, valid: &mut Vec<Arc<RegisterFile>>) {
+    for path in toml_files(dir) {
+        let display = path.display().to_string();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let (source, mut diagnostics) = match read(&path) {
+            Ok(s) => (s, vec![]),
+            Err(e) => {
+                let (shown, d) = *e;
+                (shown, vec![d])
+            }
+        };
+        if diagnostics.is_empty() {
+            match SpannedDoc::parse(&source) {
+                Err(errs) => diagnostics = errs,
+                Ok(doc) => {
+                    diagnostics = schema::check(
+                        &doc,
+                        schema::register_schema(),
+                        schema::register_validator(),
+                    );
+                    if diagnostics.is_empty() {
+                        match serde_json::from_value::<RegisterFile>(doc.value.clone()) {
+                            Ok(reg) => {
+                                diagnostics = super::register::check(&reg, &doc, &stem);
+                                if !diagnostics.iter().any(Diagnostic::is_error) {
+                                    valid.push(Arc::new(reg));
+                                }
+                            }
+                            Err(e) => diagnostics.push(Diagnostic::error(
+                                "schema",
+                                format!("the register could not be read: {e}"),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        let mut report = FileReport {
+            path: display,
+            source,
+            diagnostics,
+        };
+        report.sort();
+        reports.push(report);
+    }
 }
 
 fn load_calendars(
     dir: &Path,
+    coverage_from: Option<chrono::NaiveDate>,
     reports: &mut Vec<FileReport>,
     compiled: &mut Vec<std::sync::Arc<super::calendar::Calendar>>,
 ) -> HashSet<String> {
@@ -210,6 +309,10 @@ fn load_calendars(
                         match serde_json::from_value::<CalendarFile>(doc.value.clone()) {
                             Ok(cal) => {
                                 diagnostics = super::calendar::check(&cal, &doc, &stem);
+                                if let Some(today) = coverage_from {
+                                    diagnostics
+                                        .extend(super::calendar::check_coverage(&cal, &doc, today));
+                                }
                                 if !diagnostics.iter().any(Diagnostic::is_error) {
                                     match super::calendar::Calendar::from_file(&cal) {
                                         Ok(c) => {
@@ -337,6 +440,7 @@ fn check_set(
     requested: Vec<Parsed>,
     context: &[Parsed],
     calendars: &HashSet<String>,
+    registers: &HashMap<String, Arc<RegisterFile>>,
 ) -> Validation {
     let mut validation = Validation::default();
     let mut by_id: HashMap<&str, &Procedure> = HashMap::new();
@@ -387,6 +491,7 @@ fn check_set(
                 procedures: by_id.clone(),
                 calendars: calendars.clone(),
                 file_stem: stem,
+                registers: registers.clone(),
             };
             // With schema errors, findings that only restate a refused part are left out.
             let partial = p.partial.as_ref();

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod load;
 pub mod model;
 pub mod partial;
+pub mod register;
 pub mod render;
 pub mod schema;
 pub mod semantic;

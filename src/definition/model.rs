@@ -70,6 +70,11 @@ pub struct Procedure {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
 
+    /// Start an instance automatically some time before a date held in each entry of a
+    /// register (the warranty notice ten days before each unit's warranty ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_from: Option<DateStart>,
+
     /// The steps, by id. Step ids are lower-case words joined with `_`.
     pub steps: IndexMap<String, Step>,
 
@@ -279,6 +284,54 @@ pub struct Step {
     /// step may only be reached when nothing else is open.
     #[serde(default, skip_serializing_if = "is_false")]
     pub terminate: bool,
+
+    /// `task` and `auto` steps: entries of registers this step sets when it completes (a
+    /// customer's rating, a unit's warranty end). Each change is recorded in this instance's
+    /// history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<RegisterWrite>,
+}
+
+/// Sets fields of one entry of a register (the entry is created if it does not exist).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWrite {
+    /// The register (a file `registers/<id>.toml`).
+    pub register: String,
+
+    /// The entry's key, as a CEL expression over the instance data: `"customer"`.
+    pub key: String,
+
+    /// The fields to set, each a CEL expression over the instance data (after this step's
+    /// form and computed values): `rating = "rating"`, `rated_on = "today"`.
+    pub set: IndexMap<String, String>,
+}
+
+/// Starts an instance before a date held in register entries. For each entry whose `date`
+/// is set, an instance starts `before` that date (at midnight in the calendar's zone), with
+/// start data from `data`; the entry's `mark` field is then set to that date in the same
+/// commit, so each date starts one instance (a renewed warranty with a new end date starts
+/// the next notice).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DateStart {
+    /// The register whose entries are watched.
+    pub register: String,
+
+    /// A `date` field of the register: the date to start before.
+    pub date: String,
+
+    /// How long before the date: `"10 days"`, `"2 working days"`.
+    pub before: String,
+
+    /// A `date` field of the register where the engine records the date an instance was
+    /// started for.
+    pub mark: String,
+
+    /// The start data, each a CEL expression over `key` (the entry's key) and `entry` (its
+    /// fields): `customer = "entry.customer"`, `equipment = "key"`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub data: IndexMap<String, String>,
 }
 
 /// Who may do a step, beyond its role: give any of the keys; all given must hold.
@@ -671,5 +724,6 @@ pub const DEFAULT_OUTCOME: &str = "done";
 
 /// Names the engine puts in scope for CEL expressions; no field may take them.
 pub const RESERVED_NAMES: &[&str] = &[
-    "actor", "data", "form", "outcome", "item", "children", "now", "step", "instance",
+    "actor", "data", "form", "outcome", "item", "children", "now", "step", "instance", "register",
+    "entry", "key",
 ];

@@ -38,6 +38,12 @@ pub fn calendar_schema() -> &'static Value {
     SCHEMA.get_or_init(schema_for::<super::calendar::CalendarFile>)
 }
 
+/// The register schema, as checked in at `schemas/register.schema.json`.
+pub fn register_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(schema_for::<super::register::RegisterFile>)
+}
+
 /// Pretty JSON with a trailing newline: the exact bytes of the checked-in files.
 pub fn to_file_text(schema: &Value) -> String {
     let mut s = serde_json::to_string_pretty(schema).unwrap_or_default();
@@ -204,6 +210,11 @@ pub fn procedure_validator() -> &'static jsonschema::Validator {
 pub fn calendar_validator() -> &'static jsonschema::Validator {
     static V: OnceLock<jsonschema::Validator> = OnceLock::new();
     V.get_or_init(|| validator(calendar_schema()).expect("calendar schema compiles"))
+}
+
+pub fn register_validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| validator(register_schema()).expect("register schema compiles"))
 }
 
 fn pointer_of<'a>(segments: impl Iterator<Item = LocationSegment<'a>>) -> String {

@@ -33,6 +33,11 @@ pub struct CompiledProcedure {
     /// Join step → the steps between its parallel step and it (every branch, nested
     /// blocks included): what a partial join withdraws when it continues.
     pub join_region: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Whether any expression reads `register` (only then is it bound: it costs a copy of
+    /// every register).
+    pub uses_registers: bool,
+    /// `starts_from.data`, compiled (over `key` and `entry`).
+    pub starts_from: Vec<(String, Arc<Program>)>,
 }
 
 /// Per-step compiled parts.
@@ -44,6 +49,15 @@ pub struct CompiledStep {
     pub compute: Vec<(String, Arc<Program>)>,
     /// Subprocess `input`, in file order.
     pub input: Vec<(String, Arc<Program>)>,
+    /// `writes`, compiled: register, key expression, and an expression per field set.
+    pub writes: Vec<CompiledWrite>,
+}
+
+/// One register write of a step, compiled.
+pub struct CompiledWrite {
+    pub register: String,
+    pub key: Arc<Program>,
+    pub set: Vec<(String, Arc<Program>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +94,26 @@ impl FormValidator {
             validator,
             fields: fields.clone(),
         })
+    }
+
+    /// The validator of a set of fields as declared; `None` if they do not compile (which
+    /// validated files never give).
+    pub fn for_fields(fields: &indexmap::IndexMap<String, Field>) -> Option<Self> {
+        Self::new(fields).ok()
+    }
+
+    /// The validator of a partial update of these fields: each value given must fit its
+    /// field, none is required (a register write sets some fields of an entry).
+    pub fn for_updates(fields: &indexmap::IndexMap<String, Field>) -> Option<Self> {
+        let optional = fields
+            .iter()
+            .map(|(k, f)| {
+                let mut f = f.clone();
+                f.required = false;
+                (k.clone(), f)
+            })
+            .collect();
+        Self::new(&optional).ok()
     }
 
     /// Every problem of `values`, in a stable order. Empty means valid.
@@ -460,6 +494,21 @@ fn field_schema(f: &Field) -> Value {
     Value::Object(s)
 }
 
+/// Every CEL expression of a procedure.
+fn expressions(def: &Procedure) -> Vec<&str> {
+    let mut out = Vec::new();
+    for step in def.steps.values() {
+        out.extend(step.next.iter().filter_map(|t| t.when.as_deref()));
+        out.extend(step.compute.values().map(String::as_str));
+        out.extend(step.input.values().map(String::as_str));
+        for w in &step.writes {
+            out.push(w.key.as_str());
+            out.extend(w.set.values().map(String::as_str));
+        }
+    }
+    out
+}
+
 /// The steps reachable from `starts` without passing through `join`.
 fn region(def: &Procedure, starts: &[String], join: &str) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
@@ -492,6 +541,7 @@ impl CompiledProcedure {
             procedures: others.iter().map(|p| (p.id.as_str(), *p)).collect(),
             calendars: Default::default(),
             file_stem: None,
+            registers: Default::default(),
         };
         let fields = declared_fields(&def, &ctx);
         let compile = |src: &str| {
@@ -518,6 +568,21 @@ impl CompiledProcedure {
                 .collect::<Result<Vec<_>, _>>()?;
             let form = FormValidator::new(&step.form)
                 .map_err(|e| invalid(format!("form of `{id}`: {e}")))?;
+            let writes = step
+                .writes
+                .iter()
+                .map(|w| {
+                    Ok(CompiledWrite {
+                        register: w.register.clone(),
+                        key: compile(&w.key)?,
+                        set: w
+                            .set
+                            .iter()
+                            .map(|(k, src)| compile(src).map(|p| (k.clone(), p)))
+                            .collect::<Result<Vec<_>, _>>()?,
+                    })
+                })
+                .collect::<Result<Vec<_>, CompileError>>()?;
             steps.insert(
                 id.clone(),
                 CompiledStep {
@@ -525,11 +590,21 @@ impl CompiledProcedure {
                     guards,
                     compute,
                     input,
+                    writes,
                 },
             );
         }
         let start_form =
             FormValidator::new(&def.data).map_err(|e| invalid(format!("start data: {e}")))?;
+        let starts_from = def
+            .starts_from
+            .iter()
+            .flat_map(|s| s.data.iter())
+            .map(|(k, src)| compile(src).map(|p| (k.clone(), p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let uses_registers = expressions(&def)
+            .iter()
+            .any(|src| !crate::definition::expr::register_refs(src).is_empty());
         let mut join_width = HashMap::new();
         let mut join_region = HashMap::new();
         for step in def.steps.values() {
@@ -552,6 +627,8 @@ impl CompiledProcedure {
             start_form,
             join_width,
             join_region,
+            uses_registers,
+            starts_from,
         })
     }
 
@@ -599,7 +676,7 @@ impl CompiledProcedure {
     }
 }
 
-fn coerce_to(field: &Field, value: Value, zone: Tz) -> Value {
+pub(crate) fn coerce_to(field: &Field, value: Value, zone: Tz) -> Value {
     match (field.ty, value) {
         // The date a computed instant falls on where the procedure's people are.
         (FieldType::Date, Value::String(s)) => match parse_instant(&s, zone) {

@@ -322,6 +322,13 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         children: Vec<InstanceId>,
     },
+    /// Fields of a register entry set by this instance (a step's `writes`, or the mark of a
+    /// start before a register date). The register's current entries are the fold of these.
+    RegisterWritten {
+        register: String,
+        key: String,
+        values: Map<String, Value>,
+    },
 }
 
 /// How a multi-signature step was decided: the rule for the outcome and who chose it.
@@ -360,11 +367,12 @@ impl EventKind {
             EventKind::Cancelled { .. } => "cancelled",
             EventKind::Ended { .. } => "ended",
             EventKind::Withdrawn { .. } => "withdrawn",
+            EventKind::RegisterWritten { .. } => "register_written",
         }
     }
 
     /// Every kind name, for validating a query's `kind` filter.
-    pub const NAMES: [&'static str; 23] = [
+    pub const NAMES: [&'static str; 24] = [
         "started",
         "task_opened",
         "deadline_reminded",
@@ -388,6 +396,7 @@ impl EventKind {
         "cancelled",
         "ended",
         "withdrawn",
+        "register_written",
     ];
 }
 
@@ -871,6 +880,7 @@ impl Instance {
                 self.status = Status::Completed;
                 self.end_step = Some(step.clone());
             }
+            EventKind::RegisterWritten { .. } => {}
             EventKind::Withdrawn {
                 tasks,
                 joins,

@@ -3,6 +3,8 @@
 pub mod compiled;
 pub mod decide;
 pub mod instance;
+mod register_starts;
+pub mod registers;
 pub mod roster;
 pub mod service;
 mod timers;

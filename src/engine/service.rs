@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use super::compiled::CompiledProcedure;
 use super::decide::{decide, Calendars, Command, Effect, EngineError, Env};
 use super::instance::{Actor, Event, EventKind, Instance, InstanceId, Task};
+use super::registers::{EntryWrite, RegisterBook};
 use super::roster::{Roster, Unchecked};
 use crate::clock::Clock;
 use crate::definition::load::ValidProcedure;
@@ -98,6 +99,11 @@ pub struct Engine<S: Store> {
     pub(super) calendars: RwLock<Arc<Calendars>>,
     /// Who exists: people and departments named in data are checked against it.
     roster: RwLock<Arc<dyn Roster>>,
+    /// The registers' entries: seeded from their files, changed by committed writes.
+    registers: RwLock<Arc<RegisterBook>>,
+    /// Held while instances are started from register dates, so two passes (the scheduler
+    /// and a clock move) never start the same one twice.
+    pub(super) register_starts: tokio::sync::Mutex<()>,
     /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
     /// timer earlier than the one it sleeps towards.
     pub(super) timers_armed: tokio::sync::Notify,
@@ -109,6 +115,8 @@ pub(super) struct Tally {
     reminders: u64,
     breaches: u64,
     escalations: u64,
+    /// Register entries the command set, applied to the book once the commit is durable.
+    pub(super) writes: Vec<EntryWrite>,
 }
 
 impl Tally {
@@ -116,6 +124,7 @@ impl Tally {
         self.reminders += o.reminders;
         self.breaches += o.breaches;
         self.escalations += o.escalations;
+        self.writes.extend(o.writes.iter().cloned());
     }
 
     pub(super) fn record(self) {
@@ -148,6 +157,8 @@ impl<S: Store> Engine<S> {
             registry: RwLock::new(Registry::default()),
             calendars: RwLock::new(Arc::new(Calendars::new())),
             roster: RwLock::new(Arc::new(Unchecked)),
+            registers: RwLock::new(Arc::new(RegisterBook::default())),
+            register_starts: tokio::sync::Mutex::new(()),
             timers_armed: tokio::sync::Notify::new(),
         };
         let records = engine.store.procedures()?;
@@ -185,6 +196,17 @@ impl<S: Store> Engine<S> {
         super::compiled::zone_of(def, &calendars)
     }
 
+    /// The calendar `def` counts working time on (its own, else `default`), if loaded.
+    pub(super) fn calendar_of(
+        &self,
+        def: &Procedure,
+    ) -> Option<Arc<crate::definition::calendar::Calendar>> {
+        let calendars = self.calendars.read().unwrap_or_else(|p| p.into_inner());
+        calendars
+            .get(def.calendar.as_deref().unwrap_or("default"))
+            .cloned()
+    }
+
     /// The time zone of the `default` calendar (UTC if none is loaded): what a date alone
     /// means where no procedure is named (audit filters).
     pub fn default_zone(&self) -> chrono_tz::Tz {
@@ -201,6 +223,65 @@ impl<S: Store> Engine<S> {
             Some(p) => self.zone_of(&p.def),
             None => self.default_zone(),
         }
+    }
+
+    /// Loads the registers: each file's seeded entries, then every write recorded in the
+    /// store's histories, in the order they were made. Replaces the book in one step.
+    pub fn set_registers(
+        &self,
+        defs: &[Arc<crate::definition::register::RegisterFile>],
+    ) -> Result<(), ServiceError> {
+        let mut book = RegisterBook::seeded(defs);
+        let query = crate::store::AuditQuery {
+            kind: Some("register_written".into()),
+            ..Default::default()
+        };
+        let mut cursor: Option<Vec<u8>> = None;
+        loop {
+            let page = self.store.audit(&query, cursor.as_deref(), 1000)?;
+            for found in &page.items {
+                let e = decode_event(found.instance, found.seq, &found.event)?;
+                if let EventKind::RegisterWritten {
+                    register,
+                    key,
+                    values,
+                } = e.kind
+                {
+                    book.apply(&EntryWrite {
+                        register,
+                        key,
+                        values,
+                    });
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        *self.registers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(book);
+        Ok(())
+    }
+
+    /// The registers as they are now.
+    pub fn registers(&self) -> Arc<RegisterBook> {
+        self.registers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After a durable commit: its register writes join the book, its deadline events the
+    /// metrics.
+    pub(super) fn settle(&self, tally: Tally) {
+        if !tally.writes.is_empty() {
+            let mut guard = self.registers.write().unwrap_or_else(|p| p.into_inner());
+            let book = Arc::make_mut(&mut guard);
+            for w in &tally.writes {
+                book.apply(w);
+            }
+        }
+        tally.record();
     }
 
     /// Sets who exists (the directory): every later command checks the people and
@@ -396,6 +477,7 @@ impl<S: Store> Engine<S> {
             id,
             data,
             parent: None,
+            origin: None,
         };
         let proc = self
             .procedure(procedure)
@@ -413,7 +495,7 @@ impl<S: Store> Engine<S> {
         self.run(instance, None, cmd, actor).await
     }
 
-    async fn run(
+    pub(super) async fn run(
         &self,
         id: InstanceId,
         start_proc: Option<Arc<CompiledProcedure>>,
@@ -426,7 +508,7 @@ impl<S: Store> Engine<S> {
             let armed = !commit.arm_timers.is_empty();
             match self.store.commit(commit).await {
                 Ok(()) => {
-                    tally.record();
+                    self.settle(tally);
                     if armed {
                         self.timers_armed.notify_one();
                     }
@@ -470,6 +552,9 @@ impl<S: Store> Engine<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // Writes of instances touched earlier in this command are not seen by later ones
+        // (each instance decides against the book as committed).
+        let registers = self.registers();
         let mut decided = 0usize;
         let mut events = 0usize;
         while let Some((target, proc, cmd, by_actor)) = queue.pop() {
@@ -498,6 +583,7 @@ impl<S: Store> Engine<S> {
                 now,
                 calendars: &calendars,
                 roster: &*roster,
+                registers: &registers,
             };
             let decision = decide(&proc, current.as_ref(), &cmd, who, env)?;
             events += decision.events.len();
@@ -560,6 +646,7 @@ impl<S: Store> Engine<S> {
                                 id,
                                 data,
                                 parent: Some(parent),
+                                origin: None,
                             },
                             false,
                         ));
@@ -612,10 +699,19 @@ impl<S: Store> Engine<S> {
         let mut tally = Tally::default();
         for (_, t) in &touched {
             for e in &t.events {
-                match e.kind {
+                match &e.kind {
                     EventKind::DeadlineReminded { .. } => tally.reminders += 1,
                     EventKind::DeadlineBreached { .. } => tally.breaches += 1,
                     EventKind::TaskEscalated { .. } => tally.escalations += 1,
+                    EventKind::RegisterWritten {
+                        register,
+                        key,
+                        values,
+                    } => tally.writes.push(EntryWrite {
+                        register: register.clone(),
+                        key: key.clone(),
+                        values: values.clone(),
+                    }),
                     _ => {}
                 }
             }

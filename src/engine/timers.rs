@@ -148,9 +148,14 @@ impl<S: Store> Engine<S> {
             id,
             data,
             parent: None,
+            origin: None,
         };
+        let mut tally = Tally::default();
         let (mut commit, started) = match self.prepare(id, Some(proc.clone()), &start, None) {
-            Ok((c, _, _)) => (c, true),
+            Ok((c, _, t)) => {
+                tally = t;
+                (c, true)
+            }
             Err(e) => {
                 // The run cannot start (its start data no longer fits the procedure); the
                 // schedule still moves on so it does not fire again and again.
@@ -180,6 +185,7 @@ impl<S: Store> Engine<S> {
         }
         match self.store.commit(commit).await {
             Ok(()) => {
+                self.settle(tally);
                 self.timers_armed.notify_one();
                 Ok(started)
             }
@@ -192,6 +198,10 @@ impl<S: Store> Engine<S> {
     /// (one command, one commit). Returns how many fired. A timer another process or call
     /// fired first is skipped: its removal and its event were one transaction.
     pub async fn fire_due(&self) -> Result<usize, ServiceError> {
+        // Instances due from register dates start first (they are starts, not firings, and
+        // are not counted): their own deadlines are then armed and fire in this same pass if
+        // already due.
+        self.start_from_registers().await?;
         let mut fired = 0;
         let mut one_by_one = false;
         loop {
@@ -267,7 +277,7 @@ impl<S: Store> Engine<S> {
                     Ok(()) => {
                         fired += members;
                         progressed = true;
-                        std::mem::take(&mut tally).record();
+                        self.settle(std::mem::take(&mut tally));
                         if armed {
                             self.timers_armed.notify_one();
                         }

@@ -75,6 +75,61 @@ pub struct VersionQuery {
     pub version: Option<u32>,
 }
 
+/// Paging through a register's entries.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterEntriesQuery {
+    /// Entries with keys after this one (the `next_after` of the previous page).
+    #[param(max_length = 512)]
+    pub after: Option<String>,
+    /// Page size, 1–500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+/// A register: keyed reference records procedures keep and read.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterSummary {
+    pub id: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The company document that defines these records.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// What an entry's key is, in words.
+    pub key: String,
+    /// The fields of an entry, as a JSON Schema.
+    #[schema(value_type = Object)]
+    pub fields: Value,
+    /// How many entries it holds now.
+    pub entries: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterList {
+    pub items: Vec<RegisterSummary>,
+}
+
+/// One entry of a register, as it is now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterEntry {
+    pub key: String,
+    #[schema(value_type = Object)]
+    pub values: Map<String, Value>,
+}
+
+/// A page of a register's entries, in key order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegisterEntries {
+    pub id: String,
+    pub items: Vec<RegisterEntry>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(default)]
+    pub next_after: Option<String>,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]

@@ -117,6 +117,8 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/procedures/validate", post(api::validate_procedure))
         .route("/v1/procedures/{id}", get(api::get_procedure))
         .route("/v1/procedures/{id}/graph", get(api::procedure_graph))
+        .route("/v1/registers", get(api::list_registers))
+        .route("/v1/registers/{id}", get(api::register_entries))
         .route(
             "/v1/instances",
             post(api::start_instance).get(api::list_instances),

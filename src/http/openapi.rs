@@ -52,6 +52,8 @@ impl Modify for Bearer {
         api::get_procedure,
         api::procedure_graph,
         api::validate_procedure,
+        api::list_registers,
+        api::register_entries,
         api::start_instance,
         api::list_instances,
         api::get_instance,
@@ -77,6 +79,7 @@ impl Modify for Bearer {
     tags(
         (name = "service", description = "Health, metrics, this document, the caller"),
         (name = "procedures", description = "Registered procedures; checking a procedure file"),
+        (name = "registers", description = "Registers procedures keep and read: customer ratings, warranties"),
         (name = "instances", description = "Starting, reading, cancelling and commenting on instances"),
         (name = "tasks", description = "The caller's worklist and acting on tasks"),
         (name = "audit", description = "The hash-chained audit trail: queries across instances, verification, service KPIs"),
@@ -232,7 +235,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            25,
+            27,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

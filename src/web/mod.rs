@@ -21,6 +21,7 @@ pub mod forms;
 pub mod pages_audit;
 pub mod pages_instance;
 pub mod pages_owner;
+pub mod pages_registers;
 pub mod pages_start;
 pub mod pages_task;
 pub mod pages_work;
@@ -78,6 +79,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/audit/export.jsonl", get(pages_audit::export_jsonl))
         .route("/reports/kpis", get(pages_audit::kpis))
         .route("/procedures", get(pages_owner::procedures))
+        .route("/registers", get(pages_registers::registers))
+        .route("/registers/{id}", get(pages_registers::register_page))
         .route(
             "/procedures/validate",
             get(pages_owner::validate_page).post(pages_owner::validate),

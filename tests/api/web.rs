@@ -477,3 +477,41 @@ async fn process_owners_check_a_procedure_and_admins_move_the_clock() {
     let r = admin.post("/admin/clock", &[("by", "soon")]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
 }
+
+/// The registers procedures keep, over the API and as pages: the seeded customer ratings,
+/// entries paged by key, hostile keys shown as text, an unknown register a 404 page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_are_listed_and_their_entries_shown() {
+    let srv = Server::start().await;
+    let list = srv.get_ok("xu.na", "/v1/registers").await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["customers", "warranties"]);
+    let page = srv.get_ok("xu.na", "/v1/registers/customers?limit=1").await;
+    assert_eq!(page["items"][0]["key"], "Hengxin Lifting");
+    assert_eq!(page["items"][0]["values"]["aaa"], true);
+    assert_eq!(page["next_after"], "Hengxin Lifting");
+    let rest = srv
+        .get_ok("xu.na", "/v1/registers/customers?after=Hengxin%20Lifting")
+        .await;
+    assert_eq!(rest["items"][0]["key"], "Xiangtan Steel Works");
+    assert!(rest["next_after"].is_null());
+    let (s, _) = srv.get("xu.na", "/v1/registers/no-such").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = srv.get("xu.na", "/v1/registers/customers?limit=0").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let b = Browser::signed_in(&srv, "xu.na").await;
+    let page = b.get("/registers").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Customer ratings"), "{}", page.body);
+    let page = b.get("/registers/customers").await;
+    assert!(page.body.contains("Hengxin Lifting") && page.body.contains("AAA customer"));
+    let page = b.get("/registers/%3Cscript%3E").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.body.contains("<script>"));
+}

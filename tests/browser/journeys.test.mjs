@@ -171,6 +171,7 @@ test('1. a complaint from registration to closure by three people', async () => 
     assert.equal(await p.getByLabel(lbl('Classification')).evaluate((e) => e.tagName), 'SELECT');
     assert.equal(await p.getByLabel(lbl('Complaint')).evaluate((e) => e.tagName), 'TEXTAREA');
     assert.equal(await p.getByLabel(lbl('Answer given to the customer')).evaluate((e) => e.tagName), 'TEXTAREA');
+    assert.equal(await p.getByLabel(lbl('Complaint received at')).getAttribute('type'), 'datetime-local');
     const channels = await p.getByLabel(lbl('Received through')).locator('option').allTextContents();
     assert.ok(channels.includes('telephone'), `the channel choices include "telephone": ${channels}`);
 
@@ -184,7 +185,7 @@ test('1. a complaint from registration to closure by three people', async () => 
     assert.equal(refused.status(), 422, 'a refused form answers 422');
     await p.getByRole('alert').first().waitFor();
     assert.ok(await p.locator('.field-error').count() >= 3, 'a message next to each empty required field');
-    for (const label of ['Received through', 'Classification', 'Answer given to the customer']) {
+    for (const label of ['Received through', 'Complaint received at', 'Classification', 'Answer given to the customer']) {
       assert.equal(await p.getByLabel(lbl(label)).getAttribute('aria-invalid'), 'true', `${label} is marked invalid`);
     }
     assert.notEqual(await p.getByLabel(lbl('Complaint')).getAttribute('aria-invalid'), 'true', 'the filled field is not marked');
@@ -197,6 +198,7 @@ test('1. a complaint from registration to closure by three people', async () => 
     await p.getByLabel(lbl('Received through')).selectOption('telephone');
     await p.getByLabel(lbl('Classification')).selectOption('general');
     await p.getByLabel(lbl('Answer given to the customer')).fill('A replacement roller ships today.');
+    await p.getByLabel(lbl('Complaint received at')).fill('2026-11-02T08:30');
     assert.match(await completeWith(p, 'Complete'), /Register, classify and answer the complaint|done/i);
     assert.equal(await p.locator(`tr[data-task="${register}"]`).count(), 0, 'the task done leaves her worklist');
     const afterRegister = await instanceOf(instance);
@@ -230,6 +232,7 @@ test('1. a complaint from registration to closure by three people', async () => 
     assert.equal(await satisfied.getAttribute('type'), 'checkbox');
     await satisfied.check();
     await gao.page.getByLabel(lbl("Customer's evaluation")).fill('Very satisfied with the quick repair.');
+    await gao.page.getByLabel(lbl("Customer's satisfaction score (0–100)")).fill('98');
     await completeWith(gao.page, 'Complete');
 
     const done = await instanceOf(instance);
@@ -700,6 +703,7 @@ test('11. refusals are pages with the API’s status: Not found, and a task alre
     await p.getByLabel(lbl('Complaint')).fill('Late delivery');
     await p.getByLabel(lbl('Classification')).selectOption('general');
     await p.getByLabel(lbl('Answer given to the customer')).fill('Sorry; it ships today.');
+    await p.getByLabel(lbl('Complaint received at')).fill('2026-11-02T08:30');
     const form = { channel: 'telephone', complaint: 'Late delivery', severity: 'general', first_answer: 'Sorry; it ships today.', received_at: '2026-11-02T08:30' };
     const [done] = await api('xu.na', 'POST', `/v1/tasks/${register}/complete`, { form });
     assert.equal(done, 200, 'completed through the API first');

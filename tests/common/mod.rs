@@ -39,6 +39,7 @@ pub async fn engine_on<S: Store>(store: Arc<S>) -> (Engine<S>, ManualClock) {
     let v = validate_paths(&[PathBuf::from("procedures")], &Options::default());
     assert_eq!(v.errors(), 0, "shipped procedures must validate");
     engine.set_calendars(&v.calendars);
+    engine.set_registers(&v.registers).expect("registers load");
     engine
         .register(&v.valid)
         .await

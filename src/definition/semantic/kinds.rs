@@ -10,7 +10,8 @@ impl Checker<'_> {
     /// Which keys belong to which kind of step.
     pub(super) fn kind_fit(&mut self, id: &str, s: &Step) {
         let k = s.kind;
-        let present: [(&str, bool); 23] = [
+        let present: [(&str, bool); 24] = [
+            ("writes", !s.writes.is_empty()),
             ("role", s.role.is_some()),
             ("assignee", s.assignee.is_some()),
             ("assignees", s.assignees.is_some()),
@@ -42,6 +43,7 @@ impl Checker<'_> {
                 "assignees",
                 "must_be",
                 "notify",
+                "writes",
                 "outcomes",
                 "form",
                 "next",
@@ -51,7 +53,7 @@ impl Checker<'_> {
                 "delegation",
                 "compute",
             ],
-            StepKind::Auto => &["next", "compute"],
+            StepKind::Auto => &["next", "compute", "writes"],
             StepKind::Parallel => &["branches", "join"],
             // `next` on an end step is reported by the graph check, with its own sentence.
             StepKind::Join => &["next", "compute", "wait_for"],

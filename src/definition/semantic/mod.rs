@@ -16,6 +16,7 @@ mod deadlines;
 mod fields;
 mod kinds;
 mod kpis;
+mod registers;
 mod rules;
 
 use super::diagnostic::{did_you_mean, Diagnostic};
@@ -30,6 +31,8 @@ pub struct Context<'a> {
     pub calendars: HashSet<String>,
     /// The file's name without `.toml`, which must equal the procedure id.
     pub file_stem: Option<String>,
+    /// The registers procedures may read and write, by id.
+    pub registers: HashMap<String, std::sync::Arc<super::register::RegisterFile>>,
 }
 
 /// Every field a procedure declares — start data, forms, computed values, collected child
@@ -106,6 +109,7 @@ fn collected_field(child: Option<&Procedure>, ctx: &Context<'_>) -> Field {
             procedures: HashMap::new(),
             calendars: ctx.calendars.clone(),
             file_stem: None,
+            registers: ctx.registers.clone(),
         };
         for (k, f) in declared_fields(child, &child_ctx) {
             item.fields.insert(k, f);
@@ -169,6 +173,7 @@ pub fn check(proc: &Procedure, doc: &SpannedDoc, ctx: &Context<'_>) -> Vec<Diagn
         untyped,
     };
     c.procedure_level();
+    c.starts_from();
     c.fields();
     for (id, step) in &proc.steps {
         c.step(id, step);
@@ -424,6 +429,7 @@ impl Checker<'_> {
     fn step(&mut self, id: &str, step: &Step) {
         self.kind_fit(id, step);
         self.rules(id, step);
+        self.writes(id, step);
         let outcomes: Vec<&str> = Procedure::outcomes_of(step);
         self.duplicates(
             &step.outcomes,
@@ -826,6 +832,33 @@ impl Checker<'_> {
                 d = d.help(h.clone());
             }
             self.out.push(d);
+        }
+        for (id, at) in expr::register_refs(src) {
+            if self.ctx.registers.contains_key(&id) {
+                continue;
+            }
+            let span = match (inner, at) {
+                (Some(base), Some(at)) => Some(base + at.start..base + at.end),
+                _ => value_span.clone(),
+            };
+            self.out.push(self.unknown_register(&id, span));
+        }
+    }
+
+    fn unknown_register(&self, id: &str, span: Option<std::ops::Range<usize>>) -> Diagnostic {
+        let d = Diagnostic::error(
+            "unknown-register",
+            format!("there is no register `{id}` (a file `registers/{id}.toml`)"),
+        )
+        .at(span)
+        .label("no such register");
+        let known: Vec<&str> = self.ctx.registers.keys().map(String::as_str).collect();
+        match did_you_mean(id, known.iter().copied()) {
+            Some(b) => d.help(format!("did you mean `{b}`?")),
+            None if known.is_empty() => d.help(
+                "no registers were found: put register files in `registers/` beside `procedures/`",
+            ),
+            None => d.help(format!("the registers are: {}", known.join(", "))),
         }
     }
 

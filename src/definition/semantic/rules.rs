@@ -261,7 +261,9 @@ impl Checker<'_> {
                         "bad-notice",
                         format!("message {} of step `{id}` goes to nobody", i + 1),
                     )
-                    .at(self.span(&segs))
+                    // Located inside the message's table (at its `when`), so a misspelt
+                    // `role` there is reported once, as the unknown key it is.
+                    .at(self.span(&[&segs[..], &["when"]].concat()))
                     .help("give `role = \"…\"` or `person = \"…\"` (a user field)"),
                 );
             }

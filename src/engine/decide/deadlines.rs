@@ -343,6 +343,7 @@ impl<'a> Run<'a> {
                 decided: None,
             },
         );
+        self.write_registers(&task.step)?;
         let from = task.step.clone();
         self.route(&from, outcome, None)
     }

@@ -194,6 +194,9 @@ impl<'a> Run<'a> {
             outcome.map_or(Cel::Null, |o| Cel::String(Arc::new(o.to_string()))),
         );
         ctx.add_variable_from_value("now", Cel::Timestamp(self.now.fixed_offset()));
+        if self.proc.uses_registers {
+            ctx.add_variable_from_value("register", self.register_value());
+        }
         if let Some(item) = item {
             ctx.add_variable_from_value("item", to_cel(item, None, self.zone()));
         }
@@ -321,6 +324,7 @@ impl<'a> Run<'a> {
                         computed,
                     },
                 );
+                self.write_registers(id)?;
                 self.route(id, DEFAULT_OUTCOME, None)
             }
             StepKind::Parallel => {

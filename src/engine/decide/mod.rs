@@ -19,11 +19,12 @@ use cel::Value as Cel;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::compiled::{from_cel, to_cel, zone_of, CompiledProcedure, FieldProblem};
+use super::compiled::{from_cel, to_cel, zone_of, CompiledProcedure, FieldProblem, FormValidator};
 use super::instance::{
     derive_id, Actor, ChildStart, Event, EventKind, Instance, InstanceId, ParentLink, SignDecision,
     Stamp, Status, Task, TaskId, TimerKind, TimerSpec,
 };
+use super::registers::{EntryWrite, RegisterBook};
 use super::roster::{unknown_names, Roster};
 use crate::definition::calendar::{resolve_in, Calendar};
 use crate::definition::duration::{parse_amount, parse_reminder, Due, Reminder};
@@ -35,6 +36,7 @@ use crate::definition::model::{
 mod deadlines;
 mod flow;
 mod people;
+mod registers;
 mod tasks;
 
 /// The working-day calendars by id, for deadlines.
@@ -47,6 +49,18 @@ pub struct Env<'a> {
     pub now: DateTime<Utc>,
     pub calendars: &'a Calendars,
     pub roster: &'a dyn Roster,
+    /// The registers' entries as they are now (read by `register.…` in expressions).
+    pub registers: &'a RegisterBook,
+}
+
+/// Why an instance is started by the engine from a register: the entry and the date it is
+/// started for, recorded in the entry's `mark` field in the same commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartOrigin {
+    pub register: String,
+    pub key: String,
+    pub mark: String,
+    pub date: Value,
 }
 
 /// What someone (or the engine) asks of an instance.
@@ -57,6 +71,8 @@ pub enum Command {
         id: InstanceId,
         data: Map<String, Value>,
         parent: Option<ParentLink>,
+        /// Set when the engine starts it before a register date (`starts_from`).
+        origin: Option<StartOrigin>,
     },
     Claim {
         task: TaskId,
@@ -258,13 +274,19 @@ pub fn decide(
     env: Env<'_>,
 ) -> Result<Decision, EngineError> {
     check_sizes(cmd, actor)?;
-    if let Command::Start { id, data, parent } = cmd {
+    if let Command::Start {
+        id,
+        data,
+        parent,
+        origin,
+    } = cmd
+    {
         if state.is_some() {
             return Err(EngineError::Conflict(format!(
                 "instance {id} already exists"
             )));
         }
-        return start(proc, *id, data, parent.clone(), actor, env);
+        return start(proc, *id, data, parent.clone(), origin.as_ref(), actor, env);
     }
     let state = state.ok_or_else(|| EngineError::NotFound("instance".into()))?;
     if state.procedure != proc.id() || state.version != proc.version() {
@@ -329,6 +351,7 @@ fn start(
     id: InstanceId,
     data: &Map<String, Value>,
     parent: Option<ParentLink>,
+    origin: Option<&StartOrigin>,
     actor: Option<&Actor>,
     env: Env<'_>,
 ) -> Result<Decision, EngineError> {
@@ -364,6 +387,18 @@ fn start(
     let mut run = Run::new(proc, state, actor, env);
     run.check_names(data, data)?;
     run.events.push(first);
+    if let Some(o) = origin {
+        let mut values = Map::new();
+        values.insert(o.mark.clone(), o.date.clone());
+        run.emit(
+            None,
+            EventKind::RegisterWritten {
+                register: o.register.clone(),
+                key: o.key.clone(),
+                values,
+            },
+        );
+    }
     let start_step = proc.def.start.clone();
     run.enter(&start_step)?;
     Ok(run.finish())
@@ -380,6 +415,9 @@ struct Run<'a> {
     budget: usize,
     calendars: &'a Calendars,
     roster: &'a dyn Roster,
+    registers: &'a RegisterBook,
+    /// Register entries this command set so far: expressions after them read them.
+    writes: Vec<EntryWrite>,
 }
 
 impl<'a> Run<'a> {
@@ -399,6 +437,8 @@ impl<'a> Run<'a> {
             budget: STEP_BUDGET,
             calendars: env.calendars,
             roster: env.roster,
+            registers: env.registers,
+            writes: Vec::new(),
         }
     }
 
@@ -598,6 +638,7 @@ mod tests {
                 id: uuid::Uuid::nil(),
                 data: form_of(MAX_FORM_BYTES + 1),
                 parent: None,
+                origin: None,
             };
             assert!(check_sizes(&start, Some(&a)).is_err());
             // The engine's own child starts carry data it produced from a bounded form.

@@ -254,6 +254,7 @@ impl<'a> Run<'a> {
             },
         );
         self.notify_step(&t.step, NoticeWhen::Complete, Some(task));
+        self.write_registers(&t.step)?;
         // Other open tasks of a multi-signature step do not exist: one task collects all
         // signatures. Route on.
         let from = t.step.clone();

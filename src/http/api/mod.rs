@@ -226,11 +226,13 @@ fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize,
 mod admin_audit;
 mod instances;
 mod procedures;
+mod registers;
 mod service;
 mod tasks;
 
 pub use admin_audit::*;
 pub use instances::*;
 pub use procedures::*;
+pub use registers::*;
 pub use service::*;
 pub use tasks::*;

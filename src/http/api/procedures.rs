@@ -184,7 +184,8 @@ pub async fn validate_procedure(
         .filter(|p| Some(p.id()) != own.as_deref())
         .map(|p| p.def.clone())
         .collect();
-    let v = load::validate_text(&name, &text, &others, &state.calendar_ids);
+    let registers: Vec<_> = state.engine.registers().defs().cloned().collect();
+    let v = load::validate_text_with(&name, &text, &others, &state.calendar_ids, &registers);
     let mut diagnostics = Vec::new();
     for r in &v.reports {
         for d in r.to_json() {
