@@ -739,6 +739,14 @@ async fn rejections_change_nothing() {
     no_team["dedicated_team"] = json!([]);
     let err = refused(&e, &inst, "grant_benefits", &c.mike, None, no_team).await;
     assert!(matches!(err, EngineError::InvalidForm(_)), "{err:?}");
+    // §4: every benefit is granted; a box left unticked is refused, naming it.
+    let mut no_letter = benefits();
+    no_letter["thank_you_letter_sent"] = json!(false);
+    let err = refused(&e, &inst, "grant_benefits", &c.mike, None, no_letter).await;
+    assert!(
+        matches!(&err, EngineError::InvalidForm(p) if p[0].field == "thank_you_letter_sent"),
+        "{err:?}"
+    );
     // The completed rating task is gone: completing it again is a conflict.
     let history = e.history(inst.id).unwrap();
     let done = history
