@@ -6,10 +6,15 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use sopflow::definition::load::{validate_paths, validate_text, Options};
+use sopflow::definition::load::{validate_paths, validate_text, validate_text_with, Options};
 use sopflow::definition::model::Procedure;
 
-type Shipped = (Vec<(String, String)>, Vec<Procedure>, HashSet<String>);
+type Shipped = (
+    Vec<(String, String)>,
+    Vec<Procedure>,
+    HashSet<String>,
+    Vec<std::sync::Arc<sopflow::definition::register::RegisterFile>>,
+);
 
 fn shipped() -> &'static Shipped {
     static SHIPPED: std::sync::OnceLock<Shipped> = std::sync::OnceLock::new();
@@ -29,7 +34,12 @@ fn load_shipped() -> Shipped {
         })
         .collect();
     let procs = v.valid.iter().map(|p| p.procedure.clone()).collect();
-    (texts, procs, HashSet::from(["default".to_string()]))
+    (
+        texts,
+        procs,
+        HashSet::from(["default".to_string()]),
+        v.registers.clone(),
+    )
 }
 
 /// One edit a person might make by accident.
@@ -108,10 +118,10 @@ proptest! {
 
     #[test]
     fn mutated_shipped_procedures_never_panic(which in 0usize..64, edits in prop::collection::vec(edit(), 1..4)) {
-        let (texts, procs, calendars) = shipped();
+        let (texts, procs, calendars, registers) = shipped();
         let (path, text) = &texts[which % texts.len()];
         let mutated = edits.iter().fold(text.clone(), |t, e| apply(&t, e));
-        let v = validate_text(path, &mutated, procs, calendars);
+        let v = validate_text_with(path, &mutated, procs, calendars, registers);
         let report = &v.reports[0];
         // Every error a mutation causes is located in the file.
         for d in report.diagnostics.iter().filter(|d| d.is_error()) {
@@ -124,13 +134,13 @@ proptest! {
 /// its missing keys without a location.
 #[test]
 fn a_file_without_keys_gets_located_errors() {
-    let (_, procs, calendars) = shipped();
+    let (_, procs, calendars, registers) = shipped();
     for text in [
         "",
         "\n",
         "#:schema ../schemas/procedure.schema.json\n# to do\n",
     ] {
-        let v = validate_text("empty.toml", text, procs, calendars);
+        let v = validate_text_with("empty.toml", text, procs, calendars, registers);
         assert_eq!(v.reports.len(), 1);
         let report = &v.reports[0];
         assert!(report.errors() > 0, "{text:?}");
@@ -160,7 +170,7 @@ const SCHEMA_CODES: &[&str] = &[
 /// other error would be a restatement).
 #[test]
 fn a_schema_error_in_a_shipped_procedure_is_reported_once() {
-    let (texts, procs, calendars) = shipped();
+    let (texts, procs, calendars, registers) = shipped();
     let mut tried = 0;
     for (path, text) in texts {
         let lines: Vec<&str> = text.lines().collect();
@@ -204,7 +214,7 @@ fn a_schema_error_in_a_shipped_procedure_is_reported_once() {
                 let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
                 mutated[n] = edited;
                 let mutated = mutated.join("\n");
-                let v = validate_text(path, &mutated, procs, calendars);
+                let v = validate_text_with(path, &mutated, procs, calendars, registers);
                 let report = &v.reports[0];
                 let codes: Vec<&str> = report
                     .diagnostics

@@ -61,7 +61,12 @@ impl Checker<'_> {
                     );
                     continue;
                 };
-                if let Some(got) = infer_type(src, &self.fields) {
+                // A value computed from something whose type is not known (an untyped
+                // computed value, a field lost to an earlier error) is not judged.
+                let judged = super::expr::free_names(src)
+                    .iter()
+                    .all(|(n, _)| self.fields.contains_key(n) && !self.untyped.contains(n));
+                if let Some(got) = infer_type(src, &self.fields).filter(|_| judged) {
                     if !same_kind(got, f.ty) {
                         self.out.push(
                             Diagnostic::error(
