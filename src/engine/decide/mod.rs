@@ -9,8 +9,10 @@
 //! This file holds the commands, errors, the entry point, starting an instance and the
 //! scratch `Run`; its work is split by concern: `people` (who may act: eligibility,
 //! separation, names in data, claim and release), `tasks` (delegate, complete, sign),
-//! `deadlines` (due times, reminders, timers firing, breach actions) and `flow` (cancel,
-//! comments, children, computed values, routing and entering steps).
+//! `deadlines` (due times, reminders, timers firing, breach actions), `flow` (cancel,
+//! comments, children, computed values, routing, entering steps, step messages), `withdraw`
+//! (what a partial join or a terminating end closes) and `registers` (the `register` value
+//! expressions read, and a step's `writes`).
 
 use std::sync::Arc;
 
@@ -38,6 +40,7 @@ mod flow;
 mod people;
 mod registers;
 mod tasks;
+mod withdraw;
 
 /// The working-day calendars by id, for deadlines.
 pub type Calendars = std::collections::HashMap<String, Arc<Calendar>>;
