@@ -504,6 +504,11 @@ async fn registers_are_listed_and_their_entries_shown() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _) = srv.get("xu.na", "/v1/registers/customers?limit=0").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+    let long = "x".repeat(513);
+    let (s, _) = srv
+        .get("xu.na", &format!("/v1/registers/customers?after={long}"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let b = Browser::signed_in(&srv, "xu.na").await;
     let page = b.get("/registers").await;

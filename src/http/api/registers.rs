@@ -29,6 +29,9 @@ pub async fn list_registers(State(state): St, _caller: Caller) -> Json<RegisterL
     Json(RegisterList { items })
 }
 
+/// The longest `after` key accepted (as documented in the OpenAPI document).
+const MAX_AFTER: usize = 512;
+
 /// A page of a register's entries in key order, after `after` (any user).
 #[utoipa::path(get, path = "/v1/registers/{id}", tag = "registers", security(("bearer" = [])),
     params(("id" = String, Path, description = "Register id"), RegisterEntriesQuery),
@@ -40,11 +43,21 @@ pub async fn register_entries(
     Path(id): Path<String>,
     Query(q): Query<RegisterEntriesQuery>,
 ) -> Result<Json<RegisterEntries>, ApiError> {
+    // The cost of the page is bounded before any work: the key to start after is at most
+    // as long as the schema says.
+    if q.after
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > MAX_AFTER)
+    {
+        return Err(ApiError::Malformed(format!(
+            "`after` may be at most {MAX_AFTER} characters"
+        )));
+    }
+    let limit = page_limit(q.limit, 100, 500)?;
     let book = state.engine.registers();
     let entries = book
         .entries(&id)
         .ok_or_else(|| ApiError::NotFound(format!("there is no register `{id}`")))?;
-    let limit = page_limit(q.limit, 100, 500)?;
     let after = q.after.unwrap_or_default();
     let mut items: Vec<RegisterEntry> = entries
         .range::<String, _>((
