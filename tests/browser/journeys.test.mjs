@@ -255,15 +255,17 @@ test('1. a complaint from registration to closure by three people', async () => 
 });
 
 // -------------------------------------------------------------------------------------------
-/** Lin Tao applies for a change of a procedure document, approved originally by `approver`;
- * returns the instance, now at the approval step. */
+/** Lin Tao applies for a change of a document approved by `approver` — who follows from the
+ * kind of document (seed 002 §3.1–§3.2): a procedure goes to the general manager, an
+ * institutional (management) document to the management representative. Returns the
+ * instance, now at the approval step. */
 async function applyForChange(lin, approver, docTitle) {
+  const kind = approver === 'general_manager' ? 'procedure' : 'management';
   const instance = await startFromUi(lin.page, 'Controlled document change', 'document-change', {
     'Document number': 'CX-05',
     'Document title': docTitle,
-    'Kind of document': 'procedure',
+    'Kind of document': kind,
     'Current revision status': 'B/1',
-    'Approved originally by': approver,
     Applicant: 'lin.tao',
   });
   const apply = await taskAt(instance, 'apply');
@@ -704,7 +706,7 @@ test('11. refusals are pages with the API’s status: Not found, and a task alre
     await p.getByLabel(lbl('Classification')).selectOption('general');
     await p.getByLabel(lbl('Answer given to the customer')).fill('Sorry; it ships today.');
     await p.getByLabel(lbl('Complaint received at')).fill('2026-11-02T08:30');
-    const form = { channel: 'telephone', complaint: 'Late delivery', severity: 'general', first_answer: 'Sorry; it ships today.', received_at: '2026-11-02T08:30' };
+    const form = { channel: 'telephone', complaint: 'Late delivery', severity: 'general', first_answer: 'Sorry; it ships today.', received_at: '2026-11-02T08:30:00Z' };
     const [done] = await api('xu.na', 'POST', `/v1/tasks/${register}/complete`, { form });
     assert.equal(done, 200, 'completed through the API first');
     const events = (await instanceOf(started.id)).events;
