@@ -223,8 +223,18 @@ fn sibling_dir(dirs: &BTreeSet<PathBuf>, name: &str) -> Option<PathBuf> {
     here.is_dir().then_some(here)
 }
 
-/// Reads and checks every register file of `dir`; the clean ones go to `valid`.
-fn load_registers(dir: &Path, reports: &mut Vec<FileReport>, valid: &mut Vec<Arc<RegisterFile>>) {
+/// Reads and checks every `.toml` file of `dir` that is not a procedure (a calendar, a
+/// register): text, TOML syntax, `schema`, the typed `T`, then `check` (given the file's
+/// stem), which returns the file's own findings. Each file gets a report; a clean one is
+/// handed to `accept`. The loop the two kinds share; what differs is in the closures.
+fn load_side_files<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    what: &str,
+    schema_of: (&'static serde_json::Value, &jsonschema::Validator),
+    reports: &mut Vec<FileReport>,
+    mut check: impl FnMut(&T, &SpannedDoc, &str) -> Vec<Diagnostic>,
+    mut accept: impl FnMut(T, &mut Vec<Diagnostic>),
+) {
     for path in toml_files(dir) {
         let display = path.display().to_string();
         let stem = path
@@ -243,22 +253,18 @@ fn load_registers(dir: &Path, reports: &mut Vec<FileReport>, valid: &mut Vec<Arc
             match SpannedDoc::parse(&source) {
                 Err(errs) => diagnostics = errs,
                 Ok(doc) => {
-                    diagnostics = schema::check(
-                        &doc,
-                        schema::register_schema(),
-                        schema::register_validator(),
-                    );
+                    diagnostics = schema::check(&doc, schema_of.0, schema_of.1);
                     if diagnostics.is_empty() {
-                        match serde_json::from_value::<RegisterFile>(doc.value.clone()) {
-                            Ok(reg) => {
-                                diagnostics = super::register::check(&reg, &doc, &stem);
+                        match serde_json::from_value::<T>(doc.value.clone()) {
+                            Ok(item) => {
+                                diagnostics = check(&item, &doc, &stem);
                                 if !diagnostics.iter().any(Diagnostic::is_error) {
-                                    valid.push(Arc::new(reg));
+                                    accept(item, &mut diagnostics);
                                 }
                             }
                             Err(e) => diagnostics.push(Diagnostic::error(
                                 "schema",
-                                format!("the register could not be read: {e}"),
+                                format!("the {what} could not be read: {e}"),
                             )),
                         }
                     }
@@ -275,6 +281,18 @@ fn load_registers(dir: &Path, reports: &mut Vec<FileReport>, valid: &mut Vec<Arc
     }
 }
 
+/// Reads and checks every register file of `dir`; the clean ones go to `valid`.
+fn load_registers(dir: &Path, reports: &mut Vec<FileReport>, valid: &mut Vec<Arc<RegisterFile>>) {
+    load_side_files(
+        dir,
+        "register",
+        (schema::register_schema(), schema::register_validator()),
+        reports,
+        super::register::check,
+        |reg: RegisterFile, _| valid.push(Arc::new(reg)),
+    );
+}
+
 fn load_calendars(
     dir: &Path,
     coverage_from: Option<chrono::NaiveDate>,
@@ -282,65 +300,26 @@ fn load_calendars(
     compiled: &mut Vec<std::sync::Arc<super::calendar::Calendar>>,
 ) -> HashSet<String> {
     let mut ids = HashSet::new();
-    for path in toml_files(dir) {
-        let display = path.display().to_string();
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default()
-            .to_string();
-        let (source, mut diagnostics) = match read(&path) {
-            Ok(s) => (s, vec![]),
-            Err(e) => {
-                let (shown, d) = *e;
-                (shown, vec![d])
+    load_side_files(
+        dir,
+        "calendar",
+        (schema::calendar_schema(), schema::calendar_validator()),
+        reports,
+        |cal: &CalendarFile, doc, stem| {
+            let mut found = super::calendar::check(cal, doc, stem);
+            if let Some(today) = coverage_from {
+                found.extend(super::calendar::check_coverage(cal, doc, today));
             }
-        };
-        if diagnostics.is_empty() {
-            match SpannedDoc::parse(&source) {
-                Err(errs) => diagnostics = errs,
-                Ok(doc) => {
-                    diagnostics = schema::check(
-                        &doc,
-                        schema::calendar_schema(),
-                        schema::calendar_validator(),
-                    );
-                    if diagnostics.is_empty() {
-                        match serde_json::from_value::<CalendarFile>(doc.value.clone()) {
-                            Ok(cal) => {
-                                diagnostics = super::calendar::check(&cal, &doc, &stem);
-                                if let Some(today) = coverage_from {
-                                    diagnostics
-                                        .extend(super::calendar::check_coverage(&cal, &doc, today));
-                                }
-                                if !diagnostics.iter().any(Diagnostic::is_error) {
-                                    match super::calendar::Calendar::from_file(&cal) {
-                                        Ok(c) => {
-                                            ids.insert(cal.id.clone());
-                                            compiled.push(std::sync::Arc::new(c));
-                                        }
-                                        Err(e) => diagnostics
-                                            .push(Diagnostic::error("bad-calendar", e.to_string())),
-                                    }
-                                }
-                            }
-                            Err(e) => diagnostics.push(Diagnostic::error(
-                                "schema",
-                                format!("the calendar could not be read: {e}"),
-                            )),
-                        }
-                    }
-                }
+            found
+        },
+        |cal: CalendarFile, found| match super::calendar::Calendar::from_file(&cal) {
+            Ok(c) => {
+                ids.insert(cal.id.clone());
+                compiled.push(std::sync::Arc::new(c));
             }
-        }
-        let mut report = FileReport {
-            path: display,
-            source,
-            diagnostics,
-        };
-        report.sort();
-        reports.push(report);
-    }
+            Err(e) => found.push(Diagnostic::error("bad-calendar", e.to_string())),
+        },
+    );
     ids
 }
 
