@@ -421,6 +421,9 @@ struct Run<'a> {
     registers: &'a RegisterBook,
     /// Register entries this command set so far: expressions after them read them.
     writes: Vec<EntryWrite>,
+    /// The `register` value expressions read, built once per command (and again after a
+    /// write), not once per expression: it copies every register.
+    register_cel: std::cell::OnceCell<Cel>,
 }
 
 impl<'a> Run<'a> {
@@ -442,6 +445,7 @@ impl<'a> Run<'a> {
             roster: env.roster,
             registers: env.registers,
             writes: Vec::new(),
+            register_cel: std::cell::OnceCell::new(),
         }
     }
 

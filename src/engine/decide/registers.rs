@@ -8,14 +8,18 @@ use super::*;
 impl<'a> Run<'a> {
     /// The registers as CEL sees them in this command.
     pub(super) fn register_value(&self) -> Cel {
-        if self.writes.is_empty() {
-            return self.registers.to_cel(self.zone());
-        }
-        let mut book = self.registers.clone();
-        for w in &self.writes {
-            book.apply(w);
-        }
-        book.to_cel(self.zone())
+        self.register_cel
+            .get_or_init(|| {
+                if self.writes.is_empty() {
+                    return self.registers.to_cel(self.zone());
+                }
+                let mut book = self.registers.clone();
+                for w in &self.writes {
+                    book.apply(w);
+                }
+                book.to_cel(self.zone())
+            })
+            .clone()
     }
 
     /// Records the entries step `id` sets, from the instance data as it is now (after the
@@ -75,6 +79,7 @@ impl<'a> Run<'a> {
                     values: values.clone(),
                 },
             );
+            self.register_cel = std::cell::OnceCell::new();
             self.writes.push(EntryWrite {
                 register: w.register.clone(),
                 key,
