@@ -112,7 +112,7 @@ fn default_weekend() -> Vec<Weekday> {
     vec![Weekday::Saturday, Weekday::Sunday]
 }
 
-fn date_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn date_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "string",
         "format": "date",

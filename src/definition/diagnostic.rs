@@ -184,6 +184,25 @@ impl FileReport {
 
     /// The same diagnostics for tools: one object each, with 1-based line/column of the
     /// start and end of the span.
+    /// Each error as one line, `file:line:col: sentence (help)`, for logs and the
+    /// deployments history.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                let (line, col) = d
+                    .span
+                    .as_ref()
+                    .map_or((1, 1), |s| line_col(&self.source, s.start));
+                match &d.help {
+                    Some(h) => format!("{}:{line}:{col}: {} ({h})", self.path, d.message),
+                    None => format!("{}:{line}:{col}: {}", self.path, d.message),
+                }
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> Vec<serde_json::Value> {
         self.diagnostics
             .iter()

@@ -187,17 +187,30 @@ fn by_id(registers: &[Arc<RegisterFile>]) -> HashMap<String, Arc<RegisterFile>> 
 /// Every `.toml` entry of `dir` that is not a directory. A link to nowhere or a file that
 /// cannot be opened is kept, so reading it reports the problem at its name: skipping it
 /// would silently leave a procedure out of the set the process owner expects to run.
-fn toml_files(dir: &Path) -> Vec<PathBuf> {
+pub fn toml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| !p.is_dir() && p.extension().is_some_and(|e| e == "toml"))
+                // Hidden files are editors' (an Emacs lock `.#x.toml`, a swap file): never
+                // a procedure someone means to run.
+                .filter(|p| {
+                    !p.is_dir()
+                        && p.extension().is_some_and(|e| e == "toml")
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect()
         })
         .unwrap_or_default();
     files.sort();
     files
+}
+
+/// The calendars directory `validate_paths` uses for a procedures directory by default.
+pub fn calendars_dir_for(procedures: &Path) -> Option<PathBuf> {
+    default_calendars_dir(&BTreeSet::from([procedures.to_path_buf()]))
 }
 
 fn default_calendars_dir(dirs: &BTreeSet<PathBuf>) -> Option<PathBuf> {

@@ -61,6 +61,25 @@ pub struct Procedure {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cancel_roles: Vec<String>,
 
+    /// Roles allowed to repair this procedure's instances besides `admin`: suspend and
+    /// resume them, withdraw an open task, move stuck work to another step (each with a
+    /// reason, kept in the history).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_roles: Vec<String>,
+
+    /// The first day this version may be started (in the procedure's calendar's time
+    /// zone), e.g. the date the revised document takes effect. Before it, new instances
+    /// start on the previous version whose dates allow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::definition::calendar::date_schema")]
+    pub valid_from: Option<chrono::NaiveDate>,
+
+    /// The last day this version may be started. Running instances are not affected: they
+    /// finish on the version they started on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::definition::calendar::date_schema")]
+    pub valid_until: Option<chrono::NaiveDate>,
+
     /// Data an instance is started with (customer, product, audit date…). Forms of the steps
     /// add their own fields; guards and computed values may use all of them.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]

@@ -50,6 +50,49 @@ pub fn check_bounded(proc: &Procedure, doc: &SpannedDoc, max_states: usize) -> V
     diagnose(&g, &net, &exploration, doc)
 }
 
+/// The states of the token game a procedure reaches from its start, by step name: an
+/// operator's move or a migration must leave an instance in one of them, because from those
+/// (the procedure being proven sound) a proper end can always be reached, while an arbitrary
+/// placement of work (a branch left without its sibling before a join) may deadlock.
+pub struct Markings {
+    index: HashMap<String, u16>,
+    states: std::collections::HashSet<Vec<u16>>,
+    /// False when the exploration stopped at its bound: a state not found may still be
+    /// reachable.
+    pub complete: bool,
+}
+
+impl Markings {
+    /// `None` when the procedure's references do not resolve (it would not have loaded).
+    pub fn of(proc: &Procedure) -> Option<Markings> {
+        let g = Graph::new(proc);
+        let net = Net::new(&g)?;
+        let ex = explore(&net, MAX_STATES);
+        let index = proc
+            .steps
+            .keys()
+            .filter_map(|k| Some((k.clone(), u16::try_from(g.index_of(k)?).ok()?)))
+            .collect();
+        Some(Markings {
+            index,
+            states: ex.states.into_iter().collect(),
+            complete: !ex.truncated,
+        })
+    }
+
+    /// Whether work at exactly these steps (a step named twice holds two tokens, as a join
+    /// with two branches arrived) is a state the procedure reaches by itself. `Err` names a
+    /// step the procedure does not have.
+    pub fn contains(&self, tokens: &[&str]) -> Result<bool, String> {
+        let mut state = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            state.push(*self.index.get(*t).ok_or_else(|| (*t).to_string())?);
+        }
+        state.sort_unstable();
+        Ok(self.states.contains(&state))
+    }
+}
+
 /// One move of the token game.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Move {
@@ -824,6 +867,43 @@ mod tests {
         let proc: Procedure = toml::from_str(&src).unwrap();
         let doc = SpannedDoc::parse(&src).unwrap();
         (proc, doc, src)
+    }
+
+    #[test]
+    fn markings_are_the_states_the_procedure_reaches_by_itself() {
+        let (proc, _, _) = load(
+            r#"
+[steps.a]
+next = [{ to = "split" }]
+[steps.split]
+kind = "parallel"
+branches = ["x", "y"]
+join = "joined"
+[steps.x]
+next = [{ to = "joined" }]
+[steps.y]
+next = [{ to = "joined" }]
+[steps.joined]
+kind = "join"
+next = [{ to = "z" }]
+[steps.z]
+next = [{ to = "done" }]
+[steps.done]
+kind = "end"
+"#,
+        );
+        let m = Markings::of(&proc).unwrap();
+        assert!(m.complete);
+        assert_eq!(m.contains(&["a"]), Ok(true));
+        assert_eq!(m.contains(&["x", "y"]), Ok(true));
+        // One branch done and waiting at the join while the other works.
+        assert_eq!(m.contains(&["joined", "y"]), Ok(true));
+        assert_eq!(m.contains(&["z"]), Ok(true));
+        // A branch without its sibling could never pass the join; two at `z` never happen.
+        assert_eq!(m.contains(&["x"]), Ok(false));
+        assert_eq!(m.contains(&["z", "z"]), Ok(false));
+        assert_eq!(m.contains(&["x", "z"]), Ok(false));
+        assert_eq!(m.contains(&["nope"]), Err("nope".to_string()));
     }
 
     fn raw(steps: &str) -> Findings {

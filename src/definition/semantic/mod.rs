@@ -331,8 +331,26 @@ impl Checker<'_> {
         for (i, r) in p.cancel_roles.iter().enumerate() {
             self.check_role_ref(r, &["cancel_roles", &i.to_string()], "`cancel_roles`");
         }
+        for (i, r) in p.operator_roles.iter().enumerate() {
+            self.check_role_ref(r, &["operator_roles", &i.to_string()], "`operator_roles`");
+        }
         self.duplicates(&p.start_roles, &["start_roles"], "`start_roles`");
         self.duplicates(&p.cancel_roles, &["cancel_roles"], "`cancel_roles`");
+        self.duplicates(&p.operator_roles, &["operator_roles"], "`operator_roles`");
+        if let (Some(from), Some(until)) = (p.valid_from, p.valid_until) {
+            if until < from {
+                self.out.push(
+                    Diagnostic::error(
+                        "validity-reversed",
+                        format!(
+                            "`valid_until` ({until}) is before `valid_from` ({from}), so this version could never be started"
+                        ),
+                    )
+                    .at(self.span(&["valid_until"]))
+                    .help("give the last day the version may be started, on or after `valid_from`"),
+                );
+            }
+        }
         if let Some(cal) = &p.calendar {
             self.check_calendar(cal, &["calendar"]);
         }
