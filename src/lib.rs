@@ -25,6 +25,7 @@ pub mod definition;
 pub mod directory;
 pub mod engine;
 pub mod http;
+pub mod reload;
 pub mod report;
 pub mod scheduler;
 pub mod setup;

@@ -124,6 +124,15 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
     engine.set_roster(Arc::new(people.clone()));
     engine.set_registers(&v.registers)?;
     engine.register(&v.valid).await?;
+    // A procedure registered before whose file is gone is retired: the files say what
+    // new instances may start on.
+    for id in engine.procedure_ids() {
+        if !engine.is_retired(&id) && !v.valid.iter().any(|p| p.procedure.id == id) {
+            engine
+                .retire(&id, &p.procedures.display().to_string(), None)
+                .await?;
+        }
+    }
     Ok(Opened {
         engine,
         people,

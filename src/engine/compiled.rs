@@ -38,6 +38,9 @@ pub struct CompiledProcedure {
     pub uses_registers: bool,
     /// `starts_from.data`, compiled (over `key` and `entry`).
     pub starts_from: Vec<(String, Arc<Program>)>,
+    /// The states the procedure reaches by itself, explored on first need (an operator's
+    /// move, a migration) and kept: a move must land in one of them.
+    markings: std::sync::OnceLock<Option<Arc<crate::definition::soundness::Markings>>>,
 }
 
 /// Per-step compiled parts.
@@ -526,6 +529,13 @@ fn region(def: &Procedure, starts: &[String], join: &str) -> std::collections::B
 }
 
 impl CompiledProcedure {
+    /// The states of the token game this procedure reaches from its start.
+    pub fn markings(&self) -> Option<Arc<crate::definition::soundness::Markings>> {
+        self.markings
+            .get_or_init(|| crate::definition::soundness::Markings::of(&self.def).map(Arc::new))
+            .clone()
+    }
+
     /// Compiles a validated procedure. `others` are the procedures it may start as children
     /// (their fields type the collected results).
     pub fn compile(
@@ -628,6 +638,7 @@ impl CompiledProcedure {
             join_width,
             join_region,
             uses_registers,
+            markings: std::sync::OnceLock::new(),
             starts_from,
         })
     }

@@ -329,6 +329,59 @@ pub enum EventKind {
         key: String,
         values: Map<String, Value>,
     },
+    /// A task held by someone who left (deactivated in the directory) went back to the
+    /// roles it is offered to.
+    TaskReturned {
+        task: TaskId,
+        user: String,
+        reason: String,
+    },
+    /// An operator stopped the instance: nothing but a comment or a resumption is accepted
+    /// until it resumes, and its deadline timers are held.
+    Suspended {
+        reason: String,
+    },
+    /// The instance goes on; every held timer and open task's due time moves on by
+    /// `paused_ms`, the time it was suspended (decided once, so replay needs no clock).
+    Resumed {
+        reason: String,
+        paused_ms: i64,
+    },
+    /// An operator closed one open task without it being done (workflow pattern "cancel
+    /// activity"); the work it stood for goes no further.
+    TaskWithdrawn {
+        task: TaskId,
+        step: String,
+        reason: String,
+    },
+    /// An operator moved stuck work: these tasks closed (and the children their
+    /// subprocess steps waited for cancelled), and the instance entered `to`; the events
+    /// that follow record what entering it did.
+    Moved {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tasks: Vec<TaskId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        children: Vec<InstanceId>,
+        /// Joins whose arrived branches were given up.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joins: Vec<String>,
+        to: String,
+        reason: String,
+    },
+    /// The instance moved to another version of its procedure by a migration plan.
+    Migrated(Box<super::changes::Migration>),
+    /// A procedure version was registered (from a file or over the API). Kept in the
+    /// deployments history, not in an instance's.
+    ProcedureDeployed(super::changes::Deployment),
+    /// A procedure text was refused; the version already running keeps serving.
+    DeploymentRefused(super::changes::Refusal),
+    /// A procedure's file was removed: no new instances, running ones finish.
+    ProcedureRetired {
+        procedure: String,
+        origin: String,
+    },
 }
 
 /// How a multi-signature step was decided: the rule for the outcome and who chose it.
@@ -368,11 +421,20 @@ impl EventKind {
             EventKind::Ended { .. } => "ended",
             EventKind::Withdrawn { .. } => "withdrawn",
             EventKind::RegisterWritten { .. } => "register_written",
+            EventKind::TaskReturned { .. } => "task_returned",
+            EventKind::Suspended { .. } => "suspended",
+            EventKind::Resumed { .. } => "resumed",
+            EventKind::TaskWithdrawn { .. } => "task_withdrawn",
+            EventKind::Moved { .. } => "moved",
+            EventKind::Migrated(..) => "migrated",
+            EventKind::ProcedureDeployed(..) => "procedure_deployed",
+            EventKind::DeploymentRefused(..) => "deployment_refused",
+            EventKind::ProcedureRetired { .. } => "procedure_retired",
         }
     }
 
     /// Every kind name, for validating a query's `kind` filter.
-    pub const NAMES: [&'static str; 24] = [
+    pub const NAMES: [&'static str; 33] = [
         "started",
         "task_opened",
         "deadline_reminded",
@@ -397,6 +459,15 @@ impl EventKind {
         "ended",
         "withdrawn",
         "register_written",
+        "task_returned",
+        "suspended",
+        "resumed",
+        "task_withdrawn",
+        "moved",
+        "migrated",
+        "procedure_deployed",
+        "deployment_refused",
+        "procedure_retired",
     ];
 }
 
@@ -602,6 +673,9 @@ pub struct Instance {
     pub done_by: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentLink>,
+    /// Set while an operator has the instance suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<super::changes::Suspension>,
     pub started_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -638,6 +712,7 @@ impl Instance {
                 children: BTreeMap::new(),
                 done_by: BTreeMap::new(),
                 parent: parent.clone(),
+                suspended: None,
                 started_at: e.at,
                 updated_at: e.at,
             }),
@@ -673,8 +748,13 @@ impl Instance {
                 due,
                 timers,
             } => {
+                // Work opened while suspended (a child ending) keeps its timers held too.
+                let held = match self.suspended.as_mut() {
+                    Some(s) => &mut s.timers,
+                    None => &mut self.timers,
+                };
                 for t in timers {
-                    self.timers.insert(
+                    held.insert(
                         t.id,
                         Timer {
                             task: *task,
@@ -900,6 +980,48 @@ impl Instance {
                     self.children.remove(g);
                 }
             }
+            EventKind::TaskReturned { task, user, .. } => {
+                if let Some(t) = self.tasks.get_mut(task) {
+                    if t.claimed_by.as_deref() == Some(user.as_str()) {
+                        t.claimed_by = None;
+                    }
+                    if t.delegated_to.as_deref() == Some(user.as_str()) {
+                        t.delegated_to = None;
+                        t.delegated_by = None;
+                    }
+                }
+            }
+            EventKind::Suspended { reason } => super::changes::suspend(self, e, reason),
+            EventKind::Resumed { paused_ms, .. } => super::changes::resume(self, *paused_ms),
+            EventKind::TaskWithdrawn { task, .. } => {
+                if let Some(t) = self.tasks.remove(task) {
+                    self.closed.insert(*task, t.step);
+                }
+                self.timers.retain(|_, t| t.task != *task);
+            }
+            EventKind::Moved {
+                tasks,
+                groups,
+                joins,
+                ..
+            } => {
+                for j in joins {
+                    self.joins.remove(j);
+                }
+                for id in tasks {
+                    if let Some(t) = self.tasks.remove(id) {
+                        self.closed.insert(*id, t.step);
+                    }
+                    self.timers.retain(|_, t| t.task != *id);
+                }
+                for g in groups {
+                    self.children.remove(g);
+                }
+            }
+            EventKind::Migrated(m) => super::changes::migrate(self, m),
+            EventKind::ProcedureDeployed(..)
+            | EventKind::DeploymentRefused(..)
+            | EventKind::ProcedureRetired { .. } => {}
         }
     }
 }

@@ -1,8 +1,11 @@
 //! The engine: procedures compiled for running, and the pure core that decides what a
 //! command does to an instance.
+pub mod changes;
 pub mod compiled;
 pub mod decide;
+pub mod deploy;
 pub mod instance;
+pub mod migrate;
 mod register_starts;
 pub mod registers;
 pub mod roster;

@@ -28,7 +28,7 @@ impl<S: Store> Engine<S> {
         let watching: Vec<_> = self
             .procedures()
             .into_iter()
-            .filter(|p| p.def.starts_from.is_some())
+            .filter(|p| p.def.starts_from.is_some() && !self.is_retired(p.id()))
             .collect();
         if watching.is_empty() {
             return Ok(0);

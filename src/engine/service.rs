@@ -37,6 +37,23 @@ pub enum ServiceError {
         "procedure `{id}` version {version} was changed without raising `version`; running instances depend on the old text, so give the changed file `version = {next}`"
     )]
     ProcedureChanged { id: String, version: u32, next: u32 },
+    #[error(
+        "procedure `{id}` is at version {running}; version {version} is not newer, so it cannot replace it: give the file `version = {next}`"
+    )]
+    VersionNotRaised {
+        id: String,
+        version: u32,
+        running: u32,
+        next: u32,
+    },
+    #[error("procedure `{0}` was retired (its file was removed): instances already running finish, but no new ones start")]
+    Retired(String),
+    #[error("procedure `{id}` cannot be started today ({today}): {windows}")]
+    NotValidNow {
+        id: String,
+        today: String,
+        windows: String,
+    },
     #[error("the store failed: {0}")]
     Store(StoreError),
     #[error("stored data could not be read: {0}")]
@@ -76,9 +93,11 @@ fn too_much(what: String) -> ServiceError {
 const CAS_RETRIES: usize = 8;
 
 #[derive(Default)]
-struct Registry {
+pub(super) struct Registry {
     /// id → version → compiled procedure.
-    by_id: HashMap<String, BTreeMap<u32, Arc<CompiledProcedure>>>,
+    pub(super) by_id: HashMap<String, BTreeMap<u32, Arc<CompiledProcedure>>>,
+    /// Procedures whose file was removed: no new starts.
+    pub(super) retired: std::collections::HashSet<String>,
 }
 
 impl Registry {
@@ -86,7 +105,7 @@ impl Registry {
         self.by_id.get(id)?.get(&version).cloned()
     }
 
-    fn latest(&self, id: &str) -> Option<Arc<CompiledProcedure>> {
+    pub(super) fn latest(&self, id: &str) -> Option<Arc<CompiledProcedure>> {
         self.by_id.get(id)?.values().next_back().cloned()
     }
 }
@@ -95,7 +114,10 @@ impl Registry {
 pub struct Engine<S: Store> {
     pub(super) store: Arc<S>,
     pub(super) clock: Arc<dyn Clock>,
-    registry: RwLock<Registry>,
+    pub(super) registry: RwLock<Registry>,
+    /// Held while procedures are registered or retired: reloads, API deployments and
+    /// start-up go one at a time, never blocking commands (which only read the registry).
+    pub(super) deploying: tokio::sync::Mutex<()>,
     pub(super) calendars: RwLock<Arc<Calendars>>,
     /// Who exists: people and departments named in data are checked against it.
     roster: RwLock<Arc<dyn Roster>>,
@@ -141,10 +163,10 @@ impl Tally {
 }
 
 /// An instance touched by a command in progress.
-struct Touched {
-    before: Option<Instance>,
-    after: Instance,
-    events: Vec<Event>,
+pub(super) struct Touched {
+    pub(super) before: Option<Instance>,
+    pub(super) after: Instance,
+    pub(super) events: Vec<Event>,
 }
 
 impl<S: Store> Engine<S> {
@@ -155,6 +177,7 @@ impl<S: Store> Engine<S> {
             store,
             clock,
             registry: RwLock::new(Registry::default()),
+            deploying: tokio::sync::Mutex::new(()),
             calendars: RwLock::new(Arc::new(Calendars::new())),
             roster: RwLock::new(Arc::new(Unchecked)),
             registers: RwLock::new(Arc::new(RegisterBook::default())),
@@ -176,6 +199,7 @@ impl<S: Store> Engine<S> {
             })
             .collect::<Result<_, _>>()?;
         engine.install(&defs)?;
+        engine.restore_retired()?;
         Ok(engine)
     }
 
@@ -319,9 +343,36 @@ impl<S: Store> Engine<S> {
         Ok(())
     }
 
-    /// Registers validated procedures (from `definition::load`). A file whose content changed
-    /// while its version did not is refused, and nothing of this call is registered.
+    /// Registers validated procedures (from `definition::load`) and records each new one in
+    /// the deployments history. A file whose content changed while its version did not, or
+    /// whose version is lower than the one registered, is refused, and nothing of this call
+    /// is registered. The one path every registration takes (start-up, the file watcher,
+    /// the API): see `deploy.rs`.
     pub async fn register(&self, procedures: &[ValidProcedure]) -> Result<(), ServiceError> {
+        self.deploy_all(procedures, None).await.map(|_| ())
+    }
+
+    /// Whether `p` may be registered now (not a changed text under a registered version,
+    /// not older than the version running), without registering it.
+    pub fn check_registration(&self, p: &ValidProcedure) -> Result<(), ServiceError> {
+        self.check_registrable(std::slice::from_ref(p))
+    }
+
+    /// The ids of the calendars loaded now.
+    pub fn calendar_ids(&self) -> std::collections::HashSet<String> {
+        self.calendars
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Checks that each procedure may be registered, before anything is.
+    pub(super) fn check_registrable(
+        &self,
+        procedures: &[ValidProcedure],
+    ) -> Result<(), ServiceError> {
         for p in procedures {
             if let Some(existing) = self.store.procedure(&p.procedure.id, p.procedure.version)? {
                 if existing.hash != p.hash {
@@ -336,7 +387,27 @@ impl<S: Store> Engine<S> {
                     });
                 }
             }
+            // An older version's text (a file put back) would leave the file saying one
+            // version while new instances start on another: the file must say what runs.
+            if let Some(running) = self.latest_version(&p.procedure.id) {
+                if p.procedure.version < running {
+                    return Err(ServiceError::VersionNotRaised {
+                        id: p.procedure.id.clone(),
+                        version: p.procedure.version,
+                        running,
+                        next: running + 1,
+                    });
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Stores and compiles procedures already checked by `check_registrable`.
+    pub(super) async fn install_checked(
+        &self,
+        procedures: &[ValidProcedure],
+    ) -> Result<(), ServiceError> {
         for p in procedures {
             self.put_source(p).await?;
         }
@@ -371,7 +442,7 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    fn latest_version(&self, id: &str) -> Option<u32> {
+    pub(super) fn latest_version(&self, id: &str) -> Option<u32> {
         let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
         reg.latest(id).map(|c| c.version())
     }
@@ -479,9 +550,7 @@ impl<S: Store> Engine<S> {
             parent: None,
             origin: None,
         };
-        let proc = self
-            .procedure(procedure)
-            .ok_or_else(|| ServiceError::UnknownProcedure(procedure.to_string()))?;
+        let proc = self.startable(procedure, now)?;
         self.run(id, Some(proc), cmd, actor).await
     }
 
@@ -628,9 +697,7 @@ impl<S: Store> Engine<S> {
                         data,
                         parent,
                     } => {
-                        let child = self
-                            .procedure(&procedure)
-                            .ok_or_else(|| ServiceError::UnknownProcedure(procedure.clone()))?;
+                        let child = self.for_child(&procedure, now)?;
                         let zone = super::compiled::zone_of(&child.def, &calendars);
                         let data = data
                             .into_iter()
@@ -745,7 +812,7 @@ impl<S: Store> Engine<S> {
         })
     }
 
-    fn load(&self, id: InstanceId) -> Result<Option<Instance>, ServiceError> {
+    pub(super) fn load(&self, id: InstanceId) -> Result<Option<Instance>, ServiceError> {
         match self.store.instance(id)? {
             None => Ok(None),
             Some(stored) => {
@@ -758,6 +825,54 @@ impl<S: Store> Engine<S> {
                     )));
                 }
                 Ok(Some(inst))
+            }
+        }
+    }
+
+    /// Appends events decided outside `decide` (a migration, a deployment record) to one
+    /// instance in a commit of its own. `make` gets the current state (`None` for a new
+    /// instance) and returns the events; on a version conflict it is called again on the
+    /// fresh state, so what it decides always follows the head it is appended to.
+    pub(super) async fn append(
+        &self,
+        id: InstanceId,
+        make: impl Fn(Option<&Instance>) -> Result<Vec<Event>, ServiceError>,
+    ) -> Result<Instance, ServiceError> {
+        let mut attempt = 0;
+        loop {
+            let before = self.load(id)?;
+            let events = make(before.as_ref())?;
+            let mut after = match &before {
+                Some(b) => b.clone(),
+                None => events
+                    .first()
+                    .and_then(|e| Instance::from_first(id, e))
+                    .ok_or_else(|| {
+                        ServiceError::Corrupt("a new history must begin with `started`".into())
+                    })?,
+            };
+            for e in events.iter().skip(usize::from(before.is_none())) {
+                after.apply(e);
+            }
+            let result = after.clone();
+            let commit = build_commit(&[(
+                id,
+                Touched {
+                    before,
+                    after,
+                    events,
+                },
+            )])?;
+            let armed = !commit.arm_timers.is_empty();
+            match self.store.commit(commit).await {
+                Ok(()) => {
+                    if armed {
+                        self.timers_armed.notify_one();
+                    }
+                    return Ok(result);
+                }
+                Err(StoreError::Conflict { .. }) if attempt < CAS_RETRIES => attempt += 1,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -822,7 +937,21 @@ impl<S: Store> Engine<S> {
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<Page<InstanceId>, ServiceError> {
-        Ok(self.store.instances(procedure, status, cursor, limit)?)
+        if procedure.is_some() || status.is_some() || limit == 0 {
+            return Ok(self.store.instances(procedure, status, cursor, limit)?);
+        }
+        // The deployments history is kept as a pseudo-instance, not one anybody runs: it is
+        // left out, reading one more so a page is still full (the cursor is the last id).
+        let ledger = super::deploy::ledger_id();
+        let mut page = self
+            .store
+            .instances(None, None, cursor, limit.saturating_add(1))?;
+        page.items.retain(|i| *i != ledger);
+        if page.items.len() > limit {
+            page.items.truncate(limit);
+            page.next = page.items.last().map(|i| i.as_bytes().to_vec());
+        }
+        Ok(page)
     }
 }
 
@@ -892,7 +1021,7 @@ fn timer_rows(inst: &Instance) -> Vec<TimerRow> {
         .collect()
 }
 
-fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceError> {
+pub(super) fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceError> {
     let mut commit = Commit::default();
     for (id, t) in touched {
         let events = t
@@ -1009,7 +1138,9 @@ fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceErro
         }
         let from = t.before.as_ref().map(|b| b.status.as_str().to_string());
         let to = t.after.status.as_str().to_string();
-        if from.as_deref() != Some(to.as_str()) {
+        // A pseudo-instance (the deployments history, procedure `@…`) is no one's work: it
+        // stays out of the lists by procedure and status.
+        if from.as_deref() != Some(to.as_str()) && !t.after.procedure.starts_with('@') {
             commit.statuses.push(StatusChange {
                 instance: *id,
                 procedure: t.after.procedure.clone(),

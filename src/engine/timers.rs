@@ -125,7 +125,10 @@ impl<S: Store> Engine<S> {
             ..Commit::default()
         };
         let sched = self.store.schedule(procedure)?;
-        let proc = self.procedure(procedure);
+        // A retired procedure's schedule stops with it.
+        let proc = self
+            .procedure(procedure)
+            .filter(|_| !self.is_retired(procedure));
         let (Some(sched), Some(proc)) = (sched, proc) else {
             self.store.commit(disarm).await?;
             return Ok(false);

@@ -348,3 +348,42 @@ impl<'a> Run<'a> {
         self.route(&from, outcome, None)
     }
 }
+
+/// The due time and timers step `step` of `proc` gives a task of `inst` that opened at
+/// `opened_at`, as if it had opened on that version (a migration that recomputes
+/// deadlines). Timer ids are derived from event `seq` and `slot_base`, so several tasks
+/// recomputed by one event get distinct ids.
+pub fn recompute(
+    proc: &CompiledProcedure,
+    inst: &Instance,
+    step: &str,
+    opened_at: DateTime<Utc>,
+    env: Env<'_>,
+    seq: u64,
+    slot_base: u32,
+) -> Result<(Option<DateTime<Utc>>, Vec<TimerSpec>), EngineError> {
+    let (def, _) = proc
+        .step(step)
+        .ok_or_else(|| EngineError::NotFound(format!("step {step}")))?;
+    let run = Run::new(
+        proc,
+        inst.clone(),
+        None,
+        Env {
+            now: opened_at,
+            ..env
+        },
+    );
+    let d = run.deadline_of(step, def)?;
+    let mut timers = Vec::new();
+    for (n, mut t) in (slot_base..).zip(d.timers) {
+        // A reminder whose time passed while the task was open on the old version is no
+        // longer worth sending; a breach that passed is recorded when the timer fires.
+        if matches!(t.kind, TimerKind::Remind { .. }) && t.at <= env.now {
+            continue;
+        }
+        t.id = derive_id(inst.id, seq, n);
+        timers.push(t);
+    }
+    Ok((d.due, timers))
+}

@@ -36,9 +36,11 @@ use crate::definition::model::{
 };
 
 mod deadlines;
+pub use deadlines::recompute;
 mod flow;
 mod people;
 mod registers;
+mod repair;
 mod tasks;
 mod withdraw;
 
@@ -112,6 +114,33 @@ pub enum Command {
         outcome: String,
         data: Map<String, Value>,
     },
+    /// Sent by the engine when the directory deactivated `user`: their hold on the task
+    /// ends and it goes back to its roles.
+    ReturnTask {
+        task: TaskId,
+        user: String,
+        reason: String,
+    },
+    /// An operator holds the instance (deadlines paused).
+    Suspend {
+        reason: String,
+    },
+    /// An operator lets a suspended instance go on (deadlines extended by the pause).
+    Resume {
+        reason: String,
+    },
+    /// An operator closes one open task without it being done.
+    WithdrawTask {
+        task: TaskId,
+        reason: String,
+    },
+    /// An operator moves work to another step: the named tasks close (all open work when
+    /// none is named) and `to` is entered.
+    Move {
+        tasks: Vec<TaskId>,
+        to: String,
+        reason: String,
+    },
 }
 
 impl Command {
@@ -127,6 +156,11 @@ impl Command {
             Command::Comment { .. } => "comment",
             Command::FireTimer { .. } => "fire_timer",
             Command::ChildEnded { .. } => "child_ended",
+            Command::ReturnTask { .. } => "return_task",
+            Command::Suspend { .. } => "suspend",
+            Command::Resume { .. } => "resume",
+            Command::WithdrawTask { .. } => "withdraw_task",
+            Command::Move { .. } => "move",
         }
     }
 }
@@ -250,6 +284,10 @@ fn check_sizes(cmd: &Command, actor: Option<&Actor>) -> Result<(), EngineError> 
         Command::Comment { text } => Some(("a comment", text.as_str())),
         Command::Cancel { reason } => Some(("a reason", reason.as_str())),
         Command::Delegate { reason, .. } => reason.as_deref().map(|t| ("a reason", t)),
+        Command::Suspend { reason }
+        | Command::Resume { reason }
+        | Command::WithdrawTask { reason, .. }
+        | Command::Move { reason, .. } => Some(("a reason", reason.as_str())),
         _ => None,
     };
     if let Some((what, text)) = text {
@@ -308,6 +346,18 @@ pub fn decide(
         // can name this instance.
         return Err(EngineError::Ended(state.status.as_str()));
     }
+    if let (Some(s), Some(_)) = (&state.suspended, actor) {
+        // The engine's own commands (a child ending, a cancellation reaching down from a
+        // parent) still apply: refusing them would fail the other instance's command.
+        if !matches!(cmd, Command::Resume { .. } | Command::Comment { .. }) {
+            return Err(EngineError::Conflict(format!(
+                "instance {} is suspended since {} ({}); an operator must resume it first",
+                state.id,
+                s.since.format("%Y-%m-%d %H:%M UTC"),
+                s.reason
+            )));
+        }
+    }
     let mut run = Run::new(proc, state.clone(), actor, env);
     match cmd {
         // Handled above, before there is an instance.
@@ -330,6 +380,11 @@ pub fn decide(
             outcome,
             data,
         } => run.child_ended(step, *child, outcome, data)?,
+        Command::ReturnTask { task, user, reason } => run.return_task(*task, user, reason)?,
+        Command::Suspend { reason } => run.suspend(reason)?,
+        Command::Resume { reason } => run.resume(reason)?,
+        Command::WithdrawTask { task, reason } => run.withdraw_task(*task, reason)?,
+        Command::Move { tasks, to, reason } => run.move_to(tasks, to, reason)?,
     }
     Ok(run.finish())
 }
