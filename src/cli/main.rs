@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod repair;
 mod trail;
 mod work;
 
@@ -167,6 +168,9 @@ enum Command {
         #[command(flatten)]
         places: work::Places,
     },
+    /// An operator's repairs and migrations (admin or a procedure's operator roles).
+    #[command(flatten)]
+    Repair(repair::Repair),
     /// Show an instance: status, open tasks, data and history.
     Show {
         instance: uuid::Uuid,
@@ -297,6 +301,10 @@ struct ServeArgs {
     /// every user's hash).
     #[arg(long)]
     no_demo_tokens: bool,
+    /// Do not watch the procedure, calendar and directory files: changes then apply only
+    /// through `POST /v1/admin/reload` or a restart.
+    #[arg(long)]
+    no_watch: bool,
     /// The store's page cache in MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
@@ -675,6 +683,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("comment added");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Repair(r) => repair::run(r).await,
         Command::Show { instance, places } => {
             let s = work::Session::open(&places).await?;
             let inst = s
@@ -797,6 +806,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         },
         demo_tokens: !a.no_demo_tokens,
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
+        watch: !a.no_watch,
     };
     let bound = bind(&cfg).await?;
     // Before saying "serving": from then on a SIGTERM must stop the server cleanly.

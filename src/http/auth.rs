@@ -246,9 +246,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .ok_or_else(|| {
                 ApiError::Unauthorized("the Authorization header must be `Bearer <token>`".into())
             })?;
+        let people = state.people();
         let user = state
             .tokens
-            .user_of(&state.people, token)
+            .user_of(&people, token)
             .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
         Caller::of_user(state, user)
             .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))
@@ -260,6 +261,6 @@ impl Caller {
     /// way both the API and the web app turn a person into an `Actor`. Inactive users (still
     /// listed, with their hashes) are refused here.
     pub fn of_user(state: &AppState, user: &str) -> Option<Caller> {
-        Actor::from_directory(&state.people, user).map(|actor| Caller { actor })
+        Actor::from_directory(&state.people(), user).map(|actor| Caller { actor })
     }
 }

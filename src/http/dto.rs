@@ -170,7 +170,7 @@ pub struct ValidateRequest {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Diagnostic {
     pub file: String,
     /// 1-based.
@@ -305,6 +305,18 @@ pub struct InstanceView {
     #[serde(default)]
     pub parent: Option<Uuid>,
     pub tasks: Vec<OpenTask>,
+    /// Set while an operator has the instance suspended.
+    #[serde(default)]
+    pub suspended: Option<SuspensionView>,
+}
+
+/// Who suspended an instance, when and why.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SuspensionView {
+    pub since: DateTime<Utc>,
+    #[serde(default)]
+    pub by: Option<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -616,6 +628,11 @@ impl InstanceView {
             updated_at: i.updated_at,
             parent: i.parent.as_ref().map(|p| p.instance),
             tasks,
+            suspended: i.suspended.as_ref().map(|s| SuspensionView {
+                since: s.since,
+                by: s.by.clone(),
+                reason: s.reason.clone(),
+            }),
         }
     }
 }

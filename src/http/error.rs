@@ -43,6 +43,9 @@ pub enum ApiError {
     /// A form failed validation; every field's problem is listed.
     #[error("the form is not valid")]
     InvalidForm(Vec<FieldProblem>),
+    /// A procedure text has errors; every diagnostic is listed with line and column.
+    #[error("{0}")]
+    InvalidProcedure(String, Vec<crate::http::dto::Diagnostic>),
     /// A procedure condition failed to evaluate on this instance's data.
     #[error("{0}")]
     Guard(String),
@@ -76,6 +79,9 @@ pub struct Problem {
     /// For `invalid-form`: every field's problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<FieldProblemBody>>,
+    /// For `invalid-procedure`: every diagnostic, with file, line and column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<crate::http::dto::Diagnostic>>,
 }
 
 /// One problem with one form field.
@@ -97,9 +103,10 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::InvalidForm(_) | ApiError::Guard(_) | ApiError::Unprocessable(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::InvalidForm(_)
+            | ApiError::InvalidProcedure(..)
+            | ApiError::Guard(_)
+            | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,7 +115,7 @@ impl ApiError {
 
     /// One error of every kind, for the OpenAPI document's response descriptions (a new
     /// variant belongs here too, beside `status` and `kind`).
-    pub fn one_of_each() -> [ApiError; 14] {
+    pub fn one_of_each() -> [ApiError; 15] {
         let s = String::new;
         [
             ApiError::Malformed(s()),
@@ -120,6 +127,7 @@ impl ApiError {
             ApiError::TooLarge(s()),
             ApiError::UnsupportedMediaType(s()),
             ApiError::InvalidForm(Vec::new()),
+            ApiError::InvalidProcedure(s(), Vec::new()),
             ApiError::Guard(s()),
             ApiError::Unprocessable(s()),
             ApiError::Timeout(s()),
@@ -142,6 +150,9 @@ impl ApiError {
                 ("unsupported-media-type", "Unsupported content type")
             }
             ApiError::InvalidForm(_) => ("invalid-form", "The form is not valid"),
+            ApiError::InvalidProcedure(..) => {
+                ("invalid-procedure", "The procedure text has errors")
+            }
             ApiError::Guard(_) => ("condition-failed", "A condition could not be evaluated"),
             ApiError::Unprocessable(_) => ("unprocessable", "The request cannot be carried out"),
             ApiError::Timeout(_) => ("timeout", "The request took too long"),
@@ -173,6 +184,10 @@ impl ApiError {
                         })
                         .collect(),
                 ),
+                _ => None,
+            },
+            diagnostics: match self {
+                ApiError::InvalidProcedure(_, d) => Some(d.clone()),
                 _ => None,
             },
         }
@@ -222,7 +237,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::UnknownProcedure(id) => {
                 ApiError::Unprocessable(format!("there is no procedure `{id}`"))
             }
-            e @ ServiceError::ProcedureChanged { .. } => ApiError::Conflict(e.to_string()),
+            e @ (ServiceError::ProcedureChanged { .. }
+            | ServiceError::Retired(_)
+            | ServiceError::NotValidNow { .. }) => ApiError::Conflict(e.to_string()),
+            e @ ServiceError::VersionNotRaised { .. } => ApiError::Unprocessable(e.to_string()),
             ServiceError::Store(StoreError::Conflict { instance, .. }) => ApiError::Conflict(
                 format!("instance {instance} is being changed by others; try again"),
             ),

@@ -16,7 +16,6 @@ pub mod error;
 pub mod openapi;
 pub mod server;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -43,7 +42,11 @@ use error::{ApiError, Problem, PROBLEM_JSON};
 /// Everything a handler can reach.
 pub struct AppState {
     pub engine: Arc<Engine<SledStore>>,
-    pub people: Arc<Directory>,
+    /// The people now: swapped whole when the directory file is reloaded.
+    pub directory: crate::reload::SharedDirectory,
+    /// Reads the procedure, calendar and directory files again (`None` when the server
+    /// was built without files to watch, as in some tests).
+    pub reloader: Option<Arc<crate::reload::Reloader<SledStore>>>,
     pub tokens: auth::Tokens,
     /// Present only when serving with the manual clock.
     pub manual_clock: Option<ManualClock>,
@@ -52,10 +55,19 @@ pub struct AppState {
     pub clock_moves: tokio::sync::Mutex<()>,
     /// The calendar "working days" in a clock advance are counted on.
     pub calendar: Arc<Calendar>,
-    pub calendar_ids: HashSet<String>,
     pub metrics: Option<PrometheusHandle>,
     /// The web app's signed-in sessions.
     pub sessions: crate::web::session::Sessions,
+}
+
+impl AppState {
+    /// The people as the directory file says now.
+    pub fn people(&self) -> Arc<Directory> {
+        self.directory
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Limits of one request.
@@ -117,6 +129,15 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/procedures/validate", post(api::validate_procedure))
         .route("/v1/procedures/{id}", get(api::get_procedure))
         .route("/v1/procedures/{id}/graph", get(api::procedure_graph))
+        .route("/v1/procedures/{id}/versions", get(api::procedure_versions))
+        .route("/v1/procedures/deploy", post(api::deploy_procedure))
+        .route("/v1/deployments", get(api::deployments))
+        .route("/v1/admin/reload", post(api::reload))
+        .route("/v1/migrations", post(api::migrate))
+        .route("/v1/instances/{id}/suspend", post(api::suspend_instance))
+        .route("/v1/instances/{id}/resume", post(api::resume_instance))
+        .route("/v1/instances/{id}/move", post(api::move_instance))
+        .route("/v1/tasks/{id}/withdraw", post(api::withdraw_task))
         .route("/v1/registers", get(api::list_registers))
         .route("/v1/registers/{id}", get(api::register_entries))
         .route(

@@ -52,6 +52,15 @@ impl Modify for Bearer {
         api::get_procedure,
         api::procedure_graph,
         api::validate_procedure,
+        api::deploy_procedure,
+        api::procedure_versions,
+        api::deployments,
+        api::reload,
+        api::suspend_instance,
+        api::resume_instance,
+        api::move_instance,
+        api::withdraw_task,
+        api::migrate,
         api::list_registers,
         api::register_entries,
         api::start_instance,
@@ -235,7 +244,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            27,
+            36,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

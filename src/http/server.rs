@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub demo_tokens: bool,
     /// The store's page cache, bytes.
     pub cache_bytes: u64,
+    /// Watch the procedure, calendar and directory files and apply changes while serving.
+    pub watch: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,12 @@ pub enum ServeError {
     },
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
+    #[error("cannot read the procedure files again: {0}")]
+    Reload(crate::reload::ReloadError),
+    #[error(
+        "cannot watch the procedure files ({0}); start with --no-watch to serve without reloading"
+    )]
+    Watch(notify::Error),
 }
 
 impl From<DemoTokenError> for ServeError {
@@ -82,6 +90,7 @@ pub struct Bound {
     pub tokens_file: PathBuf,
     listener: TcpListener,
     limits: Limits,
+    watch: bool,
 }
 
 /// Loads everything and binds the listener. Nothing is served yet.
@@ -121,10 +130,24 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         )
     };
     let tokens = Tokens::new(&extra);
+    let engine = Arc::new(engine);
+    let directory: crate::reload::SharedDirectory =
+        Arc::new(std::sync::RwLock::new(Arc::new(people)));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        engine.clone(),
+        crate::reload::Sources {
+            procedures: cfg.procedures.clone(),
+            calendars: cfg.calendars.clone(),
+            directory: cfg.directory.clone(),
+        },
+        directory.clone(),
+    ));
+    // Notes the files as setup just loaded them, so the first change is told apart.
+    reloader.rescan().await.map_err(ServeError::Reload)?;
     let state = Arc::new(AppState {
-        engine: Arc::new(engine),
-        calendar_ids: calendars.iter().map(|c| c.id().to_string()).collect(),
-        people: Arc::new(people),
+        engine,
+        directory,
+        reloader: Some(reloader),
         tokens,
         manual_clock: manual,
         clock_moves: tokio::sync::Mutex::new(()),
@@ -149,6 +172,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         tokens_file,
         listener,
         limits: cfg.limits,
+        watch: cfg.watch,
     })
 }
 
@@ -165,6 +189,11 @@ impl Bound {
             tracing::warn!(error = %e, "firing overdue timers at start failed; the scheduler retries");
         }
         let scheduler = Scheduler::spawn(self.state.engine.clone());
+        // Kept until the server stops: dropping it stops the watching.
+        let _watching = match (&self.state.reloader, self.watch) {
+            (Some(r), true) => Some(crate::reload::watch(r.clone()).map_err(ServeError::Watch)?),
+            _ => None,
+        };
         let app = router(self.state.clone(), self.limits);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)

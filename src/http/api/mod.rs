@@ -224,6 +224,7 @@ fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize,
 }
 
 mod admin_audit;
+mod changes;
 mod instances;
 mod procedures;
 mod registers;
@@ -231,6 +232,7 @@ mod service;
 mod tasks;
 
 pub use admin_audit::*;
+pub use changes::*;
 pub use instances::*;
 pub use procedures::*;
 pub use registers::*;

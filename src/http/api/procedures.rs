@@ -185,7 +185,13 @@ pub async fn validate_procedure(
         .map(|p| p.def.clone())
         .collect();
     let registers: Vec<_> = state.engine.registers().defs().cloned().collect();
-    let v = load::validate_text_with(&name, &text, &others, &state.calendar_ids, &registers);
+    let v = load::validate_text_with(
+        &name,
+        &text,
+        &others,
+        &state.engine.calendar_ids(),
+        &registers,
+    );
     let mut diagnostics = Vec::new();
     for r in &v.reports {
         for d in r.to_json() {

@@ -29,7 +29,7 @@ pub async fn metrics(State(state): St, caller: Caller) -> Result<Response, ApiEr
         let state = state.clone();
         blocking("counting open tasks", move || {
             state
-                .people
+                .people()
                 .roles()
                 .keys()
                 .map(|role| Ok((role.clone(), state.engine.store().open_task_count(role)?)))

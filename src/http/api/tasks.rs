@@ -115,7 +115,7 @@ pub async fn get_task(
 /// Runs a command on a task for the caller: the task names its instance (open or closed,
 /// so a late command hears "already completed"), `make` builds the command once the task
 /// is known, and the engine decides.
-async fn on_task(
+pub(super) async fn on_task(
     state: &AppState,
     caller: &Caller,
     kind: &'static str,
@@ -177,7 +177,7 @@ pub async fn delegate_task(
     Json(req): Json<DelegateRequest>,
 ) -> Result<Json<InstanceView>, ApiError> {
     on_task(&state, &caller, "delegate", id, || {
-        let to = EngineActor::from_directory(&state.people, &req.to).ok_or_else(|| {
+        let to = EngineActor::from_directory(&state.people(), &req.to).ok_or_else(|| {
             ApiError::Unprocessable(format!(
                 "there is no active user `{}` to delegate to",
                 req.to
