@@ -19,9 +19,11 @@
 pub mod charts;
 pub mod forms;
 pub mod pages_audit;
+pub mod pages_changes;
 pub mod pages_instance;
 pub mod pages_owner;
 pub mod pages_registers;
+pub mod pages_repair;
 pub mod pages_start;
 pub mod pages_task;
 pub mod pages_work;
@@ -73,6 +75,15 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/notifications", get(pages_start::notifications))
         .route("/instances/{id}", get(pages_instance::instance_page))
         .route("/instances/{id}/comments", post(pages_instance::comment))
+        .route("/instances/{id}/suspend", post(pages_repair::suspend))
+        .route("/instances/{id}/resume", post(pages_repair::resume))
+        .route("/instances/{id}/move", post(pages_repair::move_work))
+        .route("/instances/{id}/withdraw", post(pages_repair::withdraw))
+        .route("/procedures/deployments", get(pages_changes::deployments))
+        .route(
+            "/procedures/{id}/migrate",
+            get(pages_changes::migrate_page).post(pages_changes::migrate),
+        )
         .route("/audit", get(pages_audit::search))
         .route("/audit/verify", get(pages_audit::verify))
         .route("/audit/export.csv", get(pages_audit::export_csv))
@@ -186,7 +197,7 @@ impl Signed {
     pub fn chrome(&self, state: &AppState, title: impl Into<String>, nav: &'static str) -> Chrome {
         let a = &self.caller.actor;
         let department = state
-            .people
+            .people()
             .department(&a.department)
             .map_or_else(|| a.department.clone(), |d| d.name.clone());
         Chrome {
@@ -371,7 +382,7 @@ impl IntoResponse for WebError {
                     404 => ("Not found", "It may have been finished or never existed."),
                     409 => (
                         "Conflict",
-                        "Someone else changed it first, or it is no longer open. Nothing was changed.",
+                        "Someone else changed it first, it is no longer open, or it is on hold until an operator resumes it. Nothing was changed.",
                     ),
                     413 => ("Too large", "Nothing was changed."),
                     422 => ("Cannot do that", "Nothing was changed."),
@@ -505,8 +516,9 @@ async fn sign_in(
         Err(_) => String::new(),
     };
     let token = token.trim();
+    let people = state.people();
     let user = (!token.is_empty() && token.len() <= 256)
-        .then(|| state.tokens.user_of(&state.people, token))
+        .then(|| state.tokens.user_of(&people, token))
         .flatten()
         .and_then(|u| Caller::of_user(&state, u))
         .map(|c| c.actor.id);

@@ -131,7 +131,7 @@ pub async fn search(
                 .map_or_else(|| r.procedure.clone(), |p| p.def.title.clone()),
             summary: summaries.get(&r.instance).cloned().unwrap_or_default(),
             seq: r.event.seq,
-            line: view::line(&r.event, &state.people, zone, n),
+            line: view::line(&r.event, &state.people(), zone, n),
             hash: r.hash.chars().take(12).collect(),
         });
     }
@@ -148,7 +148,7 @@ pub async fn search(
         filters.push('&');
     }
     let mut people: Vec<(String, String, bool)> = state
-        .people
+        .people()
         .users()
         .iter()
         .map(|u| {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -59,6 +59,12 @@ struct InstancePage {
     more_from: Option<u64>,
     can_comment: bool,
     auditor: bool,
+    /// The operator's forms are shown (admin or the procedure's operator roles).
+    can_repair: bool,
+    /// "since … by …: reason" while suspended.
+    suspended: Option<String>,
+    /// Steps work may be moved to: (id, title).
+    steps: Vec<(String, String)>,
 }
 
 /// Events per timeline page.
@@ -76,6 +82,10 @@ pub async fn instance_page(
     q: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, WebError> {
     let q = query(q)?;
+    // The deployments history is kept like an instance; its page is the deployments page.
+    if id == crate::engine::deploy::ledger_id() {
+        return Ok(axum::response::Redirect::to("/procedures/deployments").into_response());
+    }
     let inst = api::get_instance(State(state.clone()), signed.caller.clone(), api::Path(id))
         .await?
         .0;
@@ -146,7 +156,7 @@ pub async fn instance_page(
         .events
         .iter()
         .map(|e| {
-            let mut l = view::line(e, &state.people, zone, &names);
+            let mut l = view::line(e, &state.people(), zone, &names);
             let due = e
                 .details
                 .get("task")
@@ -173,7 +183,7 @@ pub async fn instance_page(
                 holder: t
                     .holder
                     .as_deref()
-                    .map(|h| view::name_of(&state.people, h))
+                    .map(|h| view::name_of(&state.people(), h))
                     .unwrap_or_default(),
                 due,
                 due_class,
@@ -208,13 +218,33 @@ pub async fn instance_page(
         started: view::when(inst.started_at, zone),
         updated: view::when(inst.updated_at, zone),
         parent: inst.parent,
-        data: names.values(&inst.data, &state.people),
+        data: names.values(&inst.data, &state.people()),
         open,
         picture: picture::procedure_svg(def, &marks),
         timeline,
         more_from,
         can_comment: inst.status == "running" && signed.caller.acting().is_ok(),
         auditor: signed.caller.reads_everything(),
+        can_repair: inst.status == "running"
+            && signed.caller.acting().is_ok_and(|a| {
+                a.holds(crate::http::auth::ADMIN) || a.holds_any(&def.operator_roles)
+            }),
+        suspended: inst.suspended.as_ref().map(|s| {
+            format!(
+                "since {}{}: {}",
+                view::when(s.since, zone),
+                s.by.as_deref()
+                    .map(|b| format!(" by {}", view::name_of(&state.people(), b)))
+                    .unwrap_or_default(),
+                s.reason
+            )
+        }),
+        steps: def
+            .steps
+            .iter()
+            .filter(|(_, s)| s.kind != crate::definition::model::StepKind::End)
+            .map(|(k, _)| (k.clone(), step_title(def, k)))
+            .collect(),
     }))
 }
 

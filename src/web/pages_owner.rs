@@ -115,6 +115,11 @@ struct ProcedurePage {
     /// Why there is no heat map (the reader may not see KPIs), when there is none.
     heat_note: String,
     period: String,
+    /// Every version with its dates and running instances, newest first.
+    version_rows: Vec<super::pages_changes::VersionRow>,
+    retired: bool,
+    /// The reader may migrate instances (admin or an operator role).
+    can_migrate: bool,
 }
 
 pub async fn procedure_page(
@@ -197,6 +202,12 @@ pub async fn procedure_page(
         heat,
         heat_note,
         period,
+        version_rows: super::pages_changes::version_rows(&state, &signed, &detail.id).await?,
+        retired: state.engine.is_retired(&detail.id),
+        can_migrate: signed
+            .caller
+            .acting()
+            .is_ok_and(|a| a.holds(crate::http::auth::ADMIN) || a.holds_any(&def.operator_roles)),
     }))
 }
 
@@ -232,6 +243,9 @@ struct ValidatePage {
     warnings: usize,
     diagnostics: Vec<DiagRow>,
     lines: Vec<SourceLine>,
+    /// What a deployment did, when the text was deployed (or refused).
+    deployed: Option<String>,
+    deploy_refused: bool,
 }
 
 fn validate_view(signed: &Signed, state: &AppState, text: String, name: String) -> ValidatePage {
@@ -245,6 +259,8 @@ fn validate_view(signed: &Signed, state: &AppState, text: String, name: String) 
         warnings: 0,
         diagnostics: vec![],
         lines: vec![],
+        deployed: None,
+        deploy_refused: false,
     }
 }
 
@@ -299,6 +315,11 @@ pub async fn validate(State(state): St, posted: Posted) -> Result<Response, WebE
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("text/plain"),
     );
+    if posted.get("action") == Some("deploy") {
+        let (deployed, refused) = super::pages_changes::deploy(&state, signed, &text).await?;
+        view_.deployed = Some(deployed);
+        view_.deploy_refused = refused;
+    }
     let r = api::validate_procedure(
         State(state.clone()),
         signed.caller.clone(),

@@ -101,7 +101,7 @@ fn start_view(
             id: p.id().to_string(),
             title: p.def.title.clone(),
             description: p.def.description.clone().unwrap_or_default(),
-            inputs: forms::inputs(&p.def.data, &values, &problems, &state.people, zone),
+            inputs: forms::inputs(&p.def.data, &values, &problems, &state.people(), zone),
             alert,
         },
     ))
@@ -196,7 +196,7 @@ pub async fn notifications(State(state): St, signed: Signed) -> Result<Response,
         .map(|n| NoteRow {
             at: view::when(n.at, zone),
             to: match (&n.user, &n.role) {
-                (Some(u), _) => format!("you ({})", view::name_of(&state.people, u)),
+                (Some(u), _) => format!("you ({})", view::name_of(&state.people(), u)),
                 (None, Some(r)) => format!("role {r}"),
                 _ => String::new(),
             },

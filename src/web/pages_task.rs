@@ -138,7 +138,7 @@ async fn task_view(
                 d.to_roles.clone()
             };
             state
-                .people
+                .people()
                 .users()
                 .iter()
                 .filter(|u| u.active && u.id != me.id && u.roles.iter().any(|r| roles.contains(r)))
@@ -229,7 +229,7 @@ async fn task_view(
                 .task
                 .people
                 .iter()
-                .map(|p| view::name_of(&state.people, p))
+                .map(|p| view::name_of(&state.people(), p))
                 .collect::<Vec<_>>()
                 .join(", ")
         },
@@ -237,7 +237,7 @@ async fn task_view(
             .task
             .holder
             .as_deref()
-            .map(|h| view::name_of(&state.people, h))
+            .map(|h| view::name_of(&state.people(), h))
             .unwrap_or_default(),
         mine: detail.task.holder.as_deref() == Some(me.id.as_str()),
         claimable: can_act && detail.task.holder.is_none(),
@@ -249,15 +249,15 @@ async fn task_view(
             .unwrap_or_default(),
         due_class,
         deadline: view::deadline_word(&detail.task.deadline),
-        data: names.values(&detail.data, &state.people),
+        data: names.values(&detail.data, &state.people()),
         history: history
             .events
             .iter()
             .rev()
-            .map(|e| view::line(e, &state.people, zone, &names))
+            .map(|e| view::line(e, &state.people(), zone, &names))
             .collect(),
         can_act,
-        inputs: forms::inputs(&step.form, &values, &typed.problems, &state.people, zone),
+        inputs: forms::inputs(&step.form, &values, &typed.problems, &state.people(), zone),
         outcomes: detail
             .outcomes
             .iter()
@@ -437,7 +437,7 @@ pub async fn delegate(
         Ok(_) => Ok(done(
             &state,
             signed,
-            format!("Delegated to {}.", view::name_of(&state.people, &to)),
+            format!("Delegated to {}.", view::name_of(&state.people(), &to)),
             "/tasks",
         )),
         Err(e @ (ApiError::Unprocessable(_) | ApiError::InvalidForm(_))) => {

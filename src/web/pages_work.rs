@@ -197,7 +197,7 @@ pub async fn worklist(
             } else {
                 t.people
                     .iter()
-                    .map(|p| view::name_of(&state.people, p))
+                    .map(|p| view::name_of(&state.people(), p))
                     .collect::<Vec<_>>()
                     .join(", ")
             },
@@ -209,7 +209,7 @@ pub async fn worklist(
             holder: t
                 .holder
                 .as_deref()
-                .map(|h| view::name_of(&state.people, h))
+                .map(|h| view::name_of(&state.people(), h))
                 .unwrap_or_default(),
             mine: t.holder.as_deref() == Some(me),
             due,

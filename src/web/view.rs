@@ -397,7 +397,10 @@ pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Li
                 step()
             )
         }
-        other => words(other),
+        other => match change_line(other, d, people, names, &mut details) {
+            Some(w) => w,
+            None => words(other),
+        },
     };
     Line {
         seq: e.seq,
@@ -409,6 +412,74 @@ pub fn line(e: &HistoryEvent, people: &Directory, zone: Tz, names: &Names) -> Li
         late,
         meaning,
     }
+}
+
+/// The sentence of a repair, a migration or a deployment (and its reason among the
+/// details); `None` for any other kind.
+fn change_line(
+    kind: &str,
+    d: &serde_json::Map<String, Value>,
+    people: &Directory,
+    names: &Names,
+    details: &mut Vec<(String, String)>,
+) -> Option<String> {
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    if let Some(r) = d.get("reason").and_then(Value::as_str) {
+        details.push(("Reason".into(), r.to_string()));
+    }
+    Some(match kind {
+        "task_returned" => format!(
+            "A task held by {} went back to its roles",
+            name_of(people, &s("user"))
+        ),
+        "suspended" => "Suspended the instance: its deadlines are paused".into(),
+        "resumed" => format!(
+            "Resumed the instance; due times moved on by {}",
+            span(d.get("paused_ms").and_then(Value::as_i64).unwrap_or(0))
+        ),
+        "task_withdrawn" => format!(
+            "Withdrew “{}” without it being done",
+            names.step(&s("step"))
+        ),
+        "moved" => format!("Moved the work to “{}”", names.step(&s("to"))),
+        "migrated" => {
+            if let Some(Value::Object(r)) = d.get("renamed") {
+                let renamed: Vec<String> = r
+                    .iter()
+                    .map(|(a, b)| format!("{a} → {}", b.as_str().unwrap_or_default()))
+                    .collect();
+                if !renamed.is_empty() {
+                    details.push(("Steps renamed".into(), renamed.join(", ")));
+                }
+            }
+            format!(
+                "Moved from version {} to version {} (plan “{}”)",
+                d.get("from_version").map(value_text).unwrap_or_default(),
+                d.get("to_version").map(value_text).unwrap_or_default(),
+                s("plan")
+            )
+        }
+        "procedure_deployed" => format!(
+            "Registered {} version {} from {}",
+            s("procedure"),
+            d.get("version").map(value_text).unwrap_or_default(),
+            s("origin")
+        ),
+        "deployment_refused" => {
+            if let Some(p) = d.get("problems").and_then(Value::as_array) {
+                let lines: Vec<&str> = p.iter().filter_map(Value::as_str).collect();
+                details.push(("Problems".into(), lines.join("; ")));
+            }
+            format!("Refused a procedure text from {}", s("origin"))
+        }
+        "procedure_retired" => format!("Retired {}: {} was removed", s("procedure"), s("origin")),
+        _ => return None,
+    })
 }
 
 fn parse_at(s: &str) -> Option<DateTime<Utc>> {
