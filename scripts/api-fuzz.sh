@@ -62,7 +62,12 @@ if [ -z "$BIN" ]; then
 fi
 
 echo "== starting a server (manual clock, data in $DATA)"
+# The server watches and may write its procedure files (a deployment saves the text): it
+# gets copies, so a test never changes the repository's own.
+mkdir -p "$DATA/site"
+cp -r procedures calendars registers org.toml "$DATA/site/"
 "$BIN" serve --data-dir "$DATA/store" --listen 127.0.0.1:0 --request-timeout 10 \
+  --procedures "$DATA/site/procedures" --directory "$DATA/site/org.toml" \
   --clock manual --clock-start 2026-11-02T09:00:00+08:00 >"$LOGS/server.out" 2>"$LOGS/server.log" &
 SERVER=$!
 ADDR=""

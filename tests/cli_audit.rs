@@ -58,7 +58,10 @@ fn store_with_history() -> tempfile::TempDir {
 fn stored(d: &std::path::Path) -> Vec<(uuid::Uuid, u64, String, Event)> {
     let engine = sopflow::setup::open_existing(d, Arc::new(SystemClock)).unwrap();
     let mut out = Vec::new();
-    for id in engine.instances(None, None, None, 100).unwrap().items {
+    // The instances and the deployments history: `export` writes every history.
+    let mut ids = engine.instances(None, None, None, 100).unwrap().items;
+    ids.push(sopflow::engine::deploy::ledger_id());
+    for id in ids {
         let hashes = engine.store().history(id, 1, 1000).unwrap();
         for (ev, h) in engine.history(id).unwrap().into_iter().zip(hashes) {
             out.push((id, ev.seq, sopflow::store::chain::hex(&h.hash), ev));
@@ -215,7 +218,8 @@ fn verify_finds_a_changed_byte_and_names_the_event() {
     let o = run(&["verify"], d);
     assert_eq!(o.status.code(), Some(1), "{}", out(&o));
     let said = out(&o);
-    assert!(said.contains("BROKEN: 1 of 2 instances"), "{said}");
+    // Two instances and the deployments history.
+    assert!(said.contains("BROKEN: 1 of 3 instances"), "{said}");
     assert!(said.contains(&format!("instance  {instance}")), "{said}");
     assert!(said.contains(&format!("event     {seq}")), "{said}");
     assert!(said.contains(&format!("found     {hash}")), "{said}");

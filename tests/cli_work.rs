@@ -206,3 +206,79 @@ fn a_comment_on_an_ended_instance_is_refused() {
     assert!(out(&o).contains("ended"), "{}", out(&o));
     assert_eq!(before, out(&run(&["show", &instance], d)));
 }
+
+/// A process owner raises a procedure's version in its file; the operator previews and then
+/// applies a migration plan from the command line, and suspends and resumes an instance.
+#[test]
+fn migrate_and_repair_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let procs = d.join("procedures");
+    std::fs::create_dir(&procs).unwrap();
+    for f in std::fs::read_dir("procedures").unwrap() {
+        let p = f.unwrap().path();
+        std::fs::copy(&p, procs.join(p.file_name().unwrap())).unwrap();
+    }
+    let data = d.join("data");
+    let with = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--procedures", procs.to_str().unwrap()]);
+        run(&all, &data)
+    };
+    let o = with(&[
+        "start",
+        "complaint-handling",
+        "--as",
+        "xu.na",
+        "--data",
+        r#"{"customer":"Hengxin","contact":"Li"}"#,
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let instance = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("instance id")
+        .to_string();
+    let file = procs.join("complaint-handling.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("version = 2", "version = 3")).unwrap();
+    let plan = d.join("plan.toml");
+    std::fs::write(
+        &plan,
+        "name = \"complaints-v3\"\nprocedure = \"complaint-handling\"\nfrom_version = 2\nto_version = 3\nreason = \"Revised procedure\"\n",
+    )
+    .unwrap();
+    let plan = plan.to_str().unwrap();
+    let o = with(&["migrate", plan, "--as", "xu.na"]);
+    assert!(!o.status.success(), "only operators migrate: {}", out(&o));
+    let o = with(&["migrate", plan, "--as", "it.admin"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("1 would migrate"), "{}", out(&o));
+    let o = with(&["migrate", plan, "--as", "it.admin", "--apply"]);
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("{instance}  migrated")),
+        "{}",
+        out(&o)
+    );
+    let shown = out(&with(&["show", &instance]));
+    assert!(shown.contains("migrated"), "{shown}");
+    let o = with(&[
+        "suspend",
+        &instance,
+        "--as",
+        "it.admin",
+        "--reason",
+        "Waiting for the customer",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = with(&[
+        "resume", &instance, "--as", "it.admin", "--reason", "Answered",
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let shown = out(&with(&["show", &instance]));
+    assert!(
+        shown.contains("suspended") && shown.contains("resumed"),
+        "{shown}"
+    );
+}

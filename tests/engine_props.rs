@@ -123,6 +123,30 @@ enum Op {
         instance: usize,
         user: usize,
     },
+    Suspend {
+        instance: usize,
+        user: usize,
+    },
+    Resume {
+        instance: usize,
+        user: usize,
+    },
+    Withdraw {
+        instance: usize,
+        task: usize,
+        user: usize,
+    },
+    Move {
+        instance: usize,
+        step: usize,
+        user: usize,
+    },
+    /// To the next version (the same text with its version raised), in place.
+    Migrate {
+        instance: usize,
+        user: usize,
+        recompute: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -137,6 +161,11 @@ fn op() -> impl Strategy<Value = Op> {
         // Rare: a cancelled instance takes no further part.
         1 => (0usize..8, 0usize..USERS, 0u8..4).prop_filter_map("rare", |(instance, user, r)| (r == 0).then_some(Op::Cancel { instance, user })),
         1 => (0usize..8, 0usize..USERS).prop_map(|(instance, user)| Op::Comment { instance, user }),
+        1 => (0usize..8, 0usize..USERS).prop_map(|(instance, user)| Op::Suspend { instance, user }),
+        2 => (0usize..8, 0usize..USERS).prop_map(|(instance, user)| Op::Resume { instance, user }),
+        1 => (0usize..8, 0usize..4, 0usize..USERS).prop_map(|(instance, task, user)| Op::Withdraw { instance, task, user }),
+        1 => (0usize..8, 0usize..32, 0usize..USERS).prop_map(|(instance, step, user)| Op::Move { instance, step, user }),
+        2 => (0usize..8, 0usize..USERS, any::<bool>()).prop_map(|(instance, user, recompute)| Op::Migrate { instance, user, recompute }),
     ]
 }
 
@@ -337,6 +366,106 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
                         user,
                     )
                 }
+                Op::Suspend { instance, user } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    (
+                        inst,
+                        Command::Suspend {
+                            reason: "hold".into(),
+                        },
+                        user,
+                    )
+                }
+                Op::Resume { instance, user } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    (
+                        inst,
+                        Command::Resume {
+                            reason: "go on".into(),
+                        },
+                        user,
+                    )
+                }
+                Op::Withdraw {
+                    instance,
+                    task,
+                    user,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let Some(t) = inst
+                        .tasks
+                        .values()
+                        .nth(task % inst.tasks.len().max(1))
+                        .cloned()
+                    else {
+                        return false;
+                    };
+                    let cmd = Command::WithdrawTask {
+                        task: t.id,
+                        reason: "not needed".into(),
+                    };
+                    (inst, cmd, user)
+                }
+                Op::Move {
+                    instance,
+                    step,
+                    user,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let def = w
+                        .procs
+                        .iter()
+                        .find(|p| p.id == inst.procedure)
+                        .expect("known procedure");
+                    let to = def
+                        .steps
+                        .keys()
+                        .nth(step % def.steps.len())
+                        .cloned()
+                        .unwrap_or_default();
+                    let cmd = Command::Move {
+                        tasks: Vec::new(),
+                        to,
+                        reason: "stuck".into(),
+                    };
+                    (inst, cmd, user)
+                }
+                Op::Migrate {
+                    instance,
+                    user,
+                    recompute,
+                } => {
+                    let Some(inst) = w.nth(instance) else {
+                        return false;
+                    };
+                    let plan = sopflow::engine::migrate::MigrationPlan {
+                        name: "next".into(),
+                        procedure: inst.procedure.clone(),
+                        from_version: inst.version,
+                        to_version: inst.version + 1,
+                        steps: Default::default(),
+                        recompute_deadlines: recompute,
+                        instances: vec![inst.id],
+                        reason: "revised".into(),
+                    };
+                    let who = w.people[user].clone();
+                    let r = match w.e.migrate(&plan, &who, true).await {
+                        Ok(out) if out.iter().all(|o| o.result == "migrated") => Ok(()),
+                        Ok(out) => Err(sopflow::engine::service::ServiceError::Engine(
+                            sopflow::engine::decide::EngineError::Conflict(format!("{out:?}")),
+                        )),
+                        Err(e) => Err(e),
+                    };
+                    return finish(w, op, r, false, before, compare);
+                }
                 Op::Start { .. } => unreachable!(),
             };
             let ended =
@@ -348,6 +477,19 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
             )
         }
     };
+    finish(w, op, result, ended_target, before, compare)
+}
+
+/// Checks the outcome of one operation: an accepted command on an ended instance is a bug;
+/// a refused one must leave the store as it was.
+fn finish(
+    w: &World,
+    op: &Op,
+    result: Result<(), sopflow::engine::service::ServiceError>,
+    ended_target: bool,
+    before: sopflow::store::Dump,
+    compare: bool,
+) -> bool {
     match result {
         Ok(()) => {
             assert!(!ended_target, "an ended instance accepted a command");
@@ -367,6 +509,32 @@ async fn step_checked(w: &mut World, op: &Op, compare: bool) -> bool {
             false
         }
     }
+}
+
+/// Registers, for every shipped procedure, the same text with its version raised by one, so
+/// instances can be migrated to it mid-run.
+async fn register_next_versions(e: &Engine<MemoryStore>) {
+    let mut next = Vec::new();
+    for c in e.procedures() {
+        let source = e
+            .store()
+            .procedure(c.id(), c.version())
+            .expect("read")
+            .expect("stored")
+            .source;
+        let old = format!("\nversion = {}\n", c.version());
+        assert!(source.contains(&old), "{}: no `{old}` line", c.id());
+        let text = source.replacen(&old, &format!("\nversion = {}\n", c.version() + 1), 1);
+        let mut def = c.def.clone();
+        def.version += 1;
+        next.push(sopflow::definition::load::ValidProcedure {
+            path: format!("{}.toml", c.id()),
+            procedure: def,
+            hash: sopflow::definition::load::hash_hex(text.as_bytes()),
+            source: text.into(),
+        });
+    }
+    e.register(&next).await.expect("next versions register");
 }
 
 fn check_invariants(w: &World) {
@@ -404,6 +572,7 @@ proptest! {
         rt.block_on(async {
             let (e, _clock) = engine().await;
             let procs: Vec<Procedure> = e.procedures().iter().map(|c| c.def.clone()).collect();
+            register_next_versions(&e).await;
             let roles: Vec<String> = {
                 let mut r: Vec<String> = procs.iter().flat_map(|p| p.roles.keys().cloned()).collect();
                 r.sort();
@@ -442,7 +611,18 @@ async fn generated_commands_make_real_progress() {
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     let mut completions = 0;
     for i in 0..2000 {
-        let op = op().new_tree(&mut runner).expect("generate").current();
+        // Repairs hold and move work; this run measures how far plain work gets.
+        let plain = op().prop_filter("no repairs", |o| {
+            !matches!(
+                o,
+                Op::Suspend { .. }
+                    | Op::Resume { .. }
+                    | Op::Withdraw { .. }
+                    | Op::Move { .. }
+                    | Op::Migrate { .. }
+            )
+        });
+        let op = plain.new_tree(&mut runner).expect("generate").current();
         let is_complete = matches!(op, Op::Complete { .. });
         if step_checked(&mut w, &op, i % 50 == 0).await && is_complete {
             completions += 1;
@@ -473,7 +653,9 @@ fn check_audit_index(w: &World) {
     use sopflow::store::AuditQuery;
     // (at_ms, instance, seq, procedure, kind, user, on_behalf_of) of every stored event.
     let mut all = Vec::new();
-    for id in w.all() {
+    // Every instance, and the deployments history, which the index files like one.
+    let ledger = sopflow::engine::deploy::ledger_id();
+    for id in w.all().into_iter().chain([ledger]) {
         let inst = w.e.instance(id).expect("read").expect("listed");
         for ev in w.e.history(id).expect("history") {
             let stored = serde_json::to_value(&ev).expect("encode");

@@ -64,7 +64,13 @@ async fn auditors_query_events_by_actor_kind_procedure_and_time() {
     assert_eq!(breaches.len(), 1);
     assert_eq!(breaches[0].0, late_id);
     // Time windows: before the clock move only the first instance's events exist.
-    let first_day = all_pages(&srv, "to=2026-11-02T12:00:00Z", 100).await;
+    // (The deployments history, also before the move, is under `@deployments`.)
+    let first_day = all_pages(
+        &srv,
+        "to=2026-11-02T12:00:00Z&procedure=complaint-handling",
+        100,
+    )
+    .await;
     assert!(first_day.iter().all(|e| e.0 == late_id), "{first_day:?}");
     assert_eq!(
         first_day.iter().map(|e| e.2.as_str()).collect::<Vec<_>>(),
@@ -81,6 +87,9 @@ async fn auditors_query_events_by_actor_kind_procedure_and_time() {
     // Everything, page by page with pages of 2, equals one big page, in time order.
     let all = all_pages(&srv, "", 1000).await;
     assert_eq!(all_pages(&srv, "", 2).await, all);
+    // Beside the two instances, only the deployments history.
+    let ledger = sopflow::engine::deploy::ledger_id().to_string();
+    let all: Vec<_> = all.into_iter().filter(|e| e.0 != ledger).collect();
     let total: usize = [&late_id, &on_time_id]
         .iter()
         .map(|id| id.as_str())
@@ -94,7 +103,8 @@ async fn auditors_query_events_by_actor_kind_procedure_and_time() {
     // The admin may read the trail too.
     let r = srv.get_reply(ADMIN, "/v1/audit/events?kind=started").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+    // The two instances and the deployments history.
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 3);
     // The returned event carries who, with their roles at the time.
     let page = srv.get_ok(AUDITOR, "/v1/audit/events?actor=qian.li").await;
     let by = &page["items"][0]["event"]["by"];
@@ -112,8 +122,14 @@ async fn verification_reports_intact_chains() {
     srv.start_complaint("gao.yan").await;
     let v = srv.get_ok(AUDITOR, "/v1/audit/verify").await;
     assert_eq!(v["intact"], true, "{v}");
-    assert_eq!(v["instances"], 2);
-    assert_eq!(v["events"], 4);
+    // Two instances and the deployments history (its start and one entry per procedure
+    // registered at start-up), all chained and checked alike.
+    assert_eq!(v["instances"], 3);
+    let deployed = srv.get_ok(ADMIN, "/v1/deployments").await["items"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(deployed > 0);
+    assert_eq!(v["events"], 4 + 1 + deployed as u64);
     assert_eq!(v["broken"], 0);
     assert!(v["first_break"].is_null());
     let one = srv

@@ -171,7 +171,48 @@ impl Server {
         (srv, procs)
     }
 
+    /// A server at `t0()` on copies of the shipped procedures and of the directory file,
+    /// which a test may edit and then reload (`POST /v1/admin/reload`). The directory holding
+    /// the copies (`procedures/`, `org.toml`) is handed back.
+    pub async fn start_with_site() -> (Server, TempDir) {
+        Server::start_site(false).await
+    }
+
+    /// `start_with_site` with the file watcher on, as `sopflow serve` runs by default.
+    pub async fn start_watching_site() -> (Server, TempDir) {
+        Server::start_site(true).await
+    }
+
+    async fn start_site(watch: bool) -> (Server, TempDir) {
+        let site = tempfile::tempdir().expect("a temporary site directory");
+        let procs = site.path().join("procedures");
+        std::fs::create_dir(&procs).expect("procedures directory");
+        for f in std::fs::read_dir("procedures").expect("the shipped procedures") {
+            let path = f.expect("a directory entry").path();
+            std::fs::copy(&path, procs.join(path.file_name().expect("a file name")))
+                .expect("a procedure copied");
+        }
+        std::fs::copy("org.toml", site.path().join("org.toml")).expect("org.toml copied");
+        let srv = Server::start_at(
+            ClockChoice::Manual(Some(t0())),
+            procs,
+            site.path().join("org.toml"),
+            watch,
+        )
+        .await;
+        (srv, site)
+    }
+
     async fn start_full(clock: ClockChoice, procedures: std::path::PathBuf) -> Server {
+        Server::start_at(clock, procedures, "org.toml".into(), false).await
+    }
+
+    async fn start_at(
+        clock: ClockChoice,
+        procedures: std::path::PathBuf,
+        directory: std::path::PathBuf,
+        watch: bool,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("a temporary data directory");
         let planted = json!({
             "users": { "shi.lan": sopflow::directory::token_hash(INACTIVE_TOKEN) }
@@ -184,7 +225,7 @@ impl Server {
         let cfg = ServeConfig {
             data_dir: dir.path().to_path_buf(),
             procedures,
-            directory: "org.toml".into(),
+            directory,
             calendars: Some("calendars".into()),
             calendar: "default".into(),
             listen: "127.0.0.1:0".parse().expect("a socket address"),
@@ -192,6 +233,7 @@ impl Server {
             limits: Limits::default(),
             demo_tokens: true,
             cache_bytes: 16 << 20,
+            watch,
         };
         let bound = match bind(&cfg).await {
             Ok(b) => b,

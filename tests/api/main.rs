@@ -26,6 +26,7 @@
 //!   forms shown again, the auditor's downloads.
 
 mod audit;
+mod changes;
 mod deadlines;
 mod errors;
 mod harness;

@@ -1242,6 +1242,7 @@ async fn graceful_stop_flushes_and_a_restart_keeps_everything() {
         limits: sopflow::http::Limits::default(),
         demo_tokens: true,
         cache_bytes: 16 << 20,
+        watch: false,
     };
     let bound = match sopflow::http::server::bind(&cfg).await {
         Ok(b) => b,

@@ -1,8 +1,10 @@
 // The web app's journeys, end to end in Chromium: people sign in by typing their token, click
 // through the pages and submit the forms. The JSON API (bearer token) checks what a page did or
 // did not change, and sets the scene only where the scene is not the point. Each journey makes
-// its own instances, so they run against one server in any order (the clock journey, which
-// moves due times, goes last). Run by scripts/browser-test.sh (see README.md).
+// its own instances, so they run against one server in any order, but for the last ones: the
+// clock journey, which moves due times, and after it the change journeys (13–15), which deploy
+// a new version of complaint-handling and migrate every running instance of version 2 to it.
+// Run by scripts/browser-test.sh (see README.md).
 //
 // Nothing here sleeps: every step waits for the navigation, response or element it needs.
 // The server runs on a manual clock, so due times never move under a test.
@@ -11,7 +13,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import {
   BASE_URL, RUN, UUID, at, launch, signIn, screenshot, submit, api, apiGet, taskAt, idIn,
-  csrfOf, keepEvidence, escapeRe, token,
+  csrfOf, keepEvidence, escapeRe, token, SHOTS,
 } from './helpers.mjs';
 
 let browser;
@@ -731,5 +733,342 @@ test('12. the admin moves the manual clock (last: it changes due times)', async 
     assert.match(await flash(admin.page), /10:00/, 'moved from 09:00 to 10:00');
     await screenshot(admin.page, 'clock');
     await assertCsrfEverywhere(admin.page);
+  });
+});
+
+// -------------------------------------------------------------------------------------------
+// 13–15, the change journeys, run last and in this order (13 deploys complaint-handling
+// version 3, which every later start uses; 14 repairs; 15 migrates the version-2 instances,
+// those of the journeys above too). Run them alone with --test-name-pattern='^1[3-5]\. change'.
+const change = {
+  /** A complaint started on version 2 before the deployment, migrated in 15. */
+  onV2: null,
+};
+const versionsOf = async (proc) => (await apiGet('jiang.audit', `/v1/procedures/${proc}/versions`)).items;
+const deploymentsCount = async () => (await apiGet('it.admin', '/v1/deployments?limit=500')).items.length;
+/** The page's horizontal overflow in CSS pixels (0 when it fits the window). */
+const overflowOf = (page) => page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+
+test('13. change: a process owner deploys a new version, refused first, then registered', async () => {
+  await keepEvidence('deploy', live(), async () => {
+    const [s, started] = await api('xu.na', 'POST', '/v1/instances',
+      { procedure: 'complaint-handling', data: { customer: `Migrated ${RUN}`, contact: 'Li' } });
+    assert.equal(s, 201, JSON.stringify(started));
+    assert.equal(started.version, 2);
+    change.onV2 = started.id;
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version), [2], 'only version 2 so far');
+
+    // From the procedure's page to a copy of its text in the check page.
+    const chen = await as('chen.jing');
+    const p = chen.page;
+    await p.goto('/procedures/complaint-handling');
+    await p.locator('summary', { hasText: 'The procedure file' }).click();
+    await Promise.all([
+      p.waitForURL(at('/procedures/validate')),
+      p.getByRole('link', { name: 'Edit a copy and check it', exact: true }).click(),
+    ]);
+    assert.match(p.url(), /procedure=complaint-handling/);
+    assert.equal(await p.getByLabel(lbl('File name')).inputValue(), 'complaint-handling.toml');
+    const box = p.getByLabel(lbl('Procedure text'));
+    const original = await box.inputValue();
+    assert.match(original, /\nversion = 2\n/, 'the current text, version 2');
+    assert.equal(await p.locator('#deploy-result').count(), 0, 'no deployment said yet');
+
+    // Changed without raising the version: refused, with what to do, and nothing registered.
+    const deployments = await deploymentsCount();
+    const renamed = original.replace('title = "Customer complaint handling"', 'title = "Complaints"');
+    assert.notEqual(renamed, original);
+    await box.fill(renamed);
+    const refused = await submit(p, p.getByRole('button', { name: 'Deploy', exact: true }), /\/procedures\/validate$/);
+    assert.equal(refused.status(), 200);
+    const said = (await p.locator('#deploy-result').textContent()).trim();
+    assert.match(said, /^Not deployed: .*version/, `the refusal names the version: ${said}`);
+    assert.match(said, /version = 3/, `and says what to write: ${said}`);
+    assert.equal(await box.inputValue(), renamed, 'the typed text is kept');
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version), [2], 'nothing registered');
+    assert.equal(await deploymentsCount(), deployments + 1, 'the refusal is in the deployments history');
+    await screenshot(p, 'deploy-refused');
+
+    // A raised version with a mistake in it: refused, the mistake shown at its line.
+    const broken = original.replace('\nversion = 2\n', '\nversion = 3\n').replace('start = "register"', 'start = "registr"');
+    assert.notEqual(broken, original.replace('\nversion = 2\n', '\nversion = 3\n'));
+    await box.fill(broken);
+    await submit(p, p.getByRole('button', { name: 'Deploy', exact: true }), /\/procedures\/validate$/);
+    assert.match(await p.locator('#deploy-result').textContent(), /Not deployed: the text has errors/);
+    const line = broken.split('\n').indexOf('start = "registr"') + 1;
+    assert.ok(line > 0);
+    assert.match(await p.locator('ol.diagnostics').textContent(), new RegExp(`line ${line}:\\d+`), `a diagnostic at line ${line}`);
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version), [2], 'still nothing registered');
+
+    // Validate never registers, even a clean raised text.
+    const raised = original.replace('\nversion = 2\n', '\nversion = 3\n');
+    await box.fill(raised);
+    await submit(p, p.getByRole('button', { name: 'Validate', exact: true }), /\/procedures\/validate$/);
+    assert.equal(await p.locator('#deploy-result').count(), 0);
+    assert.match(await status(p).first().textContent(), /No errors/);
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version), [2], 'validating registers nothing');
+
+    // With the version raised: registered.
+    await submit(p, p.getByRole('button', { name: 'Deploy', exact: true }), /\/procedures\/validate$/);
+    const deployed = (await p.locator('#deploy-result').textContent()).trim();
+    assert.match(deployed, /^Deployed: complaint-handling version 3 is registered/, deployed);
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version).sort(), [2, 3]);
+    await screenshot(p, 'deploy');
+    await assertCsrfEverywhere(p);
+
+    // New instances start on it; the one already running stays on version 2.
+    const [s3, onV3] = await api('xu.na', 'POST', '/v1/instances',
+      { procedure: 'complaint-handling', data: { customer: `New version ${RUN}`, contact: 'Wang' } });
+    assert.equal(s3, 201, JSON.stringify(onV3));
+    assert.equal(onV3.version, 3);
+    assert.equal((await instanceOf(change.onV2)).version, 2);
+
+    // The procedure page lists both versions, version 3 the one new instances start on.
+    await p.goto('/procedures/complaint-handling');
+    const rows = p.locator('#versions tbody tr');
+    assert.equal(await rows.count(), 2);
+    const cells = async (i) => (await rows.nth(i).locator('td').allTextContents()).map((t) => t.trim().replace(/\s+/g, ' '));
+    const [v3, v2] = [await cells(0), await cells(1)];
+    assert.match(v3[0], /^3 new instances$/i, `version 3 first, for new instances: ${v3}`);
+    assert.match(v2[0], /^2$/, `then version 2, not for new instances: ${v2}`);
+    assert.ok(Number(v2[2]) >= 1, `version 2 has running instances: ${v2}`);
+    assert.ok(Number(v3[2]) >= 1, `so has version 3: ${v3}`);
+    assert.equal(await p.getByRole('link', { name: 'Move running instances to another version' }).count(), 0,
+      'a process owner who is no operator is not offered the migration');
+    await p.locator('#versions').screenshot({ path: `${SHOTS}/procedure-versions.png` });
+
+    // The deployments history: her registration and her refusal, by name, newest first.
+    await p.goto('/procedures');
+    await Promise.all([p.waitForURL(at('/procedures/deployments')), p.getByRole('link', { name: 'Deployments', exact: true }).click()]);
+    const table = p.locator('table.deployments tbody tr');
+    const registered = table.filter({ hasText: /complaint-handling version 3 registered/ });
+    assert.equal(await registered.count(), 1);
+    assert.equal((await registered.locator('td').last().textContent()).trim(), 'Chen Jing');
+    const refusal = table.filter({ hasText: /complaint-handling version 2 refused/ });
+    assert.equal(await refusal.count(), 1);
+    assert.equal((await refusal.locator('td').last().textContent()).trim(), 'Chen Jing');
+    assert.match(await refusal.textContent(), /without raising `?version/, 'the refusal says why');
+    const order = await table.evaluateAll((trs) => trs.map((tr) => tr.textContent));
+    const at3 = order.findIndex((t) => /complaint-handling version 3 registered/.test(t));
+    const atRefusal = order.findIndex((t) => /complaint-handling version 2 refused/.test(t));
+    assert.ok(at3 < atRefusal, 'newest first');
+    await screenshot(p, 'deployments');
+    await p.setViewportSize({ width: 390, height: 844 });
+    await p.reload();
+    assert.ok(await overflowOf(p) <= 0, `the deployments fit a phone (${await overflowOf(p)}px too wide)`);
+    await screenshot(p, 'deployments-phone');
+
+    // A member of staff may not deploy, even posting the form with her own session.
+    const xu = await as('xu.na');
+    assert.equal((await xu.page.goto('/procedures/validate')).status(), 403);
+    await xu.page.goto('/tasks');
+    const csrf = await csrfOf(xu.page);
+    const before = await deploymentsCount();
+    const r = await xu.context.request.post('/procedures/validate', {
+      form: { _csrf: csrf, name: 'complaint-handling.toml', text: original.replace('\nversion = 2\n', '\nversion = 4\n'), action: 'deploy' },
+      maxRedirects: 0,
+    });
+    assert.equal(r.status(), 403, 'deploying as staff');
+    assert.deepEqual((await versionsOf('complaint-handling')).map((v) => v.version).sort(), [2, 3]);
+    assert.equal(await deploymentsCount(), before, 'nothing recorded');
+  });
+});
+
+// -------------------------------------------------------------------------------------------
+test('14. change: an operator suspends and resumes an instance, moves its work and withdraws a task', async () => {
+  await keepEvidence('repair', live(), async () => {
+    let instance = change.onV2;
+    if (!instance) {
+      const [s, started] = await api('xu.na', 'POST', '/v1/instances',
+        { procedure: 'complaint-handling', data: { customer: `Suspended ${RUN}`, contact: 'Li' } });
+      assert.equal(s, 201, JSON.stringify(started));
+      instance = started.id;
+    }
+    const register = await taskAt(instance, 'register');
+
+    // Neither staff nor a process owner sees the operator's panel, nor may post its forms.
+    const xu = await as('xu.na');
+    const chen = await as('chen.jing');
+    for (const who of [xu, chen]) {
+      await who.page.goto(`/instances/${instance}`);
+      assert.equal(await who.page.locator('#repair').count(), 0, `${who.user} sees no repair panel`);
+    }
+    const eventsBefore = (await instanceOf(instance)).events;
+    const notMine = await xu.context.request.post(`/instances/${instance}/suspend`, {
+      form: { _csrf: await csrfOf(xu.page), reason: 'I would like a break' }, maxRedirects: 0,
+    });
+    assert.equal(notMine.status(), 403, 'suspending as staff');
+    assert.equal((await instanceOf(instance)).events, eventsBefore, 'nothing changed');
+
+    // The admin suspends it with a reason.
+    const admin = await as('it.admin');
+    const a = admin.page;
+    await a.goto(`/instances/${instance}`);
+    const panel = a.locator('#repair');
+    await panel.waitFor();
+    assert.equal(await a.getByLabel(lbl('Why resume')).count(), 0, 'nothing to resume');
+    await a.getByLabel(lbl('Why suspend')).fill('Waiting for the customer’s documents <b>signed</b>');
+    const suspended = await submit(a, a.getByRole('button', { name: 'Suspend', exact: true }), new RegExp(`/instances/${instance}/suspend$`));
+    assert.equal(suspended.status(), 303);
+    await a.waitForURL(at(`/instances/${instance}`));
+    assert.match(await flash(a), /^Suspended/);
+    const notice = a.locator('.alert', { hasText: 'Suspended' });
+    assert.match(await notice.textContent(), /Suspended\s+since .*Sun Hao \(IT\).*Waiting for the customer’s documents <b>signed<\/b>/s,
+      'who suspended it, and why, as typed');
+    assert.equal(await a.locator('.alert b').count(), 0, 'the reason stays text');
+    assert.match(await a.locator('.status-line').textContent(), /suspended/i, 'the status line says so');
+    // While suspended only Resume is offered.
+    assert.equal(await a.getByLabel(lbl('Why suspend')).count(), 0);
+    assert.equal(await panel.getByRole('button', { name: 'Move', exact: true }).count(), 0);
+    assert.equal(await panel.getByRole('button', { name: 'Withdraw', exact: true }).count(), 0);
+    await screenshot(a, 'suspended');
+    await assertCsrfEverywhere(a);
+    assert.ok((await instanceOf(instance)).suspended, 'the API says suspended');
+
+    // Staff trying to claim its task from the worklist, or to complete it: refused, saying why.
+    const events = (await instanceOf(instance)).events;
+    const row = await worklistRow(xu.page, register);
+    const claim = await submit(xu.page, row.getByRole('button', { name: 'Claim', exact: true }), /\/claim$/);
+    assert.equal(claim.status(), 409, 'claiming a task of a suspended instance');
+    assert.equal((await xu.page.locator('h1').textContent()).trim(), 'Conflict');
+    assert.match(await xu.page.locator('main').textContent(), /suspended/i, 'the refusal says it is suspended');
+    await screenshot(xu.page, 'suspended-claim-refused');
+    await xu.page.goto(`/tasks/${register}`);
+    await xu.page.getByLabel(lbl('Received through')).selectOption('telephone');
+    await xu.page.getByLabel(lbl('Complaint')).fill('Late delivery');
+    await xu.page.getByLabel(lbl('Classification')).selectOption('general');
+    await xu.page.getByLabel(lbl('Answer given to the customer')).fill('It ships today.');
+    await xu.page.getByLabel(lbl('Complaint received at')).fill('2026-11-02T08:30');
+    const complete = await submit(xu.page, xu.page.getByRole('button', { name: 'Complete', exact: true }), /\/complete$/);
+    assert.equal(complete.status(), 409, 'completing a task of a suspended instance');
+    assert.match(await xu.page.locator('main').textContent(), /suspended/i);
+    assert.equal((await instanceOf(instance)).events, events, 'nothing was written');
+
+    // Resumed: the notice goes, the timeline keeps both with their reasons.
+    await a.getByLabel(lbl('Why resume')).fill('Documents received');
+    await submit(a, a.getByRole('button', { name: 'Resume', exact: true }), new RegExp(`/instances/${instance}/resume$`));
+    assert.match(await flash(a), /^Resumed/);
+    assert.equal(await a.locator('.alert', { hasText: 'Suspended' }).count(), 0, 'no suspension notice');
+    assert.doesNotMatch(await a.locator('.status-line').textContent(), /suspended/i);
+    const timeline = a.locator('#timeline');
+    const suspension = timeline.locator('li', { hasText: 'Suspended the instance' });
+    assert.match(await suspension.textContent(), /Sun Hao \(IT\)/);
+    assert.match(await suspension.textContent(), /Waiting for the customer’s documents <b>signed<\/b>/);
+    const resumption = timeline.locator('li', { hasText: 'Resumed the instance' });
+    assert.match(await resumption.textContent(), /Documents received/);
+    assert.equal((await instanceOf(instance)).suspended ?? null, null, 'the API says running');
+    await a.getByLabel(lbl('Why suspend')).waitFor();
+
+    // Work moved and withdrawn, on an instance of its own, at a phone's width.
+    const [s2, other] = await api('xu.na', 'POST', '/v1/instances',
+      { procedure: 'complaint-handling', data: { customer: `Repaired ${RUN}`, contact: 'Zhao' } });
+    assert.equal(s2, 201, JSON.stringify(other));
+    const phone = await as('it.admin', { viewport: { width: 390, height: 844 } });
+    const m = phone.page;
+    await m.goto(`/instances/${other.id}`);
+    await m.locator('#repair').waitFor();
+    assert.ok(await overflowOf(m) <= 0, `the instance page with its repair panel fits a phone (${await overflowOf(m)}px too wide)`);
+    await screenshot(m, 'repair-phone');
+    await m.locator('#repair').screenshot({ path: `${SHOTS}/repair-panel-phone.png` });
+    const reg = await taskAt(other.id, 'register');
+    await m.getByLabel(lbl('Move the work to')).selectOption('resolve_general');
+    await m.getByLabel(lbl('Which work')).selectOption(reg);
+    await m.getByLabel(lbl('Why move')).fill('Registered by telephone already');
+    await submit(m, m.getByRole('button', { name: 'Move', exact: true }), /\/move$/);
+    assert.match(await flash(m), /^Moved/);
+    const resolve = await taskAt(other.id, 'resolve_general');
+    assert.equal((await apiGet('jiang.audit', `/v1/instances/${other.id}`)).tasks.length, 1, 'only the moved work is open');
+    assert.match(await m.locator('#timeline').textContent(), /Registered by telephone already/);
+
+    await m.getByLabel(lbl('Withdraw the task')).selectOption(resolve);
+    await m.getByLabel(lbl('Why withdraw')).fill('Opened by mistake');
+    await submit(m, m.getByRole('button', { name: 'Withdraw', exact: true }), /\/withdraw$/);
+    assert.match(await flash(m), /withdrawn/i);
+    assert.equal((await instanceOf(other.id)).tasks.length, 0, 'no open task left');
+    assert.match(await m.locator('#timeline').textContent(), /Opened by mistake/);
+    assert.equal(await m.getByLabel(lbl('Withdraw the task')).count(), 0, 'nothing left to withdraw');
+
+    // Work with nothing open moved back to the start.
+    await m.getByLabel(lbl('Move the work to')).selectOption('register');
+    await m.getByLabel(lbl('Why move')).fill('Start again');
+    await submit(m, m.getByRole('button', { name: 'Move', exact: true }), /\/move$/);
+    await taskAt(other.id, 'register');
+    assert.ok(await overflowOf(m) <= 0, 'still fits a phone');
+    assert.deepEqual(xu.dialogs.concat(admin.dialogs, phone.dialogs), [], 'no dialog opened');
+  });
+});
+
+// -------------------------------------------------------------------------------------------
+test('15. change: an operator previews a migration to version 3, then migrates', async () => {
+  await keepEvidence('migrate', live(), async () => {
+    const instance = change.onV2;
+    assert.ok(instance, 'journey 13 started an instance on version 2 (run the change journeys together)');
+    assert.equal((await instanceOf(instance)).version, 2);
+
+    // Not for a process owner who is no operator.
+    const chen = await as('chen.jing');
+    await chen.page.goto('/tasks');
+    const refused = await chen.context.request.post('/procedures/complaint-handling/migrate', {
+      form: { _csrf: await csrfOf(chen.page), from_version: '2', to_version: '3', name: 'not mine', reason: 'no', action: 'apply' },
+      maxRedirects: 0,
+    });
+    assert.equal(refused.status(), 403, 'migrating as a process owner who is no operator');
+    assert.equal((await instanceOf(instance)).version, 2);
+
+    const admin = await as('it.admin');
+    const a = admin.page;
+    await a.goto('/procedures/complaint-handling');
+    await Promise.all([
+      a.waitForURL(at('/procedures/complaint-handling/migrate')),
+      a.getByRole('link', { name: 'Move running instances to another version' }).click(),
+    ]);
+    assert.equal(await a.getByLabel(lbl('From version')).inputValue(), '2');
+    assert.equal(await a.getByLabel(lbl('To version')).inputValue(), '3');
+    assert.equal(await a.getByLabel(lbl('Plan name')).inputValue(), 'complaint-handling-v2-to-v3');
+    assert.equal(await a.getByLabel(lbl('Renamed or removed steps')).evaluate((e) => e.tagName), 'TEXTAREA');
+    assert.equal(await a.getByLabel(/Compute open tasks' due times again/).getAttribute('type'), 'checkbox');
+    await a.getByLabel(lbl('Why')).fill('Revised complaint procedure');
+
+    // The preview changes nothing.
+    const events = (await instanceOf(instance)).events;
+    await submit(a, a.getByRole('button', { name: 'Preview', exact: true }), /\/procedures\/complaint-handling\/migrate$/);
+    const preview = (await a.locator('#migrate-result').textContent()).trim();
+    const [, can, of] = preview.match(/^Preview: (\d+) of (\d+) instance\(s\) can move; nothing was changed\.$/) ?? [];
+    assert.ok(Number(can) >= 1 && Number(of) >= Number(can), preview);
+    const mine = a.locator('#outcomes li', { hasText: instance });
+    assert.match(await mine.textContent(), /migrates/);
+    assert.equal(await a.locator('#outcomes li').count(), Number(of), 'one line per instance');
+    assert.equal(await a.getByLabel(lbl('Why')).inputValue(), 'Revised complaint procedure', 'the form is kept');
+    assert.equal((await instanceOf(instance)).version, 2, 'still on version 2');
+    assert.equal((await instanceOf(instance)).events, events, 'nothing written');
+    await screenshot(a, 'migrate-preview');
+    await assertCsrfEverywhere(a);
+
+    // Migrate.
+    await submit(a, a.getByRole('button', { name: 'Migrate', exact: true }), /\/procedures\/complaint-handling\/migrate$/);
+    const ran = (await a.locator('#migrate-result').textContent()).trim();
+    const [, moved, total] = ran.match(/^Migrated (\d+) of (\d+) instance\(s\)\.$/) ?? [];
+    assert.equal(moved, can, `as many moved as the preview said: ${ran}`);
+    assert.equal(total, of, ran);
+    await screenshot(a, 'migrate-applied');
+    await a.setViewportSize({ width: 390, height: 844 });
+    assert.ok(await overflowOf(a) <= 0, `the migration fits a phone (${await overflowOf(a)}px too wide)`);
+    await screenshot(a, 'migrate-phone');
+    assert.equal((await instanceOf(instance)).version, 3);
+
+    // Its page says version 3, and the timeline says who moved it and why.
+    await Promise.all([a.waitForURL(at(`/instances/${instance}`)), mine.getByRole('link').click()]);
+    assert.match(await a.locator('.status-line').textContent(), /version 3/);
+    const entry = a.locator('#timeline li', { hasText: /version 2 to version 3/ });
+    assert.match(await entry.textContent(), /Sun Hao \(IT\)/);
+    assert.match(await entry.textContent(), /Revised complaint procedure/);
+    await taskAt(instance, 'register');
+
+    // Every history still verifies, the deployments' and the migrated instances' included.
+    const jiang = await as('jiang.audit');
+    await jiang.page.goto('/audit/verify');
+    const verdict = (await status(jiang.page).first().textContent()).trim();
+    assert.match(verdict, /verif/i);
+    assert.doesNotMatch(verdict, /not verify|broken|fail/i, verdict);
   });
 });
