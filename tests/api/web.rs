@@ -381,6 +381,18 @@ async fn the_pages_refuse_what_the_api_refuses_and_change_nothing() {
     // Staff do not reach the audit pages.
     assert_eq!(xu.get("/audit").await.status, StatusCode::FORBIDDEN);
     assert_eq!(xu.get("/admin/clock").await.status, StatusCode::FORBIDDEN);
+    // The migration page lists running instances and moves them: admin and the procedure's
+    // operator roles only, for reading as for posting.
+    let r = xu.get("/procedures/complaint-handling/migrate").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.body.contains("needs admin"), "{}", r.body);
+    let r = auditor
+        .post("/procedures/complaint-handling/migrate", &[("reason", "x")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let admin = Browser::signed_in(&srv, "it.admin").await;
+    let r = admin.get("/procedures/complaint-handling/migrate").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // An unknown task is a page saying so.
     let r = xu.get(&format!("/tasks/{}", uuid::Uuid::nil())).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
