@@ -173,3 +173,88 @@ async fn a_move_into_a_parallel_region_must_be_a_state_the_procedure_reaches() {
     let folded = sopflow::engine::instance::Instance::fold(inst.id, &e.history(inst.id).unwrap());
     assert_eq!(folded.as_ref(), Some(&moved));
 }
+
+#[tokio::test]
+async fn a_withdrawn_branch_reaches_its_join_and_the_only_open_work_stays() {
+    let (e, _clock) = engine().await;
+    let data = obj(
+        json!({ "product": "Roller", "batch_or_model": "R-2026-11", "source": "internal_discovery" }),
+    );
+    let inst = e.start("recall", data, Some(&admin())).await.unwrap();
+    // The only open work: withdrawn, the instance could never end. Refused, nothing written.
+    let only = inst.tasks.values().next().unwrap().id;
+    assert_eq!(inst.tasks.len(), 1);
+    let dump = e.store().dump().unwrap();
+    let r = e
+        .execute(
+            inst.id,
+            Command::WithdrawTask {
+                task: only,
+                reason: "opened by mistake".into(),
+            },
+            Some(&admin()),
+        )
+        .await;
+    match r {
+        Err(ServiceError::Engine(EngineError::Conflict(why))) => {
+            assert!(why.contains("only open work"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        e.store().dump().unwrap(),
+        dump,
+        "a refused withdrawal changes nothing"
+    );
+    // Both assessments open; the hazard one withdrawn: its branch arrives at the join
+    // without it, so finishing the losses estimate passes the join.
+    let moved = e
+        .execute(
+            inst.id,
+            Command::Move {
+                tasks: vec![],
+                to: "assess_scope".into(),
+                reason: "source confirmed".into(),
+            },
+            Some(&admin()),
+        )
+        .await
+        .unwrap();
+    let hazard = task_at(&moved, "assess_hazard").id;
+    let after = e
+        .execute(
+            inst.id,
+            Command::WithdrawTask {
+                task: hazard,
+                reason: "assessed in the earlier recall".into(),
+            },
+            Some(&admin()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(open_steps(&after), ["estimate_losses"]);
+    assert_eq!(after.joins.get("scope_determined"), Some(&1));
+    let kinds: Vec<String> = e
+        .history(inst.id)
+        .unwrap()
+        .iter()
+        .map(|ev| ev.kind.name().to_string())
+        .collect();
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["task_withdrawn", "branch_arrived"]
+    );
+    let office = person("o", "office", &["office"], 3);
+    let done = complete(
+        &e,
+        &after,
+        "estimate_losses",
+        &office,
+        None,
+        json!({ "estimated_losses": 1000, "reputation_damage": "small" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(open_steps(&done), ["prepare_plan"]);
+    assert_folds(&e, inst.id);
+}

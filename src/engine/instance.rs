@@ -348,7 +348,8 @@ pub enum EventKind {
         paused_ms: i64,
     },
     /// An operator closed one open task without it being done (workflow pattern "cancel
-    /// activity"); the work it stood for goes no further.
+    /// activity"); the work it stood for goes no further. In a parallel region the events
+    /// that follow record its branch arriving at the join without it.
     TaskWithdrawn {
         task: TaskId,
         step: String,

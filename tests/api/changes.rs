@@ -393,20 +393,26 @@ async fn an_operator_suspends_resumes_withdraws_and_moves_with_a_reason() {
     // The instance is there; the step is not: 422 with the steps it has.
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["detail"].as_str().unwrap().contains("its steps:"), "{v}");
-    // Withdraw the one open task.
+    // The one open task cannot be withdrawn: nothing would be left to do.
     let t = task_at(&moved, "resolve_general");
-    let after = srv
-        .post_expect(
+    let before = srv.snapshot(&id).await;
+    let (s, v) = srv
+        .post(
             ADMIN,
             &format!("/v1/tasks/{t}/withdraw"),
             json!({ "reason": "Handled outside the system" }),
-            StatusCode::OK,
         )
         .await;
-    assert_eq!(after["tasks"], json!([]));
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("only open work"),
+        "{v}"
+    );
+    srv.assert_unchanged(&id, &before, "a refused withdrawal")
+        .await;
     let h = srv.history(&id).await;
     let k = kinds(&h);
-    for want in ["suspended", "resumed", "moved", "task_withdrawn"] {
+    for want in ["suspended", "resumed", "moved"] {
         assert!(k.iter().any(|x| x == want), "{want} in {k:?}");
     }
     let reasons: Vec<&Value> = h

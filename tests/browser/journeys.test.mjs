@@ -980,19 +980,34 @@ test('14. change: an operator suspends and resumes an instance, moves its work a
     assert.equal((await apiGet('jiang.audit', `/v1/instances/${other.id}`)).tasks.length, 1, 'only the moved work is open');
     assert.match(await m.locator('#timeline').textContent(), /Registered by telephone already/);
 
+    // The instance's only open work cannot be withdrawn: nothing would be left to do.
+    const before = (await instanceOf(other.id)).events;
     await m.getByLabel(lbl('Withdraw the task')).selectOption(resolve);
     await m.getByLabel(lbl('Why withdraw')).fill('Opened by mistake');
+    const refused = await submit(m, m.getByRole('button', { name: 'Withdraw', exact: true }), /\/withdraw$/);
+    assert.equal(refused.status(), 409, 'withdrawing the only open work');
+    assert.match(await m.locator('main').textContent(), /only open work/);
+    assert.equal((await instanceOf(other.id)).events, before, 'nothing was written');
+
+    // A recall's two parallel assessments: one withdrawn, its branch reaches the join without
+    // it and the other assessment stays open.
+    const [s3, recall] = await api('it.admin', 'POST', '/v1/instances',
+      { procedure: 'recall', data: { product: `Roller ${RUN}`, batch_or_model: 'R-11', source: 'internal_discovery' } });
+    assert.equal(s3, 201, JSON.stringify(recall));
+    await m.goto(`/instances/${recall.id}`);
+    await m.getByLabel(lbl('Move the work to')).selectOption('assess_scope');
+    await m.getByLabel(lbl('Why move')).fill('Source confirmed by phone');
+    await submit(m, m.getByRole('button', { name: 'Move', exact: true }), /\/move$/);
+    assert.match(await flash(m), /^Moved/);
+    const hazard = await taskAt(recall.id, 'assess_hazard');
+    await taskAt(recall.id, 'estimate_losses');
+    await m.getByLabel(lbl('Withdraw the task')).selectOption(hazard);
+    await m.getByLabel(lbl('Why withdraw')).fill('Hazard assessed in the earlier recall');
     await submit(m, m.getByRole('button', { name: 'Withdraw', exact: true }), /\/withdraw$/);
     assert.match(await flash(m), /withdrawn/i);
-    assert.equal((await instanceOf(other.id)).tasks.length, 0, 'no open task left');
-    assert.match(await m.locator('#timeline').textContent(), /Opened by mistake/);
-    assert.equal(await m.getByLabel(lbl('Withdraw the task')).count(), 0, 'nothing left to withdraw');
-
-    // Work with nothing open moved back to the start.
-    await m.getByLabel(lbl('Move the work to')).selectOption('register');
-    await m.getByLabel(lbl('Why move')).fill('Start again');
-    await submit(m, m.getByRole('button', { name: 'Move', exact: true }), /\/move$/);
-    await taskAt(other.id, 'register');
+    const left = (await instanceOf(recall.id)).tasks.map((t) => t.step);
+    assert.deepEqual(left, ['estimate_losses'], 'the other branch is still open');
+    assert.match(await m.locator('#timeline').textContent(), /Hazard assessed in the earlier recall/);
     assert.ok(await overflowOf(m) <= 0, 'still fits a phone');
     assert.deepEqual(xu.dialogs.concat(admin.dialogs, phone.dialogs), [], 'no dialog opened');
   });

@@ -1,8 +1,8 @@
 //! An operator's repairs of one instance: suspend and resume it (deadlines paused, then
 //! extended by the pause), withdraw one open task, move stuck work to another step. Each
 //! needs `admin` or one of the procedure's `operator_roles`, and a reason, which the
-//! history keeps. A move must leave the instance in a state the procedure reaches by itself
-//! (the soundness explorer's states), so it can never strand a join. It decides nothing
+//! history keeps. A move or a withdrawal must leave the instance in a state the procedure
+//! reaches by itself (the soundness explorer's states), so neither can strand a join. It decides nothing
 //! about the procedure's own steps beyond entering the target.
 
 use super::*;
@@ -63,10 +63,58 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Withdraws one open task. What is left must still be able to end: the task's branch
+    /// of a parallel region arrives at its join without the work (the siblings would
+    /// otherwise wait there forever), and the instance's only open work is not withdrawn
+    /// (nothing would be left to do; a move or a cancellation says what happens instead).
     pub(super) fn withdraw_task(&mut self, task: TaskId, reason: &str) -> Result<(), EngineError> {
         let a = self.operator("withdraw tasks of")?;
         let reason = Self::reason(reason, "withdraw a task")?;
         let t = self.task(task)?;
+        let mut after = self.s.clone();
+        after.tasks.remove(&task);
+        let rest = crate::engine::changes::marking(&after);
+        if rest.is_empty() {
+            return Err(EngineError::Conflict(format!(
+                "`{}` is this instance's only open work: withdrawn, nothing would be left to do \
+                 and the instance would never end; move the work to another step, or cancel \
+                 the instance",
+                t.step
+            )));
+        }
+        let markings = self.proc.markings().ok_or_else(|| {
+            EngineError::Invalid("this procedure's states cannot be explored".into())
+        })?;
+        let reaches = |extra: Option<&str>| {
+            let mut names: Vec<&str> = rest.iter().map(String::as_str).collect();
+            names.extend(extra);
+            markings.contains(&names) == Ok(true)
+        };
+        // The innermost region first: a branch nested in another arrives at its own join.
+        let mut regions: Vec<(&String, usize)> = self
+            .proc
+            .join_region
+            .iter()
+            .filter(|(_, r)| r.contains(&t.step))
+            .map(|(j, r)| (j, r.len()))
+            .collect();
+        regions.sort_by_key(|&(j, n)| (n, j.clone()));
+        let join = if reaches(None) {
+            None
+        } else if let Some((j, _)) = regions.into_iter().find(|(j, _)| reaches(Some(j))) {
+            Some(j.clone())
+        } else {
+            return Err(EngineError::Conflict(format!(
+                "withdrawing the `{}` task would leave work at {} — a state `{}` never reaches by \
+                 itself, from which it might not end; move the work instead",
+                t.step,
+                rest.iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.def().id,
+            )));
+        };
         self.emit(
             Some(a.stamp()),
             EventKind::TaskWithdrawn {
@@ -75,7 +123,10 @@ impl<'a> Run<'a> {
                 reason,
             },
         );
-        Ok(())
+        match join {
+            Some(j) => self.enter(&j),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn move_to(
