@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod any;
 pub mod audit;
 pub mod chain;
 mod group_commit;
@@ -18,6 +19,8 @@ mod layout;
 pub use audit::{AuditEvent, AuditQuery, EventSummary};
 pub use chain::{Break, Hash, Verification};
 pub mod memory;
+mod pg_pool;
+pub mod postgres;
 pub mod sled_store;
 
 /// Identifies an instance. UUID v7: time-ordered, so keys sort by creation.
@@ -212,6 +215,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage failure: {0}")]
     Io(String),
+    /// The database could not be reached (or the connection broke mid-request): nothing
+    /// was acknowledged, and trying again later may succeed.
+    #[error("the database is unreachable: {0}")]
+    Unreachable(String),
     /// The request cannot be stored as given (an id containing the reserved 0x00 byte, a
     /// malformed cursor, the same instance twice in one commit); nothing was written.
     #[error("invalid store request: {0}")]

@@ -1,0 +1,137 @@
+//! The store a process runs on, chosen at start: sled in a data directory (the default,
+//! nothing to install) or PostgreSQL (`--store postgres://…`, several nodes on one
+//! database). The server and the command line hold an `Engine<AnyStore>`, so one build
+//! serves either; each call is a match and a forward, nothing more. This module must not
+//! add behaviour of its own: the contract is `Store`'s.
+
+use super::postgres::PgStore;
+use super::sled_store::SledStore;
+use super::{
+    AuditEvent, AuditQuery, Commit, Dump, InstanceId, NotificationRow, Page, ProcedureRecord,
+    ScheduleRow, Store, StoreError, StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow,
+    Verification,
+};
+
+pub enum AnyStore {
+    Sled(SledStore),
+    Postgres(PgStore),
+}
+
+impl From<SledStore> for AnyStore {
+    fn from(s: SledStore) -> Self {
+        AnyStore::Sled(s)
+    }
+}
+
+impl From<PgStore> for AnyStore {
+    fn from(s: PgStore) -> Self {
+        AnyStore::Postgres(s)
+    }
+}
+
+macro_rules! forward {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Sled($s) => $call,
+            AnyStore::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        forward!(self, s => s.commit(commit).await)
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
+        forward!(self, s => s.instance(id))
+    }
+
+    fn history(
+        &self,
+        id: InstanceId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        forward!(self, s => s.history(id, from_seq, limit))
+    }
+
+    fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        forward!(self, s => s.audit(query, cursor, limit))
+    }
+
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError> {
+        forward!(self, s => s.verify(progress))
+    }
+
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, StoreError> {
+        forward!(self, s => s.verify_instance(id))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+        forward!(self, s => s.task(id))
+    }
+
+    fn task_instance(&self, id: TaskId) -> Result<Option<InstanceId>, StoreError> {
+        forward!(self, s => s.task_instance(id))
+    }
+
+    fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
+        forward!(self, s => s.tasks_for(roles, user))
+    }
+
+    fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
+        forward!(self, s => s.open_task_count(role))
+    }
+
+    fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, StoreError> {
+        forward!(self, s => s.instances(procedure, status, cursor, limit))
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        forward!(self, s => s.due_timers(now_ms, limit))
+    }
+
+    fn next_timer(&self) -> Result<Option<TimerRow>, StoreError> {
+        forward!(self, s => s.next_timer())
+    }
+
+    async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
+        forward!(self, s => s.put_procedure(record).await)
+    }
+
+    fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError> {
+        forward!(self, s => s.procedure(id, version))
+    }
+
+    fn notifications_for(
+        &self,
+        roles: &[String],
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        forward!(self, s => s.notifications_for(roles, limit))
+    }
+
+    fn schedule(&self, procedure: &str) -> Result<Option<ScheduleRow>, StoreError> {
+        forward!(self, s => s.schedule(procedure))
+    }
+
+    fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
+        forward!(self, s => s.procedures())
+    }
+
+    fn dump(&self) -> Result<Dump, StoreError> {
+        forward!(self, s => s.dump())
+    }
+}

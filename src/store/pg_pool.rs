@@ -1,0 +1,213 @@
+//! Connections to PostgreSQL, each on a thread of its own, shared by the store's callers
+//! through one job queue. The `postgres` client blocks on a runtime of its own, which may
+//! not run inside Tokio's; on plain threads it may, and the async store calls wait on a
+//! oneshot instead of blocking a Tokio worker.
+//!
+//! A connection found broken after a job is dropped and opened again for the next one, so a
+//! restarted database is picked up without restarting sopflow; the job that met the break
+//! fails with `StoreError::Io`, which the API answers 503. This module must not log or
+//! return the connection string (it may hold a password): `describe` gives user, host and
+//! database only.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::{Client, NoTls};
+
+use super::StoreError;
+
+/// How long opening a connection may take before the request fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the liveness check before a write may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where and how to connect.
+pub(crate) struct PgConfig {
+    config: postgres::Config,
+    schema: String,
+    description: String,
+}
+
+impl PgConfig {
+    pub(crate) fn new(url: &str, schema: &str) -> Result<Self, StoreError> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::Invalid(format!(
+                "the PostgreSQL address could not be read ({e}); write postgres://USER@HOST/DATABASE"
+            ))
+        })?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("sopflow");
+        let ok = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !ok {
+            return Err(StoreError::Invalid(format!(
+                "`{schema}` is not a schema name sopflow uses: lower-case letters, digits and _, \
+                 at most 63, not starting with a digit"
+            )));
+        }
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect();
+        let description = format!(
+            "{}@{}/{} (schema {schema})",
+            config.get_user().unwrap_or("?"),
+            hosts.join(","),
+            config.get_dbname().unwrap_or("?"),
+        );
+        Ok(Self {
+            config,
+            schema: schema.to_string(),
+            description,
+        })
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        let mut c = self.config.connect(NoTls).map_err(|e| {
+            StoreError::Unreachable(format!(
+                "cannot reach PostgreSQL at {}: {e}",
+                self.description
+            ))
+        })?;
+        // Acknowledged means committed: whatever the server's default, wait for the commit
+        // to be flushed (and, where synchronous replication is configured, replicated).
+        c.batch_execute(&format!(
+            "SET search_path TO {}; SET synchronous_commit TO on",
+            self.schema
+        ))
+        .map_err(super::postgres::pg)?;
+        Ok(c)
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut Slot) + Send>;
+
+/// One worker's connection, opened when first needed and again after it broke.
+struct Slot {
+    config: Arc<PgConfig>,
+    client: Option<Client>,
+}
+
+impl Slot {
+    /// The connection; with `check`, first asked whether it still works (one round trip),
+    /// so a write is not sent down a connection the database dropped while it was idle.
+    fn client(&mut self, check: bool) -> Result<&mut Client, StoreError> {
+        if let (true, Some(c)) = (check, self.client.as_mut()) {
+            if c.is_valid(CHECK_TIMEOUT).is_err() {
+                self.client = None;
+            }
+        }
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(self.config.connect()?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("no PostgreSQL connection".into()))
+    }
+}
+
+pub(crate) struct Pool {
+    jobs: Sender<Job>,
+    config: Arc<PgConfig>,
+}
+
+impl Pool {
+    pub(crate) fn start(config: PgConfig, connections: usize) -> Result<Self, StoreError> {
+        let config = Arc::new(config);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..connections {
+            let mut slot = Slot {
+                config: config.clone(),
+                client: None,
+            };
+            let queue: Arc<Mutex<Receiver<Job>>> = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("sopflow-pg-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting; a job runs without it.
+                    let job = {
+                        let q = queue.lock().unwrap_or_else(|p| p.into_inner());
+                        q.recv()
+                    };
+                    match job {
+                        Ok(job) => job(&mut slot),
+                        Err(_) => return, // the store was dropped
+                    }
+                })
+                .map_err(|e| StoreError::Io(format!("cannot start a connection thread: {e}")))?;
+        }
+        Ok(Self { jobs, config })
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.config.description.clone()
+    }
+
+    pub(crate) fn schema(&self) -> &str {
+        &self.config.schema
+    }
+
+    fn job<T: Send + 'static>(
+        check: bool,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        reply: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Job {
+        Box::new(move |slot: &mut Slot| {
+            let r = slot.client(check).and_then(f);
+            // A connection that met the database going away is not used again.
+            if matches!(r, Err(StoreError::Unreachable(_)))
+                || slot.client.as_ref().is_some_and(Client::is_closed)
+            {
+                slot.client = None;
+            }
+            reply(r);
+        })
+    }
+
+    fn stopped() -> StoreError {
+        StoreError::Io("the PostgreSQL connection threads stopped".into())
+    }
+
+    /// Runs `f` on a connection (checked first with `check`) and waits for it, blocking
+    /// this thread.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        check: bool,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Self::job(check, f, move |r| {
+                let _ = tx.send(r);
+            }))
+            .map_err(|_| Self::stopped())?;
+        rx.recv().map_err(|_| Self::stopped())?
+    }
+
+    /// Runs a write on a connection checked first; the caller's task waits without
+    /// blocking its thread. Not tried again: whether a commit that lost its connection
+    /// was applied is not known, and the caller's retry re-decides on fresh state.
+    pub(crate) async fn run_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Self::job(true, f, move |r| {
+                let _ = tx.send(r);
+            }))
+            .map_err(|_| Self::stopped())?;
+        rx.await.map_err(|_| Self::stopped())?
+    }
+}

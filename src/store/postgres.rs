@@ -1,0 +1,492 @@
+//! The PostgreSQL store: the same key layout as sled and memory (`layout.rs`), kept in one
+//! table `kv (tree, key, value)` of a schema of the caller's choosing, so the three stores
+//! agree byte for byte (`dump()`s compare) and every query is written once.
+//!
+//! Each `commit` is one database transaction: the instances it appends to are locked with
+//! transaction-level advisory locks (taken in id order, so two commits never wait on each
+//! other in a cycle), their stored versions compared, the hash chain continued from the
+//! stored head, and every write sent as one upsert and one delete. It returns after
+//! PostgreSQL committed with `synchronous_commit = on` (set on every connection, whatever
+//! the server's default), so an acknowledged command is on the primary's disk.
+//!
+//! The `postgres` client blocks, and must not block inside a Tokio runtime, so connections
+//! live on threads of their own (`pool.rs`); a connection that broke is opened again for the
+//! next request. This module must not interpret event or snapshot bytes (that is
+//! `layout.rs`), and must never log a connection string: it may hold a password.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use postgres::Client;
+use uuid::Uuid;
+
+use super::layout::{self, Kv, ProcedureOutcome, Tree, Visit};
+use super::pg_pool::{PgConfig, Pool};
+use super::{
+    AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
+    StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
+};
+
+/// The schema versions this build knows, in order; each is applied once, in one
+/// transaction with the row that records it. Never edit one that shipped: add the next.
+const MIGRATIONS: &[&str] = &[
+    // 1: the key-value table every tree lives in. `bytea` compares byte by byte, as sled
+    // does, so range scans see keys in the layout's order.
+    "CREATE TABLE kv (
+        tree  smallint NOT NULL,
+        key   bytea    NOT NULL,
+        value bytea    NOT NULL,
+        PRIMARY KEY (tree, key)
+    )",
+];
+
+/// Rows read per round trip of a scan; grows while the caller keeps reading.
+const FIRST_BATCH: i64 = 32;
+const MAX_BATCH: i64 = 1024;
+
+/// A `Store` on PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+    /// Set for a store made by `temporary`: its schema is dropped with it.
+    drop_schema: bool,
+}
+
+impl PgStore {
+    /// Opens the store at `url` (`postgres://user@host/db`, or `host=… dbname=…`) in
+    /// `schema`, creating or upgrading its tables; a database holding a newer schema than
+    /// this build knows is refused.
+    pub fn open(url: &str, schema: &str, connections: usize) -> Result<Self, StoreError> {
+        let config = PgConfig::new(url, schema)?;
+        let pool = Pool::start(config, connections.max(1))?;
+        pool.run(true, migrate)?;
+        Ok(Self {
+            pool,
+            drop_schema: false,
+        })
+    }
+
+    /// A store in a fresh schema of the database at `url`, dropped when the store is, for
+    /// tests.
+    pub fn temporary(url: &str) -> Result<Self, StoreError> {
+        let schema = format!("sopflow_t_{}", Uuid::now_v7().simple());
+        let mut s = Self::open(url, &schema, 4)?;
+        s.drop_schema = true;
+        Ok(s)
+    }
+
+    /// Where it is, without any password, for messages.
+    pub fn describe(&self) -> String {
+        self.pool.describe()
+    }
+
+    /// A read, tried once more on a fresh connection when the first found the connection
+    /// broken (a restarted database): reads change nothing, so trying again is safe.
+    fn read<T: Send + 'static>(
+        &self,
+        f: impl Fn(&dyn Kv) -> Result<T, StoreError> + Send + Sync + 'static,
+    ) -> Result<T, StoreError> {
+        let f = std::sync::Arc::new(f);
+        let again = f.clone();
+        match self
+            .pool
+            .run(false, move |c| f(&ClientKv(std::cell::RefCell::new(c))))
+        {
+            // On a connection checked first: the other idle ones may be broken too.
+            Err(StoreError::Unreachable(_)) => self
+                .pool
+                .run(true, move |c| again(&ClientKv(std::cell::RefCell::new(c)))),
+            r => r,
+        }
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if self.drop_schema {
+            let schema = self.pool.schema().to_string();
+            // Best effort: a test's leftover schema is harmless, a panic in drop is not.
+            let _ = self.pool.run(false, move |c| {
+                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .map_err(pg)
+            });
+        }
+    }
+}
+
+/// Creates the schema and applies the migrations it lacks, under an advisory lock so two
+/// nodes starting at once do not both apply one.
+fn migrate(c: &mut Client) -> Result<(), StoreError> {
+    let schema = current_schema(c)?;
+    let mut tx = c.transaction().map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock(7271003)", &[])
+        .map_err(pg)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.sopflow_schema (version integer NOT NULL)"
+    ))
+    .map_err(pg)?;
+    let row = tx
+        .query_opt("SELECT max(version) FROM sopflow_schema", &[])
+        .map_err(pg)?;
+    let have: i32 = row.and_then(|r| r.get::<_, Option<i32>>(0)).unwrap_or(0);
+    let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+    if have > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database's sopflow schema is version {have}, newer than this build's {known}: \
+             run the newer sopflow, or copy the data out with it"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(have).unwrap_or(0))
+    {
+        tx.batch_execute(sql).map_err(pg)?;
+        let v = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute("INSERT INTO sopflow_schema (version) VALUES ($1)", &[&v])
+            .map_err(pg)?;
+    }
+    // The format marker and the store's id, as sled and memory keep them.
+    let meta = tree_code(Tree::Meta);
+    match tx
+        .query_opt(
+            "SELECT value FROM kv WHERE tree = $1 AND key = $2",
+            &[&meta, &layout::FORMAT_KEY],
+        )
+        .map_err(pg)?
+    {
+        Some(r) => layout::check_format(r.get::<_, &[u8]>(0), "the PostgreSQL store")?,
+        None => {
+            tx.execute(
+                "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3), ($1, $4, $5)",
+                &[
+                    &meta,
+                    &layout::FORMAT_KEY,
+                    &&layout::format_value()[..],
+                    &layout::STORE_ID_KEY,
+                    &Uuid::now_v7().to_string().as_bytes(),
+                ],
+            )
+            .map_err(pg)?;
+        }
+    }
+    tx.commit().map_err(pg)
+}
+
+fn current_schema(c: &mut Client) -> Result<String, StoreError> {
+    let r = c.query_one("SHOW search_path", &[]).map_err(pg)?;
+    let path: String = r.get(0);
+    Ok(path
+        .split(',')
+        .next()
+        .unwrap_or("public")
+        .trim()
+        .to_string())
+}
+
+pub(crate) fn pg(e: postgres::Error) -> StoreError {
+    // A closed connection, one the server is shutting down (57P0x) or a connection
+    // exception (08xxx): the database is away, not the request wrong.
+    let away = e.is_closed()
+        || e.as_db_error().is_none()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"));
+    match e.as_db_error() {
+        _ if away => StoreError::Unreachable(format!("PostgreSQL: {e}")),
+        Some(d) => StoreError::Io(format!("PostgreSQL: {}", d.message())),
+        None => StoreError::Io(format!("PostgreSQL: {e}")),
+    }
+}
+
+fn tree_code(t: Tree) -> i16 {
+    i16::try_from(t.index()).unwrap_or(i16::MAX)
+}
+
+/// An advisory lock key for an instance: its id's first eight bytes (v7 ids put their
+/// time there, random bits follow; a collision only makes two commits take turns).
+fn instance_lock(id: InstanceId) -> i64 {
+    let b = id.as_bytes();
+    i64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
+}
+
+/// Lock keys for schedules and procedure registration: apart from instances' by a tag.
+fn name_lock(tag: u8, name: &str) -> i64 {
+    use sha2::Digest;
+    let b = sha2::Sha256::digest(name.as_bytes());
+    i64::from_be_bytes([tag, b[0], b[1], b[2], b[3], b[4], b[5], b[6]])
+}
+
+/// Reads on one connection, inside or outside a transaction.
+struct ClientKv<'c, C: postgres::GenericClient>(std::cell::RefCell<&'c mut C>);
+
+impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut c = self.0.borrow_mut();
+        let row = c
+            .query_opt(
+                "SELECT value FROM kv WHERE tree = $1 AND key = $2",
+                &[&tree_code(tree), &key],
+            )
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        from: Bound<&[u8]>,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let code = tree_code(tree);
+        let (mut key, mut inclusive) = match from {
+            Bound::Included(k) => (k.to_vec(), true),
+            Bound::Excluded(k) => (k.to_vec(), false),
+            Bound::Unbounded => (Vec::new(), true),
+        };
+        let mut batch = FIRST_BATCH;
+        loop {
+            let sql = if inclusive {
+                "SELECT key, value FROM kv WHERE tree = $1 AND key >= $2 ORDER BY key LIMIT $3"
+            } else {
+                "SELECT key, value FROM kv WHERE tree = $1 AND key > $2 ORDER BY key LIMIT $3"
+            };
+            let rows = self
+                .0
+                .borrow_mut()
+                .query(sql, &[&code, &key, &batch])
+                .map_err(pg)?;
+            let n = rows.len();
+            for r in &rows {
+                let k: &[u8] = r.get(0);
+                let v: &[u8] = r.get(1);
+                if !visit(k, v)? {
+                    return Ok(());
+                }
+            }
+            match rows.last() {
+                Some(last) if i64::try_from(n).unwrap_or(0) == batch => {
+                    key = last.get::<_, Vec<u8>>(0);
+                    inclusive = false;
+                    batch = (batch * 4).min(MAX_BATCH);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The commit as one transaction; `Conflict` and `ScheduleMoved` roll it back whole.
+fn apply(c: &mut Client, plan: layout::Plan) -> Result<(), StoreError> {
+    let mut tx = c.transaction().map_err(pg)?;
+    let mut locks: Vec<i64> = plan.appends.iter().map(|a| instance_lock(a.id)).collect();
+    locks.extend(plan.schedule_checks.iter().map(|(p, _)| name_lock(1, p)));
+    locks.sort_unstable();
+    locks.dedup();
+    if !locks.is_empty() {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k",
+            &[&locks],
+        )
+        .map_err(pg)?;
+    }
+    let mut writes: Vec<layout::Op> = Vec::new();
+    {
+        let kv = ClientKv(std::cell::RefCell::new(&mut tx));
+        for a in &plan.appends {
+            let stored = kv.get(Tree::Instances, &layout::instance_key(a.id))?;
+            layout::check_version(a.id, a.expected_version, stored.as_deref())?;
+            writes.extend(layout::append_ops(a, stored.as_deref())?);
+        }
+        for (procedure, expected) in &plan.schedule_checks {
+            let stored = kv.get(Tree::Schedules, procedure.as_bytes())?;
+            layout::check_schedule(procedure, *expected, stored.as_deref())?;
+        }
+    }
+    writes.extend(plan.ops);
+    write_all(&mut tx, writes)?;
+    tx.commit().map_err(pg)
+}
+
+/// The writes, last one per key winning (the plan's order), as one upsert and one delete.
+fn write_all(tx: &mut postgres::Transaction<'_>, ops: Vec<layout::Op>) -> Result<(), StoreError> {
+    let mut last: BTreeMap<(i16, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
+    for op in ops {
+        last.insert((tree_code(op.tree), op.key), op.value);
+    }
+    let (mut up_t, mut up_k, mut up_v) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut del_t, mut del_k) = (Vec::new(), Vec::new());
+    for ((t, k), v) in last {
+        match v {
+            Some(v) => {
+                up_t.push(t);
+                up_k.push(k);
+                up_v.push(v);
+            }
+            None => {
+                del_t.push(t);
+                del_k.push(k);
+            }
+        }
+    }
+    if !del_t.is_empty() {
+        tx.execute(
+            "DELETE FROM kv USING unnest($1::smallint[], $2::bytea[]) AS d(tree, key)
+             WHERE kv.tree = d.tree AND kv.key = d.key",
+            &[&del_t, &del_k],
+        )
+        .map_err(pg)?;
+    }
+    if !up_t.is_empty() {
+        tx.execute(
+            "INSERT INTO kv (tree, key, value)
+             SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[])
+             ON CONFLICT (tree, key) DO UPDATE SET value = excluded.value",
+            &[&up_t, &up_k, &up_v],
+        )
+        .map_err(pg)?;
+    }
+    Ok(())
+}
+
+fn register(c: &mut Client, record: ProcedureRecord) -> Result<(), StoreError> {
+    let key = layout::procedure_key(&record.id, record.version)?;
+    let encoded = layout::encode_procedure(&record)?;
+    let mut tx = c.transaction().map_err(pg)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&name_lock(2, &record.id)],
+    )
+    .map_err(pg)?;
+    let stored = ClientKv(std::cell::RefCell::new(&mut tx)).get(Tree::Procedures, &key)?;
+    if layout::procedure_outcome(&record, stored.as_deref())? == ProcedureOutcome::Insert {
+        tx.execute(
+            "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3)",
+            &[&tree_code(Tree::Procedures), &key, &encoded],
+        )
+        .map_err(pg)?;
+    }
+    tx.commit().map_err(pg)
+}
+
+impl Store for PgStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let plan = layout::plan_commit(commit)?;
+        // One transaction per commit: PostgreSQL groups the WAL flushes of concurrent
+        // transactions itself, so the batch this store sees is always one.
+        metrics::histogram!("sopflow_commit_batch_size").record(1.0);
+        self.pool.run_async(move |c| apply(c, plan)).await
+    }
+
+    fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
+        self.read(move |t| layout::instance(t, id))
+    }
+
+    fn history(
+        &self,
+        id: InstanceId,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |t| layout::history(t, id, from_seq, limit))
+    }
+
+    fn audit(
+        &self,
+        query: &AuditQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        let query = query.clone();
+        let cursor = cursor.map(<[u8]>::to_vec);
+        self.read(move |t| super::audit::query(t, &query, cursor.as_deref(), limit))
+    }
+
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<Verification, StoreError> {
+        // Checked on a connection of its own thread; the progress is reported at the end.
+        let v = self.read(move |t| super::chain::verify_all(t, &mut |_| {}))?;
+        progress(v.events);
+        Ok(v)
+    }
+
+    fn verify_instance(&self, id: InstanceId) -> Result<Option<Verification>, StoreError> {
+        self.read(move |t| super::chain::verify_one(t, id))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<TaskRow>, StoreError> {
+        self.read(move |t| layout::task(t, id))
+    }
+
+    fn task_instance(&self, id: TaskId) -> Result<Option<InstanceId>, StoreError> {
+        self.read(move |t| layout::task_instance(t, id))
+    }
+
+    fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
+        let (roles, user) = (roles.to_vec(), user.to_string());
+        self.read(move |t| layout::tasks_for(t, &roles, &user))
+    }
+
+    fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
+        let role = role.to_string();
+        self.read(move |t| layout::open_task_count(t, &role))
+    }
+
+    fn instances(
+        &self,
+        procedure: Option<&str>,
+        status: Option<&str>,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<InstanceId>, StoreError> {
+        let procedure = procedure.map(str::to_string);
+        let status = status.map(str::to_string);
+        let cursor = cursor.map(<[u8]>::to_vec);
+        self.read(move |t| {
+            layout::instances(
+                t,
+                procedure.as_deref(),
+                status.as_deref(),
+                cursor.as_deref(),
+                limit,
+            )
+        })
+    }
+
+    fn due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        self.read(move |t| layout::due_timers(t, now_ms, limit))
+    }
+
+    fn next_timer(&self) -> Result<Option<TimerRow>, StoreError> {
+        self.read(|t| layout::next_timer(t))
+    }
+
+    async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
+        self.pool.run_async(move |c| register(c, record)).await
+    }
+
+    fn procedure(&self, id: &str, version: u32) -> Result<Option<ProcedureRecord>, StoreError> {
+        let id = id.to_string();
+        self.read(move |t| layout::procedure(t, &id, version))
+    }
+
+    fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError> {
+        self.read(|t| layout::procedures(t))
+    }
+
+    fn notifications_for(
+        &self,
+        roles: &[String],
+        limit: usize,
+    ) -> Result<Vec<super::NotificationRow>, StoreError> {
+        let roles = roles.to_vec();
+        self.read(move |t| layout::notifications_for(t, &roles, limit))
+    }
+
+    fn schedule(&self, procedure: &str) -> Result<Option<super::ScheduleRow>, StoreError> {
+        let procedure = procedure.to_string();
+        self.read(move |t| layout::schedule(t, &procedure))
+    }
+
+    fn dump(&self) -> Result<Dump, StoreError> {
+        self.read(|t| layout::dump(t))
+    }
+}
