@@ -13,6 +13,8 @@ use crate::definition::calendar::Calendar;
 use crate::definition::load::{self, Options};
 use crate::directory::{self, Directory};
 use crate::engine::service::{Engine, ServiceError};
+use crate::store::any::AnyStore;
+use crate::store::postgres::PgStore;
 use crate::store::sled_store::{SledOptions, SledStore};
 
 /// Where the data, procedures and people are.
@@ -25,6 +27,24 @@ pub struct Places {
     pub calendars: Option<PathBuf>,
     /// The store's page cache, bytes.
     pub cache_bytes: u64,
+    /// A PostgreSQL database (`postgres://USER@HOST/DB`) to keep instances in instead of
+    /// the data directory.
+    pub store_url: Option<String>,
+}
+
+/// The schema sopflow's tables live in, in a PostgreSQL database.
+pub const PG_SCHEMA: &str = "sopflow";
+/// Connections each process keeps to PostgreSQL (each on a thread of its own).
+pub const PG_CONNECTIONS: usize = 8;
+
+/// Opens PostgreSQL at `url`: a database that cannot be reached or holds a newer schema is
+/// one sentence, without the password the address may carry.
+pub fn open_postgres(url: &str) -> Result<AnyStore, SetupError> {
+    PgStore::open(url, PG_SCHEMA, PG_CONNECTIONS)
+        .map(AnyStore::from)
+        .map_err(|e| SetupError::Postgres {
+            reason: e.to_string(),
+        })
 }
 
 impl Places {
@@ -36,13 +56,14 @@ impl Places {
             directory,
             calendars: None,
             cache_bytes: SledOptions::default().cache_capacity_bytes,
+            store_url: None,
         }
     }
 }
 
 /// An engine ready for commands, with the people and calendars it was opened with.
 pub struct Opened {
-    pub engine: Engine<SledStore>,
+    pub engine: Engine<AnyStore>,
     pub people: Directory,
     pub calendars: Vec<Arc<Calendar>>,
 }
@@ -72,6 +93,8 @@ pub enum SetupError {
     NoStore { path: String },
     #[error("the store in {path} cannot be read: {reason}")]
     Unreadable { path: String, reason: String },
+    #[error("cannot open the PostgreSQL store: {reason}")]
+    Postgres { reason: String },
 }
 
 impl From<ServiceError> for SetupError {
@@ -105,20 +128,10 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
                 .collect(),
         });
     }
-    if p.data_dir.exists() && !p.data_dir.is_dir() {
-        return Err(SetupError::DataDirIsAFile {
-            path: p.data_dir.display().to_string(),
-        });
-    }
-    std::fs::create_dir_all(&p.data_dir).map_err(|error| SetupError::DataDir {
-        path: p.data_dir.display().to_string(),
-        error,
-    })?;
-    let opts = SledOptions {
-        cache_capacity_bytes: p.cache_bytes,
-        ..SledOptions::default()
+    let store = match &p.store_url {
+        Some(url) => open_postgres(url)?,
+        None => open_sled(p)?,
     };
-    let store = SledStore::open(&p.data_dir, opts).map_err(|e| store_error(&p.data_dir, &e))?;
     let engine = Engine::open(Arc::new(store), clock)?;
     engine.set_calendars(&v.calendars);
     engine.set_roster(Arc::new(people.clone()));
@@ -140,6 +153,24 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
     })
 }
 
+fn open_sled(p: &Places) -> Result<AnyStore, SetupError> {
+    if p.data_dir.exists() && !p.data_dir.is_dir() {
+        return Err(SetupError::DataDirIsAFile {
+            path: p.data_dir.display().to_string(),
+        });
+    }
+    std::fs::create_dir_all(&p.data_dir).map_err(|error| SetupError::DataDir {
+        path: p.data_dir.display().to_string(),
+        error,
+    })?;
+    let opts = SledOptions {
+        cache_capacity_bytes: p.cache_bytes,
+        ..SledOptions::default()
+    };
+    let store = SledStore::open(&p.data_dir, opts).map_err(|e| store_error(&p.data_dir, &e))?;
+    Ok(store.into())
+}
+
 /// Opens the store of an existing data directory for an auditor's command (verify, audit,
 /// export, report): no procedure or directory files are read — the procedures are the
 /// versions stored with the instances, which are what the instances ran on. Refuses a
@@ -147,7 +178,7 @@ pub async fn open(p: &Places, clock: Arc<dyn Clock>) -> Result<Opened, SetupErro
 pub fn open_existing(
     data_dir: &Path,
     clock: Arc<dyn Clock>,
-) -> Result<Engine<SledStore>, SetupError> {
+) -> Result<Engine<AnyStore>, SetupError> {
     // sled keeps its data in a file named `db`; without it there is nothing to audit.
     if !data_dir.join("db").is_file() {
         return Err(SetupError::NoStore {
@@ -156,8 +187,19 @@ pub fn open_existing(
     }
     let store =
         SledStore::open(data_dir, SledOptions::default()).map_err(|e| store_error(data_dir, &e))?;
-    Engine::open(Arc::new(store), clock).map_err(|e| SetupError::Unreadable {
+    Engine::open(Arc::new(store.into()), clock).map_err(|e| SetupError::Unreadable {
         path: data_dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// `open_existing` for a PostgreSQL store.
+pub fn open_existing_postgres(
+    url: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<Engine<AnyStore>, SetupError> {
+    let store = open_postgres(url)?;
+    Engine::open(Arc::new(store), clock).map_err(|e| SetupError::Postgres {
         reason: e.to_string(),
     })
 }

@@ -1,5 +1,5 @@
-//! Store contract tests: every test in `suite!` runs against both `MemoryStore` and
-//! `SledStore`, so the engine can trust that the in-memory store it tests against behaves
+//! Store contract tests: every test in `suite!` runs against `MemoryStore`, `SledStore` and
+//! (when `SOPFLOW_TEST_POSTGRES` names a database) `PgStore`, so the engine can trust that the in-memory store it tests against behaves
 //! like the one it ships with. Sled-only tests (reopen, format marker, durability) follow.
 //! These tests must not reach into a store's internals except through `dump()` and, for the
 //! format tests, by opening the data directory with plain sled.
@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use sopflow::store::memory::MemoryStore;
+use sopflow::store::postgres::PgStore;
 use sopflow::store::sled_store::{SledOptions, SledStore};
 use sopflow::store::{
     chain, AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, ProcedureRecord,
@@ -925,8 +926,25 @@ fn sled_temp() -> SledStore {
     SledStore::temporary().unwrap()
 }
 
+/// A store in a fresh schema of the database `SOPFLOW_TEST_POSTGRES` names (CI sets it:
+/// `.ci/run`); without it the PostgreSQL tests say so and pass.
+fn pg_temp() -> Option<PgStore> {
+    let Ok(url) = std::env::var("SOPFLOW_TEST_POSTGRES") else {
+        eprintln!("SOPFLOW_TEST_POSTGRES is not set: the PostgreSQL store is not tested");
+        return None;
+    };
+    Some(PgStore::temporary(&url).expect("the PostgreSQL test database opens"))
+}
+
 suite!(memory, MemoryStore::new());
 suite!(sled, sled_temp());
+suite!(
+    postgres,
+    match pg_temp() {
+        Some(s) => s,
+        None => return,
+    }
+);
 
 // ---------------------------------------------------------------------------------------
 // Across implementations and sled-only
@@ -946,6 +964,10 @@ async fn memory_and_sled_write_identical_bytes() {
     script(&sled, &ids, &tasks, &timers).await;
     let (m, s) = (memory.dump().unwrap(), sled.dump().unwrap());
     assert_eq!(m, s);
+    if let Some(pg) = pg_temp() {
+        script(&pg, &ids, &tasks, &timers).await;
+        assert_eq!(pg.dump().unwrap(), m, "PostgreSQL holds the same bytes");
+    }
     let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
     let mut sorted = names.clone();
     sorted.sort_unstable();

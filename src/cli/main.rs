@@ -265,9 +265,14 @@ enum TokenCommand {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Data directory of the embedded store (created if missing).
+    /// Data directory of the embedded store (created if missing); with `--store` it keeps
+    /// only the demo tokens file.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
+    /// Keep instances in PostgreSQL instead of the data directory:
+    /// `postgres://USER@HOST/DATABASE` (tables in its schema `sopflow`, created at start).
+    #[arg(long, env = "SOPFLOW_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Directory of procedure files; all must validate.
     #[arg(long, default_value = "procedures")]
     procedures: PathBuf,
@@ -789,6 +794,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let cfg = ServeConfig {
         data_dir: a.data_dir,
+        store_url: a.store,
         procedures: a.procedures,
         directory: a.directory,
         calendars: a.calendars,
@@ -835,7 +841,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             "manual"
         },
-        cfg.data_dir.display()
+        bound.store_description
     ));
     bound.serve(shutdown).await?;
     say(format_args!("sopflow stopped"));

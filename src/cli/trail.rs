@@ -13,7 +13,7 @@ use sopflow::audit::{self, ExportFormat, ExportLine, Filters};
 use sopflow::clock::SystemClock;
 use sopflow::engine::service::Engine;
 use sopflow::setup;
-use sopflow::store::sled_store::SledStore;
+use sopflow::store::any::AnyStore;
 
 /// The data directory of a stopped store.
 #[derive(clap::Args, Debug, Clone)]
@@ -21,6 +21,9 @@ pub struct DataDir {
     /// Data directory of the embedded store (stop `sopflow serve` first, or use the API).
     #[arg(long = "data-dir", visible_alias = "data", default_value = "data")]
     pub data_dir: PathBuf,
+    /// Read a PostgreSQL store instead (`postgres://USER@HOST/DATABASE`).
+    #[arg(long, env = "SOPFLOW_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Calendar files. A date written alone (`--from 2026-03-01`, a date field in a KPI
     /// condition) means its midnight in the calendar's time zone, as everywhere in sopflow;
     /// UTC when there are none.
@@ -29,8 +32,11 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    fn open(&self) -> anyhow::Result<Engine<SledStore>> {
-        let engine = setup::open_existing(&self.data_dir, Arc::new(SystemClock))?;
+    fn open(&self) -> anyhow::Result<Engine<AnyStore>> {
+        let engine = match &self.store {
+            Some(url) => setup::open_existing_postgres(url, Arc::new(SystemClock))?,
+            None => setup::open_existing(&self.data_dir, Arc::new(SystemClock))?,
+        };
         engine.set_calendars(&self.calendar_files());
         Ok(engine)
     }

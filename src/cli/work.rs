@@ -15,7 +15,7 @@ use sopflow::engine::decide::EngineError;
 use sopflow::engine::instance::{Actor, Instance};
 use sopflow::engine::service::{Engine, ServiceError};
 use sopflow::setup;
-use sopflow::store::sled_store::SledStore;
+use sopflow::store::any::AnyStore;
 
 /// Where the data, procedures and people are.
 #[derive(clap::Args, Debug, Clone)]
@@ -29,20 +29,25 @@ pub struct Places {
     /// The directory file of departments, roles and users.
     #[arg(long, default_value = "org.toml", global = true)]
     pub directory: PathBuf,
+    /// Keep instances in PostgreSQL instead of the data directory
+    /// (`postgres://USER@HOST/DATABASE`), as `sopflow serve --store` does.
+    #[arg(long, env = "SOPFLOW_STORE", hide_env_values = true, global = true)]
+    pub store: Option<String>,
 }
 
 pub struct Session {
-    pub engine: Engine<SledStore>,
+    pub engine: Engine<AnyStore>,
     pub people: Directory,
 }
 
 impl Session {
     pub async fn open(p: &Places) -> anyhow::Result<Session> {
-        let places = setup::Places::new(
+        let mut places = setup::Places::new(
             p.data_dir.clone(),
             p.procedures.clone(),
             p.directory.clone(),
         );
+        places.store_url = p.store.clone();
         let opened = setup::open(&places, Arc::new(SystemClock)).await?;
         // Deadlines that passed since the last command take effect before this one.
         opened.engine.fire_due().await?;
@@ -129,7 +134,7 @@ pub fn print_instance(inst: &Instance) {
     }
 }
 
-pub fn print_history(engine: &Engine<SledStore>, id: uuid::Uuid) -> anyhow::Result<()> {
+pub fn print_history(engine: &Engine<AnyStore>, id: uuid::Uuid) -> anyhow::Result<()> {
     for e in engine.history(id)? {
         let who =
             e.by.as_ref()

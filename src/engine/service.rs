@@ -631,6 +631,20 @@ impl<S: Store> Engine<S> {
             let pos = touched.iter().position(|(i, _)| *i == target);
             let current: Option<Instance> = match pos {
                 Some(p) => Some(touched[p].1.after.clone()),
+                // A child this command is starting has an id minted for it just now: there
+                // is nothing to read (the commit's create-only check still guards it), and on
+                // a networked store a fan-out of hundreds would otherwise wait for hundreds
+                // of round trips before it is refused.
+                None if matches!(
+                    cmd,
+                    Command::Start {
+                        parent: Some(_),
+                        ..
+                    }
+                ) =>
+                {
+                    None
+                }
                 None => self.load(target)?,
             };
             let proc = match (&proc, &current) {

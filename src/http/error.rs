@@ -210,6 +210,11 @@ impl IntoResponse for ApiError {
         res.extensions_mut().insert(std::sync::Arc::new(problem));
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Busy or the database away: worth trying again in a moment.
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -247,6 +252,14 @@ impl From<ServiceError> for ApiError {
             // The store refuses input it cannot keep (a NUL in an id) before writing anything.
             ServiceError::Store(StoreError::Invalid(why)) => {
                 ApiError::Unprocessable(format!("this cannot be stored: {why}"))
+            }
+            // Logged, not shown: the sentence may name the database's host.
+            ServiceError::Store(StoreError::Unreachable(why)) => {
+                tracing::warn!(error = %why, "store unreachable");
+                ApiError::Unavailable(
+                    "the database cannot be reached just now; nothing was changed, try again"
+                        .into(),
+                )
             }
             ServiceError::Store(e) => ApiError::Internal(e.to_string()),
             ServiceError::Corrupt(e) => ApiError::Internal(e),

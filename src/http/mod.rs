@@ -36,17 +36,17 @@ use crate::clock::ManualClock;
 use crate::definition::calendar::Calendar;
 use crate::directory::Directory;
 use crate::engine::service::Engine;
-use crate::store::sled_store::SledStore;
+use crate::store::any::AnyStore;
 use error::{ApiError, Problem, PROBLEM_JSON};
 
 /// Everything a handler can reach.
 pub struct AppState {
-    pub engine: Arc<Engine<SledStore>>,
+    pub engine: Arc<Engine<AnyStore>>,
     /// The people now: swapped whole when the directory file is reloaded.
     pub directory: crate::reload::SharedDirectory,
     /// Reads the procedure, calendar and directory files again (`None` when the server
     /// was built without files to watch, as in some tests).
-    pub reloader: Option<Arc<crate::reload::Reloader<SledStore>>>,
+    pub reloader: Option<Arc<crate::reload::Reloader<AnyStore>>>,
     pub tokens: auth::Tokens,
     /// Present only when serving with the manual clock.
     pub manual_clock: Option<ManualClock>,

@@ -32,6 +32,8 @@ pub enum ClockChoice {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the data directory's sled store.
+    pub store_url: Option<String>,
     pub procedures: PathBuf,
     pub directory: PathBuf,
     /// Calendar files (default `calendars/` beside the procedures directory).
@@ -88,6 +90,8 @@ pub struct Bound {
     pub issued_tokens: Vec<(String, String)>,
     /// Where the demo tokens are written.
     pub tokens_file: PathBuf,
+    /// Where instances are kept, for the start line (no password).
+    pub store_description: String,
     listener: TcpListener,
     limits: Limits,
     watch: bool,
@@ -108,12 +112,17 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         directory: cfg.directory.clone(),
         calendars: cfg.calendars.clone(),
         cache_bytes: cfg.cache_bytes,
+        store_url: cfg.store_url.clone(),
     };
     let Opened {
         engine,
         people,
         calendars,
     } = setup::open(&places, clock).await?;
+    let store_description = match &**engine.store() {
+        crate::store::any::AnyStore::Postgres(pg) => format!("PostgreSQL {}", pg.describe()),
+        crate::store::any::AnyStore::Sled(_) => cfg.data_dir.display().to_string(),
+    };
     let calendar = calendars
         .iter()
         .find(|c| c.id() == cfg.calendar)
@@ -170,6 +179,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         state,
         issued_tokens: issued,
         tokens_file,
+        store_description,
         listener,
         limits: cfg.limits,
         watch: cfg.watch,

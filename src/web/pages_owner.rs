@@ -461,7 +461,7 @@ pub const MAX_HEAT_SCAN: usize = 20_000;
 /// Open tasks of `procedure`'s running instances by step: (waiting, past due at `now`),
 /// and whether the scan stopped at `MAX_HEAT_SCAN` before the end.
 fn waiting_by_step(
-    engine: &crate::engine::service::Engine<crate::store::sled_store::SledStore>,
+    engine: &crate::engine::service::Engine<crate::store::any::AnyStore>,
     procedure: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(StepCounts, bool), ApiError> {

@@ -127,6 +127,52 @@ pub struct Server {
     dir: Option<TempDir>,
     /// What the handlers reach: the engine and its store, read in-process by `dump`.
     state: std::sync::Arc<sopflow::http::AppState>,
+    /// The database made for this server when the suite runs on PostgreSQL (dropped with it).
+    pg: Option<PgDatabase>,
+}
+
+/// A database of its own for one test server, when `SOPFLOW_TEST_API_STORE=postgres`: the
+/// suite then runs unchanged on PostgreSQL (`SOPFLOW_TEST_POSTGRES` names the server).
+struct PgDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    fn for_this_run() -> Option<PgDatabase> {
+        if std::env::var("SOPFLOW_TEST_API_STORE").as_deref() != Ok("postgres") {
+            return None;
+        }
+        let admin = std::env::var("SOPFLOW_TEST_POSTGRES")
+            .expect("SOPFLOW_TEST_API_STORE=postgres needs SOPFLOW_TEST_POSTGRES=postgres://…/db");
+        let name = format!("sopflow_t_{}", uuid::Uuid::now_v7().simple());
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        let (a, n) = (admin.clone(), name.clone());
+        // The blocking client may not run on a Tokio thread.
+        std::thread::spawn(move || {
+            let mut c =
+                postgres::Client::connect(&a, postgres::NoTls).expect("PostgreSQL reachable");
+            c.batch_execute(&format!("CREATE DATABASE {n}"))
+                .expect("a test database");
+        })
+        .join()
+        .expect("the database is made");
+        Some(PgDatabase { admin, name, url })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (a, n) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&a, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {n} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
 }
 
 /// The token planted for the inactive user `shi.lan`.
@@ -222,8 +268,10 @@ impl Server {
             serde_json::to_vec(&planted).expect("planted hashes as JSON"),
         )
         .expect("planted hashes written");
+        let pg = PgDatabase::for_this_run();
         let cfg = ServeConfig {
             data_dir: dir.path().to_path_buf(),
+            store_url: pg.as_ref().map(|d| d.url.clone()),
             procedures,
             directory,
             calendars: Some("calendars".into()),
@@ -256,11 +304,17 @@ impl Server {
             task: Some(task),
             dir: Some(dir),
             state,
+            pg,
         }
     }
 
     /// Stops the server gracefully, waits for it, and hands back the data directory.
     pub async fn stop(mut self) -> (Result<(), ServeError>, TempDir) {
+        // The database outlives this server, as the data directory does: a restart opens
+        // it again (`.ci/run` drops what test runs leave).
+        if let Some(pg) = self.pg.take() {
+            std::mem::forget(pg);
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -280,15 +334,18 @@ impl Server {
     }
 
     /// The engine the server runs, for checks no endpoint offers (fold = snapshot).
-    pub fn engine(
-        &self,
-    ) -> &sopflow::engine::service::Engine<sopflow::store::sled_store::SledStore> {
+    pub fn engine(&self) -> &sopflow::engine::service::Engine<sopflow::store::any::AnyStore> {
         &self.state.engine
     }
 
     /// The server's data directory (`--data-dir`), where it wrote `demo-tokens.txt`.
     pub fn data_dir(&self) -> &std::path::Path {
         self.dir.as_ref().expect("the data directory").path()
+    }
+
+    /// The PostgreSQL database the server keeps instances in, when the suite runs on one.
+    pub fn store_url(&self) -> Option<String> {
+        self.pg.as_ref().map(|d| d.url.clone())
     }
 
     pub fn token(&self, user: &str) -> &str {

@@ -1228,11 +1228,13 @@ async fn graceful_stop_flushes_and_a_restart_keeps_everything() {
     let inst = srv.start_complaint("xu.na").await;
     let id = id_of(&inst);
     let token = srv.token("xu.na").to_string();
+    let store_url = srv.store_url();
     let (stopped, dir) = srv.stop().await;
     stopped.expect("the server stops cleanly");
     let keep = dir.path().to_path_buf();
     let cfg = sopflow::http::server::ServeConfig {
         data_dir: keep.clone(),
+        store_url,
         procedures: "procedures".into(),
         directory: "org.toml".into(),
         calendars: None,

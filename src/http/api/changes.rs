@@ -32,7 +32,7 @@ impl From<ReloadError> for ApiError {
 
 fn reloader(
     state: &AppState,
-) -> Result<&crate::reload::Reloader<crate::store::sled_store::SledStore>, ApiError> {
+) -> Result<&crate::reload::Reloader<crate::store::any::AnyStore>, ApiError> {
     state.reloader.as_deref().ok_or_else(|| {
         ApiError::Conflict("this server was started without procedure files to reload".into())
     })
