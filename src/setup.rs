@@ -193,6 +193,22 @@ pub fn open_existing(
     })
 }
 
+/// A store named the way `sopflow store copy` takes it: `postgres://…` (or
+/// `postgresql://…`) is a database, anything else a data directory, which must already hold
+/// a store unless `create`.
+pub fn open_store_at(spec: &str, create: bool) -> Result<AnyStore, SetupError> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return open_postgres(spec);
+    }
+    let dir = PathBuf::from(spec);
+    if !create && !dir.join("db").is_file() {
+        return Err(SetupError::NoStore { path: spec.into() });
+    }
+    let mut p = Places::new(dir, PathBuf::new(), PathBuf::new());
+    p.store_url = None;
+    open_sled(&p)
+}
+
 /// `open_existing` for a PostgreSQL store.
 pub fn open_existing_postgres(
     url: &str,

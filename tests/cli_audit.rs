@@ -244,3 +244,63 @@ fn auditor_commands_refuse_a_directory_without_a_store() {
         assert!(!missing.exists(), "{cmd} must not create a store");
     }
 }
+
+/// `sopflow store copy`, which takes no `--data-dir`.
+fn store_copy(from: &str, to: &str) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args(["store", "copy", "--from", from, "--to", to])
+        .output()
+        .expect("sopflow runs")
+}
+
+fn dump_of(d: &std::path::Path) -> sopflow::store::Dump {
+    let engine = sopflow::setup::open_existing(d, Arc::new(SystemClock)).unwrap();
+    engine.store().dump().unwrap()
+}
+
+#[test]
+fn a_store_is_copied_whole_verified_and_never_into_a_full_one() {
+    let dir = store_with_history();
+    let d = dir.path();
+    let to = tempfile::tempdir().unwrap();
+    let copy = to.path().join("copy");
+    let (from_s, copy_s) = (d.to_str().unwrap(), copy.to_str().unwrap());
+    let o = ok(store_copy(from_s, copy_s));
+    assert!(out(&o).contains("copied and verified"), "{}", out(&o));
+    assert_eq!(dump_of(&copy), dump_of(d), "every tree identical");
+    ok(run(&["verify"], &copy));
+    // Into a store that holds instances: refused, and it is left as it was.
+    let before = dump_of(&copy);
+    let o = store_copy(from_s, copy_s);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("copy into an empty store"), "{}", out(&o));
+    assert_eq!(dump_of(&copy), before);
+    // From a directory without a store: refused.
+    let o = store_copy(to.path().join("nothing").to_str().unwrap(), copy_s);
+    assert!(!o.status.success(), "{}", out(&o));
+
+    // To PostgreSQL and back, when a database is at hand.
+    let Ok(admin) = std::env::var("SOPFLOW_TEST_POSTGRES") else {
+        eprintln!("SOPFLOW_TEST_POSTGRES is not set: the copy to PostgreSQL is not tested");
+        return;
+    };
+    let name = format!("sopflow_t_{}", uuid::Uuid::now_v7().simple());
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    let sql = |q: String| {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&q).unwrap();
+    };
+    sql(format!("CREATE DATABASE {name}"));
+    let o = store_copy(from_s, &url);
+    let back = to.path().join("back");
+    let o2 = store_copy(&url, back.to_str().unwrap());
+    sql(format!("DROP DATABASE {name} WITH (FORCE)"));
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(o2.status.success(), "{}", out(&o2));
+    assert_eq!(
+        dump_of(&back),
+        dump_of(d),
+        "sled → PostgreSQL → sled changes nothing"
+    );
+}

@@ -238,6 +238,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a store: `sopflow store copy --from data --to postgres://USER@HOST/DB` (or
+    /// back), then check that every tree, hash chain and count is identical on both sides.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Print the JSON Schema (Draft-07) of procedure files, or of calendar files.
     Schema {
         /// Which schema to print.
@@ -250,6 +256,20 @@ enum Command {
 enum ExportKind {
     Jsonl,
     Csv,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy every instance, event, index, schedule and procedure into an empty store, then
+    /// verify the copy. Stop the servers using either store first.
+    Copy {
+        /// The store to copy: a data directory, or postgres://USER@HOST/DATABASE.
+        #[arg(long)]
+        from: String,
+        /// The empty store to fill: a data directory (created if missing) or a database.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -720,6 +740,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => serve(*args).await,
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            let src = sopflow::setup::open_store_at(&from, false)?;
+            let dst = sopflow::setup::open_store_at(&to, true)?;
+            let mut last = String::new();
+            let report = sopflow::store::copy::copy(&src, &dst, &mut |tree, rows| {
+                if tree != last {
+                    eprintln!("copying {tree}");
+                    last = tree.to_string();
+                }
+                let _ = rows;
+            })?;
+            for (tree, rows) in &report.trees {
+                println!("{tree:<24} {rows:>10} rows");
+            }
+            println!(
+                "copied and verified: {} instances, {} events, every tree identical on both sides",
+                report.instances, report.events
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { dir, json } => trail::verify(&dir, json),
         Command::Report {
             procedure,

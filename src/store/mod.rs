@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub mod any;
 pub mod audit;
 pub mod chain;
+pub mod copy;
 mod group_commit;
 mod layout;
 

@@ -74,6 +74,11 @@ impl PgStore {
         Ok(s)
     }
 
+    /// The schema its tables are in (a second store may open the same one: two nodes).
+    pub fn schema(&self) -> &str {
+        self.pool.schema()
+    }
+
     /// Where it is, without any password, for messages.
     pub fn describe(&self) -> String {
         self.pool.describe()
@@ -366,6 +371,39 @@ fn register(c: &mut Client, record: ProcedureRecord) -> Result<(), StoreError> {
         .map_err(pg)?;
     }
     tx.commit().map_err(pg)
+}
+
+/// For `sopflow store copy`: rows read in key order and written as they are.
+impl super::copy::Raw for PgStore {
+    fn page(
+        &self,
+        tree: Tree,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<super::copy::Row>, StoreError> {
+        self.read(move |kv| super::copy::page_of(kv, tree, after.as_deref(), limit))
+    }
+
+    fn put(&self, tree: Tree, rows: Vec<super::copy::Row>) -> Result<(), StoreError> {
+        let ops = rows
+            .into_iter()
+            .map(|(key, value)| layout::Op {
+                tree,
+                key,
+                value: Some(value),
+            })
+            .collect();
+        self.pool.run(true, move |c| {
+            let mut tx = c.transaction().map_err(pg)?;
+            write_all(&mut tx, ops)?;
+            tx.commit().map_err(pg)
+        })
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // Each batch committed with synchronous_commit on.
+        Ok(())
+    }
 }
 
 impl Store for PgStore {

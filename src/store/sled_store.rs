@@ -556,6 +556,36 @@ impl Kv for Trees {
     }
 }
 
+/// For `sopflow store copy`: rows read and written as they are, past the pipeline (the
+/// copy is the only writer of a store it fills).
+impl super::copy::Raw for SledStore {
+    fn page(
+        &self,
+        tree: Tree,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<super::copy::Row>, StoreError> {
+        super::copy::page_of(&self.trees, tree, after.as_deref(), limit)
+    }
+
+    fn put(&self, tree: Tree, rows: Vec<super::copy::Row>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in rows {
+            batch.insert(k, v);
+        }
+        self.trees.get(tree).apply_batch(batch).map_err(sled_err)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // sled's flush covers every tree of the database.
+        self.trees
+            .get(Tree::Meta)
+            .flush()
+            .map(|_| ())
+            .map_err(sled_err)
+    }
+}
+
 impl Store for SledStore {
     /// Once the commit is queued, dropping the future does not withdraw it: it is applied
     /// and flushed like the others, only nobody is told.

@@ -1,0 +1,138 @@
+//! Two engines on one PostgreSQL store, as two `sopflow serve` nodes on one database: a
+//! claim raced from both has one winner, and deadlines due at once fire exactly once across
+//! both (counted from the histories, against one engine doing the same alone). Runs when
+//! `SOPFLOW_TEST_POSTGRES` names a database (`.ci/run` sets it); otherwise says so and passes.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use common::*;
+use serde_json::json;
+use sopflow::clock::Clock;
+use sopflow::engine::decide::Command;
+use sopflow::engine::service::Engine;
+use sopflow::store::postgres::PgStore;
+use sopflow::store::Store;
+
+fn url() -> Option<String> {
+    let u = std::env::var("SOPFLOW_TEST_POSTGRES").ok();
+    if u.is_none() {
+        eprintln!("SOPFLOW_TEST_POSTGRES is not set: two nodes on PostgreSQL are not tested");
+    }
+    u
+}
+
+/// Two engines, each with its own store handle (its own connections) on one schema, and
+/// their manual clocks.
+async fn two_nodes(
+    url: &str,
+) -> (
+    (Engine<PgStore>, sopflow::clock::ManualClock),
+    (Engine<PgStore>, sopflow::clock::ManualClock),
+) {
+    let first = PgStore::temporary(url).expect("a PostgreSQL schema");
+    let second = PgStore::open(url, first.schema(), 4).expect("the same schema again");
+    let a = engine_on(Arc::new(first)).await;
+    let b = engine_on(Arc::new(second)).await;
+    (a, b)
+}
+
+fn complaint() -> serde_json::Map<String, serde_json::Value> {
+    obj(json!({ "customer": "Hengxin Lifting", "contact": "Mr Li" }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_raced_from_two_nodes_has_one_winner() {
+    let Some(url) = url() else { return };
+    let ((a, _), (b, _)) = two_nodes(&url).await;
+    let xu = person("xu.na", "after_sales", &["follow_up"], 2);
+    let zhao = person("zhao.min", "after_sales", &["follow_up"], 2);
+    for _ in 0..10 {
+        let inst = a
+            .start("complaint-handling", complaint(), Some(&xu))
+            .await
+            .unwrap();
+        let task = inst.tasks.values().next().unwrap().id;
+        let claim = Command::Claim { task };
+        let (ra, rb) = tokio::join!(
+            a.execute(inst.id, claim.clone(), Some(&xu)),
+            b.execute(inst.id, claim, Some(&zhao)),
+        );
+        assert!(
+            ra.is_ok() != rb.is_ok(),
+            "exactly one wins: {ra:?} / {rb:?}"
+        );
+        let holder = a.instance(inst.id).unwrap().unwrap().tasks[&task]
+            .claimed_by
+            .clone();
+        let winner = if ra.is_ok() { "xu.na" } else { "zhao.min" };
+        assert_eq!(holder.as_deref(), Some(winner));
+        let claims = a
+            .history(inst.id)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind.name() == "task_claimed")
+            .count();
+        assert_eq!(claims, 1, "one claim in the history");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlines_due_at_once_fire_once_across_two_nodes() {
+    let Some(url) = url() else { return };
+    let xu = person("xu.na", "after_sales", &["follow_up"], 2);
+    // The same work on one engine alone gives the events to expect.
+    let alone = PgStore::temporary(&url).expect("a PostgreSQL schema");
+    let (solo, solo_clock) = engine_on(Arc::new(alone)).await;
+    let ((a, clock_a), (b, clock_b)) = two_nodes(&url).await;
+    let n = 30;
+    let mut solo_ids = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        solo_ids.push(
+            solo.start("complaint-handling", complaint(), Some(&xu))
+                .await
+                .unwrap()
+                .id,
+        );
+        let node = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            node.start("complaint-handling", complaint(), Some(&xu))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    // Three days on: every reminder, breach and escalation of the register step is due.
+    for c in [&solo_clock, &clock_a, &clock_b] {
+        c.advance(Duration::days(3));
+    }
+    let fired_alone = solo.fire_due().await.unwrap();
+    assert!(fired_alone >= n, "the deadlines were due ({fired_alone})");
+    let (fa, fb) = tokio::join!(a.fire_due(), b.fire_due());
+    let (fa, fb) = (fa.unwrap(), fb.unwrap());
+    assert_eq!(fa + fb, fired_alone, "fired {fa} + {fb} across the nodes");
+    // Later deadlines (beyond three days) may stay armed; none that was due does.
+    let now = clock_a.now().timestamp_millis();
+    assert!(a.store().due_timers(now, 10).unwrap().is_empty());
+    let kinds = |e: &Engine<PgStore>, id| -> Vec<String> {
+        e.history(id)
+            .unwrap()
+            .iter()
+            .map(|ev| ev.kind.name().to_string())
+            .collect()
+    };
+    let expected = kinds(&solo, solo_ids[0]);
+    assert!(
+        expected
+            .iter()
+            .any(|k| k.contains("breach") || k.contains("remind")),
+        "{expected:?}"
+    );
+    for id in ids {
+        assert_eq!(kinds(&a, id), expected, "instance {id}: each firing once");
+        assert_folds(&a, id);
+    }
+}
