@@ -34,13 +34,22 @@ pub struct Places {
 
 /// The schema sopflow's tables live in, in a PostgreSQL database.
 pub const PG_SCHEMA: &str = "sopflow";
-/// Connections each process keeps to PostgreSQL (each on a thread of its own).
-pub const PG_CONNECTIONS: usize = 8;
+/// Connections each process keeps to PostgreSQL (each on a thread of its own), unless
+/// `SOPFLOW_PG_CONNECTIONS` says otherwise (1–256).
+pub const PG_CONNECTIONS: usize = 16;
+
+fn pg_connections() -> usize {
+    std::env::var("SOPFLOW_PG_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(PG_CONNECTIONS)
+}
 
 /// Opens PostgreSQL at `url`: a database that cannot be reached or holds a newer schema is
 /// one sentence, without the password the address may carry.
 pub fn open_postgres(url: &str) -> Result<AnyStore, SetupError> {
-    PgStore::open(url, PG_SCHEMA, PG_CONNECTIONS)
+    PgStore::open(url, PG_SCHEMA, pg_connections())
         .map(AnyStore::from)
         .map_err(|e| SetupError::Postgres {
             reason: e.to_string(),

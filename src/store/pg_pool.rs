@@ -13,12 +13,14 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Statement};
 
 use super::StoreError;
 
 /// How long opening a connection may take before the request fails.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection idle longer than this is checked before a write is sent on it.
+const IDLE_BEFORE_CHECK: Duration = Duration::from_secs(1);
 /// How long the liveness check before a write may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -89,28 +91,89 @@ impl PgConfig {
     }
 }
 
+/// The statements every request uses, prepared once per connection: a query given as text
+/// costs a second round trip to prepare it each time.
+pub(crate) struct Stmts {
+    pub get: Statement,
+    pub scan_from: Statement,
+    pub scan_after: Statement,
+    pub upsert: Statement,
+    pub delete: Statement,
+    pub lock: Statement,
+}
+
+impl Stmts {
+    fn prepare(c: &mut Client) -> Result<Stmts, StoreError> {
+        let mut p = |sql: &str| c.prepare(sql).map_err(super::postgres::pg);
+        Ok(Stmts {
+            get: p("SELECT value FROM kv WHERE tree = $1 AND key = $2")?,
+            scan_from: p(
+                "SELECT key, value FROM kv WHERE tree = $1 AND key >= $2 ORDER BY key LIMIT $3",
+            )?,
+            scan_after: p(
+                "SELECT key, value FROM kv WHERE tree = $1 AND key > $2 ORDER BY key LIMIT $3",
+            )?,
+            upsert: p("INSERT INTO kv (tree, key, value)
+                 SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[])
+                 ON CONFLICT (tree, key) DO UPDATE SET value = excluded.value")?,
+            delete: p(
+                "DELETE FROM kv USING unnest($1::smallint[], $2::bytea[]) AS d(tree, key)
+                 WHERE kv.tree = d.tree AND kv.key = d.key",
+            )?,
+            lock: p("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k")?,
+        })
+    }
+}
+
+/// One open connection and its prepared statements (made on first use: the tables may not
+/// exist before the migrations ran).
+pub(crate) struct Conn {
+    pub client: Client,
+    stmts: Option<Stmts>,
+}
+
+impl Conn {
+    /// The client and the statements, apart, so a transaction on the one can use the other.
+    pub(crate) fn parts(&mut self) -> Result<(&mut Client, &Stmts), StoreError> {
+        if self.stmts.is_none() {
+            self.stmts = Some(Stmts::prepare(&mut self.client)?);
+        }
+        match &self.stmts {
+            Some(s) => Ok((&mut self.client, s)),
+            None => Err(StoreError::Io("statements not prepared".into())),
+        }
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Slot) + Send>;
 
 /// One worker's connection, opened when first needed and again after it broke.
 struct Slot {
     config: Arc<PgConfig>,
-    client: Option<Client>,
+    conn: Option<Conn>,
+    /// When the connection last answered: one busy a moment ago needs no liveness check.
+    used: std::time::Instant,
 }
 
 impl Slot {
-    /// The connection; with `check`, first asked whether it still works (one round trip),
-    /// so a write is not sent down a connection the database dropped while it was idle.
-    fn client(&mut self, check: bool) -> Result<&mut Client, StoreError> {
-        if let (true, Some(c)) = (check, self.client.as_mut()) {
-            if c.is_valid(CHECK_TIMEOUT).is_err() {
-                self.client = None;
+    /// The connection; with `check` and idle a while, first asked whether it still works
+    /// (one round trip), so a write is not sent down a connection the database dropped while
+    /// it was idle.
+    fn conn(&mut self, check: bool) -> Result<&mut Conn, StoreError> {
+        let idle = self.used.elapsed() > IDLE_BEFORE_CHECK;
+        if let (true, true, Some(c)) = (check, idle, self.conn.as_mut()) {
+            if c.client.is_valid(CHECK_TIMEOUT).is_err() {
+                self.conn = None;
             }
         }
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            self.client = Some(self.config.connect()?);
+        if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            self.conn = None;
+            self.conn = Some(Conn {
+                client: self.config.connect()?,
+                stmts: None,
+            });
         }
-        self.client
+        self.conn
             .as_mut()
             .ok_or_else(|| StoreError::Io("no PostgreSQL connection".into()))
     }
@@ -129,7 +192,8 @@ impl Pool {
         for i in 0..connections {
             let mut slot = Slot {
                 config: config.clone(),
-                client: None,
+                conn: None,
+                used: std::time::Instant::now(),
             };
             let queue: Arc<Mutex<Receiver<Job>>> = queue.clone();
             std::thread::Builder::new()
@@ -160,16 +224,17 @@ impl Pool {
 
     fn job<T: Send + 'static>(
         check: bool,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
         reply: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) -> Job {
         Box::new(move |slot: &mut Slot| {
-            let r = slot.client(check).and_then(f);
+            let r = slot.conn(check).and_then(f);
+            slot.used = std::time::Instant::now();
             // A connection that met the database going away is not used again.
             if matches!(r, Err(StoreError::Unreachable(_)))
-                || slot.client.as_ref().is_some_and(Client::is_closed)
+                || slot.conn.as_ref().is_some_and(|c| c.client.is_closed())
             {
-                slot.client = None;
+                slot.conn = None;
             }
             reply(r);
         })
@@ -184,7 +249,7 @@ impl Pool {
     pub(crate) fn run<T: Send + 'static>(
         &self,
         check: bool,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.jobs
@@ -200,7 +265,7 @@ impl Pool {
     /// was applied is not known, and the caller's retry re-decides on fresh state.
     pub(crate) async fn run_async<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs

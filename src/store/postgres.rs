@@ -21,7 +21,7 @@ use postgres::Client;
 use uuid::Uuid;
 
 use super::layout::{self, Kv, ProcedureOutcome, Tree, Visit};
-use super::pg_pool::{PgConfig, Pool};
+use super::pg_pool::{Conn, PgConfig, Pool, Stmts};
 use super::{
     AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
     StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
@@ -58,7 +58,7 @@ impl PgStore {
     pub fn open(url: &str, schema: &str, connections: usize) -> Result<Self, StoreError> {
         let config = PgConfig::new(url, schema)?;
         let pool = Pool::start(config, connections.max(1))?;
-        pool.run(true, migrate)?;
+        pool.run(true, |c| migrate(&mut c.client))?;
         Ok(Self {
             pool,
             drop_schema: false,
@@ -92,14 +92,15 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let f = std::sync::Arc::new(f);
         let again = f.clone();
-        match self
-            .pool
-            .run(false, move |c| f(&ClientKv(std::cell::RefCell::new(c))))
-        {
+        match self.pool.run(false, move |c| {
+            let (c, st) = c.parts()?;
+            f(&ClientKv(std::cell::RefCell::new(c), st))
+        }) {
             // On a connection checked first: the other idle ones may be broken too.
-            Err(StoreError::Unreachable(_)) => self
-                .pool
-                .run(true, move |c| again(&ClientKv(std::cell::RefCell::new(c)))),
+            Err(StoreError::Unreachable(_)) => self.pool.run(true, move |c| {
+                let (c, st) = c.parts()?;
+                again(&ClientKv(std::cell::RefCell::new(c), st))
+            }),
             r => r,
         }
     }
@@ -111,7 +112,8 @@ impl Drop for PgStore {
             let schema = self.pool.schema().to_string();
             // Best effort: a test's leftover schema is harmless, a panic in drop is not.
             let _ = self.pool.run(false, move |c| {
-                c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                c.client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .map_err(pg)
             });
         }
@@ -221,17 +223,14 @@ fn name_lock(tag: u8, name: &str) -> i64 {
     i64::from_be_bytes([tag, b[0], b[1], b[2], b[3], b[4], b[5], b[6]])
 }
 
-/// Reads on one connection, inside or outside a transaction.
-struct ClientKv<'c, C: postgres::GenericClient>(std::cell::RefCell<&'c mut C>);
+/// Reads on one connection, inside or outside a transaction, with its prepared statements.
+struct ClientKv<'c, C: postgres::GenericClient>(std::cell::RefCell<&'c mut C>, &'c Stmts);
 
 impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let mut c = self.0.borrow_mut();
         let row = c
-            .query_opt(
-                "SELECT value FROM kv WHERE tree = $1 AND key = $2",
-                &[&tree_code(tree), &key],
-            )
+            .query_opt(&self.1.get, &[&tree_code(tree), &key])
             .map_err(pg)?;
         Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
     }
@@ -250,15 +249,15 @@ impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
         };
         let mut batch = FIRST_BATCH;
         loop {
-            let sql = if inclusive {
-                "SELECT key, value FROM kv WHERE tree = $1 AND key >= $2 ORDER BY key LIMIT $3"
+            let stmt = if inclusive {
+                &self.1.scan_from
             } else {
-                "SELECT key, value FROM kv WHERE tree = $1 AND key > $2 ORDER BY key LIMIT $3"
+                &self.1.scan_after
             };
             let rows = self
                 .0
                 .borrow_mut()
-                .query(sql, &[&code, &key, &batch])
+                .query(stmt, &[&code, &key, &batch])
                 .map_err(pg)?;
             let n = rows.len();
             for r in &rows {
@@ -281,22 +280,19 @@ impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
 }
 
 /// The commit as one transaction; `Conflict` and `ScheduleMoved` roll it back whole.
-fn apply(c: &mut Client, plan: layout::Plan) -> Result<(), StoreError> {
+fn apply(conn: &mut Conn, plan: layout::Plan) -> Result<(), StoreError> {
+    let (c, st) = conn.parts()?;
     let mut tx = c.transaction().map_err(pg)?;
     let mut locks: Vec<i64> = plan.appends.iter().map(|a| instance_lock(a.id)).collect();
     locks.extend(plan.schedule_checks.iter().map(|(p, _)| name_lock(1, p)));
     locks.sort_unstable();
     locks.dedup();
     if !locks.is_empty() {
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k",
-            &[&locks],
-        )
-        .map_err(pg)?;
+        tx.execute(&st.lock, &[&locks]).map_err(pg)?;
     }
     let mut writes: Vec<layout::Op> = Vec::new();
     {
-        let kv = ClientKv(std::cell::RefCell::new(&mut tx));
+        let kv = ClientKv(std::cell::RefCell::new(&mut tx), st);
         for a in &plan.appends {
             let stored = kv.get(Tree::Instances, &layout::instance_key(a.id))?;
             layout::check_version(a.id, a.expected_version, stored.as_deref())?;
@@ -308,12 +304,16 @@ fn apply(c: &mut Client, plan: layout::Plan) -> Result<(), StoreError> {
         }
     }
     writes.extend(plan.ops);
-    write_all(&mut tx, writes)?;
+    write_all(&mut tx, st, writes)?;
     tx.commit().map_err(pg)
 }
 
 /// The writes, last one per key winning (the plan's order), as one upsert and one delete.
-fn write_all(tx: &mut postgres::Transaction<'_>, ops: Vec<layout::Op>) -> Result<(), StoreError> {
+fn write_all(
+    tx: &mut postgres::Transaction<'_>,
+    st: &Stmts,
+    ops: Vec<layout::Op>,
+) -> Result<(), StoreError> {
     let mut last: BTreeMap<(i16, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
     for op in ops {
         last.insert((tree_code(op.tree), op.key), op.value);
@@ -334,35 +334,25 @@ fn write_all(tx: &mut postgres::Transaction<'_>, ops: Vec<layout::Op>) -> Result
         }
     }
     if !del_t.is_empty() {
-        tx.execute(
-            "DELETE FROM kv USING unnest($1::smallint[], $2::bytea[]) AS d(tree, key)
-             WHERE kv.tree = d.tree AND kv.key = d.key",
-            &[&del_t, &del_k],
-        )
-        .map_err(pg)?;
+        tx.execute(&st.delete, &[&del_t, &del_k]).map_err(pg)?;
     }
     if !up_t.is_empty() {
-        tx.execute(
-            "INSERT INTO kv (tree, key, value)
-             SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[])
-             ON CONFLICT (tree, key) DO UPDATE SET value = excluded.value",
-            &[&up_t, &up_k, &up_v],
-        )
-        .map_err(pg)?;
+        tx.execute(&st.upsert, &[&up_t, &up_k, &up_v]).map_err(pg)?;
     }
     Ok(())
 }
 
-fn register(c: &mut Client, record: ProcedureRecord) -> Result<(), StoreError> {
+fn register(conn: &mut Conn, record: ProcedureRecord) -> Result<(), StoreError> {
     let key = layout::procedure_key(&record.id, record.version)?;
     let encoded = layout::encode_procedure(&record)?;
+    let (c, st) = conn.parts()?;
     let mut tx = c.transaction().map_err(pg)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
         &[&name_lock(2, &record.id)],
     )
     .map_err(pg)?;
-    let stored = ClientKv(std::cell::RefCell::new(&mut tx)).get(Tree::Procedures, &key)?;
+    let stored = ClientKv(std::cell::RefCell::new(&mut tx), st).get(Tree::Procedures, &key)?;
     if layout::procedure_outcome(&record, stored.as_deref())? == ProcedureOutcome::Insert {
         tx.execute(
             "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3)",
@@ -393,9 +383,10 @@ impl super::copy::Raw for PgStore {
                 value: Some(value),
             })
             .collect();
-        self.pool.run(true, move |c| {
+        self.pool.run(true, move |conn| {
+            let (c, st) = conn.parts()?;
             let mut tx = c.transaction().map_err(pg)?;
-            write_all(&mut tx, ops)?;
+            write_all(&mut tx, st, ops)?;
             tx.commit().map_err(pg)
         })
     }
