@@ -60,10 +60,16 @@ impl PgConfig {
                 postgres::config::Host::Unix(p) => p.display().to_string(),
             })
             .collect();
+        let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
         let description = format!(
-            "{}@{}/{} (schema {schema})",
+            "{}@{}{}/{} (schema {schema})",
             config.get_user().unwrap_or("?"),
             hosts.join(","),
+            if ports.is_empty() {
+                String::new()
+            } else {
+                format!(":{}", ports.join(","))
+            },
             config.get_dbname().unwrap_or("?"),
         );
         Ok(Self {
@@ -75,8 +81,13 @@ impl PgConfig {
 
     fn connect(&self) -> Result<Client, StoreError> {
         let mut c = self.config.connect(NoTls).map_err(|e| {
+            // The client's sentence ("error connecting to server") leaves out why; its source
+            // says it ("Connection refused").
+            let why = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
             StoreError::Unreachable(format!(
-                "cannot reach PostgreSQL at {}: {e}",
+                "cannot reach PostgreSQL at {}: {e}{why}",
                 self.description
             ))
         })?;

@@ -552,26 +552,35 @@ async fn the_watcher_registers_a_saved_file_and_ignores_editor_files() {
         procs.join("complaint-handling.toml"),
     )
     .unwrap();
-    let mut seen = Value::Null;
+    // The version is registered, then its deployment recorded (two commits): wait for both.
+    let v3 = |d: &Value| -> Vec<Value> {
+        d["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|e| {
+                        e["details"]["procedure"] == "complaint-handling"
+                            && e["details"]["version"] == 3
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (mut seen, mut d) = (Value::Null, Value::Null);
     for _ in 0..200 {
         seen = srv
             .get_ok("xu.na", "/v1/procedures/complaint-handling/versions")
             .await;
-        if seen["items"][0]["version"] == 3 {
+        d = srv.get_ok(AUDITOR, "/v1/deployments").await;
+        if seen["items"][0]["version"] == 3 && !v3(&d).is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(seen["items"][0]["version"], 3, "{seen}");
-    let d = srv.get_ok(AUDITOR, "/v1/deployments").await;
-    let registered: Vec<&Value> = d["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            e["details"]["procedure"] == "complaint-handling" && e["details"]["version"] == 3
-        })
-        .collect();
+    let registered = v3(&d);
     assert_eq!(registered.len(), 1, "{d}");
     assert!(registered[0]["details"]["origin"]
         .as_str()
