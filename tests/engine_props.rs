@@ -14,6 +14,7 @@ use sopflow::definition::model::{Field, FieldType, Procedure};
 use sopflow::engine::decide::Command;
 use sopflow::engine::instance::{Actor, EventKind, Instance, Status};
 use sopflow::engine::service::Engine;
+use sopflow::store::any::AnyStore;
 use sopflow::store::memory::MemoryStore;
 use sopflow::store::Store;
 
@@ -170,7 +171,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct World {
-    e: Engine<MemoryStore>,
+    e: Engine<AnyStore>,
     procs: Vec<Procedure>,
     people: Vec<Actor>,
     /// Instances started by the test (children are checked through their parents' runs).
@@ -513,7 +514,7 @@ fn finish(
 
 /// Registers, for every shipped procedure, the same text with its version raised by one, so
 /// instances can be migrated to it mid-run.
-async fn register_next_versions(e: &Engine<MemoryStore>) {
+async fn register_next_versions(e: &Engine<AnyStore>) {
     let mut next = Vec::new();
     for c in e.procedures() {
         let source = e
@@ -563,6 +564,22 @@ fn check_invariants(w: &World) {
     }
 }
 
+/// The engine on the store `SOPFLOW_TEST_STORE` names: `postgres` (a fresh schema of the
+/// database `SOPFLOW_TEST_POSTGRES`; `.ci/run` runs this file so too) or, by default, memory.
+async fn engine_any() -> (Engine<AnyStore>, sopflow::clock::ManualClock) {
+    let store = match std::env::var("SOPFLOW_TEST_STORE").as_deref() {
+        Ok("postgres") => {
+            let url = std::env::var("SOPFLOW_TEST_POSTGRES")
+                .expect("SOPFLOW_TEST_STORE=postgres needs SOPFLOW_TEST_POSTGRES=postgres://…/db");
+            AnyStore::from(
+                sopflow::store::postgres::PgStore::temporary(&url).expect("a PostgreSQL schema"),
+            )
+        }
+        _ => AnyStore::Memory(MemoryStore::new()),
+    };
+    engine_on(std::sync::Arc::new(store)).await
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
 
@@ -570,7 +587,7 @@ proptest! {
     fn random_command_sequences_keep_the_invariants(ops in prop::collection::vec(op(), 1..60)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         rt.block_on(async {
-            let (e, _clock) = engine().await;
+            let (e, _clock) = engine_any().await;
             let procs: Vec<Procedure> = e.procedures().iter().map(|c| c.def.clone()).collect();
             register_next_versions(&e).await;
             let roles: Vec<String> = {
@@ -596,7 +613,7 @@ proptest! {
 async fn generated_commands_make_real_progress() {
     use proptest::strategy::ValueTree;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-    let (e, clock) = engine().await;
+    let (e, clock) = engine_any().await;
     let procs: Vec<Procedure> = e.procedures().iter().map(|c| c.def.clone()).collect();
     let mut roles: Vec<String> = procs.iter().flat_map(|p| p.roles.keys().cloned()).collect();
     roles.sort();

@@ -122,6 +122,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
     let store_description = match &**engine.store() {
         crate::store::any::AnyStore::Postgres(pg) => format!("PostgreSQL {}", pg.describe()),
         crate::store::any::AnyStore::Sled(_) => cfg.data_dir.display().to_string(),
+        crate::store::any::AnyStore::Memory(_) => "memory (nothing kept)".to_string(),
     };
     let calendar = calendars
         .iter()

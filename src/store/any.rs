@@ -4,6 +4,7 @@
 //! serves either; each call is a match and a forward, nothing more. This module must not
 //! add behaviour of its own: the contract is `Store`'s.
 
+use super::memory::MemoryStore;
 use super::postgres::PgStore;
 use super::sled_store::SledStore;
 use super::{
@@ -15,6 +16,8 @@ use super::{
 pub enum AnyStore {
     Sled(SledStore),
     Postgres(PgStore),
+    /// For tests that run one body on whichever store an environment variable names.
+    Memory(MemoryStore),
 }
 
 impl From<SledStore> for AnyStore {
@@ -34,6 +37,7 @@ macro_rules! forward {
         match $self {
             AnyStore::Sled($s) => $call,
             AnyStore::Postgres($s) => $call,
+            AnyStore::Memory($s) => $call,
         }
     };
 }

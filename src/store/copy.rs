@@ -67,6 +67,7 @@ fn raw(s: &AnyStore) -> &dyn Raw {
     match s {
         AnyStore::Sled(s) => s,
         AnyStore::Postgres(s) => s,
+        AnyStore::Memory(s) => s,
     }
 }
 

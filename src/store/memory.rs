@@ -109,6 +109,27 @@ impl Kv for Trees<'_> {
     }
 }
 
+impl super::copy::Raw for MemoryStore {
+    fn page(
+        &self,
+        tree: Tree,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<super::copy::Row>, StoreError> {
+        self.read(|t| super::copy::page_of(t, tree, after.as_deref(), limit))
+    }
+
+    fn put(&self, tree: Tree, rows: Vec<super::copy::Row>) -> Result<(), StoreError> {
+        let mut trees = self.lock();
+        trees[tree.index()].extend(rows);
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 impl Store for MemoryStore {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         self.apply(commit)
