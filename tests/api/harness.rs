@@ -371,6 +371,31 @@ impl Server {
     }
 
     /// Sends a request without checking the reply.
+    /// POSTs a body larger than the server's limit. The server answers 413 from the
+    /// Content-Length alone and closes without reading the rest, so whether the client
+    /// finishes writing first is a race: `Some(status)` when the answer was read, `None`
+    /// when the connection closed under the upload. Either way the body was refused.
+    pub async fn post_oversized(
+        &self,
+        path: &str,
+        user: &str,
+        bytes: Vec<u8>,
+    ) -> Option<StatusCode> {
+        match self
+            .client
+            .post(self.url(path))
+            .bearer_auth(self.token(user))
+            .header(CONTENT_TYPE, "application/json")
+            .body(bytes)
+            .send()
+            .await
+        {
+            Ok(r) => Some(r.status()),
+            Err(e) if e.is_request() => None,
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
     pub async fn send_unchecked(
         &self,
         method: Method,
