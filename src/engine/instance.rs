@@ -39,6 +39,13 @@ impl Actor {
         roles.iter().any(|r| self.holds(r))
     }
 
+    /// Whether the person may repair and migrate instances of `def`: `admin`, or one of the
+    /// roles the procedure names in `operator_roles`. The engine, the API and the pages ask
+    /// this one question.
+    pub fn operates(&self, def: &crate::definition::model::Procedure) -> bool {
+        self.holds("admin") || self.holds_any(&def.operator_roles)
+    }
+
     /// Whether the person belongs to `department`, directly or through a sub-department.
     pub fn in_department(&self, department: &str) -> bool {
         self.department == department || self.within.iter().any(|d| d == department)

@@ -95,7 +95,7 @@ impl<S: Store> Engine<S> {
                     self.versions(&plan.procedure)
                 ))
             })?;
-        if !actor.holds("admin") && !actor.holds_any(&new.def.operator_roles) {
+        if !actor.operates(&new.def) {
             return Err(ServiceError::Engine(EngineError::Forbidden(format!(
                 "migrating `{}` instances needs admin{}",
                 plan.procedure,

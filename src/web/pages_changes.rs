@@ -241,9 +241,10 @@ fn migrate_view(state: &AppState, signed: &Signed, id: &str) -> Result<MigratePa
         .ok_or_else(|| ApiError::NotFound(format!("there is no procedure `{id}`")))?;
     // The page shows the plan form and the instances that would move: the same people the
     // engine lets migrate may see it, nobody else.
-    let may = signed.caller.acting().is_ok_and(|a| {
-        a.holds(crate::http::auth::ADMIN) || a.holds_any(&latest.def.operator_roles)
-    });
+    let may = signed
+        .caller
+        .acting()
+        .is_ok_and(|a| a.operates(&latest.def));
     if !may {
         return Err(ApiError::Forbidden(format!(
             "migrating `{id}` instances needs admin{}",

@@ -226,9 +226,7 @@ pub async fn instance_page(
         can_comment: inst.status == "running" && signed.caller.acting().is_ok(),
         auditor: signed.caller.reads_everything(),
         can_repair: inst.status == "running"
-            && signed.caller.acting().is_ok_and(|a| {
-                a.holds(crate::http::auth::ADMIN) || a.holds_any(&def.operator_roles)
-            }),
+            && signed.caller.acting().is_ok_and(|a| a.operates(def)),
         suspended: inst.suspended.as_ref().map(|s| {
             format!(
                 "since {}{}: {}",

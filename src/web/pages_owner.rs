@@ -204,10 +204,7 @@ pub async fn procedure_page(
         period,
         version_rows: super::pages_changes::version_rows(&state, &signed, &detail.id).await?,
         retired: state.engine.is_retired(&detail.id),
-        can_migrate: signed
-            .caller
-            .acting()
-            .is_ok_and(|a| a.holds(crate::http::auth::ADMIN) || a.holds_any(&def.operator_roles)),
+        can_migrate: signed.caller.acting().is_ok_and(|a| a.operates(def)),
     }))
 }
 

@@ -11,7 +11,7 @@ impl<'a> Run<'a> {
     /// The operator acting, refused unless they hold `admin` or an operator role.
     fn operator(&self, what: &str) -> Result<&'a Actor, EngineError> {
         let a = self.person()?;
-        if a.holds("admin") || a.holds_any(&self.def().operator_roles) {
+        if a.operates(self.def()) {
             return Ok(a);
         }
         Err(EngineError::Forbidden(
