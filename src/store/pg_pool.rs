@@ -216,7 +216,19 @@ impl Pool {
                         q.recv()
                     };
                     match job {
-                        Ok(job) => job(&mut slot),
+                        // A job that panics (a row of an unexpected shape) must not take the
+                        // worker with it, or the pool would shrink to nothing: its caller
+                        // hears an error (the reply is dropped) and the connection, whose
+                        // state is unknown, is opened afresh.
+                        Ok(job) => {
+                            let ran =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    job(&mut slot)
+                                }));
+                            if ran.is_err() {
+                                slot.conn = None;
+                            }
+                        }
                         Err(_) => return, // the store was dropped
                     }
                 })
