@@ -18,7 +18,8 @@ use crate::engine::service::Engine;
 use crate::store::Store;
 
 /// The longest the scheduler sleeps without looking again, so a clock change (or a timer
-/// armed by another process sharing the store) is noticed within this bound.
+/// armed by another process sharing the store whose notification was lost) is noticed
+/// within this bound.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
 /// A running scheduler.
@@ -33,6 +34,8 @@ impl Scheduler {
         let shutdown = Arc::new(Notify::new());
         let stop = shutdown.clone();
         let join = tokio::spawn(async move {
+            // Timers armed by other processes sharing the store (PostgreSQL's NOTIFY).
+            let elsewhere = engine.store().timer_wakeups();
             loop {
                 if let Err(e) = engine.fire_due().await {
                     // The timer stays armed and is tried again on the next pass.
@@ -53,6 +56,12 @@ impl Scheduler {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = engine.timers_armed() => {}
+                    _ = async {
+                        match &elsewhere {
+                            Some(n) => n.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
                     _ = stop.notified() => return,
                 }
             }

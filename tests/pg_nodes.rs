@@ -136,3 +136,76 @@ async fn deadlines_due_at_once_fire_once_across_two_nodes() {
         assert_folds(&a, id);
     }
 }
+
+fn timer_row(due_ms: i64) -> sopflow::store::TimerRow {
+    sopflow::store::TimerRow {
+        due_ms,
+        instance: uuid::Uuid::now_v7(),
+        timer: uuid::Uuid::now_v7(),
+        payload: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_due_timer_is_claimed_by_one_node_until_it_is_fired() {
+    let Some(url) = url() else { return };
+    let a = PgStore::temporary(&url).expect("a PostgreSQL schema");
+    let b = PgStore::open(&url, a.schema(), 2).expect("the same schema again");
+    let rows: Vec<_> = (0..10).map(|i| timer_row(1_000 + i)).collect();
+    let arm = sopflow::store::Commit {
+        arm_timers: rows.clone(),
+        ..Default::default()
+    };
+    a.commit(arm).await.unwrap();
+    // Not yet due for either.
+    assert!(b.claim_due_timers(999, 100).unwrap().is_empty());
+    let mine = a.claim_due_timers(1_004, 100).unwrap();
+    assert_eq!(mine, rows[..5].to_vec(), "due ones, in due order");
+    // The other node gets only what the first does not hold.
+    assert_eq!(b.claim_due_timers(2_000, 100).unwrap(), rows[5..].to_vec());
+    assert!(
+        b.claim_due_timers(2_000, 100).unwrap().len() == 5,
+        "its own again"
+    );
+    assert_eq!(a.claim_due_timers(2_000, 100).unwrap(), rows[..5].to_vec());
+    // Fired (removed) by its holder: gone for both, claims and all.
+    a.commit(sopflow::store::Commit {
+        disarm_timers: rows[..5].to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(a.claim_due_timers(2_000, 100).unwrap().is_empty());
+    // Armed again with the same key: a fresh timer nobody holds.
+    a.commit(sopflow::store::Commit {
+        arm_timers: rows[..1].to_vec(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(b.claim_due_timers(2_000, 100).unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_armed_on_one_node_wakes_the_others_scheduler() {
+    let Some(url) = url() else { return };
+    let a = PgStore::temporary(&url).expect("a PostgreSQL schema");
+    let b = PgStore::open(&url, a.schema(), 2).expect("the same schema again");
+    let wake = b
+        .timer_wakeups()
+        .expect("PostgreSQL nodes hear of each other's timers");
+    let within = std::time::Duration::from_secs(20);
+    // The listener wakes once when it starts listening (whatever was armed before).
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("the listener starts");
+    a.commit(sopflow::store::Commit {
+        arm_timers: vec![timer_row(5_000)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(within, wake.notified())
+        .await
+        .expect("the commit's NOTIFY reached the other node");
+}

@@ -209,7 +209,7 @@ impl<S: Store> Engine<S> {
         let mut one_by_one = false;
         loop {
             let now_ms = self.clock.now().timestamp_millis();
-            let due = self.store.due_timers(now_ms, FIRE_BATCH)?;
+            let due = self.store.claim_due_timers(now_ms, FIRE_BATCH)?;
             if due.is_empty() {
                 return Ok(fired);
             }

@@ -111,6 +111,14 @@ impl Store for AnyStore {
         forward!(self, s => s.next_timer())
     }
 
+    fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        forward!(self, s => s.claim_due_timers(now_ms, limit))
+    }
+
+    fn timer_wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        forward!(self, s => s.timer_wakeups())
+    }
+
     async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
         forward!(self, s => s.put_procedure(record).await)
     }

@@ -348,7 +348,7 @@ fn uuid_at(bytes: &[u8], at: usize, what: &str) -> Result<Uuid, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("{what}: {} bytes", bytes.len())))
 }
 
-fn decode_timer(key: &[u8], payload: &[u8]) -> Result<TimerRow, StoreError> {
+pub(crate) fn decode_timer(key: &[u8], payload: &[u8]) -> Result<TimerRow, StoreError> {
     if key.len() != TIMER_KEY_LEN {
         return Err(StoreError::Corrupt(format!(
             "timer key of {} bytes",

@@ -20,6 +20,7 @@ mod layout;
 pub use audit::{AuditEvent, AuditQuery, EventSummary};
 pub use chain::{Break, Hash, Verification};
 pub mod memory;
+mod pg_commit;
 mod pg_pool;
 pub mod postgres;
 pub mod sled_store;
@@ -290,6 +291,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The earliest armed timer, if any (the scheduler sleeps until it).
     fn next_timer(&self) -> Result<Option<TimerRow>, StoreError>;
+
+    /// Due timers this process may fire now: on a store shared by several processes, those
+    /// no other holds a claim on, claimed for this one for a while (a process that dies
+    /// holding a claim only delays its timers). The firing commit still decides: a timer
+    /// already fired is gone from the store. One process alone: `due_timers`.
+    fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        self.due_timers(now_ms, limit)
+    }
+
+    /// Woken when another process sharing the store arms a timer, so the scheduler looks
+    /// again at once instead of at its next poll; `None` where no other process can.
+    fn timer_wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 
     /// Registers a procedure version. Registering the same (id, version, hash) again is a
     /// no-op; the same (id, version) with another hash is `ProcedureChanged`. Durable on return.

@@ -111,6 +111,9 @@ pub(crate) struct Stmts {
     pub upsert: Statement,
     pub delete: Statement,
     pub lock: Statement,
+    pub commit: Statement,
+    pub claim: Statement,
+    pub unclaim: Statement,
 }
 
 impl Stmts {
@@ -132,6 +135,9 @@ impl Stmts {
                  WHERE kv.tree = d.tree AND kv.key = d.key",
             )?,
             lock: p("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k")?,
+            commit: p("SELECT sopflow_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")?,
+            claim: p(super::pg_commit::CLAIM_SQL)?,
+            unclaim: p("DELETE FROM timer_claims WHERE key = ANY ($1)")?,
         })
     }
 }
@@ -245,6 +251,24 @@ impl Pool {
         &self.config.schema
     }
 
+    /// Listens on `channel` on a connection of its own thread and wakes the returned
+    /// `Notify` at each notification — and after each reconnection, since notifications sent
+    /// while it was away are lost. The thread ends soon after the last `Notify` is dropped.
+    pub(crate) fn listen(&self, channel: &str) -> Arc<tokio::sync::Notify> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let weak = Arc::downgrade(&wake);
+        let config = self.config.clone();
+        let channel = channel.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("sopflow-pg-listen".into())
+            .spawn(move || listen_loop(&config, &channel, &weak));
+        if let Err(e) = spawned {
+            // Without it the scheduler still polls (its longest sleep is bounded).
+            tracing::warn!(error = %e, "cannot start the PostgreSQL listener thread");
+        }
+        wake
+    }
+
     fn job<T: Send + 'static>(
         check: bool,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
@@ -268,7 +292,7 @@ impl Pool {
     }
 
     /// Runs `f` on a connection (checked first with `check`) and waits for it, blocking
-    /// this thread.
+    /// this thread (a Tokio worker hands its other tasks to another thread first).
     pub(crate) fn run<T: Send + 'static>(
         &self,
         check: bool,
@@ -280,7 +304,7 @@ impl Pool {
                 let _ = tx.send(r);
             }))
             .map_err(|_| Self::stopped())?;
-        rx.recv().map_err(|_| Self::stopped())?
+        wait_off_runtime(|| rx.recv()).map_err(|_| Self::stopped())?
     }
 
     /// Runs a write on a connection checked first; the caller's task waits without
@@ -297,5 +321,69 @@ impl Pool {
             }))
             .map_err(|_| Self::stopped())?;
         rx.await.map_err(|_| Self::stopped())?
+    }
+}
+
+/// Waits in `f`. The `Store` reads are synchronous; called on a worker of a multi-thread
+/// Tokio runtime, a round trip to the database would stall every task queued on that
+/// worker (two workers on two cores: two reads in flight for the whole server), so the
+/// worker first hands its queue to another thread. On a current-thread runtime (tests) or
+/// off any runtime it just waits.
+fn wait_off_runtime<T>(f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// How long the listener waits for a notification before checking whether it is still
+/// wanted, and waits before reconnecting.
+const LISTEN_TICK: Duration = Duration::from_secs(2);
+
+fn listen_loop(config: &PgConfig, channel: &str, wake: &std::sync::Weak<tokio::sync::Notify>) {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut warned = false;
+    while wake.strong_count() > 0 {
+        let mut client = match config.connect().and_then(|mut c| {
+            c.batch_execute(&format!("LISTEN \"{channel}\""))
+                .map_err(super::postgres::pg)?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "listening for timers armed by other nodes failed; trying again");
+                    warned = true;
+                }
+                std::thread::sleep(LISTEN_TICK);
+                continue;
+            }
+        };
+        warned = false;
+        // Anything may have been armed while no connection was listening.
+        let mut news = true;
+        loop {
+            if news {
+                match wake.upgrade() {
+                    Some(w) => w.notify_one(),
+                    None => return,
+                }
+            }
+            let got = client
+                .notifications()
+                .timeout_iter(LISTEN_TICK)
+                .next()
+                .map(|n| n.is_some());
+            match got {
+                Ok(true) => news = true,
+                Ok(false) if !client.is_closed() && wake.strong_count() > 0 => news = false,
+                Ok(false) if !client.is_closed() => return,
+                _ => break, // the connection is gone: open another
+            }
+        }
+        std::thread::sleep(LISTEN_TICK);
     }
 }

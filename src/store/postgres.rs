@@ -14,7 +14,6 @@
 //! next request. This module must not interpret event or snapshot bytes (that is
 //! `layout.rs`), and must never log a connection string: it may hold a password.
 
-use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use postgres::Client;
@@ -38,6 +37,14 @@ const MIGRATIONS: &[&str] = &[
         value bytea    NOT NULL,
         PRIMARY KEY (tree, key)
     )",
+    // 2: one-round-trip commits (`pg_commit.rs`) and leases on due timers, so two nodes
+    // never fire one timer at once.
+    "CREATE TABLE timer_claims (
+        key   bytea       PRIMARY KEY,
+        node  text        NOT NULL,
+        until timestamptz NOT NULL
+    )",
+    super::pg_commit::COMMIT_FUNCTION,
 ];
 
 /// Rows read per round trip of a scan; grows while the caller keeps reading.
@@ -47,6 +54,12 @@ const MAX_BATCH: i64 = 1024;
 /// A `Store` on PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// This store's name in timer claims (one per process: a node).
+    node: String,
+    /// The channel commits that arm timers notify.
+    channel: String,
+    /// Woken when any node arms a timer; listening starts when first asked.
+    listener: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
     /// Set for a store made by `temporary`: its schema is dropped with it.
     drop_schema: bool,
 }
@@ -60,6 +73,9 @@ impl PgStore {
         let pool = Pool::start(config, connections.max(1))?;
         pool.run(true, |c| migrate(&mut c.client))?;
         Ok(Self {
+            channel: super::pg_commit::channel(schema),
+            node: Uuid::now_v7().to_string(),
+            listener: std::sync::OnceLock::new(),
             pool,
             drop_schema: false,
         })
@@ -194,8 +210,11 @@ fn current_schema(c: &mut Client) -> Result<String, StoreError> {
 pub(crate) fn pg(e: postgres::Error) -> StoreError {
     // A closed connection, one the server is shutting down (57P0x) or a connection
     // exception (08xxx): the database is away, not the request wrong.
+    // Turning values into or out of rows fails the same way every time: not the database
+    // being away, so not worth a retry.
+    let conversion = e.to_string().contains("serializ");
     let away = e.is_closed()
-        || e.as_db_error().is_none()
+        || (e.as_db_error().is_none() && !conversion)
         || e.code()
             .is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"));
     match e.as_db_error() {
@@ -205,26 +224,21 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
     }
 }
 
-fn tree_code(t: Tree) -> i16 {
+pub(super) fn tree_code(t: Tree) -> i16 {
     i16::try_from(t.index()).unwrap_or(i16::MAX)
 }
 
-/// An advisory lock key for an instance: its id's first eight bytes (v7 ids put their
-/// time there, random bits follow; a collision only makes two commits take turns).
-fn instance_lock(id: InstanceId) -> i64 {
-    let b = id.as_bytes();
-    i64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
-}
-
-/// Lock keys for schedules and procedure registration: apart from instances' by a tag.
-fn name_lock(tag: u8, name: &str) -> i64 {
-    use sha2::Digest;
-    let b = sha2::Sha256::digest(name.as_bytes());
-    i64::from_be_bytes([tag, b[0], b[1], b[2], b[3], b[4], b[5], b[6]])
-}
-
 /// Reads on one connection, inside or outside a transaction, with its prepared statements.
-struct ClientKv<'c, C: postgres::GenericClient>(std::cell::RefCell<&'c mut C>, &'c Stmts);
+pub(super) struct ClientKv<'c, C: postgres::GenericClient>(
+    std::cell::RefCell<&'c mut C>,
+    &'c Stmts,
+);
+
+impl<'c, C: postgres::GenericClient> ClientKv<'c, C> {
+    pub(super) fn new(c: &'c mut C, st: &'c Stmts) -> Self {
+        ClientKv(std::cell::RefCell::new(c), st)
+    }
+}
 
 impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -279,69 +293,6 @@ impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
     }
 }
 
-/// The commit as one transaction; `Conflict` and `ScheduleMoved` roll it back whole.
-fn apply(conn: &mut Conn, plan: layout::Plan) -> Result<(), StoreError> {
-    let (c, st) = conn.parts()?;
-    let mut tx = c.transaction().map_err(pg)?;
-    let mut locks: Vec<i64> = plan.appends.iter().map(|a| instance_lock(a.id)).collect();
-    locks.extend(plan.schedule_checks.iter().map(|(p, _)| name_lock(1, p)));
-    locks.sort_unstable();
-    locks.dedup();
-    if !locks.is_empty() {
-        tx.execute(&st.lock, &[&locks]).map_err(pg)?;
-    }
-    let mut writes: Vec<layout::Op> = Vec::new();
-    {
-        let kv = ClientKv(std::cell::RefCell::new(&mut tx), st);
-        for a in &plan.appends {
-            let stored = kv.get(Tree::Instances, &layout::instance_key(a.id))?;
-            layout::check_version(a.id, a.expected_version, stored.as_deref())?;
-            writes.extend(layout::append_ops(a, stored.as_deref())?);
-        }
-        for (procedure, expected) in &plan.schedule_checks {
-            let stored = kv.get(Tree::Schedules, procedure.as_bytes())?;
-            layout::check_schedule(procedure, *expected, stored.as_deref())?;
-        }
-    }
-    writes.extend(plan.ops);
-    write_all(&mut tx, st, writes)?;
-    tx.commit().map_err(pg)
-}
-
-/// The writes, last one per key winning (the plan's order), as one upsert and one delete.
-fn write_all(
-    tx: &mut postgres::Transaction<'_>,
-    st: &Stmts,
-    ops: Vec<layout::Op>,
-) -> Result<(), StoreError> {
-    let mut last: BTreeMap<(i16, Vec<u8>), Option<Vec<u8>>> = BTreeMap::new();
-    for op in ops {
-        last.insert((tree_code(op.tree), op.key), op.value);
-    }
-    let (mut up_t, mut up_k, mut up_v) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut del_t, mut del_k) = (Vec::new(), Vec::new());
-    for ((t, k), v) in last {
-        match v {
-            Some(v) => {
-                up_t.push(t);
-                up_k.push(k);
-                up_v.push(v);
-            }
-            None => {
-                del_t.push(t);
-                del_k.push(k);
-            }
-        }
-    }
-    if !del_t.is_empty() {
-        tx.execute(&st.delete, &[&del_t, &del_k]).map_err(pg)?;
-    }
-    if !up_t.is_empty() {
-        tx.execute(&st.upsert, &[&up_t, &up_k, &up_v]).map_err(pg)?;
-    }
-    Ok(())
-}
-
 fn register(conn: &mut Conn, record: ProcedureRecord) -> Result<(), StoreError> {
     let key = layout::procedure_key(&record.id, record.version)?;
     let encoded = layout::encode_procedure(&record)?;
@@ -349,7 +300,7 @@ fn register(conn: &mut Conn, record: ProcedureRecord) -> Result<(), StoreError> 
     let mut tx = c.transaction().map_err(pg)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock($1)",
-        &[&name_lock(2, &record.id)],
+        &[&super::pg_commit::name_lock(2, &record.id)],
     )
     .map_err(pg)?;
     let stored = ClientKv(std::cell::RefCell::new(&mut tx), st).get(Tree::Procedures, &key)?;
@@ -383,10 +334,11 @@ impl super::copy::Raw for PgStore {
                 value: Some(value),
             })
             .collect();
+        let channel = self.channel.clone();
         self.pool.run(true, move |conn| {
             let (c, st) = conn.parts()?;
             let mut tx = c.transaction().map_err(pg)?;
-            write_all(&mut tx, st, ops)?;
+            super::pg_commit::Writes::new(ops).apply(&mut tx, st, &channel)?;
             tx.commit().map_err(pg)
         })
     }
@@ -403,7 +355,10 @@ impl Store for PgStore {
         // One transaction per commit: PostgreSQL groups the WAL flushes of concurrent
         // transactions itself, so the batch this store sees is always one.
         metrics::histogram!("sopflow_commit_batch_size").record(1.0);
-        self.pool.run_async(move |c| apply(c, plan)).await
+        let channel = self.channel.clone();
+        self.pool
+            .run_async(move |c| super::pg_commit::commit(c, plan, &channel))
+            .await
     }
 
     fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
@@ -486,6 +441,21 @@ impl Store for PgStore {
 
     fn next_timer(&self) -> Result<Option<TimerRow>, StoreError> {
         self.read(|t| layout::next_timer(t))
+    }
+
+    fn claim_due_timers(&self, now_ms: i64, limit: usize) -> Result<Vec<TimerRow>, StoreError> {
+        let node = self.node.clone();
+        self.pool.run(true, move |c| {
+            super::pg_commit::claim_due(c, &node, now_ms, limit)
+        })
+    }
+
+    fn timer_wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(
+            self.listener
+                .get_or_init(|| self.pool.listen(&self.channel))
+                .clone(),
+        )
     }
 
     async fn put_procedure(&self, record: ProcedureRecord) -> Result<(), StoreError> {
