@@ -22,6 +22,29 @@ use crate::store::Store;
 /// within this bound.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
 
+/// How long to wait before looking again at a due timer this process could not fire.
+const HELD_ELSEWHERE: Duration = Duration::from_secs(1);
+
+/// How long a wake-up waits for the others of its burst before the earliest timer is
+/// read again (a timer armed due at once fires this much later).
+const COALESCE: Duration = Duration::from_millis(10);
+
+/// How long until the earliest armed timer is due, at most `MAX_SLEEP`.
+fn next_wait<S: Store>(engine: &Engine<S>) -> Duration {
+    match engine.store().next_timer() {
+        Ok(Some(next)) => {
+            let now = engine.clock().now().timestamp_millis();
+            let ms = u64::try_from(next.due_ms.saturating_sub(now)).unwrap_or(0);
+            Duration::from_millis(ms).min(MAX_SLEEP)
+        }
+        Ok(None) => MAX_SLEEP,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the next timer failed");
+            MAX_SLEEP
+        }
+    }
+}
+
 /// A running scheduler.
 pub struct Scheduler {
     shutdown: Arc<Notify>,
@@ -37,32 +60,45 @@ impl Scheduler {
             // Timers armed by other processes sharing the store (PostgreSQL's NOTIFY).
             let elsewhere = engine.store().timer_wakeups();
             loop {
-                if let Err(e) = engine.fire_due().await {
-                    // The timer stays armed and is tried again on the next pass.
-                    tracing::warn!(error = %e, "firing due timers failed; they stay armed and are tried again");
-                }
-                let wait = match engine.store().next_timer() {
-                    Ok(Some(next)) => {
-                        let now = engine.clock().now().timestamp_millis();
-                        let ms = u64::try_from(next.due_ms.saturating_sub(now)).unwrap_or(0);
-                        Duration::from_millis(ms).min(MAX_SLEEP)
-                    }
-                    Ok(None) => MAX_SLEEP,
+                let fired = match engine.fire_due().await {
+                    Ok(n) => n,
                     Err(e) => {
-                        tracing::warn!(error = %e, "reading the next timer failed");
-                        MAX_SLEEP
+                        // The timer stays armed and is tried again on the next pass.
+                        tracing::warn!(error = %e, "firing due timers failed; they stay armed and are tried again");
+                        0
                     }
                 };
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = engine.timers_armed() => {}
-                    _ = async {
-                        match &elsewhere {
-                            Some(n) => n.notified().await,
-                            None => std::future::pending().await,
+                // Still due after a pass that fired nothing: another node holds it (or held
+                // it and died; its claim runs out). Looking again at once would spin.
+                let mut not_before = (fired == 0 && next_wait(&engine).is_zero())
+                    .then(|| tokio::time::Instant::now() + HELD_ELSEWHERE);
+                // Sleep until the earliest timer is due. A commit arming a timer, here or on
+                // another node, only makes it read the earliest again: most arm timers hours
+                // away, and a pass per commit would cost the database a query per commit.
+                loop {
+                    let mut wait = next_wait(&engine);
+                    if let Some(t) = not_before {
+                        wait = wait.max(t.saturating_duration_since(tokio::time::Instant::now()));
+                        if wait.is_zero() {
+                            not_before = None;
                         }
-                    } => {}
-                    _ = stop.notified() => return,
+                    }
+                    if wait.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => break,
+                        _ = engine.timers_armed() => {}
+                        _ = async {
+                            match &elsewhere {
+                                Some(n) => n.notified().await,
+                                None => std::future::pending().await,
+                            }
+                        } => {}
+                        _ = stop.notified() => return,
+                    }
+                    // Let a burst of commits' wake-ups arrive as one.
+                    tokio::time::sleep(COALESCE).await;
                 }
             }
         });

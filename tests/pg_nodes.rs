@@ -147,13 +147,22 @@ fn timer_row(due_ms: i64) -> sopflow::store::TimerRow {
 }
 
 #[tokio::test]
-async fn a_due_timer_is_claimed_by_one_node_until_it_is_fired() {
+async fn an_instances_due_timers_are_claimed_by_one_node_until_fired() {
     let Some(url) = url() else { return };
     let a = PgStore::temporary(&url).expect("a PostgreSQL schema");
     let b = PgStore::open(&url, a.schema(), 2).expect("the same schema again");
+    // Ten instances with a reminder (due first) and a breach each.
     let rows: Vec<_> = (0..10).map(|i| timer_row(1_000 + i)).collect();
+    let breaches: Vec<_> = rows
+        .iter()
+        .map(|r| sopflow::store::TimerRow {
+            due_ms: r.due_ms + 100,
+            timer: uuid::Uuid::now_v7(),
+            ..r.clone()
+        })
+        .collect();
     let arm = sopflow::store::Commit {
-        arm_timers: rows.clone(),
+        arm_timers: rows.iter().chain(&breaches).cloned().collect(),
         ..Default::default()
     };
     a.commit(arm).await.unwrap();
@@ -161,29 +170,30 @@ async fn a_due_timer_is_claimed_by_one_node_until_it_is_fired() {
     assert!(b.claim_due_timers(999, 100).unwrap().is_empty());
     let mine = a.claim_due_timers(1_004, 100).unwrap();
     assert_eq!(mine, rows[..5].to_vec(), "due ones, in due order");
-    // The other node gets only what the first does not hold.
-    assert_eq!(b.claim_due_timers(2_000, 100).unwrap(), rows[5..].to_vec());
-    assert!(
-        b.claim_due_timers(2_000, 100).unwrap().len() == 5,
+    // The other node gets only instances the first does not hold: not the breaches of
+    // the first five, whose reminders the first node is firing.
+    let theirs = b.claim_due_timers(2_000, 100).unwrap();
+    let mut want: Vec<_> = rows[5..].iter().chain(&breaches[5..]).cloned().collect();
+    want.sort_by_key(|t| t.due_ms);
+    assert_eq!(theirs, want);
+    assert_eq!(
+        b.claim_due_timers(2_000, 100).unwrap(),
+        want,
         "its own again"
     );
-    assert_eq!(a.claim_due_timers(2_000, 100).unwrap(), rows[..5].to_vec());
-    // Fired (removed) by its holder: gone for both, claims and all.
+    let mut first: Vec<_> = rows[..5].iter().chain(&breaches[..5]).cloned().collect();
+    first.sort_by_key(|t| t.due_ms);
+    assert_eq!(a.claim_due_timers(2_000, 100).unwrap(), first);
+    // The reminders fired by their holder: those instances are anyone's again.
     a.commit(sopflow::store::Commit {
         disarm_timers: rows[..5].to_vec(),
         ..Default::default()
     })
     .await
     .unwrap();
+    let now_theirs = b.claim_due_timers(2_000, 100).unwrap();
+    assert_eq!(now_theirs.len(), 15, "five breaches more: {now_theirs:?}");
     assert!(a.claim_due_timers(2_000, 100).unwrap().is_empty());
-    // Armed again with the same key: a fresh timer nobody holds.
-    a.commit(sopflow::store::Commit {
-        arm_timers: rows[..1].to_vec(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    assert_eq!(b.claim_due_timers(2_000, 100).unwrap().len(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

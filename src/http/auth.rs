@@ -114,6 +114,11 @@ pub fn ensure_demo_tokens(
             })
         }
     };
+    // With the store in PostgreSQL nothing else made the data directory.
+    std::fs::create_dir_all(data_dir).map_err(|source| DemoTokenError::Write {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
     let mut issued = Vec::new();
     for u in people.users() {
         if !u.active || !u.token_sha256.is_empty() || stored.users.contains_key(&u.id) {

@@ -218,7 +218,8 @@ async fn deadline(State(timeout): State<Duration>, req: Request, next: Next) -> 
                 tracing::warn!(timeout_s = timeout.as_secs_f64(), "a command outlasted the request timeout; waiting for its commit so the answer says what happened");
                 work.await
             } else {
-                StatusCode::SERVICE_UNAVAILABLE.into_response()
+                // Nothing was applied: the client may simply try again.
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")]).into_response()
             }
         }
     }

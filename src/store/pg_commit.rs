@@ -8,10 +8,10 @@
 //! function writes nothing and the commit is done again the careful way (`apply_locked`:
 //! locks first, then reads, in one transaction), which also names the conflict exactly.
 //!
-//! Due timers are claimed before they are fired (`claim_due`): a row lease per timer in
-//! `timer_claims`, taken with `FOR UPDATE SKIP LOCKED`, so two nodes never decide the same
-//! firing; the commit that fires a timer removes its row and its lease together, and a
-//! lease of a node that died expires. A commit that arms a timer sends `NOTIFY` on the
+//! Due timers are claimed before they are fired (`claim_due`): a lease per instance in
+//! `timer_claims`, so two nodes never decide the same firing and an instance's timers fire
+//! in due order; the commit that fires (or disarms) a timer removes the row and the lease
+//! together, and a lease of a node that died runs out after `CLAIM_SECONDS`. A commit that arms a timer sends `NOTIFY` on the
 //! schema's channel, delivered when it commits, so every node's scheduler looks again.
 //! This module must not interpret event or snapshot bytes beyond what `layout.rs` offers.
 
@@ -22,9 +22,10 @@ use super::pg_pool::{Conn, Stmts};
 use super::postgres::{pg, tree_code, ClientKv};
 use super::{InstanceId, StoreError, TimerRow};
 
-/// How long a node's claim on a due timer keeps others from firing it. Firing a batch
-/// takes milliseconds; a claim outliving its node only delays that timer by this much.
-pub(super) const CLAIM_SECONDS: f64 = 30.0;
+/// How long a node's claim on an instance's due timers keeps others from firing them.
+/// Firing a batch takes milliseconds; a claim outliving its node (killed mid-firing) only
+/// delays those timers by at most this much.
+pub(super) const CLAIM_SECONDS: f64 = 10.0;
 
 /// The function a commit calls (created by migration 2; the text is the migration's).
 pub(super) const COMMIT_FUNCTION: &str = "
@@ -54,7 +55,7 @@ BEGIN
         SELECT * FROM unnest(up_tree, up_key, up_value)
         ON CONFLICT (tree, key) DO UPDATE SET value = excluded.value;
     IF cardinality(fired) > 0 THEN
-        DELETE FROM timer_claims WHERE key = ANY (fired);
+        DELETE FROM timer_claims WHERE instance = ANY (fired);
     END IF;
     IF wake IS NOT NULL THEN
         PERFORM pg_notify(channel, wake);
@@ -78,7 +79,8 @@ pub(super) struct Writes {
     up_v: Vec<Vec<u8>>,
     del_t: Vec<i16>,
     del_k: Vec<Vec<u8>>,
-    /// Timer keys removed: their claims go with them.
+    /// Instances that lost timers (fired or disarmed): their claims go with them, so the
+    /// next due timer of each is anyone's again.
     fired: Vec<Vec<u8>>,
     /// The earliest due time armed (the notification's payload), if any.
     wake: Option<String>,
@@ -104,8 +106,10 @@ impl Writes {
                     w.up_v.push(v);
                 }
                 None => {
-                    if t == timers {
-                        w.fired.push(k.clone());
+                    if let (true, Some(instance)) = (t == timers, k.get(8..24)) {
+                        if !w.fired.iter().any(|f| f == instance) {
+                            w.fired.push(instance.to_vec());
+                        }
                     }
                     w.del_t.push(t);
                     w.del_k.push(k);
@@ -252,9 +256,9 @@ fn apply_locked(conn: &mut Conn, plan: layout::Plan, channel: &str) -> Result<()
     tx.commit().map_err(pg)
 }
 
-/// Due timers (by `now_ms`) no other node holds a claim on, now claimed by `node` for
-/// `CLAIM_SECONDS`, oldest first. Rows this node already claims are returned again (a
-/// firing that lost a race is re-decided by the same node).
+/// Due timers (by `now_ms`) of instances no other node holds a claim on, those instances
+/// now claimed by `node` for `CLAIM_SECONDS`, oldest first. Instances this node already
+/// claims count as unclaimed (a firing that lost a race is re-decided by the same node).
 pub(super) fn claim_due(
     conn: &mut Conn,
     node: &str,
@@ -284,25 +288,29 @@ pub(super) fn claim_due(
         .collect()
 }
 
-/// The claim statement (prepared per connection): due rows not leased by another node
-/// are locked (skipping rows another claim is locking right now), then leased; the upsert
-/// is what decides between two nodes whose snapshots both saw a row unclaimed.
+/// The claim statement (prepared per connection). A lease is per instance, not per timer:
+/// an instance's due timers are fired by one node, in due order (a reminder never after its
+/// own breach because another node held it). The due rows are read in key (due) order, so
+/// an instance's rows in the batch are always its earliest; the upsert decides between two
+/// nodes whose snapshots both saw an instance unclaimed (the second waits for the first's
+/// insert, then finds it taken).
 pub(super) const CLAIM_SQL: &str = "
 WITH due AS (
-    SELECT key, value FROM kv
+    SELECT key, value, substring(key FROM 9 FOR 16) AS instance FROM kv
     WHERE tree = $1 AND key < $2
       AND NOT EXISTS (SELECT 1 FROM timer_claims c
-                      WHERE c.key = kv.key AND c.node <> $3 AND c.until > clock_timestamp())
+                      WHERE c.instance = substring(kv.key FROM 9 FOR 16)
+                        AND c.node <> $3 AND c.until > clock_timestamp())
     ORDER BY key LIMIT $4
-    FOR UPDATE SKIP LOCKED
 ), claimed AS (
-    INSERT INTO timer_claims (key, node, until)
-    SELECT key, $3, clock_timestamp() + make_interval(secs => $5) FROM due
-    ON CONFLICT (key) DO UPDATE SET node = excluded.node, until = excluded.until
+    INSERT INTO timer_claims (instance, node, until)
+    SELECT instance, $3, clock_timestamp() + make_interval(secs => $5)
+    FROM (SELECT DISTINCT instance FROM due) AS d
+    ON CONFLICT (instance) DO UPDATE SET node = excluded.node, until = excluded.until
         WHERE timer_claims.node = excluded.node OR timer_claims.until <= clock_timestamp()
-    RETURNING key
+    RETURNING instance
 )
-SELECT due.key, due.value FROM due JOIN claimed USING (key) ORDER BY due.key";
+SELECT due.key, due.value FROM due JOIN claimed USING (instance) ORDER BY due.key";
 
 #[cfg(test)]
 mod tests {
@@ -316,6 +324,15 @@ mod tests {
         }
     }
 
+    /// A timer key: due time (8 bytes), instance (16), timer (16).
+    fn timer_key(due: u8, instance: u8, timer: u8) -> Vec<u8> {
+        let mut k = vec![0u8; 40];
+        k[7] = due;
+        k[8..24].fill(instance);
+        k[24..].fill(timer);
+        k
+    }
+
     #[test]
     fn the_last_write_of_a_key_wins_and_timers_are_noticed() {
         let w = Writes::new(vec![
@@ -323,19 +340,19 @@ mod tests {
             op(Tree::Tasks, b"a", None),
             op(Tree::Tasks, b"b", None),
             op(Tree::Tasks, b"b", Some(b"2")),
-            op(Tree::Timers, &[0, 0, 0, 0, 0, 0, 1, 2, 9], Some(b"t")),
-            op(Tree::Timers, &[0, 0, 0, 0, 0, 0, 1, 3, 9], Some(b"t")),
-            op(Tree::Timers, &[0, 0, 0, 0, 0, 0, 0, 7, 9], None),
+            op(Tree::Timers, &timer_key(9, 1, 1), Some(b"t")),
+            op(Tree::Timers, &timer_key(8, 1, 2), Some(b"t")),
+            op(Tree::Timers, &timer_key(3, 2, 1), None),
+            op(Tree::Timers, &timer_key(4, 2, 2), None),
         ]);
-        assert_eq!(
-            w.del_k,
-            vec![b"a".to_vec(), vec![0, 0, 0, 0, 0, 0, 0, 7, 9]]
-        );
+        assert_eq!(w.del_k[0], b"a".to_vec());
+        assert_eq!(w.del_k.len(), 3);
         assert_eq!(w.up_k[0], b"b".to_vec());
         assert_eq!(w.up_v[0], b"2".to_vec());
-        assert_eq!(w.fired, vec![vec![0, 0, 0, 0, 0, 0, 0, 7, 9]]);
+        // The instance that lost timers, once.
+        assert_eq!(w.fired, vec![vec![2u8; 16]]);
         // The earliest armed due time, not the first key written.
-        assert_eq!(w.wake.as_deref(), Some("0000000000000102"));
+        assert_eq!(w.wake.as_deref(), Some("0000000000000008"));
     }
 
     #[test]

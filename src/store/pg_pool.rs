@@ -137,7 +137,7 @@ impl Stmts {
             lock: p("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k")?,
             commit: p("SELECT sopflow_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")?,
             claim: p(super::pg_commit::CLAIM_SQL)?,
-            unclaim: p("DELETE FROM timer_claims WHERE key = ANY ($1)")?,
+            unclaim: p("DELETE FROM timer_claims WHERE instance = ANY ($1)")?,
         })
     }
 }

@@ -37,12 +37,12 @@ const MIGRATIONS: &[&str] = &[
         value bytea    NOT NULL,
         PRIMARY KEY (tree, key)
     )",
-    // 2: one-round-trip commits (`pg_commit.rs`) and leases on due timers, so two nodes
-    // never fire one timer at once.
+    // 2: one-round-trip commits (`pg_commit.rs`) and leases on instances with due timers,
+    // so two nodes never fire one timer.
     "CREATE TABLE timer_claims (
-        key   bytea       PRIMARY KEY,
-        node  text        NOT NULL,
-        until timestamptz NOT NULL
+        instance bytea       PRIMARY KEY,
+        node     text        NOT NULL,
+        until    timestamptz NOT NULL
     )",
     super::pg_commit::COMMIT_FUNCTION,
 ];
