@@ -111,7 +111,6 @@ pub(crate) struct Stmts {
     pub upsert: Statement,
     pub delete: Statement,
     pub lock: Statement,
-    pub commit: Statement,
     pub claim: Statement,
     pub unclaim: Statement,
 }
@@ -135,7 +134,6 @@ impl Stmts {
                  WHERE kv.tree = d.tree AND kv.key = d.key",
             )?,
             lock: p("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k ORDER BY k")?,
-            commit: p("SELECT sopflow_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")?,
             claim: p(super::pg_commit::CLAIM_SQL)?,
             unclaim: p("DELETE FROM timer_claims WHERE instance = ANY ($1)")?,
         })
@@ -249,6 +247,21 @@ impl Pool {
 
     pub(crate) fn schema(&self) -> &str {
         &self.config.schema
+    }
+
+    /// Something that sends `NOTIFY` on `channel` soon after it is told to, on a connection
+    /// of its own thread: told many times within `ANNOUNCE_EVERY`, it notifies once.
+    pub(crate) fn announcer(&self, channel: &str) -> Announcer {
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let config = self.config.clone();
+        let channel = channel.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("sopflow-pg-announce".into())
+            .spawn(move || announce_loop(&config, &channel, &rx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the PostgreSQL announcer thread");
+        }
+        Announcer(tx)
     }
 
     /// Listens on `channel` on a connection of its own thread and wakes the returned
@@ -385,5 +398,50 @@ fn listen_loop(config: &PgConfig, channel: &str, wake: &std::sync::Weak<tokio::s
             }
         }
         std::thread::sleep(LISTEN_TICK);
+    }
+}
+
+/// At most one announcement per this long: other nodes' schedulers only need to look
+/// again, not once per commit (a `NOTIFY` takes a database-wide lock at commit).
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(50);
+
+/// Tells other nodes that timers were armed (see `Pool::announcer`).
+pub(crate) struct Announcer(mpsc::SyncSender<()>);
+
+impl Announcer {
+    pub(crate) fn announce(&self) {
+        // Full: an announcement is already on its way, and covers this one.
+        let _ = self.0.try_send(());
+    }
+}
+
+fn announce_loop(config: &PgConfig, channel: &str, rx: &Receiver<()>) {
+    let mut conn: Option<Client> = None;
+    let mut warned = false;
+    // Ends when the store (the sender) is dropped.
+    while rx.recv().is_ok() {
+        std::thread::sleep(ANNOUNCE_EVERY);
+        while rx.try_recv().is_ok() {}
+        let sent = match conn.take() {
+            Some(c) => Ok(c),
+            None => config.connect(),
+        }
+        .and_then(|mut c| {
+            c.batch_execute(&format!("NOTIFY \"{channel}\""))
+                .map_err(super::postgres::pg)?;
+            Ok(c)
+        });
+        match sent {
+            Ok(c) => {
+                conn = Some(c);
+                warned = false;
+            }
+            // Lost: the others' schedulers still poll, and the next announcement may pass.
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, "telling other nodes of armed timers failed");
+                warned = true;
+            }
+            Err(_) => {}
+        }
     }
 }

@@ -37,14 +37,13 @@ const MIGRATIONS: &[&str] = &[
         value bytea    NOT NULL,
         PRIMARY KEY (tree, key)
     )",
-    // 2: one-round-trip commits (`pg_commit.rs`) and leases on instances with due timers,
-    // so two nodes never fire one timer.
+    // 2: leases on instances with due timers, so two nodes never fire one timer
+    // (`pg_commit.rs`).
     "CREATE TABLE timer_claims (
         instance bytea       PRIMARY KEY,
         node     text        NOT NULL,
         until    timestamptz NOT NULL
     )",
-    super::pg_commit::COMMIT_FUNCTION,
 ];
 
 /// Rows read per round trip of a scan; grows while the caller keeps reading.
@@ -58,6 +57,8 @@ pub struct PgStore {
     node: String,
     /// The channel commits that arm timers notify.
     channel: String,
+    /// Tells the other nodes when this one armed timers; started at the first.
+    announcer: std::sync::OnceLock<super::pg_pool::Announcer>,
     /// Woken when any node arms a timer; listening starts when first asked.
     listener: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
     /// Set for a store made by `temporary`: its schema is dropped with it.
@@ -76,6 +77,7 @@ impl PgStore {
             channel: super::pg_commit::channel(schema),
             node: Uuid::now_v7().to_string(),
             listener: std::sync::OnceLock::new(),
+            announcer: std::sync::OnceLock::new(),
             pool,
             drop_schema: false,
         })
@@ -334,11 +336,10 @@ impl super::copy::Raw for PgStore {
                 value: Some(value),
             })
             .collect();
-        let channel = self.channel.clone();
         self.pool.run(true, move |conn| {
             let (c, st) = conn.parts()?;
             let mut tx = c.transaction().map_err(pg)?;
-            super::pg_commit::Writes::new(ops).apply(&mut tx, st, &channel)?;
+            super::pg_commit::Writes::new(ops).apply(&mut tx, st)?;
             tx.commit().map_err(pg)
         })
     }
@@ -355,10 +356,16 @@ impl Store for PgStore {
         // One transaction per commit: PostgreSQL groups the WAL flushes of concurrent
         // transactions itself, so the batch this store sees is always one.
         metrics::histogram!("sopflow_commit_batch_size").record(1.0);
-        let channel = self.channel.clone();
-        self.pool
-            .run_async(move |c| super::pg_commit::commit(c, plan, &channel))
-            .await
+        let armed = self
+            .pool
+            .run_async(move |c| super::pg_commit::commit(c, plan))
+            .await?;
+        if armed {
+            self.announcer
+                .get_or_init(|| self.pool.announcer(&self.channel))
+                .announce();
+        }
+        Ok(())
     }
 
     fn instance(&self, id: InstanceId) -> Result<Option<StoredInstance>, StoreError> {
