@@ -68,15 +68,15 @@ impl Scheduler {
                         0
                     }
                 };
+                let mut wait = next_wait(&engine);
                 // Still due after a pass that fired nothing: another node holds it (or held
                 // it and died; its claim runs out). Looking again at once would spin.
-                let mut not_before = (fired == 0 && next_wait(&engine).is_zero())
+                let mut not_before = (fired == 0 && wait.is_zero())
                     .then(|| tokio::time::Instant::now() + HELD_ELSEWHERE);
                 // Sleep until the earliest timer is due. A commit arming a timer, here or on
                 // another node, only makes it read the earliest again: most arm timers hours
                 // away, and a pass per commit would cost the database a query per commit.
                 loop {
-                    let mut wait = next_wait(&engine);
                     if let Some(t) = not_before {
                         wait = wait.max(t.saturating_duration_since(tokio::time::Instant::now()));
                         if wait.is_zero() {
@@ -99,6 +99,7 @@ impl Scheduler {
                     }
                     // Let a burst of commits' wake-ups arrive as one.
                     tokio::time::sleep(COALESCE).await;
+                    wait = next_wait(&engine);
                 }
             }
         });

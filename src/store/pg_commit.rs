@@ -59,6 +59,7 @@ impl Writes {
             last.insert((tree_code(op.tree), op.key), op.value);
         }
         let mut w = Writes::default();
+        let mut fired = std::collections::BTreeSet::new();
         for ((t, k), v) in last {
             match v {
                 Some(v) => {
@@ -68,9 +69,9 @@ impl Writes {
                     w.up_v.push(v);
                 }
                 None => {
-                    if let (true, Some(instance)) = (t == timers, k.get(8..24)) {
-                        if !w.fired.iter().any(|f| f == instance) {
-                            w.fired.push(instance.to_vec());
+                    if t == timers {
+                        if let Ok(row) = layout::decode_timer(&k, &[]) {
+                            fired.insert(row.instance);
                         }
                     }
                     w.del_t.push(t);
@@ -78,6 +79,7 @@ impl Writes {
                 }
             }
         }
+        w.fired = fired.iter().map(|id| id.as_bytes().to_vec()).collect();
         w
     }
 
