@@ -255,12 +255,9 @@ impl Pool {
         let (tx, rx) = mpsc::sync_channel::<()>(1);
         let config = self.config.clone();
         let channel = channel.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("sopflow-pg-announce".into())
-            .spawn(move || announce_loop(&config, &channel, &rx));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the PostgreSQL announcer thread");
-        }
+        side_thread("sopflow-pg-announce", move || {
+            announce_loop(&config, &channel, &rx)
+        });
         Announcer(tx)
     }
 
@@ -272,13 +269,9 @@ impl Pool {
         let weak = Arc::downgrade(&wake);
         let config = self.config.clone();
         let channel = channel.to_string();
-        let spawned = std::thread::Builder::new()
-            .name("sopflow-pg-listen".into())
-            .spawn(move || listen_loop(&config, &channel, &weak));
-        if let Err(e) = spawned {
-            // Without it the scheduler still polls (its longest sleep is bounded).
-            tracing::warn!(error = %e, "cannot start the PostgreSQL listener thread");
-        }
+        side_thread("sopflow-pg-listen", move || {
+            listen_loop(&config, &channel, &weak)
+        });
         wake
     }
 
@@ -443,5 +436,13 @@ fn announce_loop(config: &PgConfig, channel: &str, rx: &Receiver<()>) {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// Starts a thread that only speeds things up (announcing, listening): without it the
+/// schedulers still poll, so failing to start one is worth a warning, not an error.
+fn side_thread(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+        tracing::warn!(error = %e, thread = name, "cannot start a PostgreSQL helper thread; schedulers will rely on polling");
     }
 }
