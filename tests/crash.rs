@@ -972,6 +972,46 @@ struct RoundLoad {
     unacked_moves: u32,
 }
 
+impl RoundLoad {
+    /// Fails the round if any answer was one the clients do not expect (`why` says when or
+    /// what is expected).
+    fn fail_on_unexpected(&self, ctx: Ctx, why: &str) {
+        if !self.unexpected.is_empty() {
+            ctx.fail(format!(
+                "{} unexpected answer(s) during the load ({why}):\n  {}",
+                self.unexpected.len(),
+                self.unexpected[..self.unexpected.len().min(20)].join("\n  ")
+            ));
+        }
+    }
+
+    /// ", N unacknowledged clock move(s)" when there were any.
+    fn unacked_note(&self) -> String {
+        if self.unacked_moves > 0 {
+            format!(", {} unacknowledged clock move(s)", self.unacked_moves)
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The part of a round's report line about the store after the checks.
+fn store_report(tally: &Tally, folded: usize, acked: &Acked) -> String {
+    format!(
+        "store: {} instances, {} events, {} completions, {}/{} timers fired ({} reminders, {} \
+         breaches), {folded} folds checked; acknowledged so far: {} starts, {} completions",
+        tally.instances,
+        tally.events,
+        tally.completions,
+        tally.timers_fired,
+        tally.timers_armed,
+        tally.reminders,
+        tally.breaches,
+        acked.starts.len(),
+        acked.completions.len(),
+    )
+}
+
 fn gather(ctx: Ctx, reports: Vec<ClientReport>, acked: &mut Acked) -> RoundLoad {
     let round = ctx.round;
     let mut sum = RoundLoad::default();
@@ -1642,18 +1682,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
         load.stop.store(true, Ordering::Relaxed);
         let reports = join_clients(ctx, handles).await;
         let sum = gather(ctx, reports, &mut acked);
-        if !sum.unexpected.is_empty() {
-            ctx.fail(format!(
-                "{} unexpected answer(s) during the load (before the kill at {kill_after:?}):\n  {}",
-                sum.unexpected.len(),
-                sum.unexpected
-                    .iter()
-                    .take(20)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            ));
-        }
+        sum.fail_on_unexpected(ctx, &format!("before the kill at {kill_after:?}"));
         if let Some(t) = sum.clock {
             clock = clock.max(t);
         }
@@ -1708,28 +1737,15 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
 
         eprintln!(
             "round {round}: killed {kill_after:?} into the load; acknowledged {} starts, \
-             {} completions, {} claims and {} cancellations ({} requests cut off{}); store: {} instances, {} events, \
-             {} completions, {}/{} timers fired ({} reminders, {} breaches), {folded} folds checked; \
-             acknowledged so far: {} starts, {} completions; clock {clock}; {:.1} s",
+             {} completions, {} claims and {} cancellations ({} requests cut off{}); {}; \
+             clock {clock}; {:.1} s",
             sum.starts,
             sum.completions,
             sum.claims,
             sum.cancels,
             sum.lost,
-            if sum.unacked_moves > 0 {
-                format!(", {} unacknowledged clock move(s)", sum.unacked_moves)
-            } else {
-                String::new()
-            },
-            tally.instances,
-            tally.events,
-            tally.completions,
-            tally.timers_fired,
-            tally.timers_armed,
-            tally.reminders,
-            tally.breaches,
-            acked.starts.len(),
-            acked.completions.len(),
+            sum.unacked_note(),
+            store_report(&tally, folded, &acked),
             round_began.elapsed().as_secs_f64()
         );
     }

@@ -353,19 +353,7 @@ async fn two_nodes_on_postgresql_survive_kill_9_of_one_and_a_database_restart() 
         load.stop.store(true, Ordering::Relaxed);
         let reports = join_clients(ctx, handles).await;
         let sum = gather(ctx, reports, &mut acked);
-        if !sum.unexpected.is_empty() {
-            ctx.fail(format!(
-                "{} unexpected answer(s) during the load (only 2xx, and 503 with Retry-After, are \
-                 expected):\n  {}",
-                sum.unexpected.len(),
-                sum.unexpected
-                    .iter()
-                    .take(20)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join("\n  ")
-            ));
-        }
+        sum.fail_on_unexpected(ctx, "only 2xx, and 503 with Retry-After, are expected");
         let event = event.unwrap_or_else(|e| ctx.fail(e));
         // Every node's clock is at most the latest acknowledged, moved on by every move that
         // was not acknowledged.
@@ -423,9 +411,8 @@ async fn two_nodes_on_postgresql_survive_kill_9_of_one_and_a_database_restart() 
 
         eprintln!(
             "round {round}: {event}; {}acknowledged {} starts, {} completions, {} claims and {} \
-             cancellations ({} requests without an answer, {} answered 503{}); store: {} instances, \
-             {} events, {} completions, {}/{} timers fired ({} reminders, {} breaches), {folded} \
-             folds checked; acknowledged so far: {} starts, {} completions; clocks {clock}; {:.1} s",
+             cancellations ({} requests without an answer, {} answered 503{}); {}; clocks {clock}; \
+             {:.1} s",
             match late {
                 Some((n, w)) => format!(
                     "{n} due timer(s) had not fired when the clocks were moved past them, and \
@@ -440,20 +427,8 @@ async fn two_nodes_on_postgresql_survive_kill_9_of_one_and_a_database_restart() 
             sum.cancels,
             sum.lost,
             sum.unavailable,
-            if sum.unacked_moves > 0 {
-                format!(", {} unacknowledged clock move(s)", sum.unacked_moves)
-            } else {
-                String::new()
-            },
-            tally.instances,
-            tally.events,
-            tally.completions,
-            tally.timers_fired,
-            tally.timers_armed,
-            tally.reminders,
-            tally.breaches,
-            acked.starts.len(),
-            acked.completions.len(),
+            sum.unacked_note(),
+            store_report(&tally, folded, &acked),
             round_began.elapsed().as_secs_f64()
         );
         passed += 1;
