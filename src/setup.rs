@@ -38,18 +38,27 @@ pub const PG_SCHEMA: &str = "sopflow";
 /// `SOPFLOW_PG_CONNECTIONS` says otherwise (1–256).
 pub const PG_CONNECTIONS: usize = 16;
 
-fn pg_connections() -> usize {
-    std::env::var("SOPFLOW_PG_CONNECTIONS")
-        .ok()
+/// The pool size: `SOPFLOW_PG_CONNECTIONS` if set (a value that is not 1–256 is refused, not
+/// silently replaced by the default), else `PG_CONNECTIONS`.
+fn pg_connections() -> Result<usize, SetupError> {
+    let Some(v) = std::env::var_os("SOPFLOW_PG_CONNECTIONS") else {
+        return Ok(PG_CONNECTIONS);
+    };
+    v.to_str()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| (1..=256).contains(n))
-        .unwrap_or(PG_CONNECTIONS)
+        .ok_or_else(|| SetupError::Postgres {
+            reason: format!(
+                "SOPFLOW_PG_CONNECTIONS is `{}`: give a number of connections from 1 to 256",
+                v.to_string_lossy()
+            ),
+        })
 }
 
 /// Opens PostgreSQL at `url`: a database that cannot be reached or holds a newer schema is
 /// one sentence, without the password the address may carry.
 pub fn open_postgres(url: &str) -> Result<AnyStore, SetupError> {
-    PgStore::open(url, PG_SCHEMA, pg_connections())
+    PgStore::open(url, PG_SCHEMA, pg_connections()?)
         .map(AnyStore::from)
         .map_err(|e| SetupError::Postgres {
             reason: e.to_string(),

@@ -240,3 +240,34 @@ fn a_file_that_is_not_utf8_is_shown_at_its_bad_byte() {
     );
     assert!(!out.contains("Failed to read"), "{out}");
 }
+
+/// A PostgreSQL store that cannot be opened is one line and exit 2: a pool size outside
+/// 1–256 (refused, not silently replaced), and a database nobody answers at.
+#[test]
+fn a_bad_pool_size_or_an_unreachable_database_is_one_line() {
+    let run = |pool: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sopflow"));
+        c.args(["verify", "--store", "postgres://nobody@127.0.0.1:1/none"]);
+        match pool {
+            Some(p) => c.env("SOPFLOW_PG_CONNECTIONS", p),
+            None => c.env_remove("SOPFLOW_PG_CONNECTIONS"),
+        };
+        c.env_remove("SOPFLOW_STORE");
+        c.output().expect("sopflow runs")
+    };
+    for (pool, says) in [
+        (
+            Some("0"),
+            "SOPFLOW_PG_CONNECTIONS is `0`: give a number of connections from 1 to 256",
+        ),
+        (Some("lots"), "SOPFLOW_PG_CONNECTIONS is `lots`"),
+        (None, "cannot reach PostgreSQL at nobody@127.0.0.1:1/none"),
+    ] {
+        let o = run(pool);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{pool:?}: {err}");
+        assert!(err.contains(says), "{pool:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
