@@ -227,6 +227,28 @@ pub fn open_store_at(spec: &str, create: bool) -> Result<AnyStore, SetupError> {
     open_sled(&p)
 }
 
+/// A store for `sopflow store upgrade`: opened although its format is the previous one.
+/// A data directory must already hold a store.
+pub fn open_for_upgrade(spec: &str) -> Result<AnyStore, SetupError> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return PgStore::open_upgrading(spec, PG_SCHEMA)
+            .map(AnyStore::from)
+            .map_err(|e| SetupError::Postgres {
+                reason: e.to_string(),
+            });
+    }
+    let dir = PathBuf::from(spec);
+    if !dir.join("db").is_file() {
+        return Err(SetupError::NoStore { path: spec.into() });
+    }
+    let opts = SledOptions {
+        upgrading: true,
+        ..SledOptions::default()
+    };
+    let store = SledStore::open(&dir, opts).map_err(|e| store_error(&dir, &e))?;
+    Ok(store.into())
+}
+
 /// `open_existing` for a PostgreSQL store.
 pub fn open_existing_postgres(
     url: &str,

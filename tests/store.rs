@@ -10,8 +10,8 @@ use sopflow::store::memory::MemoryStore;
 use sopflow::store::postgres::PgStore;
 use sopflow::store::sled_store::{SledOptions, SledStore};
 use sopflow::store::{
-    chain, AuditQuery, Commit, EventSummary, InstanceWrite, NewEvent, ProcedureRecord,
-    StatusChange, Store, StoreError, TaskRow, TimerRow,
+    chain, AuditQuery, Commit, EventSummary, IdempotencyRecord, IdempotencyWrite, InstanceWrite,
+    NewEvent, ProcedureRecord, StatusChange, Store, StoreError, TaskRow, TimerRow, WorklistQuery,
 };
 use uuid::Uuid;
 
@@ -866,6 +866,174 @@ async fn audit_queries_filter_and_page<S: Store>(s: S) {
     ));
 }
 
+/// Reads every page of a worklist query, checking each page's size.
+fn worklist_all<S: Store>(s: &S, q: &WorklistQuery, limit: usize) -> (Vec<TaskRow>, usize) {
+    let (mut out, mut cursor, mut pages) = (Vec::new(), None::<Vec<u8>>, 0);
+    loop {
+        let page = s.worklist(q, cursor.as_deref(), limit).unwrap();
+        assert!(page.items.len() <= limit);
+        out.extend(page.items);
+        pages += 1;
+        assert!(pages < 10_000, "paging does not end");
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return (out, pages),
+        }
+    }
+}
+
+async fn worklist_pages<S: Store>(s: S) {
+    let id = new_id();
+    let mut rows = Vec::new();
+    // Due times out of order, some tied, some none; offered to one or both roles, some held.
+    for i in 0..40i64 {
+        let roles: &[&str] = match i % 3 {
+            0 => &["sales"],
+            1 => &["quality"],
+            _ => &["sales", "quality"],
+        };
+        let assignee = (i % 7 == 0).then_some(if i % 2 == 0 { "ann" } else { "bob" });
+        let due = (i % 5 != 0).then_some(((i * 37) % 11) * 1000);
+        rows.push(task(id, roles, assignee, due));
+    }
+    rows.push(task(id, &["other"], Some("ann"), Some(500)));
+    let mut c = create(id, "p", "running");
+    c.open_tasks = rows.clone();
+    s.commit(c).await.unwrap();
+    let key = |r: &TaskRow| (r.due_ms.is_none(), r.due_ms, r.task);
+    let expect = |pred: &dyn Fn(&TaskRow) -> bool| {
+        let mut v: Vec<TaskRow> = rows.iter().filter(|r| pred(r)).cloned().collect();
+        v.sort_by_key(key);
+        v
+    };
+    let mine = |r: &TaskRow| {
+        r.roles.iter().any(|x| x == "sales" || x == "quality")
+            || r.assignee.as_deref() == Some("ann")
+    };
+    let q = WorklistQuery::everything(&strings(&["sales", "quality"]), "ann");
+    for limit in [1, 3, 7, 100] {
+        let (got, _) = worklist_all(&s, &q, limit);
+        assert_eq!(got, expect(&mine), "limit {limit}");
+    }
+    assert_eq!(
+        s.tasks_for(&strings(&["sales", "quality"]), "ann").unwrap(),
+        expect(&mine)
+    );
+    // Only what ann holds: the assignee stream alone.
+    let held = WorklistQuery {
+        held_only: true,
+        ..q.clone()
+    };
+    assert_eq!(
+        worklist_all(&s, &held, 5).0,
+        expect(&|r| r.assignee.as_deref() == Some("ann"))
+    );
+    // Due before 4 s: stops there; tasks without a due time never match.
+    let early = WorklistQuery {
+        due_before_ms: Some(4000),
+        ..q.clone()
+    };
+    assert_eq!(
+        worklist_all(&s, &early, 4).0,
+        expect(&|r| mine(r) && r.due_ms.is_some_and(|d| d < 4000))
+    );
+    // A filter that keeps almost nothing still ends, and finds what it keeps.
+    let target = rows[17].task;
+    let rare = WorklistQuery {
+        keep: Arc::new(move |r: &TaskRow| r.task == target),
+        ..q.clone()
+    };
+    let (got, _) = worklist_all(&s, &rare, 10);
+    assert_eq!(got.iter().map(|r| r.task).collect::<Vec<_>>(), vec![target]);
+    // Closed tasks leave every stream.
+    let close = Commit {
+        closed_tasks: rows[..20].to_vec(),
+        ..Commit::default()
+    };
+    s.commit(close).await.unwrap();
+    let rest: Vec<TaskRow> = expect(&mine)
+        .into_iter()
+        .filter(|r| !rows[..20].iter().any(|c| c.task == r.task))
+        .collect();
+    assert_eq!(worklist_all(&s, &q, 6).0, rest);
+    assert!(matches!(
+        s.worklist(&q, Some(b"short"), 5),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// A worklist much larger than one page's budget: each page stays within it, and paging
+/// still yields every task once, in order.
+async fn worklist_budget<S: Store>(s: S) {
+    let id = new_id();
+    let n = sopflow::store::worklist::PAGE_BUDGET * 2 + 17;
+    let rows: Vec<TaskRow> = (0..n)
+        .map(|i| task(id, &["sales"], None, Some(i as i64)))
+        .collect();
+    let mut c = create(id, "p", "running");
+    c.open_tasks = rows.clone();
+    s.commit(c).await.unwrap();
+    // Keeps one task in a thousand: pages come back short, with a cursor, never failing.
+    let q = WorklistQuery {
+        keep: Arc::new(|r: &TaskRow| r.due_ms.is_some_and(|d| d % 1000 == 999)),
+        ..WorklistQuery::everything(&strings(&["sales"]), "nobody")
+    };
+    let first = s.worklist(&q, None, 10).unwrap();
+    assert!(
+        first.items.len() < 10 && first.next.is_some(),
+        "{:?}",
+        first.items.len()
+    );
+    let (got, pages) = worklist_all(&s, &q, 10);
+    let want: Vec<i64> = (0..n as i64).filter(|d| d % 1000 == 999).collect();
+    assert_eq!(
+        got.iter().filter_map(|r| r.due_ms).collect::<Vec<_>>(),
+        want
+    );
+    assert!(pages >= 3, "{pages} pages");
+}
+
+async fn idempotency_keys<S: Store>(s: S) {
+    let (a, b) = (new_id(), new_id());
+    let rec = |instance, at_ms| IdempotencyRecord {
+        fingerprint: [1; 32],
+        at_ms,
+        instance,
+        version: 1,
+    };
+    let keyed = |id, at_ms: i64, caller: &str| {
+        let mut c = create(id, "p", "running");
+        c.idempotency = Some(IdempotencyWrite {
+            caller: caller.into(),
+            key: "k-1".into(),
+            record: rec(id, at_ms),
+            stale_before_ms: at_ms - 1000,
+        });
+        c
+    };
+    s.commit(keyed(a, 10_000, "ann")).await.unwrap();
+    assert_eq!(s.idempotency("ann", "k-1").unwrap(), Some(rec(a, 10_000)));
+    assert_eq!(s.idempotency("bob", "k-1").unwrap(), None);
+    // The same key again within the window: nothing of the second commit is written.
+    let before = s.dump().unwrap();
+    assert!(matches!(
+        s.commit(keyed(b, 10_500, "ann")).await,
+        Err(StoreError::KeyUsed)
+    ));
+    assert_eq!(s.dump().unwrap(), before);
+    assert!(s.instance(b).unwrap().is_none());
+    // Another caller's key of the same text is another key.
+    s.commit(keyed(b, 10_500, "bob")).await.unwrap();
+    // After the window the key may be taken again, and the record is the new one.
+    let c = new_id();
+    s.commit(keyed(c, 11_001, "ann")).await.unwrap();
+    assert_eq!(s.idempotency("ann", "k-1").unwrap(), Some(rec(c, 11_001)));
+    assert!(matches!(
+        s.idempotency("ann", ""),
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 macro_rules! suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -918,6 +1086,18 @@ macro_rules! suite {
             #[tokio::test]
             async fn history_pages() {
                 super::history_paging($make).await;
+            }
+            #[tokio::test]
+            async fn worklist_pages_in_due_order_across_roles() {
+                super::worklist_pages($make).await;
+            }
+            #[tokio::test]
+            async fn a_worklist_larger_than_a_page_budget_pages_through_all() {
+                super::worklist_budget($make).await;
+            }
+            #[tokio::test]
+            async fn idempotency_keys_are_checked_inside_the_commit() {
+                super::idempotency_keys($make).await;
             }
             #[tokio::test]
             async fn nul_bytes_and_duplicate_instances_are_rejected() {
@@ -1070,7 +1250,7 @@ async fn an_unknown_format_version_is_refused_with_advice() {
         panic!("{err:?}")
     };
     assert!(
-        message.contains("format 99") && message.contains("format 3"),
+        message.contains("format 99") && message.contains("format 4"),
         "{message}"
     );
     assert!(
@@ -1533,4 +1713,91 @@ async fn a_store_without_a_marker_gets_one() {
     assert!(dir.path().join("sopflow-store").is_file());
     let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
     assert_eq!(s.instance(id).unwrap().unwrap().version, 1);
+}
+
+/// A format-3 data directory (worklist indexes keyed by task id alone, no idempotency tree)
+/// is refused with the command to run; `store upgrade` rewrites it into exactly what this
+/// build writes for the same data, and a second run finds nothing to do.
+#[tokio::test]
+async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
+    use sopflow::store::any::AnyStore;
+    let dir = tempfile::tempdir().unwrap();
+    let id = new_id();
+    let rows = vec![
+        task(id, &["sales", "quality"], None, Some(5_000)),
+        task(id, &["sales"], Some("ann"), None),
+        task(id, &["@bob"], None, Some(-3)),
+    ];
+    let want = {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        let mut c = create(id, "p", "running");
+        c.open_tasks = rows.clone();
+        s.commit(c).await.unwrap();
+        let close = Commit {
+            closed_tasks: vec![rows[2].clone()],
+            ..Commit::default()
+        };
+        s.commit(close).await.unwrap();
+        s.dump().unwrap()
+    };
+    {
+        // What format 3 kept: `owner 0x00 task` → instance id, for the same open tasks.
+        let db = raw_open(dir.path());
+        for name in ["tasks_by_role", "tasks_by_assignee"] {
+            db.open_tree(name).unwrap().clear().unwrap();
+        }
+        let old_key = |owner: &str, t: &TaskRow| {
+            let mut k = owner.as_bytes().to_vec();
+            k.push(0);
+            k.extend_from_slice(t.task.as_bytes());
+            k
+        };
+        for t in &rows[..2] {
+            for r in &t.roles {
+                db.open_tree("tasks_by_role")
+                    .unwrap()
+                    .insert(old_key(r, t), t.instance.as_bytes())
+                    .unwrap();
+            }
+            if let Some(a) = &t.assignee {
+                db.open_tree("tasks_by_assignee")
+                    .unwrap()
+                    .insert(old_key(a, t), t.instance.as_bytes())
+                    .unwrap();
+            }
+        }
+        db.drop_tree("idempotency").unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &3u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = match SledStore::open(dir.path(), SledOptions::default()) {
+        Ok(s) => panic!("format 3 must be refused; opened format {}", s.format()),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains("sopflow store upgrade") && err.to_string().contains("format 3"),
+        "{err}"
+    );
+    let upgrading = SledOptions {
+        upgrading: true,
+        ..SledOptions::default()
+    };
+    {
+        let s = AnyStore::from(SledStore::open(dir.path(), upgrading.clone()).unwrap());
+        let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
+        assert_eq!((r.from, r.to, r.instances, r.open_tasks), (3, 4, 1, 2));
+    }
+    {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        assert_eq!(s.dump().unwrap(), want);
+        let q = WorklistQuery::everything(&strings(&["sales"]), "ann");
+        let page = s.worklist(&q, None, 10).unwrap();
+        assert_eq!(page.items, vec![rows[0].clone(), rows[1].clone()]);
+    }
+    let s = AnyStore::from(SledStore::open(dir.path(), upgrading).unwrap());
+    let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
+    assert_eq!((r.from, r.to, r.open_tasks), (4, 4, 0));
 }

@@ -270,6 +270,17 @@ enum StoreCommand {
         #[arg(long)]
         to: String,
     },
+    /// Rewrite a store of the previous format (3) into this version's (4), in place, after
+    /// verifying every hash chain: needed once after upgrading sopflow, before `serve`.
+    /// Stop every server using the store and back it up first.
+    Upgrade {
+        /// Data directory of the embedded store.
+        #[arg(long = "data-dir", visible_alias = "data", default_value = "data")]
+        data_dir: PathBuf,
+        /// A PostgreSQL store instead (`postgres://USER@HOST/DATABASE`).
+        #[arg(long, env = "SOPFLOW_STORE", hide_env_values = true)]
+        store: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -760,6 +771,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "copied and verified: {} instances, {} events, every tree identical on both sides",
                 report.instances, report.events
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Upgrade { data_dir, store },
+        } => {
+            let spec = store.unwrap_or_else(|| data_dir.display().to_string());
+            let s = sopflow::setup::open_for_upgrade(&spec)?;
+            let mut last = String::new();
+            let report = sopflow::store::upgrade::upgrade(&s, &mut |what, n| {
+                if what != last {
+                    eprintln!("{what}…");
+                    last = what.to_string();
+                }
+                let _ = n;
+            })?;
+            if report.from == report.to {
+                println!(
+                    "already format {}: nothing to do ({} instances, {} events verified)",
+                    report.to, report.instances, report.events
+                );
+            } else {
+                println!(
+                    "upgraded format {} to {}: {} instances and {} events verified, {} open \
+                     tasks re-indexed",
+                    report.from, report.to, report.instances, report.events, report.open_tasks
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dir, json } => trail::verify(&dir, json),

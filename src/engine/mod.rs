@@ -6,6 +6,7 @@ pub mod decide;
 pub mod deploy;
 pub mod instance;
 pub mod migrate;
+pub mod once;
 mod register_starts;
 pub mod registers;
 pub mod roster;

@@ -100,7 +100,7 @@ impl<S: Store> Engine<S> {
                         date: date.clone(),
                     }),
                 };
-                match self.run(id, Some(proc.clone()), cmd, None).await {
+                match self.run(id, Some(proc.clone()), cmd, None, None).await {
                     Ok(_) => started += 1,
                     Err(e) => {
                         tracing::warn!(procedure = proc.id(), register = %sf.register, %key, error = %e, "not started from the register")

@@ -58,6 +58,9 @@ pub enum ServiceError {
     Store(StoreError),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
+    /// An idempotency key sent again with a different request.
+    #[error("{0}")]
+    KeyReused(String),
 }
 
 impl From<StoreError> for ServiceError {
@@ -551,7 +554,7 @@ impl<S: Store> Engine<S> {
             origin: None,
         };
         let proc = self.startable(procedure, now)?;
-        self.run(id, Some(proc), cmd, actor).await
+        self.run(id, Some(proc), cmd, actor, None).await
     }
 
     /// Runs a command on an existing instance and returns the instance after it.
@@ -561,7 +564,7 @@ impl<S: Store> Engine<S> {
         cmd: Command,
         actor: Option<&Actor>,
     ) -> Result<Instance, ServiceError> {
-        self.run(instance, None, cmd, actor).await
+        self.run(instance, None, cmd, actor, None).await
     }
 
     pub(super) async fn run(
@@ -570,10 +573,13 @@ impl<S: Store> Engine<S> {
         start_proc: Option<Arc<CompiledProcedure>>,
         cmd: Command,
         actor: Option<&Actor>,
+        once: Option<&super::once::Idempotency>,
     ) -> Result<Instance, ServiceError> {
         let mut attempt = 0;
         loop {
-            let (commit, result, tally) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
+            let (mut commit, result, tally) = self.prepare(id, start_proc.clone(), &cmd, actor)?;
+            // Recorded with the events it answers for: a crash leaves both or neither.
+            commit.idempotency = once.map(|o| o.write(self.clock.now(), id, result.seq));
             let armed = !commit.arm_timers.is_empty();
             match self.store.commit(commit).await {
                 Ok(()) => {
@@ -914,6 +920,17 @@ impl<S: Store> Engine<S> {
         let mut to = actor.roles.clone();
         to.push(personal_recipient(&actor.id));
         Ok(self.store.tasks_for(&to, &actor.id)?)
+    }
+
+    /// A page of a worklist (`store::worklist`): the caller builds the query from the
+    /// person's roles and the filters asked for.
+    pub fn worklist(
+        &self,
+        query: &crate::store::WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, ServiceError> {
+        Ok(self.store.worklist(query, cursor, limit)?)
     }
 
     /// Notifications for the roles a person holds and for them personally, newest first.

@@ -392,6 +392,8 @@ pub struct TaskQuery {
     /// At most this many (1–1000, default 200).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+    /// Where to go on from: the `next` of the page before.
+    pub cursor: Option<String>,
 }
 
 /// A worklist entry.
@@ -423,6 +425,11 @@ pub struct TaskSummary {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TaskList {
     pub items: Vec<TaskSummary>,
+    /// Pass as `cursor` for the next page; absent at the end. A page reads a bounded
+    /// stretch of the worklist, so one with fewer items than `limit` (even none) may still
+    /// have a `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// A task with what is needed to complete it.

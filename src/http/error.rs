@@ -245,7 +245,9 @@ impl From<ServiceError> for ApiError {
             e @ (ServiceError::ProcedureChanged { .. }
             | ServiceError::Retired(_)
             | ServiceError::NotValidNow { .. }) => ApiError::Conflict(e.to_string()),
-            e @ ServiceError::VersionNotRaised { .. } => ApiError::Unprocessable(e.to_string()),
+            e @ (ServiceError::VersionNotRaised { .. } | ServiceError::KeyReused(_)) => {
+                ApiError::Unprocessable(e.to_string())
+            }
             ServiceError::Store(StoreError::Conflict { instance, .. }) => ApiError::Conflict(
                 format!("instance {instance} is being changed by others; try again"),
             ),

@@ -284,6 +284,8 @@ mod tests {
                             "{op}: query parameter `{name}` cannot be null"
                         );
                     }
+                    // The one header a request may add: its idempotency key.
+                    Some("header") => assert_eq!(name, "Idempotency-Key", "{op}"),
                     other => panic!("{op}: `{name}` is in {other:?}"),
                 }
             }

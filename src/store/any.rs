@@ -89,6 +89,23 @@ impl Store for AnyStore {
         forward!(self, s => s.tasks_for(roles, user))
     }
 
+    fn worklist(
+        &self,
+        query: &super::WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, StoreError> {
+        forward!(self, s => s.worklist(query, cursor, limit))
+    }
+
+    fn idempotency(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<super::IdempotencyRecord>, StoreError> {
+        forward!(self, s => s.idempotency(caller, key))
+    }
+
     fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
         forward!(self, s => s.open_task_count(role))
     }

@@ -45,6 +45,10 @@ pub(crate) trait Raw {
     fn put(&self, tree: Tree, rows: Vec<Row>) -> Result<(), StoreError>;
     /// Makes everything put so far durable.
     fn sync(&self) -> Result<(), StoreError>;
+    /// Removes every row of `tree` (for `store upgrade`, which rebuilds index trees).
+    fn clear(&self, tree: Tree) -> Result<(), StoreError>;
+    /// The store format found when the store was opened.
+    fn format(&self) -> u32;
 }
 
 /// A page read through the layout's `Kv` reads.
@@ -63,7 +67,7 @@ pub(crate) fn page_of(
     Ok(out)
 }
 
-fn raw(s: &AnyStore) -> &dyn Raw {
+pub(crate) fn raw(s: &AnyStore) -> &dyn Raw {
     match s {
         AnyStore::Sled(s) => s,
         AnyStore::Postgres(s) => s,

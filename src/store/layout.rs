@@ -21,7 +21,10 @@ use super::{
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
 /// a key or value encoding below changes.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
+/// The older format `sopflow store upgrade` rewrites into this one (`upgrade.rs`): format 3
+/// keyed the worklist indexes by task id alone, with no idempotency tree.
+pub(crate) const UPGRADABLE_FORMAT: u32 = 3;
 /// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `meta` tree holding the store's id (UUID text), also named by the marker file
@@ -30,8 +33,8 @@ pub(crate) const FORMAT_KEY: &[u8] = b"format";
 pub(crate) const STORE_ID_KEY: &[u8] = b"store";
 
 /// Separates variable-length text from what follows it in a key; text may never contain it.
-const SEP: u8 = 0x00;
-const UUID_LEN: usize = 16;
+pub(crate) const SEP: u8 = 0x00;
+pub(crate) const UUID_LEN: usize = 16;
 const VERSION_LEN: usize = 8;
 const HASH_LEN: usize = 32;
 const TIMER_KEY_LEN: usize = 8 + UUID_LEN + UUID_LEN;
@@ -54,12 +57,16 @@ pub(crate) enum Tree {
     TasksByAssignee,
     TasksByRole,
     Timers,
+    /// Last, not in name order: PostgreSQL stores a tree as its index, so a tree added in
+    /// the middle would renumber the ones after it.
+    Idempotency,
 }
 
 impl Tree {
-    pub(crate) const ALL: [Tree; 15] = [
+    pub(crate) const ALL: [Tree; 16] = [
         Tree::Audit,
         Tree::Events,
+        Tree::Idempotency,
         Tree::Instances,
         Tree::InstancesAll,
         Tree::InstancesByProcedure,
@@ -75,10 +82,32 @@ impl Tree {
         Tree::Timers,
     ];
 
+    /// Every tree in `index()` order: the slots of implementations that keep their trees
+    /// in an array are filled from this, never from `ALL`.
+    pub(crate) const BY_INDEX: [Tree; 16] = [
+        Tree::Audit,
+        Tree::Events,
+        Tree::Instances,
+        Tree::InstancesAll,
+        Tree::InstancesByProcedure,
+        Tree::InstancesByStatus,
+        Tree::InstancesByStatusAny,
+        Tree::Meta,
+        Tree::Notifications,
+        Tree::Procedures,
+        Tree::Schedules,
+        Tree::Tasks,
+        Tree::TasksByAssignee,
+        Tree::TasksByRole,
+        Tree::Timers,
+        Tree::Idempotency,
+    ];
+
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Tree::Audit => "audit",
             Tree::Events => "events",
+            Tree::Idempotency => "idempotency",
             Tree::Instances => "instances",
             Tree::InstancesAll => "instances_all",
             Tree::InstancesByProcedure => "instances_by_procedure",
@@ -95,7 +124,8 @@ impl Tree {
         }
     }
 
-    /// Position in `ALL`, for implementations that keep their trees in an array.
+    /// A stable number per tree (PostgreSQL's tree code), also the slot of implementations
+    /// that keep their trees in an array. Not the position in `ALL`.
     pub(crate) const fn index(self) -> usize {
         self as usize
     }
@@ -118,6 +148,8 @@ pub(crate) struct Plan {
     pub appends: Vec<Append>,
     /// (procedure, expected schedule runs): checked like `checks`.
     pub schedule_checks: Vec<(String, u64)>,
+    /// The idempotency key the commit records, which no live record may hold.
+    pub idempotency: Option<super::idempotency::Check>,
     /// Applied in order, so a removal followed by an insert of the same key leaves the insert.
     pub ops: Vec<Op>,
 }
@@ -205,7 +237,7 @@ pub(crate) fn ordered_ms(ms: i64) -> [u8; 8] {
     ((ms as u64) ^ (1 << 63)).to_be_bytes()
 }
 
-fn ms_from_ordered(bytes: [u8; 8]) -> i64 {
+pub(crate) fn ms_from_ordered(bytes: [u8; 8]) -> i64 {
     (u64::from_be_bytes(bytes) ^ (1 << 63)) as i64
 }
 
@@ -240,23 +272,27 @@ type Entry = (Tree, Vec<u8>, Vec<u8>);
 
 fn task_entries(row: &TaskRow) -> Result<Vec<Entry>, StoreError> {
     let mut out = Vec::with_capacity(row.roles.len() + 2);
-    out.push((Tree::Tasks, row.task.as_bytes().to_vec(), encode_task(row)?));
+    out.push((Tree::Tasks, row.task.as_bytes().to_vec(), Vec::new()));
+    // The index entries carry the row itself: a worklist page is read from the index
+    // alone, in due order, without a lookup per task.
+    let value = encode_task(row)?;
     for role in &row.roles {
         text("role", role)?;
         out.push((
             Tree::TasksByRole,
-            text_then_id(role, row.task),
-            row.instance.as_bytes().to_vec(),
+            super::worklist::index_key(role, row),
+            value.clone(),
         ));
     }
     if let Some(user) = &row.assignee {
         text("assignee", user)?;
         out.push((
             Tree::TasksByAssignee,
-            text_then_id(user, row.task),
-            row.instance.as_bytes().to_vec(),
+            super::worklist::index_key(user, row),
+            value.clone(),
         ));
     }
+    out[0].2 = value;
     Ok(out)
 }
 
@@ -264,11 +300,11 @@ fn task_entries(row: &TaskRow) -> Result<Vec<Entry>, StoreError> {
 // Values
 // ---------------------------------------------------------------------------------------
 
-fn encode_task(row: &TaskRow) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_task(row: &TaskRow) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(row).map_err(|e| StoreError::Invalid(format!("task row: {e}")))
 }
 
-fn decode_task(bytes: &[u8]) -> Result<TaskRow, StoreError> {
+pub(crate) fn decode_task(bytes: &[u8]) -> Result<TaskRow, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("task row: {e}")))
 }
 
@@ -341,7 +377,7 @@ fn decode_instance(value: &[u8]) -> Result<StoredInstance, StoreError> {
     })
 }
 
-fn uuid_at(bytes: &[u8], at: usize, what: &str) -> Result<Uuid, StoreError> {
+pub(crate) fn uuid_at(bytes: &[u8], at: usize, what: &str) -> Result<Uuid, StoreError> {
     bytes
         .get(at..at + UUID_LEN)
         .and_then(|b| Uuid::from_slice(b).ok())
@@ -370,10 +406,19 @@ pub(crate) fn format_value() -> [u8; 4] {
 }
 
 /// Checks the `meta` format entry of an existing store; `what` names the store for the message.
-pub(crate) fn check_format(stored: &[u8], what: &str) -> Result<(), StoreError> {
+/// With `upgrading`, the format `sopflow store upgrade` rewrites is accepted too; returns
+/// the format found.
+pub(crate) fn check_format(stored: &[u8], what: &str, upgrading: bool) -> Result<u32, StoreError> {
     let found = <[u8; 4]>::try_from(stored).ok().map(u32::from_be_bytes);
     match found {
-        Some(FORMAT_VERSION) => Ok(()),
+        Some(FORMAT_VERSION) => Ok(FORMAT_VERSION),
+        Some(UPGRADABLE_FORMAT) if upgrading => Ok(UPGRADABLE_FORMAT),
+        Some(UPGRADABLE_FORMAT) => Err(StoreError::Corrupt(format!(
+            "{what} uses store format {UPGRADABLE_FORMAT}, and this build of sopflow reads \
+             format {FORMAT_VERSION}: stop every server using it, back it up, and run \
+             `sopflow store upgrade` with the same --data-dir or --store (it rewrites the \
+             worklist indexes and verifies every chain first)"
+        ))),
         Some(v) => Err(StoreError::Corrupt(format!(
             "{what} uses store format {v}, but this build of sopflow reads format \
              {FORMAT_VERSION}; open it with the sopflow version that wrote it (or restore \
@@ -508,6 +553,11 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
             key,
             value: Some(value),
         });
+    }
+    if let Some(w) = &commit.idempotency {
+        let (check, op) = super::idempotency::plan(w)?;
+        plan.idempotency = Some(check);
+        plan.ops.push(op);
     }
     for sw in commit.schedules {
         text("procedure id", &sw.procedure)?;
@@ -717,72 +767,6 @@ pub(crate) fn task_instance(kv: &dyn Kv, id: TaskId) -> Result<Option<InstanceId
     }
 }
 
-fn collect_task_ids(
-    kv: &dyn Kv,
-    tree: Tree,
-    owner: &str,
-    into: &mut BTreeSet<TaskId>,
-) -> Result<(), StoreError> {
-    let mut prefix = owner.as_bytes().to_vec();
-    prefix.push(SEP);
-    kv.scan(tree, Bound::Included(&prefix), &mut |k, _| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
-        into.insert(uuid_at(k, prefix.len(), "task index key")?);
-        Ok(true)
-    })
-}
-
-pub(crate) fn tasks_for(
-    kv: &dyn Kv,
-    roles: &[String],
-    user: &str,
-) -> Result<Vec<TaskRow>, StoreError> {
-    text("user id", user)?;
-    let mut ids = BTreeSet::new();
-    for role in roles {
-        text("role", role)?;
-        collect_task_ids(kv, Tree::TasksByRole, role, &mut ids)?;
-    }
-    collect_task_ids(kv, Tree::TasksByAssignee, user, &mut ids)?;
-    let mut rows = Vec::with_capacity(ids.len());
-    for id in ids {
-        // The index and the rows are read outside any transaction, so the commit closing a
-        // task can land between the scan and this read: its row is then a tombstone, and
-        // the task is simply no longer open. Only an indexed task with no row at all is
-        // damage.
-        match kv.get(Tree::Tasks, id.as_bytes())? {
-            Some(v) if v.len() == UUID_LEN => continue,
-            Some(v) => rows.push(decode_task(&v)?),
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "task {id} is indexed but has no task row"
-                )))
-            }
-        }
-    }
-    // Tasks without a due time come last: a worklist shows what is urgent first.
-    rows.sort_by_key(|r| (r.due_ms.is_none(), r.due_ms, r.task));
-    Ok(rows)
-}
-
-/// Counts the role's index entries (one per open task) without reading any task row.
-pub(crate) fn open_task_count(kv: &dyn Kv, role: &str) -> Result<usize, StoreError> {
-    text("role", role)?;
-    let mut prefix = role.as_bytes().to_vec();
-    prefix.push(SEP);
-    let mut n = 0;
-    kv.scan(Tree::TasksByRole, Bound::Included(&prefix), &mut |k, _| {
-        if !k.starts_with(&prefix) {
-            return Ok(false);
-        }
-        n += 1;
-        Ok(true)
-    })?;
-    Ok(n)
-}
-
 pub(crate) fn instances(
     kv: &dyn Kv,
     procedure: Option<&str>,
@@ -949,9 +933,16 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
-        for (i, t) in Tree::ALL.iter().enumerate() {
+        // Every slot used once: the indexes are stable codes, not positions in `ALL`.
+        let mut slots: Vec<_> = Tree::ALL.iter().map(|t| t.index()).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..Tree::ALL.len()).collect::<Vec<_>>());
+        for (i, t) in Tree::BY_INDEX.iter().enumerate() {
             assert_eq!(t.index(), i);
         }
+        // PostgreSQL stores these numbers: the trees of format 3 keep theirs.
+        assert_eq!(Tree::Timers.index(), 14);
+        assert_eq!(Tree::Idempotency.index(), 15);
     }
 
     #[test]
@@ -966,14 +957,14 @@ mod tests {
         ));
         assert!(matches!(decode_task(b"{"), Err(StoreError::Corrupt(_))));
         assert!(matches!(
-            check_format(&[0, 0], "x"),
+            check_format(&[0, 0], "x", false),
             Err(StoreError::Corrupt(_))
         ));
         assert!(matches!(
-            check_format(&9u32.to_be_bytes(), "x"),
+            check_format(&9u32.to_be_bytes(), "x", false),
             Err(StoreError::Corrupt(_))
         ));
-        assert!(check_format(&format_value(), "x").is_ok());
+        assert!(check_format(&format_value(), "x", false).is_ok());
     }
 
     #[test]

@@ -59,6 +59,10 @@ impl MemoryStore {
             let stored = trees[Tree::Schedules.index()].get(procedure.as_bytes());
             layout::check_schedule(procedure, *expected, stored.map(Vec::as_slice))?;
         }
+        if let Some(c) = &plan.idempotency {
+            let stored = trees[Tree::Idempotency.index()].get(&c.key);
+            super::idempotency::check(c, stored.map(Vec::as_slice))?;
+        }
         for op in chained.into_iter().flatten().chain(plan.ops) {
             let tree = &mut trees[op.tree.index()];
             match op.value {
@@ -128,6 +132,21 @@ impl super::copy::Raw for MemoryStore {
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    fn clear(&self, tree: Tree) -> Result<(), StoreError> {
+        self.lock()[tree.index()].clear();
+        Ok(())
+    }
+
+    fn format(&self) -> u32 {
+        self.read(|t| {
+            Ok(t.0[Tree::Meta.index()]
+                .get(layout::FORMAT_KEY)
+                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+                .map_or(0, u32::from_be_bytes))
+        })
+        .unwrap_or(0)
+    }
 }
 
 impl Store for MemoryStore {
@@ -174,11 +193,28 @@ impl Store for MemoryStore {
     }
 
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
-        self.read(|t| layout::tasks_for(t, roles, user))
+        self.read(|t| super::worklist::all(t, roles, user))
+    }
+
+    fn worklist(
+        &self,
+        query: &super::WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, StoreError> {
+        self.read(|t| super::worklist::page(t, query, cursor, limit))
+    }
+
+    fn idempotency(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<super::IdempotencyRecord>, StoreError> {
+        self.read(|t| super::idempotency::read(t, caller, key))
     }
 
     fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
-        self.read(|t| layout::open_task_count(t, role))
+        self.read(|t| super::worklist::open_count(t, role))
     }
 
     fn instances(

@@ -15,10 +15,15 @@ pub mod audit;
 pub mod chain;
 pub mod copy;
 mod group_commit;
+pub mod idempotency;
 mod layout;
+pub mod upgrade;
+pub mod worklist;
 
 pub use audit::{AuditEvent, AuditQuery, EventSummary};
 pub use chain::{Break, Hash, Verification};
+pub use idempotency::{IdempotencyRecord, IdempotencyWrite};
+pub use worklist::WorklistQuery;
 pub mod memory;
 mod pg_commit;
 mod pg_pool;
@@ -52,6 +57,9 @@ pub struct Commit {
     /// Recurring-start schedules advanced by this command, each with a compare-and-swap on
     /// its run count so a run is started exactly once.
     pub schedules: Vec<ScheduleWrite>,
+    /// The record of a command sent with an idempotency key: the commit fails with
+    /// `KeyUsed` (writing nothing) if a live record already holds the key.
+    pub idempotency: Option<IdempotencyWrite>,
 }
 
 /// A notification for everyone holding `role`, or for one person when `role` is `@` and
@@ -221,6 +229,10 @@ pub enum StoreError {
     /// was acknowledged, and trying again later may succeed.
     #[error("the database is unreachable: {0}")]
     Unreachable(String),
+    /// A live idempotency record already holds the commit's key: the command was done
+    /// before (or is being done by a concurrent retry); nothing was written.
+    #[error("the idempotency key was already used")]
+    KeyUsed,
     /// The request cannot be stored as given (an id containing the reserved 0x00 byte, a
     /// malformed cursor, the same instance twice in one commit); nothing was written.
     #[error("invalid store request: {0}")]
@@ -271,6 +283,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Open tasks offered to any of `roles` or assigned to `user`, without duplicates.
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError>;
+
+    /// A page of the worklist `query` selects, most urgent first (tasks without a due time
+    /// last), after `cursor`. Its cost is bounded by the page size, the number of streams
+    /// and `worklist::PAGE_BUDGET`, not by how many tasks are open: a page may hold fewer
+    /// than `limit` tasks and still have a `next`.
+    fn worklist(
+        &self,
+        query: &WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, StoreError>;
+
+    /// The live or stale record stored under `caller`'s idempotency `key`, if any.
+    fn idempotency(&self, caller: &str, key: &str)
+        -> Result<Option<IdempotencyRecord>, StoreError>;
 
     /// How many open tasks are offered to `role`, from the index alone (no task row is
     /// read), for the open-task gauge a scrape computes.

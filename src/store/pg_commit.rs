@@ -121,6 +121,11 @@ pub(super) fn name_lock(tag: u8, name: &str) -> i64 {
 fn locks_of(plan: &layout::Plan) -> Vec<i64> {
     let mut locks: Vec<i64> = plan.appends.iter().map(|a| instance_lock(a.id)).collect();
     locks.extend(plan.schedule_checks.iter().map(|(p, _)| name_lock(1, p)));
+    // Two retries racing with one key: the second waits for the first's commit, then
+    // finds its record.
+    if let Some(c) = &plan.idempotency {
+        locks.push(name_lock(3, &String::from_utf8_lossy(&c.key)));
+    }
     locks.sort_unstable();
     locks.dedup();
     locks
@@ -146,6 +151,10 @@ pub(super) fn commit(conn: &mut Conn, plan: layout::Plan) -> Result<bool, StoreE
         for (procedure, expected) in &plan.schedule_checks {
             let stored = kv.get(Tree::Schedules, procedure.as_bytes())?;
             layout::check_schedule(procedure, *expected, stored.as_deref())?;
+        }
+        if let Some(c) = &plan.idempotency {
+            let stored = kv.get(Tree::Idempotency, &c.key)?;
+            super::idempotency::check(c, stored.as_deref())?;
         }
     }
     writes.extend(plan.ops);

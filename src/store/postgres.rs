@@ -63,6 +63,8 @@ pub struct PgStore {
     listener: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
     /// Set for a store made by `temporary`: its schema is dropped with it.
     drop_schema: bool,
+    /// The store format found when it was opened.
+    format: u32,
 }
 
 impl PgStore {
@@ -70,10 +72,26 @@ impl PgStore {
     /// `schema`, creating or upgrading its tables; a database holding a newer schema than
     /// this build knows is refused.
     pub fn open(url: &str, schema: &str, connections: usize) -> Result<Self, StoreError> {
+        Self::open_with(url, schema, connections, false)
+    }
+
+    /// Opens a store of the format `sopflow store upgrade` rewrites too (for that command
+    /// only: nothing else may run on an older format).
+    pub fn open_upgrading(url: &str, schema: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, schema, 2, true)
+    }
+
+    fn open_with(
+        url: &str,
+        schema: &str,
+        connections: usize,
+        upgrading: bool,
+    ) -> Result<Self, StoreError> {
         let config = PgConfig::new(url, schema)?;
         let pool = Pool::start(config, connections.max(1))?;
-        pool.run(true, |c| migrate(&mut c.client))?;
+        let format = pool.run(true, move |c| migrate(&mut c.client, upgrading))?;
         Ok(Self {
+            format,
             channel: super::pg_commit::channel(schema),
             node: Uuid::now_v7().to_string(),
             listener: std::sync::OnceLock::new(),
@@ -140,7 +158,7 @@ impl Drop for PgStore {
 
 /// Creates the schema and applies the migrations it lacks, under an advisory lock so two
 /// nodes starting at once do not both apply one.
-fn migrate(c: &mut Client) -> Result<(), StoreError> {
+fn migrate(c: &mut Client, upgrading: bool) -> Result<u32, StoreError> {
     let schema = current_schema(c)?;
     let mut tx = c.transaction().map_err(pg)?;
     tx.execute("SELECT pg_advisory_xact_lock(7271003)", &[])
@@ -173,14 +191,14 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
     }
     // The format marker and the store's id, as sled and memory keep them.
     let meta = tree_code(Tree::Meta);
-    match tx
+    let format = match tx
         .query_opt(
             "SELECT value FROM kv WHERE tree = $1 AND key = $2",
             &[&meta, &layout::FORMAT_KEY],
         )
         .map_err(pg)?
     {
-        Some(r) => layout::check_format(r.get::<_, &[u8]>(0), "the PostgreSQL store")?,
+        Some(r) => layout::check_format(r.get::<_, &[u8]>(0), "the PostgreSQL store", upgrading)?,
         None => {
             tx.execute(
                 "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3), ($1, $4, $5)",
@@ -193,9 +211,11 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
                 ],
             )
             .map_err(pg)?;
+            layout::FORMAT_VERSION
         }
-    }
-    tx.commit().map_err(pg)
+    };
+    tx.commit().map_err(pg)?;
+    Ok(format)
 }
 
 fn current_schema(c: &mut Client) -> Result<String, StoreError> {
@@ -348,6 +368,20 @@ impl super::copy::Raw for PgStore {
         // Each batch committed with synchronous_commit on.
         Ok(())
     }
+
+    fn clear(&self, tree: Tree) -> Result<(), StoreError> {
+        let code = tree_code(tree);
+        self.pool.run(true, move |conn| {
+            let (c, _) = conn.parts()?;
+            c.execute("DELETE FROM kv WHERE tree = $1", &[&code])
+                .map(|_| ())
+                .map_err(pg)
+        })
+    }
+
+    fn format(&self) -> u32 {
+        self.format
+    }
 }
 
 impl Store for PgStore {
@@ -413,12 +447,31 @@ impl Store for PgStore {
 
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
         let (roles, user) = (roles.to_vec(), user.to_string());
-        self.read(move |t| layout::tasks_for(t, &roles, &user))
+        self.read(move |t| super::worklist::all(t, &roles, &user))
+    }
+
+    fn worklist(
+        &self,
+        query: &super::WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, StoreError> {
+        let (query, cursor) = (query.clone(), cursor.map(<[u8]>::to_vec));
+        self.read(move |t| super::worklist::page(t, &query, cursor.as_deref(), limit))
+    }
+
+    fn idempotency(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<super::IdempotencyRecord>, StoreError> {
+        let (caller, key) = (caller.to_string(), key.to_string());
+        self.read(move |t| super::idempotency::read(t, &caller, &key))
     }
 
     fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
         let role = role.to_string();
-        self.read(move |t| layout::open_task_count(t, &role))
+        self.read(move |t| super::worklist::open_count(t, &role))
     }
 
     fn instances(

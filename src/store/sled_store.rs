@@ -100,6 +100,9 @@ pub struct SledOptions {
     /// neither flushes the drive's volatile write cache nor syncs file metadata, so it does
     /// not survive a power loss. On by default: invariant 3 means the power-loss case too.
     pub fsync: bool,
+    /// Also open a store of the format `sopflow store upgrade` rewrites (for that command
+    /// only: nothing else may run on a store of an older format).
+    pub upgrading: bool,
 }
 
 impl Default for SledOptions {
@@ -109,6 +112,7 @@ impl Default for SledOptions {
             flush_every_ms: None,
             max_batch: 1024,
             fsync: true,
+            upgrading: false,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct SledStats {
 pub struct SledStore {
     trees: Trees,
     pipeline: GroupCommit<Job>,
+    /// The format found at open (`FORMAT_VERSION` unless opened for an upgrade).
+    format: u32,
 }
 
 /// The store's trees, indexed by `Tree::index()`.
@@ -212,12 +218,13 @@ impl SledStore {
         let marker = dir.map(Marker::read).transpose()?.flatten();
         let db = open_db(&config)?;
         let trees = Trees(
-            Tree::ALL
+            Tree::BY_INDEX
                 .iter()
                 .map(|t| db.open_tree(t.name()).map_err(sled_err))
                 .collect::<Result<_, _>>()?,
         );
-        let id = check_or_write_format(&db, &trees, marker.as_deref(), what)?;
+        let (id, format) =
+            check_or_write_format(&db, &trees, marker.as_deref(), what, options.upgrading)?;
         if let (Some(dir), None) = (dir, &marker) {
             Marker::write(dir, &id)?;
         }
@@ -228,7 +235,16 @@ impl SledStore {
             trees: trees.clone(),
         };
         let pipeline = GroupCommit::start("sopflow-store-writer", writer, options.max_batch)?;
-        Ok(Self { trees, pipeline })
+        Ok(Self {
+            trees,
+            pipeline,
+            format,
+        })
+    }
+
+    /// The store format found when it was opened.
+    pub fn format(&self) -> u32 {
+        self.format
     }
 
     /// Group-commit counters since the store was opened.
@@ -317,10 +333,11 @@ fn check_or_write_format(
     trees: &Trees,
     expected: Option<&str>,
     what: &str,
-) -> Result<String, StoreError> {
+    upgrading: bool,
+) -> Result<(String, u32), StoreError> {
     let meta = trees.get(Tree::Meta);
     if let Some(stored) = meta.get(layout::FORMAT_KEY).map_err(sled_err)? {
-        layout::check_format(&stored, what)?;
+        let format = layout::check_format(&stored, what, upgrading)?;
         let id = match meta.get(layout::STORE_ID_KEY).map_err(sled_err)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => {
@@ -339,7 +356,7 @@ fn check_or_write_format(
                 )));
             }
         }
-        return Ok(id);
+        return Ok((id, format));
     }
     if expected.is_some() {
         return Err(StoreError::Corrupt(format!(
@@ -361,7 +378,7 @@ fn check_or_write_format(
     meta.insert(layout::STORE_ID_KEY, id.as_bytes())
         .map_err(sled_err)?;
     db.flush().map_err(sled_err)?;
-    Ok(id)
+    Ok((id, layout::FORMAT_VERSION))
 }
 
 /// The writer thread's half: applies jobs and flushes.
@@ -504,6 +521,12 @@ fn apply_plan(views: &[TransactionalTree], plan: &Plan) -> TxResult<Result<Appli
             return Ok(Err(e));
         }
     }
+    if let Some(c) = &plan.idempotency {
+        let stored = views[Tree::Idempotency.index()].get(c.key.as_slice())?;
+        if let Err(e) = super::idempotency::check(c, stored.as_deref()) {
+            return Ok(Err(e));
+        }
+    }
     for op in chained.iter().flatten().chain(&plan.ops) {
         let view = &views[op.tree.index()];
         match &op.value {
@@ -576,6 +599,14 @@ impl super::copy::Raw for SledStore {
         self.trees.get(tree).apply_batch(batch).map_err(sled_err)
     }
 
+    fn clear(&self, tree: Tree) -> Result<(), StoreError> {
+        self.trees.get(tree).clear().map_err(sled_err)
+    }
+
+    fn format(&self) -> u32 {
+        self.format
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         // sled's flush covers every tree of the database.
         self.trees
@@ -633,11 +664,28 @@ impl Store for SledStore {
     }
 
     fn tasks_for(&self, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
-        layout::tasks_for(&self.trees, roles, user)
+        super::worklist::all(&self.trees, roles, user)
+    }
+
+    fn worklist(
+        &self,
+        query: &super::WorklistQuery,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<TaskRow>, StoreError> {
+        super::worklist::page(&self.trees, query, cursor, limit)
+    }
+
+    fn idempotency(
+        &self,
+        caller: &str,
+        key: &str,
+    ) -> Result<Option<super::IdempotencyRecord>, StoreError> {
+        super::idempotency::read(&self.trees, caller, key)
     }
 
     fn open_task_count(&self, role: &str) -> Result<usize, StoreError> {
-        layout::open_task_count(&self.trees, role)
+        super::worklist::open_count(&self.trees, role)
     }
 
     fn instances(

@@ -258,7 +258,7 @@ pub async fn comment(
         State(state.clone()),
         posted.signed.caller.clone(),
         api::Path(id),
-        api::Json(CommentRequest { text }),
+        api::Keyed(api::OnceKey::none(), CommentRequest { text }),
     )
     .await?;
     Ok(done(

@@ -46,9 +46,12 @@ async fn hold(
     posted: Posted,
     suspend: bool,
 ) -> Result<Response, WebError> {
-    let body = api::Json(RepairRequest {
-        reason: reason(&posted)?,
-    });
+    let body = api::Keyed(
+        api::OnceKey::none(),
+        RepairRequest {
+            reason: reason(&posted)?,
+        },
+    );
     let (caller, path) = (posted.signed.caller.clone(), api::Path(id));
     let said = if suspend {
         api::suspend_instance(State(state.clone()), caller, path, body).await?;
@@ -86,11 +89,14 @@ pub async fn move_work(
         State(state.clone()),
         posted.signed.caller.clone(),
         api::Path(id),
-        api::Json(MoveRequest {
-            to: to.clone(),
-            tasks,
-            reason,
-        }),
+        api::Keyed(
+            api::OnceKey::none(),
+            MoveRequest {
+                to: to.clone(),
+                tasks,
+                reason,
+            },
+        ),
     )
     .await?;
     Ok(done(
@@ -119,7 +125,7 @@ pub async fn withdraw(
         State(state.clone()),
         posted.signed.caller.clone(),
         api::Path(task),
-        api::Json(RepairRequest { reason }),
+        api::Keyed(api::OnceKey::none(), RepairRequest { reason }),
     )
     .await?;
     Ok(done(

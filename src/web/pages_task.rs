@@ -303,7 +303,7 @@ pub async fn complete(
                     State(state.clone()),
                     signed.caller.clone(),
                     api::Path(id),
-                    api::Json(req),
+                    api::Keyed(api::OnceKey::none(), req),
                 )
                 .await
                 {
@@ -365,7 +365,7 @@ pub async fn complete(
         State(state.clone()),
         signed.caller.clone(),
         api::Path(id),
-        api::Json(req),
+        api::Keyed(api::OnceKey::none(), req),
     )
     .await
     {
@@ -430,7 +430,7 @@ pub async fn delegate(
         State(state.clone()),
         signed.caller.clone(),
         api::Path(id),
-        api::Json(req),
+        api::Keyed(api::OnceKey::none(), req),
     )
     .await
     {

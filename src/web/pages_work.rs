@@ -106,6 +106,7 @@ pub async fn worklist(
         due_before: None,
         state: state_filter,
         limit: Some(limit),
+        cursor: None,
     };
     // Counts over everything the filters (other than the state) select; the page itself
     // is the API's answer for the chosen state.
@@ -255,6 +256,7 @@ pub async fn claim(
     api::claim_task(
         State(state.clone()),
         posted.signed.caller.clone(),
+        api::OnceKey::none(),
         api::Path(id),
     )
     .await?;
@@ -274,6 +276,7 @@ pub async fn release(
     api::release_task(
         State(state.clone()),
         posted.signed.caller.clone(),
+        api::OnceKey::none(),
         api::Path(id),
     )
     .await?;

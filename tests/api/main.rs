@@ -33,6 +33,7 @@ mod harness;
 mod hostile;
 mod limits;
 mod matrix;
+mod once;
 mod people;
 mod races;
 mod readme;

@@ -247,16 +247,24 @@ async fn repair(
     id: Uuid,
     kind: &'static str,
     cmd: Command,
-) -> Result<Json<InstanceView>, ApiError> {
+    once: &OnceKey,
+) -> Result<Answer, ApiError> {
     let actor = caller.acting()?;
-    let inst = command(kind, state.engine.execute(id, cmd, Some(&actor))).await?;
-    Ok(view(state, &inst))
+    let once = once.for_caller(caller);
+    let done = command(
+        kind,
+        state
+            .engine
+            .execute_once(id, cmd, Some(&actor), once.as_ref()),
+    )
+    .await?;
+    Ok(Answer::new(state, &done))
 }
 
 /// Suspends an instance: no commands until it resumes; deadlines paused (admin or the
 /// procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/suspend", tag = "instances", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -264,14 +272,15 @@ pub async fn suspend_instance(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<RepairRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
+    Keyed(once, req): Keyed<RepairRequest>,
+) -> Result<Answer, ApiError> {
     repair(
         &state,
         &caller,
         id,
         "suspend",
         Command::Suspend { reason: req.reason },
+        &once,
     )
     .await
 }
@@ -279,7 +288,7 @@ pub async fn suspend_instance(
 /// Resumes a suspended instance; its due times move on by the time it was suspended
 /// (admin or the procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/resume", tag = "instances", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -287,14 +296,15 @@ pub async fn resume_instance(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<RepairRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
+    Keyed(once, req): Keyed<RepairRequest>,
+) -> Result<Answer, ApiError> {
     repair(
         &state,
         &caller,
         id,
         "resume",
         Command::Resume { reason: req.reason },
+        &once,
     )
     .await
 }
@@ -303,7 +313,7 @@ pub async fn resume_instance(
 /// none is), opens `to`; refused when the result is not a state the procedure reaches by
 /// itself (admin or the procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/move", tag = "instances", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Instance id")), request_body = MoveRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = MoveRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -311,8 +321,8 @@ pub async fn move_instance(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<MoveRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
+    Keyed(once, req): Keyed<MoveRequest>,
+) -> Result<Answer, ApiError> {
     if req.tasks.len() > 1_000 {
         return Err(ApiError::Unprocessable("name at most 1,000 tasks".into()));
     }
@@ -321,13 +331,13 @@ pub async fn move_instance(
         to: req.to,
         reason: req.reason,
     };
-    repair(&state, &caller, id, "move", cmd).await
+    repair(&state, &caller, id, "move", cmd, &once).await
 }
 
 /// Withdraws one open task without it being done (admin or the procedure's operator
 /// roles).
 #[utoipa::path(post, path = "/v1/tasks/{id}/withdraw", tag = "tasks", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Task id")), request_body = RepairRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -335,9 +345,9 @@ pub async fn withdraw_task(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<RepairRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
-    super::tasks::on_task(&state, &caller, "withdraw_task", id, || {
+    Keyed(once, req): Keyed<RepairRequest>,
+) -> Result<Answer, ApiError> {
+    super::tasks::on_task(&state, &caller, &once, "withdraw_task", id, || {
         Ok(Command::WithdrawTask {
             task: id,
             reason: req.reason.clone(),

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::*;
+use crate::engine::once::Done;
 use crate::http::auth::{Caller, ADMIN, AUDITOR};
 use crate::http::dto::*;
 use crate::http::error::{ApiError, Problem};
@@ -14,6 +15,7 @@ use crate::http::AppState;
 /// Starts an instance of a procedure's newest version (the procedure's start roles, or
 /// admin).
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422.")),
     request_body = StartRequest,
     responses((status = 201, body = InstanceView, headers(("location" = String, description = "/v1/instances/{id}")),
             links(
@@ -34,11 +36,11 @@ use crate::http::AppState;
 pub async fn start_instance(
     State(state): St,
     caller: Caller,
-    Json(req): Json<StartRequest>,
+    Keyed(once, req): Keyed<StartRequest>,
 ) -> Result<Response, ApiError> {
-    let inst = start(&state, &caller, req).await?;
-    let location = format!("/v1/instances/{}", inst.id);
-    let mut res = (StatusCode::CREATED, view(&state, &inst)).into_response();
+    let done = start_keyed(&state, &caller, req, &once).await?;
+    let location = format!("/v1/instances/{}", done.instance.id);
+    let mut res = (StatusCode::CREATED, Answer::new(&state, &done)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
@@ -51,10 +53,27 @@ pub async fn start(
     caller: &Caller,
     req: StartRequest,
 ) -> Result<Instance, ApiError> {
+    Ok(start_keyed(state, caller, req, &OnceKey::none())
+        .await?
+        .instance)
+}
+
+/// `start`, at most once per idempotency key.
+pub async fn start_keyed(
+    state: &AppState,
+    caller: &Caller,
+    req: StartRequest,
+    once: &OnceKey,
+) -> Result<Done, ApiError> {
     let actor = caller.acting()?;
     command(
         "start",
-        state.engine.start(&req.procedure, req.data, Some(&actor)),
+        state.engine.start_once(
+            &req.procedure,
+            req.data,
+            Some(&actor),
+            once.for_caller(caller).as_ref(),
+        ),
     )
     .await
 }
@@ -170,7 +189,7 @@ pub async fn instance_history(
 
 /// Cancels a running instance and its children (the procedure's cancel roles, or admin).
 #[utoipa::path(post, path = "/v1/instances/{id}/cancel", tag = "instances", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -178,23 +197,26 @@ pub async fn cancel_instance(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<CancelRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
+    Keyed(once, req): Keyed<CancelRequest>,
+) -> Result<Answer, ApiError> {
     let actor = caller.acting()?;
     // An unknown instance is the engine's 404; no read is needed first.
-    let inst = command(
+    let done = command(
         "cancel",
-        state
-            .engine
-            .execute(id, Command::Cancel { reason: req.reason }, Some(&actor)),
+        state.engine.execute_once(
+            id,
+            Command::Cancel { reason: req.reason },
+            Some(&actor),
+            once.for_caller(&caller).as_ref(),
+        ),
     )
     .await?;
-    Ok(view(&state, &inst))
+    Ok(Answer::new(&state, &done))
 }
 
 /// Adds a comment to an instance's history (someone taking part in it, or admin).
 #[utoipa::path(post, path = "/v1/instances/{id}/comments", tag = "instances", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
     responses((status = 201, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -202,17 +224,20 @@ pub async fn comment_instance(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<CommentRequest>,
+    Keyed(once, req): Keyed<CommentRequest>,
 ) -> Result<Response, ApiError> {
     let actor = caller.acting()?;
     let inst = load_instance(&state, id)?;
     may_read(&state, &caller, &inst)?;
-    let inst = command(
+    let done = command(
         "comment",
-        state
-            .engine
-            .execute(id, Command::Comment { text: req.text }, Some(&actor)),
+        state.engine.execute_once(
+            id,
+            Command::Comment { text: req.text },
+            Some(&actor),
+            once.for_caller(&caller).as_ref(),
+        ),
     )
     .await?;
-    Ok((StatusCode::CREATED, view(&state, &inst)).into_response())
+    Ok((StatusCode::CREATED, Answer::new(&state, &done)).into_response())
 }

@@ -58,6 +58,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        read_json(req, state).await.map(|(_, v)| Json(v))
+    }
+}
+
+/// Reads a JSON object body: its bytes and the value.
+async fn read_json<T, S>(req: axum::extract::Request, state: &S) -> Result<(Bytes, T), ApiError>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    {
         let json = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -84,9 +95,8 @@ where
             }
         })?;
         json_object(&bytes)?;
-        axum::Json::<T>::from_bytes(&bytes)
-            .map(|axum::Json(v)| Json(v))
-            .map_err(ApiError::from)
+        let axum::Json(v) = axum::Json::<T>::from_bytes(&bytes).map_err(ApiError::from)?;
+        Ok((bytes, v))
     }
 }
 
@@ -138,9 +148,9 @@ pub struct Path<T>(pub T);
 pub struct Query<T>(pub T);
 
 /// Runs an engine command, counting it by kind and result and timing it.
-async fn command<F>(kind: &'static str, fut: F) -> Result<Instance, ApiError>
+async fn command<F, T>(kind: &'static str, fut: F) -> Result<T, ApiError>
 where
-    F: Future<Output = Result<Instance, ServiceError>>,
+    F: Future<Output = Result<T, ServiceError>>,
 {
     super::command_begun();
     let started = Instant::now();
@@ -226,6 +236,7 @@ fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize,
 mod admin_audit;
 mod changes;
 mod instances;
+mod once;
 mod procedures;
 mod registers;
 mod service;
@@ -234,6 +245,7 @@ mod tasks;
 pub use admin_audit::*;
 pub use changes::*;
 pub use instances::*;
+pub use once::{Answer, Keyed, OnceKey};
 pub use procedures::*;
 pub use registers::*;
 pub use service::*;

@@ -5,10 +5,13 @@ use axum::extract::State;
 use uuid::Uuid;
 
 use super::*;
+use crate::engine::service::personal_recipient;
 use crate::http::auth::Caller;
 use crate::http::dto::*;
 use crate::http::error::{ApiError, Problem};
 use crate::http::AppState;
+use crate::store::worklist::SORT_KEY_LEN;
+use crate::store::{TaskRow, WorklistQuery};
 
 /// The caller's worklist: tasks offered to their roles or with them, most urgent first.
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
@@ -28,35 +31,80 @@ pub async fn list_tasks(
             )));
         }
     }
-    let me = caller.actor.id.as_str();
-    // Reads every open task of the caller's roles (to sort by due time): off the runtime
-    // workers, so a large worklist never stalls other requests.
-    let rows = {
-        let (state, actor) = (state.clone(), caller.actor.clone());
-        blocking("reading a worklist", move || state.engine.tasks_for(&actor)).await?
+    let cursor = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let me = caller.actor.id.clone();
+    let mut roles = caller.actor.roles.clone();
+    roles.push(personal_recipient(&me));
+    if let Some(role) = &q.role {
+        // Tasks of another role can still be on the page: those the caller holds.
+        roles.retain(|r| r == role);
+    }
+    let wanted = q.state.clone();
+    // Overdue means due at or before now: the streams stop there instead of reading on.
+    let overdue_bound = (wanted.as_deref() == Some("overdue")).then(|| now.timestamp_millis() + 1);
+    let due_before_ms = match (q.due_before.map(|b| b.timestamp_millis()), overdue_bound) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
-    let items = rows
+    let keep = {
+        let (me, role, procedure) = (me.clone(), q.role.clone(), q.procedure.clone());
+        move |r: &TaskRow| {
+            // A task a colleague has taken is no longer on offer to the caller.
+            r.assignee.as_deref().is_none_or(|a| a == me)
+                && role.as_ref().is_none_or(|role| r.roles.contains(role))
+                && procedure.as_ref().is_none_or(|p| &r.procedure == p)
+                && match wanted.as_deref() {
+                    Some("offered") => r.assignee.is_none(),
+                    Some("held") => r.assignee.as_deref() == Some(me.as_str()),
+                    Some("reminded") => TaskSummary::from_row(r, now).deadline == "reminded",
+                    Some("escalated") => TaskSummary::from_row(r, now).deadline == "escalated",
+                    _ => true,
+                }
+        }
+    };
+    let query = WorklistQuery {
+        roles,
+        user: me.clone(),
+        due_before_ms,
+        held_only: q.state.as_deref() == Some("held"),
+        keep: Arc::new(keep),
+    };
+    // Reads a bounded stretch of the caller's worklist indexes: off the runtime workers
+    // all the same, as every store read that may touch disk.
+    let page = {
+        let state = state.clone();
+        blocking("reading a worklist", move || {
+            state.engine.worklist(&query, cursor.as_deref(), limit)
+        })
+        .await?
+    };
+    let items = page
+        .items
         .iter()
-        // A task a colleague has taken is no longer on offer to the caller.
-        .filter(|r| r.assignee.as_deref().is_none_or(|a| a == me))
-        .filter(|r| q.role.as_ref().is_none_or(|role| r.roles.contains(role)))
-        .filter(|r| q.procedure.as_ref().is_none_or(|p| &r.procedure == p))
-        .filter(|r| {
-            q.due_before
-                .is_none_or(|b| r.due_ms.is_some_and(|d| d < b.timestamp_millis()))
-        })
         .map(|r| TaskSummary::from_row(r, now))
-        .filter(|t| match q.state.as_deref() {
-            Some("offered") => t.holder.is_none(),
-            Some("held") => t.holder.as_deref() == Some(me),
-            Some("overdue") => t.overdue,
-            Some("reminded") => t.deadline == "reminded",
-            Some("escalated") => t.deadline == "escalated",
-            _ => true,
-        })
-        .take(limit)
         .collect();
-    Ok(Json(TaskList { items }))
+    let next = page.next.as_deref().map(cursor_text);
+    Ok(Json(TaskList { items, next }))
+}
+
+/// A worklist cursor as the API shows it: hex.
+fn cursor_text(c: &[u8]) -> String {
+    c.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_cursor(text: &str) -> Result<Vec<u8>, ApiError> {
+    let bad = || ApiError::Malformed(format!("`{text}` is not a cursor this API gave"));
+    if text.len() != 2 * SORT_KEY_LEN {
+        return Err(bad());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(bad)
+        })
+        .collect()
 }
 
 /// One open task with its step's outcomes and form (those it is offered to, auditor, admin).
@@ -118,31 +166,40 @@ pub async fn get_task(
 pub(super) async fn on_task(
     state: &AppState,
     caller: &Caller,
+    once: &OnceKey,
     kind: &'static str,
     task: Uuid,
     make: impl FnOnce() -> Result<Command, ApiError>,
-) -> Result<Json<InstanceView>, ApiError> {
+) -> Result<Answer, ApiError> {
     let actor = caller.acting()?;
     let instance = state
         .engine
         .task_instance(task)?
         .ok_or_else(|| ApiError::NotFound(format!("there is no task {task}")))?;
     let cmd = make()?;
-    let inst = command(kind, state.engine.execute(instance, cmd, Some(&actor))).await?;
-    Ok(view(state, &inst))
+    let once = once.for_caller(caller);
+    let done = command(
+        kind,
+        state
+            .engine
+            .execute_once(instance, cmd, Some(&actor), once.as_ref()),
+    )
+    .await?;
+    Ok(Answer::new(state, &done))
 }
 
 /// Takes a task so nobody else does it.
 #[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Task id")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")),
     responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn claim_task(
     State(state): St,
     caller: Caller,
+    once: OnceKey,
     Path(id): Path<Uuid>,
-) -> Result<Json<InstanceView>, ApiError> {
-    on_task(&state, &caller, "claim", id, || {
+) -> Result<Answer, ApiError> {
+    on_task(&state, &caller, &once, "claim", id, || {
         Ok(Command::Claim { task: id })
     })
     .await
@@ -150,15 +207,16 @@ pub async fn claim_task(
 
 /// Gives a claimed task back to its roles.
 #[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Task id")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")),
     responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn release_task(
     State(state): St,
     caller: Caller,
+    once: OnceKey,
     Path(id): Path<Uuid>,
-) -> Result<Json<InstanceView>, ApiError> {
-    on_task(&state, &caller, "release", id, || {
+) -> Result<Answer, ApiError> {
+    on_task(&state, &caller, &once, "release", id, || {
         Ok(Command::Release { task: id })
     })
     .await
@@ -166,7 +224,7 @@ pub async fn release_task(
 
 /// Hands a task on to a colleague, as the step's delegation rule allows.
 #[utoipa::path(post, path = "/v1/tasks/{id}/delegate", tag = "tasks", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -174,9 +232,9 @@ pub async fn delegate_task(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<DelegateRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
-    on_task(&state, &caller, "delegate", id, || {
+    Keyed(once, req): Keyed<DelegateRequest>,
+) -> Result<Answer, ApiError> {
+    on_task(&state, &caller, &once, "delegate", id, || {
         let to = EngineActor::from_directory(&state.people(), &req.to).ok_or_else(|| {
             ApiError::Unprocessable(format!(
                 "there is no active user `{}` to delegate to",
@@ -194,7 +252,7 @@ pub async fn delegate_task(
 
 /// Completes (or signs) a task with an outcome, the form values and a comment.
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Task id")), request_body = CompleteRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = CompleteRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -202,9 +260,9 @@ pub async fn complete_task(
     State(state): St,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(req): Json<CompleteRequest>,
-) -> Result<Json<InstanceView>, ApiError> {
-    on_task(&state, &caller, "complete", id, || {
+    Keyed(once, req): Keyed<CompleteRequest>,
+) -> Result<Answer, ApiError> {
+    on_task(&state, &caller, &once, "complete", id, || {
         Ok(Command::Complete {
             task: id,
             outcome: req.outcome,
