@@ -10,7 +10,8 @@
 //!
 //! 1. start the server, read its address from stdout and the demo tokens from
 //!    `DATA/demo-tokens.txt` (issued on the first start only, so kept across rounds);
-//! 2. eight clients start complaints (as xu.na) and complete register (xu.na),
+//! 2. eight clients start complaints (as xu.na, each start with an `Idempotency-Key` and a
+//!    customer named after it) and complete register (xu.na),
 //!    resolve_general (liu.yang) and follow_up_visit (xu.na) — claiming half the tasks first
 //!    — stopping at a random step so
 //!    that deadlines stay open; one client also moves the clock by 25h now and then, so the
@@ -22,6 +23,10 @@
 //! 4. the server restarts on the same directory (its manual clock at the latest instant it
 //!    may have reached) and, through the API as it.admin and jiang.audit:
 //!    - `GET /v1/audit/verify` is intact, before and after the checks;
+//!    - every start the kill left unanswered is sent again with its key and must be
+//!      answered (with the first attempt's instance when that one was committed); then no
+//!      client-started instance may exist whose start was not acknowledged — each exactly
+//!      once;
 //!    - every acknowledged start (of this and every earlier round) is listed, and every
 //!      acknowledged completion and claim is exactly once in its instance's history (a claim
 //!      by its user), and every acknowledged cancellation is its instance's last event;
@@ -480,6 +485,7 @@ struct Api {
     tokens: Arc<HashMap<String, String>>,
 }
 
+#[derive(Debug)]
 enum Answer {
     /// A 2xx with its body: acknowledged.
     Ok(Value),
@@ -504,16 +510,30 @@ impl Api {
     }
 
     async fn call(&self, user: &str, post: Option<Value>, path: &str) -> Answer {
+        self.call_keyed(user, post, path, None).await
+    }
+
+    /// `call` with an `Idempotency-Key`.
+    async fn call_keyed(
+        &self,
+        user: &str,
+        post: Option<Value>,
+        path: &str,
+        key: Option<&str>,
+    ) -> Answer {
         let token = self
             .tokens
             .get(user)
             .unwrap_or_else(|| panic!("no demo token for {user}"));
         let url = format!("{}{path}", self.base);
-        let req = match &post {
+        let mut req = match &post {
             Some(body) => self.http.post(&url).json(body),
             None => self.http.get(&url),
         }
         .bearer_auth(token);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
         let res = match req.send().await {
             Ok(r) => r,
             Err(e) => return Answer::Lost(e.to_string()),
@@ -595,6 +615,8 @@ enum Ack {
 #[derive(Default)]
 struct ClientReport {
     acks: Vec<Ack>,
+    /// Starts sent with an idempotency key and never acknowledged: (key, body).
+    unacked_starts: Vec<(String, Value)>,
     /// Non-2xx answers: the clients only do what is allowed, so each is a failure (but a 503
     /// with `Retry-After` where outages are survived: the database away).
     unexpected: Vec<String>,
@@ -712,8 +734,19 @@ impl Session {
         path: &str,
         what: &str,
     ) -> Result<Value, Unacked> {
+        self.send_keyed(user, body, path, what, None).await
+    }
+
+    async fn send_keyed(
+        &mut self,
+        user: &str,
+        body: Value,
+        path: &str,
+        what: &str,
+        key: Option<&str>,
+    ) -> Result<Value, Unacked> {
         let name = self.name;
-        match self.nodes[self.at].call(user, Some(body), path).await {
+        match self.nodes[self.at].call_keyed(user, Some(body), path, key).await {
             Answer::Ok(v) => {
                 self.load.acks[self.at].fetch_add(1, Ordering::Relaxed);
                 if self.moved {
@@ -811,20 +844,37 @@ async fn client(
                 }
             }
         }
-        let data =
-            json!({ "customer": format!("Customer {name}-{n}"), "contact": "Mr Li, 0731-555" });
-        let view = match s
-            .send(
-                "xu.na",
-                json!({ "procedure": "complaint-handling", "data": data }),
-                "/v1/instances",
-                "starting a complaint",
-            )
-            .await
-        {
-            Ok(v) => v,
-            Err(Unacked::End) => break,
-            Err(Unacked::Leave) => continue,
+        // Unique across rounds and clients: the key, and the customer it names.
+        let key = format!("start-{:016x}", rng.next());
+        let data = json!({ "customer": format!("Customer {key}"), "contact": "Mr Li, 0731-555" });
+        let body = json!({ "procedure": "complaint-handling", "data": data });
+        // Where outages are survived, an unanswered start is sent again with its key (on
+        // the node the client moved to) until answered; where the server is gone, the test
+        // sends it after the restart.
+        let mut tries = 0;
+        let view = loop {
+            tries += 1;
+            let r = s
+                .send_keyed(
+                    "xu.na",
+                    body.clone(),
+                    "/v1/instances",
+                    "starting a complaint",
+                    Some(&key),
+                )
+                .await;
+            match r {
+                Ok(v) => break Some(v),
+                Err(Unacked::Leave) if tries < 5 && !s.load.stopped() => continue,
+                Err(_) => break None,
+            }
+        };
+        let Some(view) = view else {
+            s.rep.unacked_starts.push((key, body));
+            if s.load.stopped() || s.outage == Outage::Ends {
+                break;
+            }
+            continue;
         };
         let (Some(instance), Ok(register)) = (uuid_of(&view["id"]), open_task(&view, "register"))
         else {
@@ -961,6 +1011,8 @@ async fn join_clients(
 #[derive(Default)]
 struct RoundLoad {
     starts: usize,
+    /// Starts never acknowledged, to send again with their key: (key, body).
+    unacked_starts: Vec<(String, Value)>,
     completions: usize,
     claims: usize,
     cancels: usize,
@@ -1017,6 +1069,7 @@ fn gather(ctx: Ctx, reports: Vec<ClientReport>, acked: &mut Acked) -> RoundLoad 
     let mut sum = RoundLoad::default();
     for r in reports {
         sum.unexpected.extend(r.unexpected);
+        sum.unacked_starts.extend(r.unacked_starts);
         sum.lost += r.lost;
         sum.unavailable += r.unavailable;
         sum.clock = sum.clock.max(r.clock);
@@ -1058,6 +1111,42 @@ fn gather(ctx: Ctx, reports: Vec<ClientReport>, acked: &mut Acked) -> RoundLoad 
 // ---------------------------------------------------------------------------------------
 // The checks
 // ---------------------------------------------------------------------------------------
+
+/// Sends the starts a round left unanswered again, each with its idempotency key, through
+/// `api`: each must now be answered — with the instance its first attempt made if that was
+/// committed, else a new one — and counts as an acknowledged start. Returns how many were
+/// answers from a first attempt (`Idempotent-Replayed`).
+async fn retry_starts(
+    ctx: Ctx,
+    api: &Api,
+    starts: &[(String, Value)],
+    acked: &mut Acked,
+) -> (usize, usize) {
+    let mut replayed = 0;
+    for (key, body) in starts {
+        let view = match api
+            .call_keyed("xu.na", Some(body.clone()), "/v1/instances", Some(key))
+            .await
+        {
+            Answer::Ok(v) => v,
+            other => ctx.fail(format!(
+                "the start with key {key}, sent again, was not answered: {other:?}"
+            )),
+        };
+        let (Some(instance), Ok(register)) = (uuid_of(&view["id"]), open_task(&view, "register"))
+        else {
+            ctx.fail(format!("a retried start's answer without id or register task: {view}"));
+        };
+        if view["data"]["customer"] != body["data"]["customer"] {
+            ctx.fail(format!("the start with key {key} answered another instance: {view}"));
+        }
+        // Earlier rounds' acknowledged starts cannot be its answer: their keys differ.
+        if acked.starts.insert(instance, (register, ctx.round)).is_some() {
+            replayed += 1;
+        }
+    }
+    (starts.len(), replayed)
+}
 
 /// Everything acknowledged so far, over all rounds.
 #[derive(Default)]
@@ -1232,6 +1321,20 @@ fn check_histories(
             problems.push(format!(
                 "{id}: the history does not begin with `started`: {:?}",
                 h.first()
+            ));
+        }
+        // Every client start carries an idempotency key and is sent again with it until
+        // answered (after the restart, where the server was killed): so every instance a
+        // client started was acknowledged to it, exactly once — one the clients were never
+        // told about would be a start done twice.
+        let customer = h
+            .first()
+            .and_then(|e| e["details"]["data"]["customer"].as_str())
+            .unwrap_or_default();
+        if customer.starts_with("Customer start-") && !acked.starts.contains_key(id) {
+            problems.push(format!(
+                "{id} ({customer}) was started but its start was never acknowledged, though \
+                 every start was retried with its key until it was: a start done twice"
             ));
         }
         if let Some((register, round)) = acked.starts.get(id) {
@@ -1699,6 +1802,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
             });
         let api = Api::new(srv.base(), toks.clone());
         verify_intact(&api, ctx, "right after the restart").await;
+        let (retried, replayed) = retry_starts(ctx, &api, &sum.unacked_starts, &mut acked).await;
         let moved = api
             .must(
                 ctx,
@@ -1737,8 +1841,9 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_fires_no_timer_twice()
 
         eprintln!(
             "round {round}: killed {kill_after:?} into the load; acknowledged {} starts, \
-             {} completions, {} claims and {} cancellations ({} requests cut off{}); {}; \
-             clock {clock}; {:.1} s",
+             {} completions, {} claims and {} cancellations ({} requests cut off{}; {retried} \
+             unanswered start(s) sent again with their key, {replayed} answered from the first \
+             attempt); {}; clock {clock}; {:.1} s",
             sum.starts,
             sum.completions,
             sum.claims,

@@ -4,7 +4,7 @@
 //! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
 //! from disk.
 //!
-//! # Key layout (format 3)
+//! # Key layout (format 4)
 //!
 //! All integers are big-endian so that byte order is numeric order. Text (procedure ids,
 //! statuses, roles, user ids) is UTF-8 and may not contain 0x00, which separates it from
@@ -15,16 +15,17 @@
 //! |---------------------------|----------------------------------------------------|----------------------------|
 //! | `audit`                   | see `audit.rs`: by actor, procedure, kind, time    | event summary              |
 //! | `events`                  | instance(16) ++ seq u64                            | link(32) ++ event bytes    |
+//! | `idempotency`             | user ++ 0x00 ++ key                                | fingerprint(32) ++ at ms ++ instance(16) ++ version |
 //! | `instances`               | instance(16)                                       | version u64 ++ head(32) ++ snapshot |
 //! | `instances_all`           | instance(16)                                       | empty                      |
 //! | `instances_by_procedure`  | procedure ++ 0x00 ++ instance(16)                  | empty                      |
 //! | `instances_by_status`     | procedure ++ 0x00 ++ status ++ 0x00 ++ instance(16)| empty                      |
 //! | `instances_by_status_any` | status ++ 0x00 ++ instance(16)                     | empty                      |
-//! | `meta`                    | `"format"`                                         | format version u32 (= 3)   |
+//! | `meta`                    | `"format"`                                         | format version u32 (= 4)   |
 //! | `procedures`              | procedure ++ 0x00 ++ version u32                   | `ProcedureRecord` as JSON  |
 //! | `tasks`                   | task(16)                                           | `TaskRow` as JSON, or the instance(16) once closed |
-//! | `tasks_by_assignee`       | user ++ 0x00 ++ task(16)                           | instance(16)               |
-//! | `tasks_by_role`           | role ++ 0x00 ++ task(16)                           | instance(16)               |
+//! | `tasks_by_assignee`       | user ++ 0x00 ++ sort key (see `worklist.rs`)       | `TaskRow` as JSON          |
+//! | `tasks_by_role`           | role ++ 0x00 ++ sort key: has-due flag, due, task  | `TaskRow` as JSON          |
 //! | `timers`                  | (due_ms + 2^63) u64 ++ instance(16) ++ timer(16)   | payload                    |
 //!
 //! * `instances_all` gets its entry when an instance is created (`expected_version == 0`);
@@ -43,6 +44,9 @@
 //!   the instance value keeps the head (the last link). The links are computed inside the
 //!   transaction from the stored head, so the chain is the store's guarantee, not the
 //!   caller's. Format 3 added the chain and the `audit` index.
+//! * Format 4 ordered the worklist indexes by due time, with the row in the entry, so a page
+//!   is read in the order it is shown (`worklist.rs`), and added `idempotency`. The trees'
+//!   slots (`Tree::index`) are stable numbers, not their position in this (name) order.
 //! * `meta.store` holds the store's id, which the file `sopflow-store` beside sled's files
 //!   names too (see `Marker`); `dump()` leaves it out.
 //! * `dump()` lists the trees above, in this (name) order.
