@@ -746,7 +746,10 @@ impl Session {
         key: Option<&str>,
     ) -> Result<Value, Unacked> {
         let name = self.name;
-        match self.nodes[self.at].call_keyed(user, Some(body), path, key).await {
+        match self.nodes[self.at]
+            .call_keyed(user, Some(body), path, key)
+            .await
+        {
             Answer::Ok(v) => {
                 self.load.acks[self.at].fetch_add(1, Ordering::Relaxed);
                 if self.moved {
@@ -1135,13 +1138,21 @@ async fn retry_starts(
         };
         let (Some(instance), Ok(register)) = (uuid_of(&view["id"]), open_task(&view, "register"))
         else {
-            ctx.fail(format!("a retried start's answer without id or register task: {view}"));
+            ctx.fail(format!(
+                "a retried start's answer without id or register task: {view}"
+            ));
         };
         if view["data"]["customer"] != body["data"]["customer"] {
-            ctx.fail(format!("the start with key {key} answered another instance: {view}"));
+            ctx.fail(format!(
+                "the start with key {key} answered another instance: {view}"
+            ));
         }
         // Earlier rounds' acknowledged starts cannot be its answer: their keys differ.
-        if acked.starts.insert(instance, (register, ctx.round)).is_some() {
+        if acked
+            .starts
+            .insert(instance, (register, ctx.round))
+            .is_some()
+        {
             replayed += 1;
         }
     }
