@@ -183,12 +183,20 @@ fn open_plan(rng: &mut Rng) -> Plan {
 /// The step sequence a plan walks (before any stop), and the severity registered.
 fn path(plan: Plan) -> (&'static str, &'static [&'static str]) {
     const GENERAL: &[&str] = &["register", "resolve_general", "follow_up_visit"];
-    const MAJOR: &[&str] = &["register", "handle_by_management_rep", "follow_up_visit"];
+    // seed 002 §4.5 (the shipped procedure): the management representative decides the
+    // handling plan, then carries it out as a second step.
+    const MAJOR: &[&str] = &[
+        "register",
+        "handle_by_management_rep",
+        "implement_handling_plan",
+        "follow_up_visit",
+    ];
     const CRISIS: &[&str] = &[
         "register",
         "analyse_crisis_causes",
         "crisis_report",
         "handle_by_management_rep",
+        "implement_handling_plan",
         "follow_up_visit",
     ];
     const SECOND: &[&str] = &[
@@ -252,6 +260,8 @@ fn form(rng: &mut Rng, step: &str, severity: &str, satisfied: bool) -> Map<Strin
         }),
         "handle_by_management_rep" => json!({
             "handling_plan": "Field engineer on site, replacement unit on loan until repaired.",
+        }),
+        "implement_handling_plan" => json!({
             "resolution": rng.pick(&RESOLUTIONS),
             "resolved_on": format!("2026-{:02}-{:02}", 1 + rng.below(12), 1 + rng.below(28)),
         }),
@@ -308,7 +318,7 @@ impl People {
         let v = match step {
             "register" | "crisis_report" | "follow_up_visit" => &self.follow_up,
             "resolve_general" | "analyse_crisis_causes" => &self.sales,
-            "handle_by_management_rep" => &self.management_rep,
+            "handle_by_management_rep" | "implement_handling_plan" => &self.management_rep,
             _ => &self.after_sales,
         };
         &v[rng.below(v.len() as u64) as usize]
