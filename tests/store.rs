@@ -1801,3 +1801,74 @@ async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
     let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
     assert_eq!((r.from, r.to, r.open_tasks), (4, 4, 0));
 }
+
+/// The same upgrade on PostgreSQL: a schema made to look like format 3 is refused by a
+/// normal open and rewritten by `store upgrade` into what this build writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_format_3_postgresql_store_is_refused_then_upgraded() {
+    use sopflow::store::any::AnyStore;
+    let Ok(url) = std::env::var("SOPFLOW_TEST_POSTGRES") else {
+        eprintln!("SOPFLOW_TEST_POSTGRES is not set: the PostgreSQL upgrade is not tested");
+        return;
+    };
+    // Kept open for its schema (dropped with it at the end).
+    let s = PgStore::temporary(&url).unwrap();
+    let schema = s.schema().to_string();
+    let id = new_id();
+    let rows = vec![
+        task(id, &["sales", "quality"], None, Some(5_000)),
+        task(id, &["sales"], Some("ann"), None),
+    ];
+    let mut c = create(id, "p", "running");
+    c.open_tasks = rows.clone();
+    s.commit(c).await.unwrap();
+    let want = s.dump().unwrap();
+    let (url2, schema2, rows2) = (url.clone(), schema.clone(), rows.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut db = ::postgres::Client::connect(&url2, ::postgres::NoTls).unwrap();
+        // Tree codes: 12 tasks_by_assignee, 13 tasks_by_role, 15 idempotency, 7 meta.
+        db.batch_execute(&format!(
+            "SET search_path TO {schema2}; DELETE FROM kv WHERE tree IN (12, 13, 15);"
+        ))
+        .unwrap();
+        for t in &rows2 {
+            let old = |owner: &str| {
+                let mut k = owner.as_bytes().to_vec();
+                k.push(0);
+                k.extend_from_slice(t.task.as_bytes());
+                k
+            };
+            let mut put = |tree: i16, key: Vec<u8>| {
+                db.execute(
+                    "INSERT INTO kv (tree, key, value) VALUES ($1, $2, $3)",
+                    &[&tree, &key, &t.instance.as_bytes().to_vec()],
+                )
+                .unwrap();
+            };
+            for r in &t.roles {
+                put(13, old(r));
+            }
+            if let Some(a) = &t.assignee {
+                put(12, old(a));
+            }
+        }
+        db.execute(
+            "UPDATE kv SET value = $1 WHERE tree = 7 AND key = 'format'::bytea",
+            &[&3u32.to_be_bytes().to_vec()],
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let err = match PgStore::open(&url, &schema, 2) {
+        Ok(_) => panic!("format 3 must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("sopflow store upgrade"), "{err}");
+    let up = AnyStore::from(PgStore::open_upgrading(&url, &schema).unwrap());
+    let r = sopflow::store::upgrade::upgrade(&up, &mut |_, _| {}).unwrap();
+    assert_eq!((r.from, r.to, r.open_tasks), (3, 4, 2));
+    drop(up);
+    let again = PgStore::open(&url, &schema, 2).unwrap();
+    assert_eq!(again.dump().unwrap(), want);
+}

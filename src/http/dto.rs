@@ -393,7 +393,19 @@ pub struct TaskQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Where to go on from: the `next` of the page before.
+    #[param(pattern = "^[0-9a-f]{50}$")]
     pub cursor: Option<String>,
+}
+
+/// The header every instance and task command accepts (`http::api::once`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyHeader {
+    /// Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key
+    /// and request within 24 hours returns the first answer (with
+    /// `Idempotent-Replayed: true`) and changes nothing; with another request, 422.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A worklist entry.

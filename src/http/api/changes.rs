@@ -17,7 +17,7 @@ use super::*;
 use crate::engine::deploy::Registered;
 use crate::engine::migrate::MigrationPlan;
 use crate::http::auth::{Caller, ADMIN, AUDITOR, PROCESS_OWNER};
-use crate::http::dto::{self, HistoryEvent};
+use crate::http::dto::{self, HistoryEvent, IdempotencyHeader};
 use crate::http::error::{ApiError, Problem};
 use crate::reload::{FileProblem, ReloadError, ReloadReport};
 
@@ -264,7 +264,7 @@ async fn repair(
 /// Suspends an instance: no commands until it resumes; deadlines paused (admin or the
 /// procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/suspend", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -288,7 +288,7 @@ pub async fn suspend_instance(
 /// Resumes a suspended instance; its due times move on by the time it was suspended
 /// (admin or the procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/resume", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Instance id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -313,7 +313,7 @@ pub async fn resume_instance(
 /// none is), opens `to`; refused when the result is not a state the procedure reaches by
 /// itself (admin or the procedure's operator roles).
 #[utoipa::path(post, path = "/v1/instances/{id}/move", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = MoveRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Instance id")), request_body = MoveRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -337,7 +337,7 @@ pub async fn move_instance(
 /// Withdraws one open task without it being done (admin or the procedure's operator
 /// roles).
 #[utoipa::path(post, path = "/v1/tasks/{id}/withdraw", tag = "tasks", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = RepairRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Task id")), request_body = RepairRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]

@@ -15,7 +15,7 @@ use crate::http::AppState;
 /// Starts an instance of a procedure's newest version (the procedure's start roles, or
 /// admin).
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422.")),
+    params(IdempotencyHeader),
     request_body = StartRequest,
     responses((status = 201, body = InstanceView, headers(("location" = String, description = "/v1/instances/{id}")),
             links(
@@ -189,7 +189,7 @@ pub async fn instance_history(
 
 /// Cancels a running instance and its children (the procedure's cancel roles, or admin).
 #[utoipa::path(post, path = "/v1/instances/{id}/cancel", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Instance id")), request_body = CancelRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -216,7 +216,7 @@ pub async fn cancel_instance(
 
 /// Adds a comment to an instance's history (someone taking part in it, or admin).
 #[utoipa::path(post, path = "/v1/instances/{id}/comments", tag = "instances", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Instance id")), request_body = CommentRequest,
     responses((status = 201, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]

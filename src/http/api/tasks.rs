@@ -190,9 +190,9 @@ pub(super) async fn on_task(
 
 /// Takes a task so nobody else does it.
 #[utoipa::path(post, path = "/v1/tasks/{id}/claim", tag = "tasks", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")),
-    responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Task id")),
+    responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn claim_task(
     State(state): St,
     caller: Caller,
@@ -207,9 +207,9 @@ pub async fn claim_task(
 
 /// Gives a claimed task back to its roles.
 #[utoipa::path(post, path = "/v1/tasks/{id}/release", tag = "tasks", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")),
-    responses((status = 200, body = InstanceView), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem)))]
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Task id")),
+    responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn release_task(
     State(state): St,
     caller: Caller,
@@ -224,7 +224,7 @@ pub async fn release_task(
 
 /// Hands a task on to a colleague, as the step's delegation rule allows.
 #[utoipa::path(post, path = "/v1/tasks/{id}/delegate", tag = "tasks", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Task id")), request_body = DelegateRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
@@ -252,7 +252,7 @@ pub async fn delegate_task(
 
 /// Completes (or signs) a task with an outcome, the form values and a comment.
 #[utoipa::path(post, path = "/v1/tasks/{id}/complete", tag = "tasks", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Any string of 1 to 255 visible ASCII characters (a UUID): a retry with the same key and request within 24 hours returns the first answer (with `Idempotent-Replayed: true`) and changes nothing; with another request, 422."), ("id" = Uuid, Path, description = "Task id")), request_body = CompleteRequest,
+    params(IdempotencyHeader, ("id" = Uuid, Path, description = "Task id")), request_body = CompleteRequest,
     responses((status = 200, body = InstanceView), (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
