@@ -1034,6 +1034,41 @@ async fn idempotency_keys<S: Store>(s: S) {
     ));
 }
 
+async fn notifications_newest_first<S: Store>(s: S) {
+    use sopflow::store::NotificationRow;
+    let (a, b) = (new_id(), new_id());
+    let mut rows = Vec::new();
+    for i in 0..60i64 {
+        rows.push(NotificationRow {
+            role: ["sales", "quality", "@ann", "other"][(i % 4) as usize].into(),
+            at_ms: (i * 7919) % 23 * 1000,
+            instance: if i % 2 == 0 { a } else { b },
+            seq: i as u64 + 1,
+            task: None,
+            message: format!("n{i}"),
+        });
+    }
+    let mut c = create(a, "p", "running");
+    c.notifications = rows.clone();
+    s.commit(c).await.unwrap();
+    let roles = strings(&["sales", "quality", "@ann"]);
+    let mut want: Vec<NotificationRow> = rows
+        .iter()
+        .filter(|r| roles.contains(&r.role))
+        .cloned()
+        .collect();
+    want.sort_by(|x, y| (y.at_ms, y.instance, y.seq).cmp(&(x.at_ms, x.instance, x.seq)));
+    for limit in [0, 1, 5, 13, 100] {
+        let got = s.notifications_for(&roles, limit).unwrap();
+        assert_eq!(got, want[..limit.min(want.len())].to_vec(), "limit {limit}");
+    }
+    // A role that is a prefix of another reads only its own.
+    assert!(s
+        .notifications_for(&strings(&["sale"]), 10)
+        .unwrap()
+        .is_empty());
+}
+
 macro_rules! suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -1094,6 +1129,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_worklist_larger_than_a_page_budget_pages_through_all() {
                 super::worklist_budget($make).await;
+            }
+            #[tokio::test]
+            async fn notifications_are_read_newest_first_a_page_at_a_time() {
+                super::notifications_newest_first($make).await;
             }
             #[tokio::test]
             async fn idempotency_keys_are_checked_inside_the_commit() {

@@ -614,19 +614,27 @@ fn decode_schedule(procedure: &str, v: &[u8]) -> Result<ScheduleRow, StoreError>
     }
 }
 
-/// Notifications for any of `roles`, newest first.
+/// Notifications for any of `roles`, newest first: each role's entries read backwards from
+/// its newest, at most `limit` of them, so the cost follows the page and the number of
+/// roles, not how many notifications were ever recorded.
 pub(crate) fn notifications_for(
     kv: &dyn Kv,
     roles: &[String],
     limit: usize,
 ) -> Result<Vec<NotificationRow>, StoreError> {
     let mut out: Vec<NotificationRow> = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
     for role in roles {
         text("role", role)?;
         let mut prefix = role.as_bytes().to_vec();
         prefix.push(SEP);
-        let start = prefix.clone();
-        kv.scan(Tree::Notifications, Bound::Included(&start), &mut |k, v| {
+        // Every key of the role sorts below the role followed by the next byte.
+        let mut end = role.as_bytes().to_vec();
+        end.push(SEP + 1);
+        let mut taken = 0usize;
+        kv.scan_back(Tree::Notifications, &end, &mut |k, v| {
             if !k.starts_with(&prefix) {
                 return Ok(false);
             }
@@ -634,10 +642,13 @@ pub(crate) fn notifications_for(
                 serde_json::from_slice(v)
                     .map_err(|e| StoreError::Corrupt(format!("notification: {e}")))?,
             );
-            Ok(true)
+            taken += 1;
+            Ok(taken < limit)
         })?;
     }
-    out.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(b.seq.cmp(&a.seq)));
+    // The keys' order reversed (time, instance, seq), so each role's first `limit` are
+    // exactly its share of the merged first `limit`.
+    out.sort_by(|a, b| (b.at_ms, b.instance, b.seq).cmp(&(a.at_ms, a.instance, a.seq)));
     out.dedup();
     out.truncate(limit);
     Ok(out)
@@ -711,6 +722,10 @@ pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, StoreError> 
 pub(crate) trait Kv {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     fn scan(&self, tree: Tree, from: Bound<&[u8]>, visit: &mut Visit<'_>)
+        -> Result<(), StoreError>;
+    /// Visits entries with keys below `before`, in descending key order, until `visit`
+    /// returns `false` (newest-first pages of time-ordered keys).
+    fn scan_back(&self, tree: Tree, before: &[u8], visit: &mut Visit<'_>)
         -> Result<(), StoreError>;
 }
 

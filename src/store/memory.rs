@@ -111,6 +111,21 @@ impl Kv for Trees<'_> {
         }
         Ok(())
     }
+
+    fn scan_back(
+        &self,
+        tree: Tree,
+        before: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let range = (Bound::Unbounded, Bound::Excluded(before));
+        for (k, v) in self.0[tree.index()].range::<[u8], _>(range).rev() {
+            if !visit(k, v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl super::copy::Raw for MemoryStore {

@@ -108,6 +108,7 @@ pub(crate) struct Stmts {
     pub get: Statement,
     pub scan_from: Statement,
     pub scan_after: Statement,
+    pub scan_before: Statement,
     pub upsert: Statement,
     pub delete: Statement,
     pub lock: Statement,
@@ -125,6 +126,9 @@ impl Stmts {
             )?,
             scan_after: p(
                 "SELECT key, value FROM kv WHERE tree = $1 AND key > $2 ORDER BY key LIMIT $3",
+            )?,
+            scan_before: p(
+                "SELECT key, value FROM kv WHERE tree = $1 AND key < $2 ORDER BY key DESC LIMIT $3",
             )?,
             upsert: p("INSERT INTO kv (tree, key, value)
                  SELECT * FROM unnest($1::smallint[], $2::bytea[], $3::bytea[])

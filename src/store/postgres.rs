@@ -313,6 +313,37 @@ impl<C: postgres::GenericClient> Kv for ClientKv<'_, C> {
             }
         }
     }
+
+    fn scan_back(
+        &self,
+        tree: Tree,
+        before: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let code = tree_code(tree);
+        let mut key = before.to_vec();
+        let mut batch = FIRST_BATCH;
+        loop {
+            let rows = self
+                .0
+                .borrow_mut()
+                .query(&self.1.scan_before, &[&code, &key, &batch])
+                .map_err(pg)?;
+            let n = rows.len();
+            for r in &rows {
+                if !visit(r.get(0), r.get(1))? {
+                    return Ok(());
+                }
+            }
+            match rows.last() {
+                Some(last) if i64::try_from(n).unwrap_or(0) == batch => {
+                    key = last.get::<_, Vec<u8>>(0);
+                    batch = (batch * 4).min(MAX_BATCH);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 fn register(conn: &mut Conn, record: ProcedureRecord) -> Result<(), StoreError> {

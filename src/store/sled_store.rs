@@ -581,6 +581,21 @@ impl Kv for Trees {
         }
         Ok(())
     }
+
+    fn scan_back(
+        &self,
+        tree: Tree,
+        before: &[u8],
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        for entry in self.get(tree).range::<&[u8], _>(..before).rev() {
+            let (k, v) = entry.map_err(sled_err)?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// For `sopflow store copy`: rows read and written as they are, past the pipeline (the
