@@ -1057,7 +1057,7 @@ async fn notifications_newest_first<S: Store>(s: S) {
         .filter(|r| roles.contains(&r.role))
         .cloned()
         .collect();
-    want.sort_by(|x, y| (y.at_ms, y.instance, y.seq).cmp(&(x.at_ms, x.instance, x.seq)));
+    want.sort_by_key(|n| std::cmp::Reverse((n.at_ms, n.instance, n.seq)));
     for limit in [0, 1, 5, 13, 100] {
         let got = s.notifications_for(&roles, limit).unwrap();
         assert_eq!(got, want[..limit.min(want.len())].to_vec(), "limit {limit}");

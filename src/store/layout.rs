@@ -648,7 +648,7 @@ pub(crate) fn notifications_for(
     }
     // The keys' order reversed (time, instance, seq), so each role's first `limit` are
     // exactly its share of the merged first `limit`.
-    out.sort_by(|a, b| (b.at_ms, b.instance, b.seq).cmp(&(a.at_ms, a.instance, a.seq)));
+    out.sort_by_key(|n| std::cmp::Reverse((n.at_ms, n.instance, n.seq)));
     out.dedup();
     out.truncate(limit);
     Ok(out)
