@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Well-formed but not acceptable (missing reason, unknown outcome, unknown procedure).
     #[error("{0}")]
     Unprocessable(String),
+    /// An `Idempotency-Key` sent again with a different request.
+    #[error("{0}")]
+    KeyReused(String),
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
@@ -106,7 +109,8 @@ impl ApiError {
             ApiError::InvalidForm(_)
             | ApiError::InvalidProcedure(..)
             | ApiError::Guard(_)
-            | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::Unprocessable(_)
+            | ApiError::KeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,7 +119,7 @@ impl ApiError {
 
     /// One error of every kind, for the OpenAPI document's response descriptions (a new
     /// variant belongs here too, beside `status` and `kind`).
-    pub fn one_of_each() -> [ApiError; 15] {
+    pub fn one_of_each() -> [ApiError; 16] {
         let s = String::new;
         [
             ApiError::Malformed(s()),
@@ -130,6 +134,7 @@ impl ApiError {
             ApiError::InvalidProcedure(s(), Vec::new()),
             ApiError::Guard(s()),
             ApiError::Unprocessable(s()),
+            ApiError::KeyReused(s()),
             ApiError::Timeout(s()),
             ApiError::Unavailable(s()),
             ApiError::Internal(s()),
@@ -155,6 +160,10 @@ impl ApiError {
             }
             ApiError::Guard(_) => ("condition-failed", "A condition could not be evaluated"),
             ApiError::Unprocessable(_) => ("unprocessable", "The request cannot be carried out"),
+            ApiError::KeyReused(_) => (
+                "idempotency-key-reused",
+                "The idempotency key was used for another request",
+            ),
             ApiError::Timeout(_) => ("timeout", "The request took too long"),
             ApiError::Unavailable(_) => ("unavailable", "The service is unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
@@ -245,9 +254,8 @@ impl From<ServiceError> for ApiError {
             e @ (ServiceError::ProcedureChanged { .. }
             | ServiceError::Retired(_)
             | ServiceError::NotValidNow { .. }) => ApiError::Conflict(e.to_string()),
-            e @ (ServiceError::VersionNotRaised { .. } | ServiceError::KeyReused(_)) => {
-                ApiError::Unprocessable(e.to_string())
-            }
+            e @ ServiceError::VersionNotRaised { .. } => ApiError::Unprocessable(e.to_string()),
+            ServiceError::KeyReused(why) => ApiError::KeyReused(why),
             ServiceError::Store(StoreError::Conflict { instance, .. }) => ApiError::Conflict(
                 format!("instance {instance} is being changed by others; try again"),
             ),

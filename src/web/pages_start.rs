@@ -57,6 +57,8 @@ pub async fn start_list(State(state): St, signed: Signed) -> Result<Response, We
 #[template(path = "start_form.html")]
 struct StartForm {
     chrome: Chrome,
+    /// The form's idempotency key: a form sent twice starts one instance.
+    once: String,
     id: String,
     title: String,
     description: String,
@@ -73,18 +75,27 @@ pub async fn start_form(
         &state,
         &signed,
         &procedure,
-        Map::new(),
+        Typed {
+            values: Map::new(),
+            once: &Uuid::now_v7().to_string(),
+        },
         vec![],
         None,
         StatusCode::OK,
     )
 }
 
+/// What the form shows as typed, and the form's idempotency key.
+struct Typed<'a> {
+    values: Map<String, Value>,
+    once: &'a str,
+}
+
 fn start_view(
     state: &AppState,
     signed: &Signed,
     procedure: &str,
-    values: Map<String, Value>,
+    typed: Typed<'_>,
     problems: Vec<FieldProblem>,
     alert: Option<String>,
     status: StatusCode,
@@ -98,10 +109,11 @@ fn start_view(
         status,
         StartForm {
             chrome: signed.chrome(state, format!("Start: {}", p.def.title), "start"),
+            once: typed.once.to_string(),
             id: p.id().to_string(),
             title: p.def.title.clone(),
             description: p.def.description.clone().unwrap_or_default(),
-            inputs: forms::inputs(&p.def.data, &values, &problems, &state.people(), zone),
+            inputs: forms::inputs(&p.def.data, &typed.values, &problems, &state.people(), zone),
             alert,
         },
     ))
@@ -119,13 +131,21 @@ pub async fn start(
         .ok_or_else(|| ApiError::NotFound(format!("there is no procedure `{procedure}`")))?;
     let zone = state.engine.zone_of_procedure(&procedure);
     let mut values = forms::read(&p.def.data, &posted.fields, zone);
+    // A form shown before this field existed (or tampered with) gets a key of its own.
+    let once = posted
+        .get("_once")
+        .map(str::to_string)
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
     if let Some(change) = forms::row_change(&posted.fields) {
         forms::apply_row_change(&p.def.data, &mut values, &change);
         return start_view(
             &state,
             signed,
             &procedure,
-            values,
+            Typed {
+                values,
+                once: &once,
+            },
             vec![],
             None,
             StatusCode::OK,
@@ -135,13 +155,40 @@ pub async fn start(
         procedure: procedure.clone(),
         data: values.clone(),
     };
-    match api::start(&state, &signed.caller, req).await {
-        Ok(inst) => Ok(done(
+    let key = api::OnceKey::of_form(&once, &format!("/start/{procedure}"), &req)
+        .unwrap_or_else(api::OnceKey::none);
+    match api::start_keyed(&state, &signed.caller, req, &key).await {
+        Ok(done_) => Ok(done(
             &state,
             signed,
-            format!("Started: {}.", p.def.title),
-            &format!("/instances/{}", inst.id),
+            if done_.replayed {
+                format!(
+                    "Already started: {} (the form was sent twice).",
+                    p.def.title
+                )
+            } else {
+                format!("Started: {}.", p.def.title)
+            },
+            &format!("/instances/{}", done_.instance.id),
         )),
+        // The form started an instance and was then changed and sent again (the back
+        // button): a new key, and the person decides whether to start another.
+        Err(ApiError::KeyReused(_)) => start_view(
+            &state,
+            signed,
+            &procedure,
+            Typed {
+                values,
+                once: &Uuid::now_v7().to_string(),
+            },
+            vec![],
+            Some(
+                "This form already started an instance. Check the values and press Start \
+                 again to start another one."
+                    .into(),
+            ),
+            StatusCode::CONFLICT,
+        ),
         Err(ApiError::InvalidForm(problems)) => {
             let n = problems.len();
             let alert = format!(
@@ -152,7 +199,10 @@ pub async fn start(
                 &state,
                 signed,
                 &procedure,
-                values,
+                Typed {
+                    values,
+                    once: &once,
+                },
                 problems,
                 Some(alert),
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -532,3 +532,41 @@ async fn registers_are_listed_and_their_entries_shown() {
     assert_eq!(page.status, StatusCode::NOT_FOUND);
     assert!(!page.body.contains("<script>"));
 }
+
+/// The start form carries a key of its own: sent twice (a double click, a reload after a
+/// lost answer) it starts one instance and says so; changed and sent again with the same
+/// key (the back button) it asks before starting another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_form_sent_twice_starts_one_instance() {
+    let srv = Server::start().await;
+    let xu = Browser::signed_in(&srv, "xu.na").await;
+    let form = xu.get("/start/complaint-handling").await;
+    let once = between(&form.body, "name=\"_once\" value=\"", "\"").expect("the form's key");
+    let fields = |customer: &'static str| {
+        vec![
+            ("f.customer", customer),
+            ("f.contact", "Mr Li, 0531-8888 6666"),
+            ("_go", "1"),
+        ]
+    };
+    let mut first = fields("Hengxin Lifting");
+    first.push(("_once", once.as_str()));
+    let a = xu.post("/start/complaint-handling", &first).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let b = xu.post("/start/complaint-handling", &first).await;
+    assert_eq!(b.status, StatusCode::SEE_OTHER, "{}", b.body);
+    assert_eq!(a.location(), b.location());
+    assert_eq!(srv.all_instances().await.len(), 1);
+    let shown = xu.get(&b.location()).await;
+    assert!(shown.body.contains("Already started"), "{}", shown.body);
+
+    let mut changed = fields("Another customer");
+    changed.push(("_once", once.as_str()));
+    let c = xu.post("/start/complaint-handling", &changed).await;
+    assert_eq!(c.status, StatusCode::CONFLICT, "{}", c.body);
+    assert!(c.body.contains("already started an instance"), "{}", c.body);
+    assert!(c.body.contains("Another customer"), "{}", c.body);
+    let fresh = between(&c.body, "name=\"_once\" value=\"", "\"").expect("a new key");
+    assert_ne!(fresh, once);
+    assert_eq!(srv.all_instances().await.len(), 1);
+}

@@ -61,6 +61,21 @@ impl OnceKey {
         Self::default()
     }
 
+    /// The key of a web form (a hidden field made when the form was shown), so a form sent
+    /// twice — a double click, a reload after a lost answer — does its work once. `body`
+    /// is what the form asks, fingerprinted as JSON.
+    pub fn of_form(key: &str, target: &str, body: &impl serde::Serialize) -> Option<Self> {
+        let valid = !key.is_empty()
+            && key.len() <= MAX_KEY_LEN
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        let bytes = serde_json::to_vec(body).ok()?;
+        valid.then(|| OnceKey {
+            key: Some(key.to_string()),
+            target: format!("POST {target}"),
+            body: Sha256::digest(&bytes).into(),
+        })
+    }
+
     /// The engine's view of the key for `caller`: the fingerprint covers the target and
     /// the body.
     pub fn for_caller(&self, caller: &Caller) -> Option<Idempotency> {
