@@ -140,18 +140,8 @@ pub use crate::store::chain::hex as cursor_text;
 
 /// The bytes of a cursor given back by a client.
 pub fn parse_cursor(text: &str) -> Result<Vec<u8>, AuditError> {
-    let bad = || AuditError::Invalid(format!("`{text}` is not a cursor this query gave"));
-    if text.len() != 2 * crate::store::audit::CURSOR_LEN {
-        return Err(bad());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
+    crate::store::chain::unhex(text, crate::store::audit::CURSOR_LEN)
+        .ok_or_else(|| AuditError::Invalid(format!("`{text}` is not a cursor this query gave")))
 }
 
 /// One exported event: where it is, its chain link, and the event exactly as stored.

@@ -545,16 +545,7 @@ impl<S: Store> Engine<S> {
         data: Map<String, Value>,
         actor: Option<&Actor>,
     ) -> Result<Instance, ServiceError> {
-        let now = self.clock.now();
-        let id = new_instance_id(now);
-        let cmd = Command::Start {
-            id,
-            data,
-            parent: None,
-            origin: None,
-        };
-        let proc = self.startable(procedure, now)?;
-        self.run(id, Some(proc), cmd, actor, None).await
+        Ok(self.start_once(procedure, data, actor, None).await?.instance)
     }
 
     /// Runs a command on an existing instance and returns the instance after it.

@@ -51,6 +51,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The bytes of `len` bytes written by `hex`, or `None` for anything else.
+pub fn unhex(text: &str, len: usize) -> Option<Vec<u8>> {
+    if text.len() != 2 * len {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| text.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
 /// The first place a chain does not hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Break {

@@ -83,28 +83,13 @@ pub async fn list_tasks(
         .iter()
         .map(|r| TaskSummary::from_row(r, now))
         .collect();
-    let next = page.next.as_deref().map(cursor_text);
+    let next = page.next.as_deref().map(crate::store::chain::hex);
     Ok(Json(TaskList { items, next }))
 }
 
-/// A worklist cursor as the API shows it: hex.
-fn cursor_text(c: &[u8]) -> String {
-    c.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn parse_cursor(text: &str) -> Result<Vec<u8>, ApiError> {
-    let bad = || ApiError::Malformed(format!("`{text}` is not a cursor this API gave"));
-    if text.len() != 2 * SORT_KEY_LEN {
-        return Err(bad());
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            text.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(bad)
-        })
-        .collect()
+    crate::store::chain::unhex(text, SORT_KEY_LEN)
+        .ok_or_else(|| ApiError::Malformed(format!("`{text}` is not a cursor this API gave")))
 }
 
 /// One open task with its step's outcomes and form (those it is offered to, auditor, admin).
