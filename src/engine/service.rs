@@ -545,7 +545,10 @@ impl<S: Store> Engine<S> {
         data: Map<String, Value>,
         actor: Option<&Actor>,
     ) -> Result<Instance, ServiceError> {
-        Ok(self.start_once(procedure, data, actor, None).await?.instance)
+        Ok(self
+            .start_once(procedure, data, actor, None)
+            .await?
+            .instance)
     }
 
     /// Runs a command on an existing instance and returns the instance after it.
