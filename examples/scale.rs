@@ -22,6 +22,8 @@
 //! process crash but not a power cut; `--fsync` turns it on. The mix is deterministic per
 //! instance number, but ids and times come from the system clock.
 //!
+//! Worklist page times on the result: `examples/worklist.rs` (README "Worklists at scale").
+//!
 //! Cost, measured on 2 shared cores: 1,000,000 instances (3.9 million commands) took 32
 //! minutes and 31.6 GiB of disk (about 34 KB per instance, ~4.8x the live keys and values).
 //!
