@@ -167,6 +167,17 @@ fn decode_cursor(cursor: Option<&[u8]>) -> Result<Option<[u8; SORT_KEY_LEN]>, St
         .transpose()
 }
 
+/// The index streams `q` reads: one per role (unless only held tasks are asked for), and
+/// the assignee's.
+fn streams(q: &WorklistQuery) -> Vec<(Tree, &str)> {
+    let mut streams: Vec<(Tree, &str)> = Vec::with_capacity(q.roles.len() + 1);
+    if !q.held_only {
+        streams.extend(q.roles.iter().map(|r| (Tree::TasksByRole, r.as_str())));
+    }
+    streams.push((Tree::TasksByAssignee, q.user.as_str()));
+    streams
+}
+
 /// A page of the worklist `q` selects, most urgent first, after `cursor`.
 pub(crate) fn page(
     kv: &dyn Kv,
@@ -175,11 +186,7 @@ pub(crate) fn page(
     limit: usize,
 ) -> Result<Page<TaskRow>, StoreError> {
     let after = decode_cursor(cursor)?;
-    let mut streams: Vec<(Tree, &str)> = Vec::with_capacity(q.roles.len() + 1);
-    if !q.held_only {
-        streams.extend(q.roles.iter().map(|r| (Tree::TasksByRole, r.as_str())));
-    }
-    streams.push((Tree::TasksByAssignee, q.user.as_str()));
+    let streams = streams(q);
     if limit == 0 {
         return Ok(Page {
             items: Vec::new(),
@@ -225,12 +232,7 @@ pub(crate) fn page(
 pub(crate) fn all(kv: &dyn Kv, roles: &[String], user: &str) -> Result<Vec<TaskRow>, StoreError> {
     let q = WorklistQuery::everything(roles, user);
     let mut out = Vec::new();
-    let mut streams: Vec<(Tree, &str)> = roles
-        .iter()
-        .map(|r| (Tree::TasksByRole, r.as_str()))
-        .collect();
-    streams.push((Tree::TasksByAssignee, user));
-    for (tree, owner) in streams {
+    for (tree, owner) in streams(&q) {
         let s = read_stream(kv, tree, owner, &q, None, usize::MAX, usize::MAX)?;
         out.extend(s.kept);
     }

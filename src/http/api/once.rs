@@ -22,6 +22,11 @@ pub const HEADER: &str = "idempotency-key";
 /// Set on an answer that repeats an earlier run's.
 pub const REPLAYED: &str = "idempotent-replayed";
 
+/// 1 to `MAX_KEY_LEN` visible ASCII characters (what the OpenAPI pattern says).
+fn valid_key(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// A command request's idempotency key, if it sent one, and what it addressed.
 #[derive(Debug, Clone, Default)]
 pub struct OnceKey {
@@ -65,11 +70,8 @@ impl OnceKey {
     /// twice — a double click, a reload after a lost answer — does its work once. `body`
     /// is what the form asks, fingerprinted as JSON.
     pub fn of_form(key: &str, target: &str, body: &impl serde::Serialize) -> Option<Self> {
-        let valid = !key.is_empty()
-            && key.len() <= MAX_KEY_LEN
-            && key.bytes().all(|b| b.is_ascii_graphic());
         let bytes = serde_json::to_vec(body).ok()?;
-        valid.then(|| OnceKey {
+        valid_key(key).then(|| OnceKey {
             key: Some(key.to_string()),
             target: format!("POST {target}"),
             body: Sha256::digest(&bytes).into(),

@@ -5,6 +5,7 @@ use axum::extract::State;
 use uuid::Uuid;
 
 use super::*;
+use crate::engine::instance::{deadline_state, DeadlineState};
 use crate::engine::service::personal_recipient;
 use crate::http::auth::Caller;
 use crate::http::dto::*;
@@ -56,8 +57,8 @@ pub async fn list_tasks(
                 && match wanted.as_deref() {
                     Some("offered") => r.assignee.is_none(),
                     Some("held") => r.assignee.as_deref() == Some(me.as_str()),
-                    Some("reminded") => TaskSummary::from_row(r, now).deadline == "reminded",
-                    Some("escalated") => TaskSummary::from_row(r, now).deadline == "escalated",
+                    Some("reminded") => deadline_now(r, now) == DeadlineState::Reminded,
+                    Some("escalated") => deadline_now(r, now) == DeadlineState::Escalated,
                     _ => true,
                 }
         }
@@ -85,6 +86,15 @@ pub async fn list_tasks(
         .collect();
     let next = page.next.as_deref().map(crate::store::chain::hex);
     Ok(Json(TaskList { items, next }))
+}
+
+/// A task's deadline state now: what the filter sees is what the row shows
+/// (`TaskSummary::from_row`), without building the summary for every entry read.
+fn deadline_now(r: &TaskRow, now: chrono::DateTime<chrono::Utc>) -> DeadlineState {
+    let due = r
+        .due_ms
+        .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis);
+    deadline_state(DeadlineState::parse(&r.deadline), due, now)
 }
 
 fn parse_cursor(text: &str) -> Result<Vec<u8>, ApiError> {
