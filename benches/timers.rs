@@ -14,6 +14,10 @@
 //! Run: `cargo bench --bench timers` (options after `--`: `--timers N`, `--seq-limit S`,
 //! `--armed N`).
 
+// The allocator the product binary uses (src/main.rs), so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,15 +1,14 @@
 //! The group-commit pipeline behind "acknowledged means durable" (invariant 3): callers hand
 //! a prepared job to one dedicated OS thread, which takes every job that has queued up,
-//! applies them together (the backend decides how: sled uses one transaction per batch),
-//! then makes them durable with a single flush, and only then answers them. N concurrent
-//! commits therefore share one fsync, and jobs arriving during a flush form the next batch.
+//! applies them together (the backend decides how: sled resolves the batch and logs it as
+//! one write-ahead record), then makes them durable with a single flush, and only then
+//! answers them. N concurrent commits therefore share one fsync, and jobs arriving during
+//! a flush form the next batch.
 //!
-//! Why one thread does both the applying and the flushing: sled 0.34 guards every
-//! transaction with a process-wide write lock (`concurrency_control::write()`) and holds the
-//! read side of that lock for the whole of `flush()`, so a transaction can never run while
-//! a flush is in progress. A separate applier could not overlap with the flusher anyway; it
-//! would only park caller threads (tokio workers, on a 2-core machine) on that lock. Here
-//! callers wait on a oneshot instead, which costs a tokio worker nothing.
+//! Why one thread does both the applying and the flushing: each batch's checks must see
+//! the writes of the batch before it, and the sled backend makes those visible to readers
+//! only after they are durable (`sled_writer.rs`), so the next batch cannot be resolved
+//! before the flush anyway. Callers wait on a oneshot, which costs a tokio worker nothing.
 //!
 //! This module must not acknowledge anything before the flush that follows its application
 //! has returned `Ok`, and must never acknowledge after a failed flush: a flush error fails

@@ -139,8 +139,8 @@ pub(crate) struct Op {
     pub value: Option<Vec<u8>>,
 }
 
-/// A commit translated into tree writes, computed before any lock is taken so that the
-/// transaction itself (which sled may run more than once) only compares and writes.
+/// A commit translated into tree writes, computed on the caller's task so that the store's
+/// writer (or transaction) only compares and writes (`resolve`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     /// Instances to append to: each checks its expected version before any write (the
@@ -155,7 +155,7 @@ pub(crate) struct Plan {
 }
 
 /// Events for one instance. The hashes depend on the stored chain head, which only the
-/// transaction may read, so these become writes inside it rather than in `Plan::ops`.
+/// store's writer (or transaction) may read, so they are computed there, not in `Plan::ops`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Append {
     pub id: InstanceId,
@@ -572,6 +572,35 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
         });
     }
     Ok(plan)
+}
+
+/// A point read of one stored value, as `resolve` needs it.
+pub(crate) type Lookup<'a> = dyn FnMut(Tree, &[u8]) -> Result<Option<Vec<u8>>, StoreError> + 'a;
+
+/// Runs a plan's checks against the stored values `get` returns (which must include the
+/// writes of plans resolved before it in the same batch) and returns every write it makes:
+/// the chained events and instance values, then the plan's other writes. An `Err` means the
+/// plan writes nothing.
+pub(crate) fn resolve(
+    plan: Plan,
+    get: &mut Lookup<'_>,
+) -> Result<Vec<Op>, StoreError> {
+    let mut ops = Vec::with_capacity(plan.ops.len() + 4 * plan.appends.len());
+    for a in &plan.appends {
+        let stored = get(Tree::Instances, &instance_key(a.id))?;
+        check_version(a.id, a.expected_version, stored.as_deref())?;
+        ops.extend(append_ops(a, stored.as_deref())?);
+    }
+    for (procedure, expected) in &plan.schedule_checks {
+        let stored = get(Tree::Schedules, procedure.as_bytes())?;
+        check_schedule(procedure, *expected, stored.as_deref())?;
+    }
+    if let Some(c) = &plan.idempotency {
+        let stored = get(Tree::Idempotency, &c.key)?;
+        super::idempotency::check(c, stored.as_deref())?;
+    }
+    ops.extend(plan.ops);
+    Ok(ops)
 }
 
 /// The CAS verdict for one schedule given its stored value (absent counts as 0 runs).

@@ -49,21 +49,10 @@ impl MemoryStore {
     fn apply(&self, commit: Commit) -> Result<(), StoreError> {
         let plan = layout::plan_commit(commit)?;
         let mut trees = self.lock();
-        let mut chained = Vec::with_capacity(plan.appends.len());
-        for a in &plan.appends {
-            let stored = trees[Tree::Instances.index()].get(&layout::instance_key(a.id)[..]);
-            layout::check_version(a.id, a.expected_version, stored.map(Vec::as_slice))?;
-            chained.push(layout::append_ops(a, stored.map(Vec::as_slice))?);
-        }
-        for (procedure, expected) in &plan.schedule_checks {
-            let stored = trees[Tree::Schedules.index()].get(procedure.as_bytes());
-            layout::check_schedule(procedure, *expected, stored.map(Vec::as_slice))?;
-        }
-        if let Some(c) = &plan.idempotency {
-            let stored = trees[Tree::Idempotency.index()].get(&c.key);
-            super::idempotency::check(c, stored.map(Vec::as_slice))?;
-        }
-        for op in chained.into_iter().flatten().chain(plan.ops) {
+        let ops = layout::resolve(plan, &mut |tree, key| {
+            Ok(trees[tree.index()].get(key).cloned())
+        })?;
+        for op in ops {
             let tree = &mut trees[op.tree.index()];
             match op.value {
                 Some(v) => tree.insert(op.key, v),

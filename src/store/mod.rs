@@ -29,6 +29,8 @@ mod pg_commit;
 mod pg_pool;
 pub mod postgres;
 pub mod sled_store;
+mod sled_wal;
+mod sled_writer;
 
 /// Identifies an instance. UUID v7: time-ordered, so keys sort by creation.
 pub type InstanceId = Uuid;

@@ -1,6 +1,6 @@
-//! The embedded store on sled 0.34.7: every commit is applied all-or-nothing inside one
-//! multi-tree sled transaction (invariant 2) and acknowledged only after a group-commit
-//! flush (invariant 3, see `group_commit.rs`). It must not interpret event or snapshot
+//! The embedded store on sled 0.34.7: every commit is applied all-or-nothing (invariant 2:
+//! its writes are one record of a write-ahead log before any reaches sled) and acknowledged
+//! only once that record is on disk (invariant 3, see `group_commit.rs`). It must not interpret event or snapshot
 //! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
 //! from disk.
 //!
@@ -41,8 +41,8 @@
 //!   is longer), so a command arriving after the task closed still finds its instance and is
 //!   answered "already completed" rather than "no such task". Format 1 deleted the row.
 //! * Every event is stored behind its link in the instance's hash chain (`chain.rs`), and
-//!   the instance value keeps the head (the last link). The links are computed inside the
-//!   transaction from the stored head, so the chain is the store's guarantee, not the
+//!   the instance value keeps the head (the last link). The links are computed by the
+//!   writer thread from the stored head, so the chain is the store's guarantee, not the
 //!   caller's. Format 3 added the chain and the `audit` index.
 //! * Format 4 ordered the worklist indexes by due time, with the row in the entry, so a page
 //!   is read in the order it is shown (`worklist.rs`), and added `idempotency`. The trees'
@@ -54,36 +54,33 @@
 //! # Durability
 //!
 //! `commit()` turns the `Commit` into a plan of tree writes on the caller's task and hands
-//! it to the store's writer thread. That thread takes every plan queued at that moment,
-//! applies them in one sled transaction (each plan checks its versions against the writes
-//! of the plans before it and is skipped, writing nothing, if they differ), calls
-//! `Db::flush()` and then `fdatasync` on sled's log file (sled itself only uses
-//! `sync_file_range`, which does not survive a power loss), and only then answers. sled's
-//! periodic flush is off by default (`SledOptions::flush_every_ms`): every acknowledged
-//! write is flushed by the pipeline anyway.
+//! it to the store's writer thread (`sled_writer.rs`). That thread takes every plan queued
+//! at that moment, resolves each against the stored values and the plans before it (a plan
+//! whose versions differ is skipped, writing nothing), appends the batch's writes to the
+//! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then applies them to sled, and only
+//! then answers. sled itself is flushed (and its files `fdatasync`ed: sled 0.34 only uses
+//! `sync_file_range`, which does not survive a power loss) at a checkpoint, every 32 MiB of
+//! log and when the store closes; the log is then emptied. Opening a store replays the
+//! log's records onto what sled recovered, so a `kill -9` or a power loss loses no
+//! acknowledged commit and leaves none half applied. Format 4 stores written before the
+//! log (no `sopflow-wal` file) open as they are.
 //!
-//! Reads (`instance`, `tasks_for`, …) see applied writes as soon as the writer thread has
-//! applied them, possibly a flush before they are durable; a reader can therefore see a
-//! commit whose caller has not been answered yet (and would not be, if the flush failed).
+//! Reads (`instance`, `tasks_for`, …) see a batch once the writer has applied it, which is
+//! after it is durable, and never half of one (the `Trees` gate).
 //!
 //! sled writes a page bigger than about 128 KB (a leaf holding large snapshots) to its own
 //! file under `blobs/` without syncing it; the pipeline syncs new blob files too.
 
-use std::collections::HashSet;
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use sled::transaction::{
-    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
-};
-use sled::Transactional;
-
-use super::group_commit::{Applied, Backend, GroupCommit};
-use super::layout::{self, Kv, Plan, ProcedureOutcome, Tree, Visit};
+use super::group_commit::GroupCommit;
+use super::layout::{self, Kv, Tree, Visit};
+use super::sled_writer::{Job, Writer};
 use super::{
     AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
     StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
@@ -95,14 +92,14 @@ pub struct SledOptions {
     /// sled's page cache size. sled's own default is 1 GB.
     pub cache_capacity_bytes: u64,
     /// sled's background flush interval. `None` (the default) leaves flushing to the
-    /// group-commit pipeline, which flushes after every batch of commits anyway.
+    /// writer's checkpoints: every acknowledged write is in the write-ahead log anyway.
     pub flush_every_ms: Option<u64>,
     /// The most commits one flush covers; bounds the wait of a commit queued behind others.
     pub max_batch: usize,
-    /// After sled's `flush()`, also `fdatasync` its log file. sled 0.34 makes its writes
-    /// stable with `sync_file_range`, which survives a process crash (`kill -9`) but
-    /// neither flushes the drive's volatile write cache nor syncs file metadata, so it does
-    /// not survive a power loss. On by default: invariant 3 means the power-loss case too.
+    /// `fdatasync` the write-ahead log before each acknowledgement (and sled's files at each
+    /// checkpoint). Without it the log is still written before every acknowledgement, which
+    /// survives a process crash (`kill -9`) but not a power loss. On by default: invariant
+    /// 3 means the power-loss case too.
     pub fsync: bool,
     /// Also open a store of the format `sopflow store upgrade` rewrites (for that command
     /// only: nothing else may run on a store of an older format).
@@ -128,9 +125,10 @@ pub struct SledStats {
     pub commits: u64,
     /// Flushes (fsyncs) performed for them.
     pub flushes: u64,
-    /// Writer-thread time spent applying transactions, in microseconds.
+    /// Writer-thread time spent resolving batches and logging them, in microseconds.
     pub apply_micros: u64,
-    /// Writer-thread time spent in `flush()`, in microseconds.
+    /// Writer-thread time spent in `flush()` (log `fdatasync`, writes to sled,
+    /// checkpoints), in microseconds.
     pub flush_micros: u64,
 }
 
@@ -142,39 +140,40 @@ pub struct SledStore {
     format: u32,
 }
 
-/// The store's trees, indexed by `Tree::index()`.
+/// The store's trees, indexed by `Tree::index()`, and the gate that keeps a reader from
+/// seeing a batch half applied: the writer applies a batch under its write side, every
+/// read (`Kv`) takes its read side for one lookup or one step of a scan.
 #[derive(Clone)]
-struct Trees(Vec<sled::Tree>);
+pub(super) struct Trees {
+    trees: Vec<sled::Tree>,
+    gate: Arc<RwLock<()>>,
+}
 
 impl Trees {
-    fn get(&self, tree: Tree) -> &sled::Tree {
-        &self.0[tree.index()]
+    pub(super) fn get(&self, tree: Tree) -> &sled::Tree {
+        &self.trees[tree.index()]
+    }
+
+    pub(super) fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-enum Job {
-    Commit(Plan),
-    Procedure {
-        key: Vec<u8>,
-        record: ProcedureRecord,
-        encoded: Vec<u8>,
-    },
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
-fn sled_err(e: sled::Error) -> StoreError {
+pub(super) fn sled_err(e: sled::Error) -> StoreError {
     match e {
         sled::Error::Corruption { at, .. } => {
             StoreError::Corrupt(format!("sled detected corruption at {at:?}"))
         }
         sled::Error::Io(io) => StoreError::Io(io.to_string()),
         other => StoreError::Io(other.to_string()),
-    }
-}
-
-fn tx_err(e: TransactionError<StoreError>) -> StoreError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => sled_err(e),
     }
 }
 
@@ -187,11 +186,9 @@ impl SledStore {
             .path(path)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms);
-        let fsync_dir = options.fsync.then(|| path.to_path_buf());
         Self::from_config(
             config,
             &options,
-            fsync_dir,
             Some(path),
             &format!("the data directory {}", path.display()),
         )
@@ -208,36 +205,31 @@ impl SledStore {
             .temporary(true)
             .cache_capacity(options.cache_capacity_bytes)
             .flush_every_ms(options.flush_every_ms);
-        Self::from_config(config, &options, None, None, "the temporary store")
+        Self::from_config(config, &options, None, "the temporary store")
     }
 
     fn from_config(
         config: sled::Config,
         options: &SledOptions,
-        fsync_dir: Option<PathBuf>,
         dir: Option<&Path>,
         what: &str,
     ) -> Result<Self, StoreError> {
         // Read before sled touches the directory: whether a store was created here before.
         let marker = dir.map(Marker::read).transpose()?.flatten();
         let db = open_db(&config)?;
-        let trees = Trees(
-            Tree::BY_INDEX
+        let trees = Trees {
+            trees: Tree::BY_INDEX
                 .iter()
                 .map(|t| db.open_tree(t.name()).map_err(sled_err))
                 .collect::<Result<_, _>>()?,
-        );
+            gate: Arc::default(),
+        };
         let (id, format) =
             check_or_write_format(&db, &trees, marker.as_deref(), what, options.upgrading)?;
         if let (Some(dir), None) = (dir, &marker) {
             Marker::write(dir, &id)?;
         }
-        let fsync = fsync_dir.as_deref().map(Fsync::open).transpose()?;
-        let writer = Writer {
-            fsync,
-            db,
-            trees: trees.clone(),
-        };
+        let writer = Writer::open(db, trees.clone(), dir, options.fsync)?;
         let pipeline = GroupCommit::start("sopflow-store-writer", writer, options.max_batch)?;
         Ok(Self {
             trees,
@@ -385,181 +377,18 @@ fn check_or_write_format(
     Ok((id, layout::FORMAT_VERSION))
 }
 
-/// The writer thread's half: applies jobs and flushes.
-struct Writer {
-    db: sled::Db,
-    trees: Trees,
-    fsync: Option<Fsync>,
-}
-
-/// What `SledOptions::fsync` syncs after sled's own flush: the log file, and any blob
-/// files (sled writes a page bigger than about 128 KB, e.g. a leaf holding large
-/// snapshots, to its own file under `blobs/`, with no sync at all).
-struct Fsync {
-    log: File,
-    log_path: PathBuf,
-    blobs: PathBuf,
-    synced_blobs: HashSet<OsString>,
-}
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {e}", path.display()))
-}
-
-impl Fsync {
-    fn open(dir: &Path) -> Result<Self, StoreError> {
-        let log_path = dir.join("db");
-        let log = File::open(&log_path).map_err(|e| io("cannot open", &log_path, e))?;
-        // The log's directory entry must be durable too, once.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("cannot sync", dir, e))?;
-        Ok(Self {
-            log,
-            log_path,
-            blobs: dir.join("blobs"),
-            synced_blobs: HashSet::new(),
-        })
+impl Trees {
+    /// One step of a scan, under the read gate (not the whole scan: a long one would hold
+    /// the writer up).
+    fn step<T>(&self, next: impl FnOnce() -> Option<T>) -> Option<T> {
+        let _gate = self.read_gate();
+        next()
     }
-
-    fn sync(&mut self) -> Result<(), StoreError> {
-        self.log
-            .sync_data()
-            .map_err(|e| io("fdatasync of", &self.log_path, e))?;
-        let entries = match std::fs::read_dir(&self.blobs) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("cannot list", &self.blobs, e)),
-        };
-        let mut present = HashSet::new();
-        let mut added = false;
-        for entry in entries {
-            let entry = entry.map_err(|e| io("cannot list", &self.blobs, e))?;
-            let name = entry.file_name();
-            if !self.synced_blobs.contains(&name) {
-                match File::open(entry.path()).and_then(|f| f.sync_data()) {
-                    Ok(()) => added = true,
-                    // sled removes blobs of rewritten pages; a vanished one needs no sync.
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io("fdatasync of", &entry.path(), e)),
-                }
-            }
-            present.insert(name);
-        }
-        if added {
-            File::open(&self.blobs)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("cannot sync", &self.blobs, e))?;
-        }
-        self.synced_blobs = present;
-        Ok(())
-    }
-}
-
-type TxResult<T> = Result<T, UnabortableTransactionError>;
-
-impl Backend for Writer {
-    type Job = Job;
-
-    /// The whole batch is one sled transaction over all trees. Every sled 0.34 transaction
-    /// seals and writes its IO buffer (with a waiting `sync_file_range`) to pin the batch
-    /// for recovery; one per batch instead of one per commit keeps that I/O off the
-    /// per-commit path. Each job still stands alone: its checks run against the writes of
-    /// the jobs before it, and a job whose check fails writes nothing. The batch becomes
-    /// durable as a whole and no job of it is acknowledged before that, so sharing the
-    /// transaction cannot let one command's effects survive a crash partially. The closure
-    /// only reads, compares and writes, so sled re-running it is harmless.
-    fn apply(&mut self, jobs: Vec<Job>) -> Vec<Result<Applied, StoreError>> {
-        let outcome = self.trees.0[..].transaction(|views: &Vec<TransactionalTree>| {
-            let mut results = Vec::with_capacity(jobs.len());
-            for job in &jobs {
-                results.push(match job {
-                    Job::Commit(plan) => apply_plan(views, plan)?,
-                    Job::Procedure {
-                        key,
-                        record,
-                        encoded,
-                    } => register(&views[Tree::Procedures.index()], key, record, encoded)?,
-                });
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(results)
-        });
-        match outcome {
-            Ok(results) => results,
-            // Storage failed: the transaction wrote nothing, so every job fails.
-            Err(e) => {
-                let e = tx_err(e);
-                jobs.iter()
-                    .map(|_| Err(StoreError::Io(e.to_string())))
-                    .collect()
-            }
-        }
-    }
-
-    fn flush(&mut self) -> Result<(), StoreError> {
-        self.db.flush().map_err(sled_err)?;
-        match &mut self.fsync {
-            Some(fsync) => fsync.sync(),
-            None => Ok(()),
-        }
-    }
-}
-
-fn apply_plan(views: &[TransactionalTree], plan: &Plan) -> TxResult<Result<Applied, StoreError>> {
-    let instances = &views[Tree::Instances.index()];
-    let mut chained = Vec::with_capacity(plan.appends.len());
-    for a in &plan.appends {
-        let stored = instances.get(layout::instance_key(a.id))?;
-        if let Err(e) = layout::check_version(a.id, a.expected_version, stored.as_deref()) {
-            return Ok(Err(e));
-        }
-        match layout::append_ops(a, stored.as_deref()) {
-            Ok(ops) => chained.push(ops),
-            Err(e) => return Ok(Err(e)),
-        }
-    }
-    let schedules = &views[Tree::Schedules.index()];
-    for (procedure, expected) in &plan.schedule_checks {
-        let stored = schedules.get(procedure.as_bytes())?;
-        if let Err(e) = layout::check_schedule(procedure, *expected, stored.as_deref()) {
-            return Ok(Err(e));
-        }
-    }
-    if let Some(c) = &plan.idempotency {
-        let stored = views[Tree::Idempotency.index()].get(c.key.as_slice())?;
-        if let Err(e) = super::idempotency::check(c, stored.as_deref()) {
-            return Ok(Err(e));
-        }
-    }
-    for op in chained.iter().flatten().chain(&plan.ops) {
-        let view = &views[op.tree.index()];
-        match &op.value {
-            Some(v) => view.insert(op.key.as_slice(), v.as_slice())?,
-            None => view.remove(op.key.as_slice())?,
-        };
-    }
-    Ok(Ok(Applied::Wrote))
-}
-
-fn register(
-    procedures: &TransactionalTree,
-    key: &[u8],
-    record: &ProcedureRecord,
-    encoded: &[u8],
-) -> TxResult<Result<Applied, StoreError>> {
-    let stored = procedures.get(key)?;
-    Ok(match layout::procedure_outcome(record, stored.as_deref()) {
-        Ok(ProcedureOutcome::Insert) => {
-            procedures.insert(key, encoded)?;
-            Ok(Applied::Wrote)
-        }
-        Ok(ProcedureOutcome::AlreadyThere) => Ok(Applied::Unchanged),
-        Err(e) => Err(e),
-    })
 }
 
 impl Kv for Trees {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let _gate = self.read_gate();
         Ok(self
             .get(tree)
             .get(key)
@@ -573,7 +402,8 @@ impl Kv for Trees {
         from: Bound<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        for entry in self.get(tree).range::<&[u8], _>((from, Bound::Unbounded)) {
+        let mut entries = self.get(tree).range::<&[u8], _>((from, Bound::Unbounded));
+        while let Some(entry) = self.step(|| entries.next()) {
             let (k, v) = entry.map_err(sled_err)?;
             if !visit(&k, &v)? {
                 break;
@@ -588,7 +418,8 @@ impl Kv for Trees {
         before: &[u8],
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        for entry in self.get(tree).range::<&[u8], _>(..before).rev() {
+        let mut entries = self.get(tree).range::<&[u8], _>(..before);
+        while let Some(entry) = self.step(|| entries.next_back()) {
             let (k, v) = entry.map_err(sled_err)?;
             if !visit(&k, &v)? {
                 break;

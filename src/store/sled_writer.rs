@@ -1,0 +1,400 @@
+//! The sled store's writer thread (the `Backend` of `group_commit.rs`): the only code that
+//! writes commits to sled. For a batch of jobs it resolves each plan against the stored
+//! values plus the writes of the jobs before it (a job whose check fails writes nothing),
+//! logs the batch's writes as one record of the write-ahead log (`sled_wal.rs`), and at the
+//! flush makes that record durable, only then applies the writes to sled, and only then
+//! lets the pipeline answer. sled is flushed (and `fdatasync`ed) at a checkpoint, when the
+//! log has grown past `CHECKPOINT_BYTES` and when the store closes; the log is then emptied.
+//!
+//! Readers never see a batch half applied: the writes go in under the write side of the
+//! store's gate, and every read takes its read side (`Trees`). They never see a write that
+//! is not yet durable either: the log is synced first.
+//!
+//! This module must not acknowledge anything (the pipeline does, after `flush` returns
+//! `Ok`), and after a failed flush it must not checkpoint: sled might hold part of a batch
+//! whose record is in the log, and only the log's replay at the next open completes it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use super::group_commit::{Applied, Backend};
+use super::layout::{self, Op, Plan, ProcedureOutcome, Tree};
+use super::sled_store::{sled_err, Trees};
+use super::sled_wal::Wal;
+use super::{ProcedureRecord, StoreError};
+
+/// Log bytes after which the writer checkpoints. Bounds the replay after a crash (about
+/// 10,000 commits of the shipped procedures) and the log's size on disk.
+const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+
+pub(super) enum Job {
+    Commit(Plan),
+    Procedure {
+        key: Vec<u8>,
+        record: ProcedureRecord,
+        encoded: Vec<u8>,
+    },
+}
+
+pub(super) struct Writer {
+    db: sled::Db,
+    trees: Trees,
+    /// `None` for a temporary store, or without `SledOptions::fsync`.
+    fsync: Option<Fsync>,
+    wal: Wal,
+    /// Writes of the batch applied but not yet flushed.
+    pending: Vec<Op>,
+    /// Set when a flush failed: the store is poisoned and must not checkpoint.
+    failed: bool,
+}
+
+impl Writer {
+    /// The writer for a store in `dir` (`None`: temporary, no log, no syncs), with or
+    /// without `fdatasync` (`SledOptions::fsync`). Replays what the log holds from before a
+    /// crash and checkpoints, before any new write.
+    pub(super) fn open(
+        db: sled::Db,
+        trees: Trees,
+        dir: Option<&Path>,
+        fsync: bool,
+    ) -> Result<Self, StoreError> {
+        let (fsync, wal, batches) = match dir {
+            Some(dir) => {
+                let (wal, batches) = Wal::open(dir, fsync)?;
+                let fsync = if fsync { Some(Fsync::open(dir)?) } else { None };
+                (fsync, wal, batches)
+            }
+            None => (None, Wal::none(), Vec::new()),
+        };
+        let mut writer = Self {
+            db,
+            trees,
+            fsync,
+            wal,
+            pending: Vec::new(),
+            failed: false,
+        };
+        if !batches.is_empty() {
+            let writes: usize = batches.iter().map(Vec::len).sum();
+            for ops in &batches {
+                writer.write_to_sled(ops)?;
+            }
+            writer.checkpoint()?;
+            tracing::info!(
+                batches = batches.len(),
+                writes,
+                "replayed the write-ahead log left by an unclean stop"
+            );
+        }
+        Ok(writer)
+    }
+
+    fn write_to_sled(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let _gate = self.trees.write_gate();
+        for op in ops {
+            let tree = self.trees.get(op.tree);
+            match &op.value {
+                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(|_| ()),
+                None => tree.remove(op.key.as_slice()).map(|_| ()),
+            }
+            .map_err(sled_err)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sled durable up to everything applied, then empties the log.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if !self.wal.is_kept() {
+            return Ok(());
+        }
+        self.db.flush().map_err(sled_err)?;
+        if let Some(fsync) = &mut self.fsync {
+            fsync.sync()?;
+        }
+        self.wal.reset()
+    }
+
+    fn resolve(&self, job: Job, overlay: &Overlay) -> Result<(Vec<Op>, Applied), StoreError> {
+        let mut get = |tree: Tree, key: &[u8]| -> Result<Option<Vec<u8>>, StoreError> {
+            if let Some(v) = overlay.get(tree, key) {
+                return Ok(v.clone());
+            }
+            let stored = self.trees.get(tree).get(key).map_err(sled_err)?;
+            Ok(stored.map(|v| v.to_vec()))
+        };
+        match job {
+            Job::Commit(plan) => Ok((layout::resolve(plan, &mut get)?, Applied::Wrote)),
+            Job::Procedure {
+                key,
+                record,
+                encoded,
+            } => {
+                let stored = get(Tree::Procedures, &key)?;
+                Ok(
+                    match layout::procedure_outcome(&record, stored.as_deref())? {
+                        ProcedureOutcome::Insert => (
+                            vec![Op {
+                                tree: Tree::Procedures,
+                                key,
+                                value: Some(encoded),
+                            }],
+                            Applied::Wrote,
+                        ),
+                        ProcedureOutcome::AlreadyThere => (Vec::new(), Applied::Unchanged),
+                    },
+                )
+            }
+        }
+    }
+}
+
+/// The writes of a batch's earlier jobs to the keys later jobs check.
+#[derive(Default)]
+struct Overlay(BTreeMap<Tree, HashMap<Vec<u8>, Option<Vec<u8>>>>);
+
+impl Overlay {
+    fn get(&self, tree: Tree, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.0.get(&tree)?.get(key)
+    }
+
+    fn record(&mut self, ops: &[Op]) {
+        for op in ops {
+            if matches!(
+                op.tree,
+                Tree::Instances | Tree::Schedules | Tree::Idempotency | Tree::Procedures
+            ) {
+                self.0
+                    .entry(op.tree)
+                    .or_default()
+                    .insert(op.key.clone(), op.value.clone());
+            }
+        }
+    }
+}
+
+impl Backend for Writer {
+    type Job = Job;
+
+    /// Resolves the jobs in order, each against the writes of the ones before it, and logs
+    /// the batch's writes as one record; nothing reaches sled before `flush`.
+    fn apply(&mut self, jobs: Vec<Job>) -> Vec<Result<Applied, StoreError>> {
+        let mut overlay = Overlay::default();
+        let mut batch = Vec::new();
+        let results = jobs
+            .into_iter()
+            .map(|job| {
+                let (ops, applied) = self.resolve(job, &overlay)?;
+                overlay.record(&ops);
+                batch.extend(ops);
+                Ok(applied)
+            })
+            .collect();
+        self.wal.append(&batch);
+        self.pending.extend(batch);
+        results
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let done = self.flush_inner();
+        self.failed |= done.is_err();
+        done
+    }
+}
+
+impl Writer {
+    fn flush_inner(&mut self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Io("an earlier flush failed".into()));
+        }
+        self.wal.sync()?;
+        let pending = std::mem::take(&mut self.pending);
+        self.write_to_sled(&pending)?;
+        if self.wal.len() >= CHECKPOINT_BYTES {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    /// A clean close leaves an empty log, so the next open replays nothing.
+    fn drop(&mut self) {
+        if !self.failed && self.pending.is_empty() && self.wal.len() > 0 {
+            if let Err(e) = self.checkpoint() {
+                tracing::warn!(error = %e, "the store's last checkpoint failed; the next open replays the write-ahead log");
+            }
+        }
+    }
+}
+
+/// What a checkpoint syncs after sled's own flush: the log file, and any blob files (sled
+/// writes a page bigger than about 128 KB, e.g. a leaf holding large snapshots, to its own
+/// file under `blobs/`, with no sync at all). sled 0.34 makes its writes stable with
+/// `sync_file_range`, which survives a process crash but neither flushes the drive's
+/// volatile write cache nor syncs file metadata, so it does not survive a power loss.
+struct Fsync {
+    log: File,
+    log_path: PathBuf,
+    blobs: PathBuf,
+    synced_blobs: HashSet<OsString>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{what} {}: {e}", path.display()))
+}
+
+impl Fsync {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|e| io("cannot open", &log_path, e))?;
+        // The log's directory entry must be durable too, once.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("cannot sync", dir, e))?;
+        Ok(Self {
+            log,
+            log_path,
+            blobs: dir.join("blobs"),
+            synced_blobs: HashSet::new(),
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.log
+            .sync_data()
+            .map_err(|e| io("fdatasync of", &self.log_path, e))?;
+        let entries = match std::fs::read_dir(&self.blobs) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io("cannot list", &self.blobs, e)),
+        };
+        let mut present = HashSet::new();
+        let mut added = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| io("cannot list", &self.blobs, e))?;
+            let name = entry.file_name();
+            if !self.synced_blobs.contains(&name) {
+                match File::open(entry.path()).and_then(|f| f.sync_data()) {
+                    Ok(()) => added = true,
+                    // sled removes blobs of rewritten pages; a vanished one needs no sync.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io("fdatasync of", &entry.path(), e)),
+                }
+            }
+            present.insert(name);
+        }
+        if added {
+            File::open(&self.blobs)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("cannot sync", &self.blobs, e))?;
+        }
+        self.synced_blobs = present;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sled_store::{SledOptions, SledStore};
+    use super::super::sled_wal::FILE_NAME;
+    use super::super::{Commit, Store, TimerRow};
+    use std::path::Path;
+
+    fn timer(i: u8) -> TimerRow {
+        TimerRow {
+            due_ms: 1_000 + i64::from(i),
+            instance: uuid::Uuid::from_bytes([i; 16]),
+            timer: uuid::Uuid::from_bytes([i.wrapping_add(1); 16]),
+            payload: vec![i; 40],
+        }
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+
+    /// The files of a running store, copied between two commits, are what a `kill -9` (or
+    /// a power loss after the last acknowledgement) leaves: sled not flushed since it was
+    /// opened, every acknowledged batch only in the log. Opening the copy must replay them
+    /// all, and then hold exactly what the running store holds.
+    #[tokio::test]
+    async fn a_store_stopped_without_a_checkpoint_reopens_with_every_acknowledged_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let crashed = dir.path().join("crashed");
+        let store = SledStore::open(&live, SledOptions::default()).unwrap();
+        for i in 0..50 {
+            let commit = Commit {
+                arm_timers: vec![timer(i)],
+                disarm_timers: if i % 10 == 9 {
+                    vec![timer(i - 1)]
+                } else {
+                    vec![]
+                },
+                ..Commit::default()
+            };
+            store.commit(commit).await.unwrap();
+        }
+        assert!(std::fs::metadata(live.join(FILE_NAME)).unwrap().len() > 0);
+        copy_dir(&live, &crashed);
+        let want = store.dump().unwrap();
+        drop(store);
+        assert_eq!(
+            std::fs::metadata(live.join(FILE_NAME)).unwrap().len(),
+            0,
+            "a clean close checkpoints and empties the log"
+        );
+
+        let reopened = SledStore::open(&crashed, SledOptions::default()).unwrap();
+        assert_eq!(reopened.dump().unwrap(), want);
+        assert_eq!(reopened.next_timer().unwrap(), Some(timer(0)));
+        assert_eq!(reopened.due_timers(i64::MAX, 100).unwrap().len(), 45);
+        drop(reopened);
+        assert_eq!(
+            std::fs::metadata(crashed.join(FILE_NAME)).unwrap().len(),
+            0,
+            "the replay ends in a checkpoint"
+        );
+        let again = SledStore::open(&crashed, SledOptions::default()).unwrap();
+        assert_eq!(again.dump().unwrap(), want);
+    }
+
+    /// A batch being written when the process stopped (a torn record at the log's end) was
+    /// never acknowledged: the store opens with everything before it.
+    #[tokio::test]
+    async fn a_torn_last_record_is_dropped_and_the_rest_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let crashed = dir.path().join("crashed");
+        let store = SledStore::open(&live, SledOptions::default()).unwrap();
+        for i in 0..3 {
+            store
+                .commit(Commit {
+                    arm_timers: vec![timer(i)],
+                    ..Commit::default()
+                })
+                .await
+                .unwrap();
+        }
+        copy_dir(&live, &crashed);
+        drop(store);
+        let log = crashed.join(FILE_NAME);
+        let bytes = std::fs::read(&log).unwrap();
+        std::fs::write(&log, &bytes[..bytes.len() - 3]).unwrap();
+        let reopened = SledStore::open(&crashed, SledOptions::default()).unwrap();
+        let due = reopened.due_timers(i64::MAX, 10).unwrap();
+        assert_eq!(due, vec![timer(0), timer(1)]);
+    }
+}
