@@ -581,10 +581,7 @@ pub(crate) type Lookup<'a> = dyn FnMut(Tree, &[u8]) -> Result<Option<Vec<u8>>, S
 /// writes of plans resolved before it in the same batch) and returns every write it makes:
 /// the chained events and instance values, then the plan's other writes. An `Err` means the
 /// plan writes nothing.
-pub(crate) fn resolve(
-    plan: Plan,
-    get: &mut Lookup<'_>,
-) -> Result<Vec<Op>, StoreError> {
+pub(crate) fn resolve(plan: Plan, get: &mut Lookup<'_>) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::with_capacity(plan.ops.len() + 4 * plan.appends.len());
     for a in &plan.appends {
         let stored = get(Tree::Instances, &instance_key(a.id))?;

@@ -163,7 +163,7 @@ impl Trees {
     }
 }
 
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+pub(super) fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 

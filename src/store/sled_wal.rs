@@ -25,6 +25,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use super::layout::{Op, Tree};
+use super::sled_store::io;
 use super::StoreError;
 
 /// The log's file name inside the data directory (beside sled's `db`, `conf`, `blobs/`).
@@ -32,10 +33,6 @@ pub(crate) const FILE_NAME: &str = "sopflow-wal";
 
 /// The most bytes one record may claim; a longer length is damage, not a record.
 const MAX_RECORD: u32 = 1 << 30;
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {e}", path.display()))
-}
 
 /// The open log. `None` inside for a temporary store, which needs no durability.
 pub(crate) struct Wal {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use super::group_commit::{Applied, Backend};
 use super::layout::{self, Op, Plan, ProcedureOutcome, Tree};
-use super::sled_store::{sled_err, Trees};
+use super::sled_store::{io, sled_err, Trees};
 use super::sled_wal::Wal;
 use super::{ProcedureRecord, StoreError};
 
@@ -240,10 +240,6 @@ struct Fsync {
     log_path: PathBuf,
     blobs: PathBuf,
     synced_blobs: HashSet<OsString>,
-}
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {e}", path.display()))
 }
 
 impl Fsync {
