@@ -78,8 +78,19 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io("cannot read", &path, e))?;
-        let (batches, _valid) = decode_all(&bytes)?;
-        let len = bytes.len() as u64;
+        let (batches, valid) = decode_all(&bytes)?;
+        if valid < bytes.len() {
+            // Cut the torn tail off now: records appended after it would never be read.
+            tracing::warn!(
+                dropped_bytes = bytes.len() - valid,
+                "the write-ahead log ended in a record cut short: a batch being written when \
+                 the process stopped, never acknowledged"
+            );
+            file.set_len(valid as u64)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io("cannot truncate", &path, e))?;
+        }
+        let len = valid as u64;
         file.seek(SeekFrom::End(0))
             .map_err(|e| io("cannot seek in", &path, e))?;
         Ok((
@@ -277,6 +288,22 @@ mod tests {
         drop(wal);
         let (_, batches) = Wal::open(dir.path(), true).unwrap();
         assert!(batches.is_empty());
+    }
+
+    #[test]
+    fn records_appended_after_a_torn_tail_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), [0, 0, 0, 200, 1, 2]).unwrap();
+        let ops = vec![op(Tree::Meta, b"k", Some(b"v"))];
+        {
+            let (mut wal, old) = Wal::open(dir.path(), true).unwrap();
+            assert!(old.is_empty());
+            assert_eq!(wal.len(), 0);
+            wal.append(&ops);
+            wal.sync().unwrap();
+        }
+        let (_, batches) = Wal::open(dir.path(), true).unwrap();
+        assert_eq!(batches, vec![ops]);
     }
 
     #[test]
