@@ -145,6 +145,7 @@ fn run<B: Backend>(
     let mut jobs = Vec::with_capacity(max_batch);
     let mut replies: Vec<Reply> = Vec::with_capacity(max_batch);
     let mut waiting: Vec<Reply> = Vec::with_capacity(max_batch);
+    let mut rejected: Vec<(Reply, StoreError)> = Vec::new();
     let mut failure: Option<String> = None;
     while let Ok((job, reply)) = rx.recv() {
         jobs.push(job);
@@ -177,10 +178,10 @@ fn run<B: Backend>(
                     dirty |= applied == Applied::Wrote;
                     waiting.push(reply);
                 }
-                // A rejected job wrote nothing: answer at once, no flush needed.
-                Some(Err(e)) => {
-                    let _ = reply.send(Err(e));
-                }
+                // A rejected job wrote nothing, but its rejection may come from a job
+                // before it in this batch (a version or key it took): answered after that
+                // job's flush, so a retry reads what beat it.
+                Some(Err(e)) => rejected.push((reply, e)),
                 None => {
                     let _ = reply.send(Err(StoreError::Io(
                         "the store writer lost track of a commit; it was not applied".into(),
@@ -189,6 +190,9 @@ fn run<B: Backend>(
             }
         }
         if waiting.is_empty() {
+            for (reply, e) in rejected.drain(..) {
+                let _ = reply.send(Err(e));
+            }
             continue;
         }
         counters
@@ -213,6 +217,9 @@ fn run<B: Backend>(
                 for reply in waiting.drain(..) {
                     let _ = reply.send(Ok(()));
                 }
+                for (reply, e) in rejected.drain(..) {
+                    let _ = reply.send(Err(e));
+                }
             }
             Err(e) => {
                 let reason = format!(
@@ -223,7 +230,7 @@ fn run<B: Backend>(
                     Ok(mut g) => *g = Some(reason.clone()),
                     Err(p) => *p.into_inner() = Some(reason.clone()),
                 }
-                for reply in waiting.drain(..) {
+                for reply in waiting.drain(..).chain(rejected.drain(..).map(|(r, _)| r)) {
                     let _ = reply.send(Err(StoreError::Io(reason.clone())));
                 }
                 failure = Some(reason);
