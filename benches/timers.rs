@@ -2,8 +2,9 @@
 //!
 //! 1. N timers (default 100,000) due at the same instant all fire: N instances of a
 //!    one-step procedure whose task is due in 1h with one `notify` breach action; the clock
-//!    moves 1h on and `Engine::fire_due` (what the product uses today: one timer after the
-//!    other, one command and one durable commit each) fires them. If that takes longer than
+//!    moves 1h on and `Engine::fire_due` (what the product uses: rounds of up to 512
+//!    firings, each decided on its own and committed together, the next round decided
+//!    while the store writes the last) fires them. If that takes longer than
 //!    `--seq-limit` seconds (default 40) it is stopped there and the rate is extrapolated.
 //!    Then the same load (a fresh store) is fired by 64 concurrent workers that split the
 //!    due rows among themselves (`Engine::execute(FireTimer)`), so group commit can batch.

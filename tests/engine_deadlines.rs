@@ -554,3 +554,44 @@ async fn a_date_means_the_same_instant_in_conditions_and_deadlines() {
     let task = task_at(&inst, "on_the_day");
     assert_eq!(task.due.unwrap().to_rfc3339(), "2026-11-11T16:00:00+00:00");
 }
+
+/// More timers due at once than one round of `fire_due` takes (512): the rounds are decided
+/// while the one before is being written, so none may take a timer or an instance of the
+/// round in flight. Every timer fires exactly once, and a second pass finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_bigger_than_a_round_fires_every_timer_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SledStore::open(dir.path(), SledOptions::default()).unwrap());
+    let (e, clock) = engine_on(store.clone()).await;
+    let e = Arc::new(e);
+    let starters: Vec<_> = (0..8)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move {
+                let (who, mut ids) = (fiona(), Vec::new());
+                for _ in 0..150 {
+                    let inst = e.start("complaint-handling", data(), Some(&who));
+                    ids.push(inst.await.unwrap().id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for s in starters {
+        ids.extend(s.await.unwrap());
+    }
+    // Three days on: each of the 1,200 complaints has its reminder, escalation and
+    // notification due — 3,600 timers, seven rounds.
+    clock.set(t0() + Duration::days(3));
+    assert_eq!(e.fire_due().await.unwrap(), 3 * ids.len());
+    assert_eq!(e.fire_due().await.unwrap(), 0);
+    let now_ms = (t0() + Duration::days(3)).timestamp_millis();
+    assert!(store.due_timers(now_ms, 10).unwrap().is_empty());
+    for id in ids {
+        let h = e.history(id).unwrap();
+        assert_eq!(count(&h, "deadline_reminded"), 1, "{id}: {:?}", kinds(&h));
+        assert_eq!(count(&h, "deadline_breached"), 2, "{id}: {:?}", kinds(&h));
+        assert_eq!(count(&h, "notified"), 1, "{id}: {:?}", kinds(&h));
+    }
+}

@@ -5,6 +5,11 @@
 //! must not skip a due timer or a scheduled run: the manual clock simulates exactly what
 //! would have happened.
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use super::decide::{Command, EngineError};
 use super::instance::{derive_id, InstanceId};
 use super::service::{new_instance_id, Engine, ServiceError, Tally};
@@ -207,21 +212,45 @@ impl<S: Store> Engine<S> {
         self.start_from_registers().await?;
         let mut fired = 0;
         let mut one_by_one = false;
+        // The round whose commit the store is writing while the next round is decided: the
+        // deciding (on this task) and the writing (on the store's writer) overlap instead
+        // of taking turns. A round never takes a timer or an instance of the one in flight.
+        let mut in_flight: Option<InFlight<'_>> = None;
         loop {
             let now_ms = self.clock.now().timestamp_millis();
-            let due = self.store.claim_due_timers(now_ms, FIRE_BATCH)?;
+            let busy = in_flight.as_ref().map_or(0, |f| f.timers.len());
+            let due: Vec<TimerRow> = self
+                .store
+                .claim_due_timers(now_ms, FIRE_BATCH + busy)?
+                .into_iter()
+                .filter(|r| {
+                    !in_flight
+                        .as_ref()
+                        .is_some_and(|f| f.timers.contains(&r.timer))
+                })
+                .collect();
             if due.is_empty() {
-                return Ok(fired);
+                match in_flight.take() {
+                    Some(f) => {
+                        fired += self.land(f, &mut one_by_one).await?;
+                        continue;
+                    }
+                    None => return Ok(fired),
+                }
+            }
+            if one_by_one {
+                // Re-deciding one at a time must see the round in flight written first.
+                if let Some(f) = in_flight.take() {
+                    fired += self.land(f, &mut one_by_one).await?;
+                }
             }
             let mut progressed = false;
             // Firings of different instances go to the store as one commit (one transaction,
             // one flush), which is what lets a burst of timers due at the same instant fire
             // quickly. Each is still decided on its own; a firing whose commit touches an
-            // instance already in the batch waits for the next round.
+            // instance already in the batch (or in flight) waits for a later round.
             let mut batch = Commit::default();
-            let mut touched: std::collections::HashSet<InstanceId> = Default::default();
-            let mut members = 0usize;
-            let mut tally = Tally::default();
+            let mut round = InFlight::default();
             let mut orphans: Vec<TimerRow> = Vec::new();
             for row in due {
                 if let Some(procedure) = schedule_of(&row) {
@@ -244,18 +273,25 @@ impl<S: Store> Engine<S> {
                     }
                     continue;
                 }
-                if touched.contains(&row.instance) {
+                if taken(&round, &in_flight, &row.instance) {
                     continue;
                 }
                 match self.prepare(row.instance, None, &cmd, None) {
                     Ok((commit, _, t)) => {
-                        if commit.instances.iter().any(|w| touched.contains(&w.id)) {
+                        if commit
+                            .instances
+                            .iter()
+                            .any(|w| taken(&round, &in_flight, &w.id))
+                        {
                             continue;
                         }
-                        touched.extend(commit.instances.iter().map(|w| w.id));
+                        round
+                            .instances
+                            .extend(commit.instances.iter().map(|w| w.id));
+                        round.timers.insert(row.timer);
                         merge_into(&mut batch, commit);
-                        tally.add(&t);
-                        members += 1;
+                        round.tally.add(&t);
+                        round.members += 1;
                     }
                     Err(e) if moot_timer(&e) => orphans.push(row),
                     Err(e) => return Err(e),
@@ -274,29 +310,66 @@ impl<S: Store> Engine<S> {
                     .await?;
                 progressed = true;
             }
-            if members > 0 {
-                let armed = !batch.arm_timers.is_empty();
-                match self.store.commit(batch).await {
-                    Ok(()) => {
-                        fired += members;
-                        progressed = true;
-                        self.settle(std::mem::take(&mut tally));
-                        if armed {
-                            self.timers_armed.notify_one();
-                        }
+            if let Some(f) = in_flight.take() {
+                fired += self.land(f, &mut one_by_one).await?;
+                progressed = true;
+            }
+            if round.members > 0 {
+                round.armed = !batch.arm_timers.is_empty();
+                let mut commit: Landing<'_> = Box::pin(self.store.commit(batch));
+                // Polled once here, so the store has the commit before this task goes on
+                // to decide the next round.
+                match std::future::poll_fn(|cx| Poll::Ready(commit.as_mut().poll(cx))).await {
+                    Poll::Ready(result) => {
+                        fired += self.landed(round, result, &mut one_by_one)?;
                     }
-                    // Someone changed one of these instances meanwhile: nothing of the batch
-                    // was written; take this round one command at a time, each re-decided.
-                    Err(StoreError::Conflict { .. }) | Err(StoreError::ScheduleMoved { .. }) => {
-                        one_by_one = true;
-                        progressed = true;
+                    Poll::Pending => {
+                        round.commit = Some(commit);
+                        in_flight = Some(round);
                     }
-                    Err(e) => return Err(e.into()),
                 }
+                progressed = true;
             }
             if !progressed {
                 return Ok(fired);
             }
+        }
+    }
+
+    /// Waits for a round's commit and settles it; returns how many timers it fired.
+    async fn land(
+        &self,
+        mut round: InFlight<'_>,
+        one_by_one: &mut bool,
+    ) -> Result<usize, ServiceError> {
+        let result = match round.commit.take() {
+            Some(commit) => commit.await,
+            None => Ok(()),
+        };
+        self.landed(round, result, one_by_one)
+    }
+
+    fn landed(
+        &self,
+        round: InFlight<'_>,
+        result: Result<(), StoreError>,
+        one_by_one: &mut bool,
+    ) -> Result<usize, ServiceError> {
+        match result {
+            Ok(()) => {
+                self.settle(round.tally);
+                if round.armed {
+                    self.timers_armed.notify_one();
+                }
+                Ok(round.members)
+            }
+            // Someone changed one of these instances meanwhile: nothing of the batch was
+            // written; the next round takes its timers one command at a time, re-decided.
+            Err(StoreError::Conflict { .. }) | Err(StoreError::ScheduleMoved { .. }) => {
+                *one_by_one = true;
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -347,6 +420,26 @@ fn moot_timer(e: &ServiceError) -> bool {
         e,
         ServiceError::Engine(EngineError::NotFound(_) | EngineError::Ended(_))
     )
+}
+
+/// A round's commit, written by the store while the next round is decided.
+type Landing<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// A round of firings committed together: what it takes (so the round after it, decided
+/// while this one is written, leaves those alone) and what to do once it is written.
+#[derive(Default)]
+struct InFlight<'a> {
+    commit: Option<Landing<'a>>,
+    timers: HashSet<uuid::Uuid>,
+    instances: HashSet<InstanceId>,
+    tally: Tally,
+    members: usize,
+    armed: bool,
+}
+
+/// Whether a firing's instance belongs to the round being built or to the one in flight.
+fn taken(round: &InFlight<'_>, in_flight: &Option<InFlight<'_>>, id: &InstanceId) -> bool {
+    round.instances.contains(id) || in_flight.as_ref().is_some_and(|f| f.instances.contains(id))
 }
 
 /// How many due timers one round of `fire_due` takes (and at most commits together).

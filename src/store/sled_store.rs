@@ -60,7 +60,7 @@
 //! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then applies them to sled, and only
 //! then answers. sled itself is flushed (and its files `fdatasync`ed: sled 0.34 only uses
 //! `sync_file_range`, which does not survive a power loss) at a checkpoint, every 32 MiB of
-//! log and when the store closes; the log is then emptied. Opening a store replays the
+//! log and when the store closes; the log then starts over. Opening a store replays the
 //! log's records onto what sled recovered, so a `kill -9` or a power loss loses no
 //! acknowledged commit and leaves none half applied. Format 4 stores written before the
 //! log (no `sopflow-wal` file) open as they are.
