@@ -28,6 +28,7 @@ pub mod memory;
 mod pg_commit;
 mod pg_pool;
 pub mod postgres;
+mod sled_memtable;
 pub mod sled_store;
 mod sled_wal;
 mod sled_writer;

@@ -57,16 +57,18 @@
 //! it to the store's writer thread (`sled_writer.rs`). That thread takes every plan queued
 //! at that moment, resolves each against the stored values and the plans before it (a plan
 //! whose versions differ is skipped, writing nothing), appends the batch's writes to the
-//! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then applies them to sled, and only
-//! then answers. sled itself is flushed (and its files `fdatasync`ed: sled 0.34 only uses
+//! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then puts them into the memtable
+//! (`sled_memtable.rs`), and only then answers; the memtable's apply thread writes them
+//! into sled later, a few MiB at a time, each key once. sled itself is flushed (and its files `fdatasync`ed: sled 0.34 only uses
 //! `sync_file_range`, which does not survive a power loss) at a checkpoint, every 32 MiB of
 //! log and when the store closes; the log then starts over. Opening a store replays the
 //! log's records onto what sled recovered, so a `kill -9` or a power loss loses no
 //! acknowledged commit and leaves none half applied. Format 4 stores written before the
 //! log (no `sopflow-wal` file) open as they are.
 //!
-//! Reads (`instance`, `tasks_for`, …) see a batch once the writer has applied it, which is
-//! after it is durable, and never half of one (the `Trees` gate).
+//! Reads (`instance`, `tasks_for`, …) look at the memtable's layers first, then at sled.
+//! They see a batch once it is durable, and never half of one (the memtable takes a batch
+//! in at once).
 //!
 //! sled writes a page bigger than about 128 KB (a leaf holding large snapshots) to its own
 //! file under `blobs/` without syncing it; the pipeline syncs new blob files too.
@@ -76,10 +78,11 @@ use std::io::ErrorKind;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 use super::group_commit::GroupCommit;
 use super::layout::{self, Kv, Tree, Visit};
+use super::sled_memtable::{Dir, Memtable};
 use super::sled_writer::{Job, Writer};
 use super::{
     AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
@@ -104,6 +107,10 @@ pub struct SledOptions {
     /// Also open a store of the format `sopflow store upgrade` rewrites (for that command
     /// only: nothing else may run on a store of an older format).
     pub upgrading: bool,
+    /// Bytes of committed writes held in memory before they are handed to the thread that
+    /// writes them into sled (`sled_memtable.rs`). Tests set it tiny so that every commit
+    /// goes through that thread while readers read.
+    pub layer_bytes: usize,
 }
 
 impl Default for SledOptions {
@@ -114,6 +121,7 @@ impl Default for SledOptions {
             max_batch: 1024,
             fsync: true,
             upgrading: false,
+            layer_bytes: super::sled_memtable::LAYER_BYTES,
         }
     }
 }
@@ -127,9 +135,15 @@ pub struct SledStats {
     pub flushes: u64,
     /// Writer-thread time spent resolving batches and logging them, in microseconds.
     pub apply_micros: u64,
-    /// Writer-thread time spent in `flush()` (log `fdatasync`, writes to sled,
-    /// checkpoints), in microseconds.
+    /// Writer-thread time spent in `flush()` (log `fdatasync`, the memtable, waiting for
+    /// the apply thread at checkpoints), in microseconds.
     pub flush_micros: u64,
+    /// Writes of the memtable layers applied so far, and the writes the apply thread made to
+    /// sled for them (fewer: a key changed several times within a layer is written once).
+    pub layered_writes: u64,
+    pub sled_writes: u64,
+    /// Apply-thread time spent writing into sled, in microseconds.
+    pub sled_micros: u64,
 }
 
 /// The sled-backed `Store`.
@@ -140,13 +154,12 @@ pub struct SledStore {
     format: u32,
 }
 
-/// The store's trees, indexed by `Tree::index()`, and the gate that keeps a reader from
-/// seeing a batch half applied: the writer applies a batch under its write side, every
-/// read (`Kv`) takes its read side for one lookup or one step of a scan.
+/// The store's trees, indexed by `Tree::index()`, and the layers of durable writes not yet
+/// in them (`sled_memtable.rs`), which every read (`Kv`) consults first.
 #[derive(Clone)]
 pub(super) struct Trees {
     trees: Vec<sled::Tree>,
-    gate: Arc<RwLock<()>>,
+    memtable: Arc<Memtable>,
 }
 
 impl Trees {
@@ -154,12 +167,12 @@ impl Trees {
         &self.trees[tree.index()]
     }
 
-    pub(super) fn write_gate(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn all(&self) -> Vec<sled::Tree> {
+        self.trees.clone()
     }
 
-    fn read_gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    pub(super) fn memtable(&self) -> &Arc<Memtable> {
+        &self.memtable
     }
 }
 
@@ -197,9 +210,14 @@ impl SledStore {
     /// A throw-away store (deleted on drop; in `/dev/shm` on Linux), for tests. Still
     /// goes through the group-commit pipeline, but without the extra `fdatasync`.
     pub fn temporary() -> Result<Self, StoreError> {
+        Self::temporary_with(SledOptions::default())
+    }
+
+    /// A throw-away store with the given tuning (`fsync` is always off).
+    pub fn temporary_with(options: SledOptions) -> Result<Self, StoreError> {
         let options = SledOptions {
             fsync: false,
-            ..SledOptions::default()
+            ..options
         };
         let config = sled::Config::new()
             .temporary(true)
@@ -222,14 +240,14 @@ impl SledStore {
                 .iter()
                 .map(|t| db.open_tree(t.name()).map_err(sled_err))
                 .collect::<Result<_, _>>()?,
-            gate: Arc::default(),
+            memtable: Memtable::new(),
         };
         let (id, format) =
             check_or_write_format(&db, &trees, marker.as_deref(), what, options.upgrading)?;
         if let (Some(dir), None) = (dir, &marker) {
             Marker::write(dir, &id)?;
         }
-        let writer = Writer::open(db, trees.clone(), dir, options.fsync)?;
+        let writer = Writer::open(db, trees.clone(), dir, options.fsync, options.layer_bytes)?;
         let pipeline = GroupCommit::start("sopflow-store-writer", writer, options.max_batch)?;
         Ok(Self {
             trees,
@@ -246,11 +264,15 @@ impl SledStore {
     /// Group-commit counters since the store was opened.
     pub fn stats(&self) -> SledStats {
         let c = self.pipeline.counters();
+        let m = &self.trees.memtable().counters;
         SledStats {
             commits: c.jobs.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
             apply_micros: c.apply_micros.load(Ordering::Relaxed),
             flush_micros: c.flush_micros.load(Ordering::Relaxed),
+            layered_writes: m.writes.load(Ordering::Relaxed),
+            sled_writes: m.applied.load(Ordering::Relaxed),
+            sled_micros: m.apply_micros.load(Ordering::Relaxed),
         }
     }
 }
@@ -378,17 +400,90 @@ fn check_or_write_format(
 }
 
 impl Trees {
-    /// One step of a scan, under the read gate (not the whole scan: a long one would hold
-    /// the writer up).
-    fn step<T>(&self, next: impl FnOnce() -> Option<T>) -> Option<T> {
-        let _gate = self.read_gate();
-        next()
+    /// Visits `tree` from `start` in direction `dir`, merging the memtable's layers with
+    /// sled one entry at a time (see `sled_memtable.rs` for why a dropped layer makes the
+    /// sled iterator move again from the last key visited).
+    fn merged(
+        &self,
+        tree: Tree,
+        start: Bound<&[u8]>,
+        dir: Dir,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let sled_tree = self.get(tree);
+        let open = |bound: Bound<&[u8]>| match dir {
+            Dir::Forward => sled_tree.range::<&[u8], _>((bound, Bound::Unbounded)),
+            Dir::Back => sled_tree.range::<&[u8], _>((Bound::Unbounded, bound)),
+        };
+        let advance = |iter: &mut sled::Iter| {
+            match dir {
+                Dir::Forward => iter.next(),
+                Dir::Back => iter.next_back(),
+            }
+            .transpose()
+            .map_err(sled_err)
+        };
+        let first = |a: &[u8], b: &[u8]| match dir {
+            Dir::Forward => a < b,
+            Dir::Back => a > b,
+        };
+        let mut generation = self.memtable.generation();
+        let mut entries = open(start);
+        let mut head = advance(&mut entries)?;
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            let bound = last.as_deref().map_or(start, Bound::Excluded);
+            let (layered, seen) = self.memtable.next(tree, bound, dir);
+            if seen != generation {
+                generation = seen;
+                entries = open(bound);
+                head = advance(&mut entries)?;
+                continue;
+            }
+            let take_layered = match (&layered, &head) {
+                (None, None) => return Ok(()),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((lk, _)), Some((sk, _))) => {
+                    if lk.as_slice() == sk.as_ref() {
+                        head = advance(&mut entries)?;
+                        true
+                    } else {
+                        first(lk, sk)
+                    }
+                }
+            };
+            let go_on = if take_layered {
+                let Some((key, value)) = layered else {
+                    return Ok(());
+                };
+                let go_on = match &value {
+                    Some(v) => visit(&key, v)?,
+                    None => true,
+                };
+                last = Some(key);
+                go_on
+            } else {
+                let Some((key, value)) = head.take() else {
+                    return Ok(());
+                };
+                head = advance(&mut entries)?;
+                let go_on = visit(&key, &value)?;
+                last = Some(key.to_vec());
+                go_on
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
     }
 }
 
 impl Kv for Trees {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let _gate = self.read_gate();
+        if let Some(layered) = self.memtable.get(tree, key) {
+            return Ok(layered);
+        }
         Ok(self
             .get(tree)
             .get(key)
@@ -402,14 +497,7 @@ impl Kv for Trees {
         from: Bound<&[u8]>,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        let mut entries = self.get(tree).range::<&[u8], _>((from, Bound::Unbounded));
-        while let Some(entry) = self.step(|| entries.next()) {
-            let (k, v) = entry.map_err(sled_err)?;
-            if !visit(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        self.merged(tree, from, Dir::Forward, visit)
     }
 
     fn scan_back(
@@ -418,14 +506,7 @@ impl Kv for Trees {
         before: &[u8],
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        let mut entries = self.get(tree).range::<&[u8], _>(..before);
-        while let Some(entry) = self.step(|| entries.next_back()) {
-            let (k, v) = entry.map_err(sled_err)?;
-            if !visit(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        self.merged(tree, Bound::Excluded(before), Dir::Back, visit)
     }
 }
 

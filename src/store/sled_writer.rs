@@ -1,17 +1,18 @@
 //! The sled store's writer thread (the `Backend` of `group_commit.rs`): the only code that
-//! writes commits to sled. For a batch of jobs it resolves each plan against the stored
+//! decides what commits write. For a batch of jobs it resolves each plan against the stored
 //! values plus the writes of the jobs before it (a job whose check fails writes nothing),
 //! logs the batch's writes as one record of the write-ahead log (`sled_wal.rs`), and at the
-//! flush makes that record durable, only then applies the writes to sled, and only then
-//! lets the pipeline answer. sled is flushed (and `fdatasync`ed) at a checkpoint, when the
-//! log has grown past `CHECKPOINT_BYTES` and when the store closes; the log then starts over.
+//! flush makes that record durable, only then puts the writes into the memtable's active
+//! layer (`sled_memtable.rs`, where readers see them and whose apply thread later writes
+//! them into sled), and only then lets the pipeline answer. At a checkpoint — when the log
+//! has grown past `CHECKPOINT_BYTES`, and when the store closes — it waits until sled holds
+//! every layer, flushes (and `fdatasync`s) sled, and starts the log over.
 //!
-//! Readers never see a batch half applied: the writes go in under the write side of the
-//! store's gate, and every read takes its read side (`Trees`). They never see a write that
-//! is not yet durable either: the log is synced first.
+//! Readers never see a batch half applied: the memtable takes a batch in under its write
+//! lock. They never see a write that is not yet durable either: the log is synced first.
 //!
 //! This module must not acknowledge anything (the pipeline does, after `flush` returns
-//! `Ok`), and after a failed flush it must not checkpoint: sled might hold part of a batch
+//! `Ok`), and after a failed flush it must not checkpoint: sled might lack part of a batch
 //! whose record is in the log, and only the log's replay at the next open completes it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,9 +20,11 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use super::group_commit::{Applied, Backend};
-use super::layout::{self, Op, Plan, ProcedureOutcome, Tree};
+use super::layout::{self, Kv, Op, Plan, ProcedureOutcome, Tree};
+use super::sled_memtable::MAX_FROZEN;
 use super::sled_store::{io, sled_err, Trees};
 use super::sled_wal::Wal;
 use super::{ProcedureRecord, StoreError};
@@ -42,6 +45,8 @@ pub(super) enum Job {
 pub(super) struct Writer {
     db: sled::Db,
     trees: Trees,
+    /// The thread writing frozen layers into sled (`sled_memtable.rs`).
+    applier: Option<JoinHandle<()>>,
     /// `None` for a temporary store, or without `SledOptions::fsync`.
     fsync: Option<Fsync>,
     wal: Wal,
@@ -49,6 +54,8 @@ pub(super) struct Writer {
     pending: Vec<Op>,
     /// Set when a flush failed: the store is poisoned and must not checkpoint.
     failed: bool,
+    /// `SledOptions::layer_bytes`.
+    layer_bytes: usize,
 }
 
 impl Writer {
@@ -60,6 +67,7 @@ impl Writer {
         trees: Trees,
         dir: Option<&Path>,
         fsync: bool,
+        layer_bytes: usize,
     ) -> Result<Self, StoreError> {
         let (fsync, wal, batches) = match dir {
             Some(dir) => {
@@ -69,13 +77,16 @@ impl Writer {
             }
             None => (None, Wal::none(), Vec::new()),
         };
+        let applier = Some(trees.memtable().start_applier(trees.all())?);
         let mut writer = Self {
             db,
             trees,
+            applier,
             fsync,
             wal,
             pending: Vec::new(),
             failed: false,
+            layer_bytes,
         };
         if !batches.is_empty() {
             let writes: usize = batches.iter().map(Vec::len).sum();
@@ -92,8 +103,8 @@ impl Writer {
         Ok(writer)
     }
 
+    /// Replays a logged batch straight into sled (at open, before any reader).
     fn write_to_sled(&self, ops: &[Op]) -> Result<(), StoreError> {
-        let _gate = self.trees.write_gate();
         for op in ops {
             let tree = self.trees.get(op.tree);
             match &op.value {
@@ -105,9 +116,12 @@ impl Writer {
         Ok(())
     }
 
-    /// Makes sled durable up to everything applied, then starts the log over.
+    /// Waits until sled holds every synced batch, makes it durable, then starts the log over.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
-        if !self.wal.is_kept() {
+        let memtable = self.trees.memtable();
+        memtable.freeze();
+        memtable.wait_frozen_at_most(0)?;
+        if !self.wal.is_kept() || self.wal.len() == 0 {
             return Ok(());
         }
         self.db.flush().map_err(sled_err)?;
@@ -122,8 +136,8 @@ impl Writer {
             if let Some(v) = overlay.get(tree, key) {
                 return Ok(v.clone());
             }
-            let stored = self.trees.get(tree).get(key).map_err(sled_err)?;
-            Ok(stored.map(|v| v.to_vec()))
+            // Through the memtable: the batches before this one may not be in sled yet.
+            Kv::get(&self.trees, tree, key)
         };
         match job {
             Job::Commit(plan) => Ok((layout::resolve(plan, &mut get)?, Applied::Wrote)),
@@ -210,8 +224,15 @@ impl Writer {
             return Err(StoreError::Io("an earlier flush failed".into()));
         }
         self.wal.sync()?;
+        let memtable = self.trees.memtable();
+        if let Some(reason) = memtable.failure() {
+            return Err(StoreError::Io(reason));
+        }
         let pending = std::mem::take(&mut self.pending);
-        self.write_to_sled(&pending)?;
+        if memtable.insert(pending) >= self.layer_bytes {
+            memtable.freeze();
+            memtable.wait_frozen_at_most(MAX_FROZEN)?;
+        }
         if self.wal.len() >= CHECKPOINT_BYTES {
             self.checkpoint()?;
         }
@@ -222,10 +243,14 @@ impl Writer {
 impl Drop for Writer {
     /// A clean close leaves an empty log, so the next open replays nothing.
     fn drop(&mut self) {
-        if !self.failed && self.pending.is_empty() && self.wal.len() > 0 {
+        if !self.failed && self.pending.is_empty() {
             if let Err(e) = self.checkpoint() {
                 tracing::warn!(error = %e, "the store's last checkpoint failed; the next open replays the write-ahead log");
             }
+        }
+        self.trees.memtable().stop();
+        if let Some(applier) = self.applier.take() {
+            let _ = applier.join();
         }
     }
 }

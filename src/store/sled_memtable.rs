@@ -1,0 +1,371 @@
+//! Writes that are durable (their record of the write-ahead log is synced) but not yet in
+//! sled, kept in memory in front of it, and the thread that moves them into sled.
+//!
+//! Why: a sled insert costs a copy of the B-tree leaf it lands in, ~14 of them per step
+//! completion, and it was the writer thread's whole ceiling. With the log making a batch
+//! durable, sled only has to hold it by the next checkpoint, so the writer puts a synced
+//! batch into the *active layer* here (a few map inserts), readers see it at once, and the
+//! batch is answered. When the active layer has grown past `LAYER_BYTES` it is *frozen* and
+//! the apply thread writes it into sled on the other core, each key once however often the
+//! layer changed it (a task opened and closed within one layer costs sled nothing).
+//!
+//! Readers look at the layers newest first, then at sled (`Trees` in `sled_store.rs`). A
+//! frozen layer is dropped only after sled holds every write in it, so a key is always
+//! either in a layer or in sled with its latest value. Scans merge the layers with sled
+//! step by step; a scan notices that a layer was dropped since its sled iterator last moved
+//! (the `generation`) and moves that iterator again, so it never skips a key that went
+//! from a layer into sled behind its back.
+//!
+//! This module must not decide durability (the writer syncs the log before `insert`) and
+//! must never drop a layer that sled does not fully hold; after a failed sled write it
+//! stops applying and keeps every layer, so reads stay right and the log's replay at the
+//! next open finishes the job.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::layout::{Op, Tree};
+use super::StoreError;
+
+/// Bytes of keys and values after which the active layer is frozen and handed to the apply
+/// thread. Larger layers coalesce more rewrites of one key; smaller ones bound the memory
+/// held and the work left at a checkpoint.
+pub(super) const LAYER_BYTES: usize = 4 * 1024 * 1024;
+/// Frozen layers that may wait for the apply thread before the writer waits for it: the
+/// back-pressure that bounds memory when sled cannot keep up.
+pub(super) const MAX_FROZEN: usize = 2;
+/// What one entry costs in a layer beyond its key and value (map node, vectors), roughly.
+const ENTRY_OVERHEAD: usize = 64;
+
+type Map = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// A layered key and its write (`None`: removed).
+pub(super) type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+/// One layer: per tree, the latest write to each key (`None`: removed).
+#[derive(Default)]
+pub(super) struct Layer {
+    trees: [Map; Tree::BY_INDEX.len()],
+    bytes: usize,
+    writes: u64,
+}
+
+impl Layer {
+    fn get(&self, tree: Tree, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.trees[tree.index()].get(key)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+}
+
+struct Layers {
+    active: Layer,
+    /// Oldest first; the apply thread takes the front.
+    frozen: VecDeque<Arc<Layer>>,
+    /// Layers dropped so far (see the module comment).
+    generation: u64,
+}
+
+/// What the writer and the apply thread wait on.
+#[derive(Default)]
+struct Signal {
+    frozen: usize,
+    stop: bool,
+    failed: Option<String>,
+}
+
+/// Counters for benchmarks: how much the layers saved sled.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Writes of the layers applied so far (one per `Op` the writer put in).
+    pub writes: AtomicU64,
+    /// Writes the apply thread made to sled (one per distinct key of a layer).
+    pub applied: AtomicU64,
+    /// Time the apply thread spent writing to sled, in microseconds.
+    pub apply_micros: AtomicU64,
+}
+
+pub(super) struct Memtable {
+    layers: RwLock<Layers>,
+    signal: Mutex<Signal>,
+    changed: Condvar,
+    pub(super) counters: Counters,
+}
+
+/// Which way a scan goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dir {
+    Forward,
+    Back,
+}
+
+impl Memtable {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            layers: RwLock::new(Layers {
+                active: Layer::default(),
+                frozen: VecDeque::new(),
+                generation: 0,
+            }),
+            signal: Mutex::new(Signal::default()),
+            changed: Condvar::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Layers> {
+        self.layers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Layers> {
+        self.layers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn signal(&self) -> MutexGuard<'_, Signal> {
+        self.signal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest layered write to `key`: `Some(None)` if a layer removed it, `None` if no
+    /// layer holds it (sled has its latest value).
+    pub(super) fn get(&self, tree: Tree, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let layers = self.read();
+        if let Some(v) = layers.active.get(tree, key) {
+            return Some(v.clone());
+        }
+        layers
+            .frozen
+            .iter()
+            .rev()
+            .find_map(|l| l.get(tree, key))
+            .cloned()
+    }
+
+    /// Makes a synced batch visible to readers, all of it at once. Returns the active
+    /// layer's size.
+    pub(super) fn insert(&self, ops: Vec<Op>) -> usize {
+        let n = ops.len() as u64;
+        let mut layers = self.write();
+        let active = &mut layers.active;
+        for op in ops {
+            active.bytes += op.key.len() + op.value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+            active.trees[op.tree.index()].insert(op.key, op.value);
+        }
+        active.writes += n;
+        active.bytes
+    }
+
+    /// Hands the active layer to the apply thread (if it holds anything).
+    pub(super) fn freeze(&self) {
+        let mut layers = self.write();
+        if layers.active.is_empty() {
+            return;
+        }
+        let layer = std::mem::take(&mut layers.active);
+        layers.frozen.push_back(Arc::new(layer));
+        drop(layers);
+        self.signal().frozen += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until at most `n` frozen layers are left unapplied. Fails once the apply
+    /// thread has failed.
+    pub(super) fn wait_frozen_at_most(&self, n: usize) -> Result<(), StoreError> {
+        let mut s = self.signal();
+        loop {
+            if let Some(reason) = &s.failed {
+                return Err(StoreError::Io(reason.clone()));
+            }
+            if s.frozen <= n {
+                return Ok(());
+            }
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Why the apply thread stopped, if it failed.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.signal().failed.clone()
+    }
+
+    /// The first layered entry past `bound` in direction `dir`, across all layers, the
+    /// newest layer winning a key several hold; with the generation it was read at.
+    pub(super) fn next(&self, tree: Tree, bound: Bound<&[u8]>, dir: Dir) -> (Option<Entry>, u64) {
+        let layers = self.read();
+        let mut best: Option<(&Vec<u8>, &Option<Vec<u8>>)> = None;
+        // Newest first, replacing only on a strictly better key, so the newest wins ties.
+        let all = std::iter::once(&layers.active).chain(layers.frozen.iter().rev().map(|l| &**l));
+        for layer in all {
+            let map = &layer.trees[tree.index()];
+            let found = match dir {
+                Dir::Forward => map.range::<[u8], _>((bound, Bound::Unbounded)).next(),
+                Dir::Back => map.range::<[u8], _>((Bound::Unbounded, bound)).next_back(),
+            };
+            if let Some((k, v)) = found {
+                let better = match best {
+                    None => true,
+                    Some((b, _)) => match dir {
+                        Dir::Forward => k < b,
+                        Dir::Back => k > b,
+                    },
+                };
+                if better {
+                    best = Some((k, v));
+                }
+            }
+        }
+        (best.map(|(k, v)| (k.clone(), v.clone())), layers.generation)
+    }
+
+    /// The number of layers dropped so far.
+    pub(super) fn generation(&self) -> u64 {
+        self.read().generation
+    }
+
+    /// Asks the apply thread to finish the layers it has and stop.
+    pub(super) fn stop(&self) {
+        self.signal().stop = true;
+        self.changed.notify_all();
+    }
+
+    /// Starts the thread that writes frozen layers into `trees` (indexed by `Tree::index`).
+    pub(super) fn start_applier(
+        self: &Arc<Self>,
+        trees: Vec<sled::Tree>,
+    ) -> Result<JoinHandle<()>, StoreError> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("sopflow-store-apply".into())
+            .spawn(move || me.apply_loop(&trees))
+            .map_err(|e| StoreError::Io(format!("cannot start the store apply thread: {e}")))
+    }
+
+    fn apply_loop(&self, trees: &[sled::Tree]) {
+        loop {
+            {
+                let mut s = self.signal();
+                while s.frozen == 0 && !s.stop {
+                    s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+                if s.frozen == 0 {
+                    return;
+                }
+            }
+            let Some(layer) = self.read().frozen.front().cloned() else {
+                return;
+            };
+            let started = Instant::now();
+            if let Err(e) = apply(&layer, trees) {
+                tracing::error!(error = %e, "writing a layer of the store into sled failed; the store stops taking commits");
+                self.signal().failed = Some(format!(
+                    "writing committed data into sled failed ({e}); restart to recover it from the write-ahead log"
+                ));
+                self.changed.notify_all();
+                return;
+            }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.counters
+                .apply_micros
+                .fetch_add(micros, Ordering::Relaxed);
+            let distinct: usize = layer.trees.iter().map(BTreeMap::len).sum();
+            self.counters
+                .applied
+                .fetch_add(distinct as u64, Ordering::Relaxed);
+            self.counters
+                .writes
+                .fetch_add(layer.writes, Ordering::Relaxed);
+            {
+                let mut layers = self.write();
+                layers.frozen.pop_front();
+                layers.generation += 1;
+            }
+            self.signal().frozen -= 1;
+            self.changed.notify_all();
+        }
+    }
+}
+
+fn apply(layer: &Layer, trees: &[sled::Tree]) -> Result<(), sled::Error> {
+    for (map, tree) in layer.trees.iter().zip(trees) {
+        for (key, value) in map {
+            match value {
+                Some(v) => tree.insert(key.as_slice(), v.as_slice()).map(|_| ())?,
+                None => tree.remove(key.as_slice()).map(|_| ())?,
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(tree: Tree, key: &[u8], value: Option<&[u8]>) -> Op {
+        Op {
+            tree,
+            key: key.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn the_newest_layer_wins_and_removals_shadow() {
+        let m = Memtable::new();
+        m.insert(vec![
+            op(Tree::Tasks, b"a", Some(b"1")),
+            op(Tree::Tasks, b"b", Some(b"1")),
+        ]);
+        m.freeze();
+        m.insert(vec![
+            op(Tree::Tasks, b"a", None),
+            op(Tree::Tasks, b"c", Some(b"2")),
+        ]);
+        assert_eq!(m.get(Tree::Tasks, b"a"), Some(None));
+        assert_eq!(m.get(Tree::Tasks, b"b"), Some(Some(b"1".to_vec())));
+        assert_eq!(m.get(Tree::Tasks, b"z"), None);
+        assert_eq!(m.get(Tree::Timers, b"a"), None);
+        let (first, _) = m.next(Tree::Tasks, Bound::Unbounded, Dir::Forward);
+        assert_eq!(first, Some((b"a".to_vec(), None)));
+        let (after_a, _) = m.next(Tree::Tasks, Bound::Excluded(b"a"), Dir::Forward);
+        assert_eq!(after_a, Some((b"b".to_vec(), Some(b"1".to_vec()))));
+        let (last, _) = m.next(Tree::Tasks, Bound::Unbounded, Dir::Back);
+        assert_eq!(last, Some((b"c".to_vec(), Some(b"2".to_vec()))));
+        let (before_b, _) = m.next(Tree::Tasks, Bound::Excluded(b"b"), Dir::Back);
+        assert_eq!(before_b, Some((b"a".to_vec(), None)));
+    }
+
+    #[test]
+    fn the_apply_thread_writes_each_key_once_and_then_drops_the_layer() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let trees: Vec<sled::Tree> = Tree::BY_INDEX
+            .iter()
+            .map(|t| db.open_tree(t.name()).unwrap())
+            .collect();
+        let m = Memtable::new();
+        let handle = m.start_applier(trees.clone()).unwrap();
+        m.insert(vec![
+            op(Tree::Tasks, b"t", Some(b"open")),
+            op(Tree::TasksByRole, b"r", Some(b"row")),
+        ]);
+        m.insert(vec![
+            op(Tree::Tasks, b"t", Some(b"closed")),
+            op(Tree::TasksByRole, b"r", None),
+        ]);
+        m.freeze();
+        m.wait_frozen_at_most(0).unwrap();
+        assert_eq!(m.generation(), 1);
+        assert_eq!(m.get(Tree::Tasks, b"t"), None, "the layer is gone");
+        let tasks = &trees[Tree::Tasks.index()];
+        assert_eq!(tasks.get(b"t").unwrap().unwrap().as_ref(), b"closed");
+        assert!(trees[Tree::TasksByRole.index()].is_empty());
+        assert_eq!(m.counters.writes.load(Ordering::Relaxed), 4);
+        assert_eq!(m.counters.applied.load(Ordering::Relaxed), 2);
+        m.stop();
+        handle.join().unwrap();
+    }
+}
