@@ -74,10 +74,29 @@ struct Layers {
 /// What the writer and the apply thread wait on.
 #[derive(Default)]
 struct Signal {
+    /// Frozen layers not yet applied.
     frozen: usize,
+    /// Layers frozen and applied since the start (a layer's number is its place in the
+    /// freezing order, from 1).
+    frozen_total: u64,
+    applied_total: u64,
+    /// sled is to be flushed once every layer up to this number is applied...
+    flush_wanted: u64,
+    /// ...and has been, up to this one.
+    flushed: u64,
     stop: bool,
     failed: Option<String>,
 }
+
+impl Signal {
+    fn flush_due(&self) -> bool {
+        self.flush_wanted > self.flushed && self.applied_total >= self.flush_wanted
+    }
+}
+
+/// Makes what the apply thread wrote into sled durable (sled's flush, and `fdatasync` of
+/// its files where the store syncs).
+pub(super) type Flusher = Box<dyn FnMut() -> Result<(), StoreError> + Send>;
 
 /// Counters for benchmarks: how much the layers saved sled.
 #[derive(Debug, Default)]
@@ -159,17 +178,46 @@ impl Memtable {
         active.bytes
     }
 
-    /// Hands the active layer to the apply thread (if it holds anything).
-    pub(super) fn freeze(&self) {
+    /// Hands the active layer to the apply thread (if it holds anything). Returns the number
+    /// of the last layer frozen: every write made before this call is in it or in one before.
+    pub(super) fn freeze(&self) -> u64 {
         let mut layers = self.write();
         if layers.active.is_empty() {
-            return;
+            return self.signal().frozen_total;
         }
         let layer = std::mem::take(&mut layers.active);
         layers.frozen.push_back(Arc::new(layer));
+        // Counted while the layer lock is held, so numbers follow the frozen queue's order.
+        let mut s = self.signal();
+        s.frozen += 1;
+        s.frozen_total += 1;
+        let number = s.frozen_total;
+        drop(s);
         drop(layers);
-        self.signal().frozen += 1;
         self.changed.notify_all();
+        number
+    }
+
+    /// Asks the apply thread to flush sled once every layer up to `layer` is in it.
+    pub(super) fn request_flush(&self, layer: u64) {
+        let mut s = self.signal();
+        s.flush_wanted = s.flush_wanted.max(layer);
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// Waits until sled durably holds every layer up to `layer` (`request_flush` first).
+    pub(super) fn wait_flushed(&self, layer: u64) -> Result<(), StoreError> {
+        let mut s = self.signal();
+        loop {
+            if let Some(reason) = &s.failed {
+                return Err(StoreError::Io(reason.clone()));
+            }
+            if s.flushed >= layer {
+                return Ok(());
+            }
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
     }
 
     /// Waits until at most `n` frozen layers are left unapplied. Fails once the apply
@@ -232,24 +280,45 @@ impl Memtable {
         self.changed.notify_all();
     }
 
-    /// Starts the thread that writes frozen layers into `trees` (indexed by `Tree::index`).
+    /// Starts the thread that writes frozen layers into `trees` (indexed by `Tree::index`)
+    /// and flushes sled with `flusher` when asked.
     pub(super) fn start_applier(
         self: &Arc<Self>,
         trees: Vec<sled::Tree>,
+        flusher: Flusher,
     ) -> Result<JoinHandle<()>, StoreError> {
         let me = Arc::clone(self);
         std::thread::Builder::new()
             .name("sopflow-store-apply".into())
-            .spawn(move || me.apply_loop(&trees))
+            .spawn(move || me.apply_loop(&trees, flusher))
             .map_err(|e| StoreError::Io(format!("cannot start the store apply thread: {e}")))
     }
 
-    fn apply_loop(&self, trees: &[sled::Tree]) {
+    fn fail(&self, reason: String) {
+        tracing::error!(error = %reason, "the store stops taking commits");
+        self.signal().failed = Some(reason);
+        self.changed.notify_all();
+    }
+
+    fn apply_loop(&self, trees: &[sled::Tree], mut flusher: Flusher) {
         loop {
             {
                 let mut s = self.signal();
-                while s.frozen == 0 && !s.stop {
+                while s.frozen == 0 && !s.flush_due() && !s.stop {
                     s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+                }
+                if s.flush_due() {
+                    let through = s.flush_wanted;
+                    drop(s);
+                    if let Err(e) = flusher() {
+                        self.fail(format!(
+                            "flushing sled failed ({e}); restart to recover from the write-ahead log"
+                        ));
+                        return;
+                    }
+                    self.signal().flushed = through;
+                    self.changed.notify_all();
+                    continue;
                 }
                 if s.frozen == 0 {
                     return;
@@ -260,11 +329,9 @@ impl Memtable {
             };
             let started = Instant::now();
             if let Err(e) = apply(&layer, trees) {
-                tracing::error!(error = %e, "writing a layer of the store into sled failed; the store stops taking commits");
-                self.signal().failed = Some(format!(
+                self.fail(format!(
                     "writing committed data into sled failed ({e}); restart to recover it from the write-ahead log"
                 ));
-                self.changed.notify_all();
                 return;
             }
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -283,7 +350,11 @@ impl Memtable {
                 layers.frozen.pop_front();
                 layers.generation += 1;
             }
-            self.signal().frozen -= 1;
+            {
+                let mut s = self.signal();
+                s.frozen -= 1;
+                s.applied_total += 1;
+            }
             self.changed.notify_all();
         }
     }
@@ -347,7 +418,13 @@ mod tests {
             .map(|t| db.open_tree(t.name()).unwrap())
             .collect();
         let m = Memtable::new();
-        let handle = m.start_applier(trees.clone()).unwrap();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&flushes);
+        let flusher: Flusher = Box::new(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        });
+        let handle = m.start_applier(trees.clone(), flusher).unwrap();
         m.insert(vec![
             op(Tree::Tasks, b"t", Some(b"open")),
             op(Tree::TasksByRole, b"r", Some(b"row")),
@@ -356,8 +433,16 @@ mod tests {
             op(Tree::Tasks, b"t", Some(b"closed")),
             op(Tree::TasksByRole, b"r", None),
         ]);
-        m.freeze();
-        m.wait_frozen_at_most(0).unwrap();
+        let layer = m.freeze();
+        assert_eq!(layer, 1);
+        m.request_flush(layer);
+        m.wait_flushed(layer).unwrap();
+        assert_eq!(
+            flushes.load(Ordering::Relaxed),
+            1,
+            "flushed once the layer was in"
+        );
+        assert_eq!(m.freeze(), 1, "nothing new to freeze");
         assert_eq!(m.generation(), 1);
         assert_eq!(m.get(Tree::Tasks, b"t"), None, "the layer is gone");
         let tasks = &trees[Tree::Tasks.index()];

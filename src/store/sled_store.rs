@@ -59,10 +59,11 @@
 //! whose versions differ is skipped, writing nothing), appends the batch's writes to the
 //! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then puts them into the memtable
 //! (`sled_memtable.rs`), and only then answers; the memtable's apply thread writes them
-//! into sled later, a few MiB at a time, each key once. sled itself is flushed (and its files `fdatasync`ed: sled 0.34 only uses
-//! `sync_file_range`, which does not survive a power loss) at a checkpoint, every 32 MiB of
-//! log and when the store closes; the log then starts over. Opening a store replays the
-//! log's records onto what sled recovered, so a `kill -9` or a power loss loses no
+//! into sled later, a few MiB at a time, each key once. sled itself is flushed (and its
+//! files `fdatasync`ed: sled 0.34 only uses `sync_file_range`, which does not survive a
+//! power loss) by that thread at a checkpoint, when the writer has filled one of the two
+//! log files (32 MiB) and gone on in the other, and when the store closes. Opening a store
+//! replays both log files' records onto what sled recovered, so a `kill -9` or a power loss loses no
 //! acknowledged commit and leaves none half applied. Format 4 stores written before the
 //! log (no `sopflow-wal` file) open as they are.
 //!
@@ -83,7 +84,7 @@ use std::sync::Arc;
 use super::group_commit::GroupCommit;
 use super::layout::{self, Kv, Tree, Visit};
 use super::sled_memtable::{Dir, Memtable};
-use super::sled_writer::{Job, Writer};
+use super::sled_writer::{Job, Writer, WriterOptions};
 use super::{
     AuditEvent, AuditQuery, Commit, Dump, InstanceId, Page, ProcedureRecord, Store, StoreError,
     StoredEvent, StoredInstance, TaskId, TaskRow, TimerRow, Verification,
@@ -111,6 +112,9 @@ pub struct SledOptions {
     /// writes them into sled (`sled_memtable.rs`). Tests set it tiny so that every commit
     /// goes through that thread while readers read.
     pub layer_bytes: usize,
+    /// Bytes of write-ahead log after which the writer goes on in its other log file and
+    /// sled is flushed behind it (a checkpoint). Tests set it small to switch often.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for SledOptions {
@@ -122,6 +126,7 @@ impl Default for SledOptions {
             fsync: true,
             upgrading: false,
             layer_bytes: super::sled_memtable::LAYER_BYTES,
+            checkpoint_bytes: super::sled_writer::CHECKPOINT_BYTES,
         }
     }
 }
@@ -136,7 +141,7 @@ pub struct SledStats {
     /// Writer-thread time spent resolving batches and logging them, in microseconds.
     pub apply_micros: u64,
     /// Writer-thread time spent in `flush()` (log `fdatasync`, the memtable, waiting for
-    /// the apply thread at checkpoints), in microseconds.
+    /// the apply thread when it is two layers or a checkpoint behind), in microseconds.
     pub flush_micros: u64,
     /// Writes of the memtable layers applied so far, and the writes the apply thread made to
     /// sled for them (fewer: a key changed several times within a layer is written once).
@@ -247,7 +252,16 @@ impl SledStore {
         if let (Some(dir), None) = (dir, &marker) {
             Marker::write(dir, &id)?;
         }
-        let writer = Writer::open(db, trees.clone(), dir, options.fsync, options.layer_bytes)?;
+        let writer = Writer::open(
+            db,
+            trees.clone(),
+            WriterOptions {
+                dir,
+                fsync: options.fsync,
+                layer_bytes: options.layer_bytes,
+                checkpoint_bytes: options.checkpoint_bytes,
+            },
+        )?;
         let pipeline = GroupCommit::start("sopflow-store-writer", writer, options.max_batch)?;
         Ok(Self {
             trees,

@@ -1,23 +1,26 @@
 //! The write-ahead log in front of sled: the durable record of every acknowledged batch of
 //! writes that sled itself may not have made durable yet. The writer thread appends a
 //! batch's resolved writes (every key put or removed, with its value) as one record and
-//! `fdatasync`s this file before it applies them to sled and answers; sled is flushed only
-//! at a checkpoint, after which the log starts over. Opening a store replays the records
-//! left by a crash onto whatever sled recovered, in order: each write is absolute (this key
-//! now holds this value, or nothing), so replaying a record sled already holds changes
-//! nothing, and replaying from the last checkpoint on gives exactly the acknowledged state.
+//! `fdatasync`s the file before it answers; sled is flushed behind it by the memtable's
+//! apply thread (`sled_memtable.rs`). There are two files (`Logs`): when the current one has
+//! grown past the checkpoint size the writer goes on in the other, which it starts over
+//! once sled durably holds that file's records. Opening a store replays the records left by
+//! a crash onto whatever sled recovered, older file first, in order: each write is absolute
+//! (this key now holds this value, or nothing), so replaying a record sled already holds
+//! changes nothing, and replaying both files gives exactly the acknowledged state.
 //!
 //! Why a log of our own rather than sled's flush per batch: a sled 0.34 flush (and every
 //! sled transaction) seals and writes its IO buffer through its thread pool with a waiting
 //! `sync_file_range`, which cost the 2-core machine about a third of its CPU at 64 callers
 //! (issue 18's profile); one `write` + `fdatasync` of a few KB is what durability needs.
 //!
-//! The file is recycled, not truncated: a checkpoint starts a new *cycle* at offset 0 and
+//! A file is recycled, not truncated: starting it over begins a new *cycle* at offset 0 and
 //! the next records overwrite the last cycle's. Overwriting blocks a file already has lets
 //! `fdatasync` skip the journal commit an appending write needs for the file's new size
 //! (measured here: 2,600–3,100 appending syncs/s against 4,700–6,500 overwriting). Every
-//! record carries its cycle's number (random, so no stale record can share it), and the log
-//! is the run of valid records from offset 0 that share the first one's cycle; a checkpoint
+//! record carries its cycle's number (the file's epoch in the high 32 bits, which orders the
+//! two files; random low bits, so no stale record can share it), and a file's log is the run
+//! of valid records from offset 0 that share the first one's cycle; starting a file over
 //! writes an empty record of the new cycle at offset 0, so what follows it is stale.
 //!
 //! Record: `len u32 ++ crc32(cycle ++ payload) u32 ++ cycle u64 ++ payload`; payload:
@@ -37,8 +40,10 @@ use super::layout::{Op, Tree};
 use super::sled_store::io;
 use super::StoreError;
 
-/// The log's file name inside the data directory (beside sled's `db`, `conf`, `blobs/`).
+/// The log's file names inside the data directory (beside sled's `db`, `conf`, `blobs/`):
+/// the writer alternates between the two (`Logs`).
 pub(crate) const FILE_NAME: &str = "sopflow-wal";
+pub(crate) const SECOND_FILE_NAME: &str = "sopflow-wal-2";
 
 /// The most bytes one record may claim; a longer length is damage, not a record.
 const MAX_RECORD: u32 = 1 << 30;
@@ -59,9 +64,10 @@ pub(crate) struct Wal {
     len: u64,
 }
 
-/// A fresh cycle number: random, so it matches no stale record left in the file.
-fn new_cycle() -> u64 {
-    uuid::Uuid::new_v4().as_u64_pair().0
+/// A fresh cycle number: the epoch in the high half (which of the two files is newer), a
+/// random low half, so it matches no stale record left in the file.
+fn new_cycle(epoch: u32) -> u64 {
+    (u64::from(epoch) << 32) | (uuid::Uuid::new_v4().as_u64_pair().0 & 0xffff_ffff)
 }
 
 impl Wal {
@@ -76,11 +82,11 @@ impl Wal {
         }
     }
 
-    /// Opens (or creates) the log in `dir` and returns it with the batches it holds, in
-    /// order. The caller replays them and checkpoints (`reset`) before appending: new
-    /// records go on in the same cycle, after the last valid one.
-    pub(crate) fn open(dir: &Path, sync_data: bool) -> Result<(Self, Vec<Vec<Op>>), StoreError> {
-        let path = dir.join(FILE_NAME);
+    /// Opens (or creates) the log file `name` in `dir` and returns it with the batches it
+    /// holds, in order, and their cycle (`None`: no valid record). The caller replays them
+    /// and checkpoints (`reset`) before appending.
+    fn open(dir: &Path, name: &str, sync_data: bool) -> Result<(Self, Log), StoreError> {
+        let path = dir.join(name);
         let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
@@ -106,11 +112,11 @@ impl Wal {
             Self {
                 file: Some((file, path)),
                 sync_data,
-                cycle: log.cycle.unwrap_or_else(new_cycle),
+                cycle: log.cycle.unwrap_or_else(|| new_cycle(0)),
                 buf: Vec::new(),
                 len: log.end as u64,
             },
-            log.batches,
+            log,
         ))
     }
 
@@ -181,10 +187,10 @@ impl Wal {
     /// Starts a new cycle at offset 0; called once everything the log holds is durable in
     /// sled. Its empty first record makes the rest of the file stale; should it not reach
     /// the disk, the old cycle is replayed once more, which changes nothing.
-    pub(crate) fn reset(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn reset(&mut self, epoch: u32) -> Result<(), StoreError> {
         self.buf.clear();
         self.len = 0;
-        self.cycle = new_cycle();
+        self.cycle = new_cycle(epoch);
         let Some((file, path)) = &mut self.file else {
             return Ok(());
         };
@@ -196,6 +202,94 @@ impl Wal {
         // The marker is not a batch: only records written after it count as logged bytes.
         self.len = 0;
         Ok(())
+    }
+}
+
+/// The two log files. The writer appends to the current one; when it has grown past the
+/// checkpoint size, the writer `switch`es to the other, whose records sled must by then
+/// hold durably (the apply thread flushed sled after writing them), so a checkpoint never
+/// makes a commit wait for sled. The file of the higher epoch is the newer; replay reads
+/// the older first. Each open replays both and starts both over.
+pub(crate) struct Logs {
+    files: [Wal; 2],
+    current: usize,
+    epoch: u32,
+}
+
+impl Logs {
+    /// Logs that keep nothing (temporary stores).
+    pub(crate) fn none() -> Self {
+        Self {
+            files: [Wal::none(), Wal::none()],
+            current: 0,
+            epoch: 0,
+        }
+    }
+
+    /// Opens both files in `dir` and returns them with every batch they hold, oldest first.
+    /// The caller replays the batches, makes sled durable and calls `reset_all` before
+    /// appending. A store from before the second file has only the first.
+    pub(crate) fn open(dir: &Path, sync_data: bool) -> Result<(Self, Vec<Vec<Op>>), StoreError> {
+        let (first, first_log) = Wal::open(dir, FILE_NAME, sync_data)?;
+        let (second, second_log) = Wal::open(dir, SECOND_FILE_NAME, sync_data)?;
+        let epoch = |log: &Log| log.cycle.map(|c| c >> 32);
+        let (older, newer) = if epoch(&second_log) > epoch(&first_log) {
+            (first_log, second_log)
+        } else {
+            (second_log, first_log)
+        };
+        let mut batches = older.batches;
+        batches.extend(newer.batches);
+        // Epochs go on from the last run's, so a stale record of an earlier run never shares
+        // a new cycle's epoch (a log from before epochs had random high bits: start over).
+        let last = [first.cycle, second.cycle]
+            .into_iter()
+            .map(|c| (c >> 32) as u32)
+            .max()
+            .unwrap_or(0);
+        let epoch = if last < u32::MAX / 2 { last } else { 0 };
+        let logs = Self {
+            files: [first, second],
+            current: 0,
+            epoch,
+        };
+        Ok((logs, batches))
+    }
+
+    pub(crate) fn is_kept(&self) -> bool {
+        self.files[0].is_kept()
+    }
+
+    /// Bytes of records in the current file.
+    pub(crate) fn len(&self) -> u64 {
+        self.files[self.current].len()
+    }
+
+    pub(crate) fn append(&mut self, ops: &[Op]) {
+        self.files[self.current].append(ops);
+    }
+
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        self.files[self.current].sync()
+    }
+
+    /// Starts the other file over (a new, higher epoch) and appends there from now on. Only
+    /// once sled durably holds every record of that file.
+    pub(crate) fn switch(&mut self) -> Result<(), StoreError> {
+        let other = 1 - self.current;
+        self.epoch += 1;
+        self.files[other].reset(self.epoch)?;
+        self.current = other;
+        Ok(())
+    }
+
+    /// Starts both files over; only once sled durably holds every record of both.
+    pub(crate) fn reset_all(&mut self) -> Result<(), StoreError> {
+        let other = 1 - self.current;
+        self.epoch += 1;
+        self.files[other].reset(self.epoch)?;
+        self.epoch += 1;
+        self.files[self.current].reset(self.epoch)
     }
 }
 
@@ -301,6 +395,40 @@ mod tests {
         }
     }
 
+    fn open_first(dir: &Path) -> (Wal, Vec<Vec<Op>>) {
+        let (wal, log) = Wal::open(dir, FILE_NAME, true).unwrap();
+        (wal, log.batches)
+    }
+
+    /// Records written before and after a switch come back in the order they were written,
+    /// whichever file holds the older ones; a switch back starts the older file over.
+    #[test]
+    fn two_files_replay_oldest_first_across_switches() {
+        let dir = tempfile::tempdir().unwrap();
+        let batch = |i: u8| vec![op(Tree::Timers, &[i], Some(&[i]))];
+        let written = {
+            let (mut logs, old) = Logs::open(dir.path(), true).unwrap();
+            assert!(old.is_empty());
+            logs.reset_all().unwrap();
+            logs.append(&batch(1));
+            logs.sync().unwrap();
+            logs.switch().unwrap();
+            logs.append(&batch(2));
+            logs.sync().unwrap();
+            logs.switch().unwrap();
+            // The first file again: batch 1 is gone (sled holds it by now), 2 then 3 stay.
+            logs.append(&batch(3));
+            logs.sync().unwrap();
+            vec![batch(2), batch(3)]
+        };
+        let (mut logs, batches) = Logs::open(dir.path(), true).unwrap();
+        assert_eq!(batches, written);
+        logs.reset_all().unwrap();
+        drop(logs);
+        let (_, batches) = Logs::open(dir.path(), true).unwrap();
+        assert!(batches.is_empty());
+    }
+
     #[test]
     fn records_round_trip_across_reopen_and_a_reset_leaves_the_old_cycle_stale() {
         let dir = tempfile::tempdir().unwrap();
@@ -310,20 +438,20 @@ mod tests {
         ];
         let two = vec![op(Tree::Events, b"e", Some(b""))];
         {
-            let (mut wal, old) = Wal::open(dir.path(), true).unwrap();
+            let (mut wal, old) = open_first(dir.path());
             assert!(old.is_empty());
             wal.append(&one);
             wal.append(&two);
             wal.sync().unwrap();
             assert!(wal.len() > 0);
         }
-        let (mut wal, batches) = Wal::open(dir.path(), true).unwrap();
+        let (mut wal, batches) = open_first(dir.path());
         assert_eq!(batches, vec![one.clone(), two.clone()]);
-        wal.reset().unwrap();
+        wal.reset(1).unwrap();
         assert_eq!(wal.len(), 0);
         drop(wal);
         let size = std::fs::metadata(dir.path().join(FILE_NAME)).unwrap().len();
-        let (mut wal, batches) = Wal::open(dir.path(), true).unwrap();
+        let (mut wal, batches) = open_first(dir.path());
         assert!(
             batches.is_empty(),
             "the old cycle's bytes are still there, but stale"
@@ -337,7 +465,7 @@ mod tests {
             size,
             "the file is reused, not grown"
         );
-        let (_, batches) = Wal::open(dir.path(), true).unwrap();
+        let (_, batches) = open_first(dir.path());
         assert_eq!(batches, vec![two]);
     }
 
@@ -347,13 +475,13 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), [0, 0, 0, 200, 1, 2]).unwrap();
         let ops = vec![op(Tree::Meta, b"k", Some(b"v"))];
         {
-            let (mut wal, old) = Wal::open(dir.path(), true).unwrap();
+            let (mut wal, old) = open_first(dir.path());
             assert!(old.is_empty());
             assert_eq!(wal.len(), 0);
             wal.append(&ops);
             wal.sync().unwrap();
         }
-        let (_, batches) = Wal::open(dir.path(), true).unwrap();
+        let (_, batches) = open_first(dir.path());
         assert_eq!(batches, vec![ops]);
     }
 
@@ -362,7 +490,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ops = vec![op(Tree::Timers, b"t", Some(b"payload"))];
         {
-            let (mut wal, _) = Wal::open(dir.path(), true).unwrap();
+            let (mut wal, _) = open_first(dir.path());
             wal.append(&ops);
             wal.append(&ops);
             wal.sync().unwrap();

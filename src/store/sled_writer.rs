@@ -4,9 +4,12 @@
 //! logs the batch's writes as one record of the write-ahead log (`sled_wal.rs`), and at the
 //! flush makes that record durable, only then puts the writes into the memtable's active
 //! layer (`sled_memtable.rs`, where readers see them and whose apply thread later writes
-//! them into sled), and only then lets the pipeline answer. At a checkpoint — when the log
-//! has grown past `CHECKPOINT_BYTES`, and when the store closes — it waits until sled holds
-//! every layer, flushes (and `fdatasync`s) sled, and starts the log over.
+//! them into sled), and only then lets the pipeline answer. At a checkpoint — when the
+//! current log file has grown past `CHECKPOINT_BYTES` — it goes on in the other log file
+//! (`Logs`) and asks the apply thread to flush (and `fdatasync`) sled once it holds what the
+//! left file logged; it waits only if the previous such flush has not happened by the next
+//! switch. At a clean close it waits for sled to hold and flush everything and starts both
+//! files over.
 //!
 //! Readers never see a batch half applied: the memtable takes a batch in under its write
 //! lock. They never see a write that is not yet durable either: the log is synced first.
@@ -24,14 +27,15 @@ use std::thread::JoinHandle;
 
 use super::group_commit::{Applied, Backend};
 use super::layout::{self, Kv, Op, Plan, ProcedureOutcome, Tree};
-use super::sled_memtable::MAX_FROZEN;
+use super::sled_memtable::{Flusher, MAX_FROZEN};
 use super::sled_store::{io, sled_err, Trees};
-use super::sled_wal::Wal;
+use super::sled_wal::Logs;
 use super::{ProcedureRecord, StoreError};
 
-/// Log bytes after which the writer checkpoints. Bounds the replay after a crash (about
-/// 10,000 commits of the shipped procedures) and the log's size on disk.
-const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+/// Log bytes after which the writer switches log files (a checkpoint). Bounds the replay
+/// after a crash (two files: about 20,000 commits of the shipped procedures) and the logs'
+/// size on disk.
+pub(super) const CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
 
 pub(super) enum Job {
     Commit(Plan),
@@ -43,92 +47,108 @@ pub(super) enum Job {
 }
 
 pub(super) struct Writer {
-    db: sled::Db,
     trees: Trees,
     /// The thread writing frozen layers into sled (`sled_memtable.rs`).
     applier: Option<JoinHandle<()>>,
-    /// `None` for a temporary store, or without `SledOptions::fsync`.
-    fsync: Option<Fsync>,
-    wal: Wal,
+    logs: Logs,
+    /// The last layer holding writes logged in the file the writer left at its last switch:
+    /// that file may be started over only once sled durably holds this layer.
+    switched_at: Option<u64>,
     /// Writes of the batch applied but not yet flushed.
     pending: Vec<Op>,
     /// Set when a flush failed: the store is poisoned and must not checkpoint.
     failed: bool,
-    /// `SledOptions::layer_bytes`.
+    /// `SledOptions::layer_bytes` and `SledOptions::checkpoint_bytes`.
     layer_bytes: usize,
+    checkpoint_bytes: u64,
+}
+
+/// What `Writer::open` needs beyond sled's handles.
+pub(super) struct WriterOptions<'a> {
+    /// `None`: a temporary store, no log, no syncs.
+    pub dir: Option<&'a Path>,
+    pub fsync: bool,
+    pub layer_bytes: usize,
+    pub checkpoint_bytes: u64,
 }
 
 impl Writer {
-    /// The writer for a store in `dir` (`None`: temporary, no log, no syncs), with or
-    /// without `fdatasync` (`SledOptions::fsync`). Replays what the log holds from before a
-    /// crash and checkpoints, before any new write.
+    /// The writer for a store, with or without `fdatasync` (`SledOptions::fsync`). Replays
+    /// what the logs hold from before a crash and makes it durable in sled, before any new
+    /// write; then starts the apply thread.
     pub(super) fn open(
         db: sled::Db,
         trees: Trees,
-        dir: Option<&Path>,
-        fsync: bool,
-        layer_bytes: usize,
+        options: WriterOptions<'_>,
     ) -> Result<Self, StoreError> {
-        let (fsync, wal, batches) = match dir {
+        let (mut fsync, mut logs, batches) = match options.dir {
             Some(dir) => {
-                let (wal, batches) = Wal::open(dir, fsync)?;
-                let fsync = if fsync { Some(Fsync::open(dir)?) } else { None };
-                (fsync, wal, batches)
+                let (logs, batches) = Logs::open(dir, options.fsync)?;
+                let fsync = if options.fsync {
+                    Some(Fsync::open(dir)?)
+                } else {
+                    None
+                };
+                (fsync, logs, batches)
             }
-            None => (None, Wal::none(), Vec::new()),
-        };
-        let applier = Some(trees.memtable().start_applier(trees.all())?);
-        let mut writer = Self {
-            db,
-            trees,
-            applier,
-            fsync,
-            wal,
-            pending: Vec::new(),
-            failed: false,
-            layer_bytes,
+            None => (None, Logs::none(), Vec::new()),
         };
         if !batches.is_empty() {
             let writes: usize = batches.iter().map(Vec::len).sum();
             for ops in &batches {
-                writer.write_to_sled(ops)?;
+                write_to_sled(&trees, ops)?;
             }
-            writer.checkpoint()?;
+            flush_sled(&db, fsync.as_mut())?;
             tracing::info!(
                 batches = batches.len(),
                 writes,
                 "replayed the write-ahead log left by an unclean stop"
             );
         }
-        Ok(writer)
+        if logs.is_kept() {
+            // Both files start over: what they held is in sled and durable now.
+            logs.reset_all()?;
+        }
+        let flusher: Flusher = Box::new(move || flush_sled(&db, fsync.as_mut()));
+        let applier = Some(trees.memtable().start_applier(trees.all(), flusher)?);
+        Ok(Self {
+            trees,
+            applier,
+            logs,
+            switched_at: None,
+            pending: Vec::new(),
+            failed: false,
+            layer_bytes: options.layer_bytes,
+            checkpoint_bytes: options.checkpoint_bytes,
+        })
     }
 
-    /// Replays a logged batch straight into sled (at open, before any reader).
-    fn write_to_sled(&self, ops: &[Op]) -> Result<(), StoreError> {
-        for op in ops {
-            let tree = self.trees.get(op.tree);
-            match &op.value {
-                Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(|_| ()),
-                None => tree.remove(op.key.as_slice()).map(|_| ()),
-            }
-            .map_err(sled_err)?;
+    /// The checkpoint: goes on in the other log file, once sled durably holds what that file
+    /// logged, and asks the apply thread to flush sled once it holds what this one logged.
+    /// The writer waits only if the apply thread has not got that far since the last switch.
+    fn switch_logs(&mut self) -> Result<(), StoreError> {
+        let memtable = self.trees.memtable();
+        if let Some(layer) = self.switched_at {
+            memtable.wait_flushed(layer)?;
         }
+        self.logs.switch()?;
+        let layer = memtable.freeze();
+        memtable.request_flush(layer);
+        self.switched_at = Some(layer);
         Ok(())
     }
 
-    /// Waits until sled holds every synced batch, makes it durable, then starts the log over.
-    fn checkpoint(&mut self) -> Result<(), StoreError> {
+    /// At a clean close: waits until sled durably holds every synced batch, then starts both
+    /// log files over, so the next open replays nothing.
+    fn close(&mut self) -> Result<(), StoreError> {
         let memtable = self.trees.memtable();
-        memtable.freeze();
-        memtable.wait_frozen_at_most(0)?;
-        if !self.wal.is_kept() || self.wal.len() == 0 {
-            return Ok(());
+        let layer = memtable.freeze();
+        memtable.request_flush(layer);
+        memtable.wait_flushed(layer)?;
+        if self.logs.is_kept() {
+            self.logs.reset_all()?;
         }
-        self.db.flush().map_err(sled_err)?;
-        if let Some(fsync) = &mut self.fsync {
-            fsync.sync()?;
-        }
-        self.wal.reset()
+        Ok(())
     }
 
     fn resolve(&self, job: Job, overlay: &Overlay) -> Result<(Vec<Op>, Applied), StoreError> {
@@ -206,7 +226,7 @@ impl Backend for Writer {
                 Ok(applied)
             })
             .collect();
-        self.wal.append(&batch);
+        self.logs.append(&batch);
         self.pending.extend(batch);
         results
     }
@@ -223,7 +243,7 @@ impl Writer {
         if self.failed {
             return Err(StoreError::Io("an earlier flush failed".into()));
         }
-        self.wal.sync()?;
+        self.logs.sync()?;
         let memtable = self.trees.memtable();
         if let Some(reason) = memtable.failure() {
             return Err(StoreError::Io(reason));
@@ -233,8 +253,8 @@ impl Writer {
             memtable.freeze();
             memtable.wait_frozen_at_most(MAX_FROZEN)?;
         }
-        if self.wal.len() >= CHECKPOINT_BYTES {
-            self.checkpoint()?;
+        if self.logs.len() >= self.checkpoint_bytes {
+            self.switch_logs()?;
         }
         Ok(())
     }
@@ -244,7 +264,7 @@ impl Drop for Writer {
     /// A clean close leaves an empty log, so the next open replays nothing.
     fn drop(&mut self) {
         if !self.failed && self.pending.is_empty() {
-            if let Err(e) = self.checkpoint() {
+            if let Err(e) = self.close() {
                 tracing::warn!(error = %e, "the store's last checkpoint failed; the next open replays the write-ahead log");
             }
         }
@@ -253,6 +273,28 @@ impl Drop for Writer {
             let _ = applier.join();
         }
     }
+}
+
+/// Replays a logged batch straight into sled (at open, before any reader).
+fn write_to_sled(trees: &Trees, ops: &[Op]) -> Result<(), StoreError> {
+    for op in ops {
+        let tree = trees.get(op.tree);
+        match &op.value {
+            Some(v) => tree.insert(op.key.as_slice(), v.as_slice()).map(|_| ()),
+            None => tree.remove(op.key.as_slice()).map(|_| ()),
+        }
+        .map_err(sled_err)?;
+    }
+    Ok(())
+}
+
+/// Makes everything written into sled durable: sled's flush, then `fdatasync` of its files.
+fn flush_sled(db: &sled::Db, fsync: Option<&mut Fsync>) -> Result<(), StoreError> {
+    db.flush().map_err(sled_err)?;
+    if let Some(fsync) = fsync {
+        fsync.sync()?;
+    }
+    Ok(())
 }
 
 /// What a checkpoint syncs after sled's own flush: the log file, and any blob files (sled
@@ -335,7 +377,7 @@ mod tests {
 
     /// The batches the log in `dir` would replay.
     fn logged(dir: &Path) -> Vec<Vec<super::Op>> {
-        super::Wal::open(dir, false).unwrap().1
+        super::Logs::open(dir, false).unwrap().1
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -393,6 +435,44 @@ mod tests {
         );
         let again = SledStore::open(&crashed, SledOptions::default()).unwrap();
         assert_eq!(again.dump().unwrap(), want);
+    }
+
+    /// With tiny log files and layers, the writer switches files every few commits while the
+    /// apply thread writes layers into sled and flushes it: copies of the files taken at
+    /// any moment (what a kill leaves) reopen with exactly what was acknowledged.
+    #[tokio::test]
+    async fn copies_taken_across_many_log_switches_reopen_with_every_acknowledged_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        let options = SledOptions {
+            layer_bytes: 1,
+            checkpoint_bytes: 600,
+            ..SledOptions::default()
+        };
+        let store = SledStore::open(&live, options.clone()).unwrap();
+        let mut copies = Vec::new();
+        for i in 0..120u8 {
+            let commit = Commit {
+                arm_timers: vec![timer(i)],
+                disarm_timers: if i % 3 == 2 {
+                    vec![timer(i - 2)]
+                } else {
+                    vec![]
+                },
+                ..Commit::default()
+            };
+            store.commit(commit).await.unwrap();
+            if i % 17 == 5 {
+                let copy = dir.path().join(format!("copy-{i}"));
+                copy_dir(&live, &copy);
+                copies.push((copy, store.dump().unwrap()));
+            }
+        }
+        drop(store);
+        for (copy, want) in copies {
+            let reopened = SledStore::open(&copy, options.clone()).unwrap();
+            assert_eq!(reopened.dump().unwrap(), want, "{}", copy.display());
+        }
     }
 
     /// A batch being written when the process stopped (a torn record at the log's end) was
