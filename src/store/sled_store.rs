@@ -59,7 +59,7 @@
 //! whose versions differ is skipped, writing nothing), appends the batch's writes to the
 //! write-ahead log (`sled_wal.rs`) and `fdatasync`s it, then puts them into the memtable
 //! (`sled_memtable.rs`), and only then answers; the memtable's apply thread writes them
-//! into sled later, a few MiB at a time, each key once. sled itself is flushed (and its
+//! into sled later, a MiB at a time, each key once. sled itself is flushed (and its
 //! files `fdatasync`ed: sled 0.34 only uses `sync_file_range`, which does not survive a
 //! power loss) by that thread at a checkpoint, when the writer has filled one of the two
 //! log files (32 MiB) and gone on in the other, and when the store closes. Opening a store
