@@ -139,6 +139,16 @@ pub(crate) struct Op {
     pub value: Option<Vec<u8>>,
 }
 
+/// A write for tests: `value` `None` removes.
+#[cfg(test)]
+pub(crate) fn test_op(tree: Tree, key: &[u8], value: Option<&[u8]>) -> Op {
+    Op {
+        tree,
+        key: key.to_vec(),
+        value: value.map(<[u8]>::to_vec),
+    }
+}
+
 /// A commit translated into tree writes, computed on the caller's task so that the store's
 /// writer (or transaction) only compares and writes (`resolve`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -75,8 +75,6 @@ struct Layers {
 /// What the writer and the apply thread wait on.
 #[derive(Default)]
 struct Signal {
-    /// Frozen layers not yet applied.
-    frozen: usize,
     /// Layers frozen and applied since the start (a layer's number is its place in the
     /// freezing order, from 1).
     frozen_total: u64,
@@ -90,6 +88,11 @@ struct Signal {
 }
 
 impl Signal {
+    /// Frozen layers not yet applied.
+    fn unapplied(&self) -> u64 {
+        self.frozen_total - self.applied_total
+    }
+
     fn flush_due(&self) -> bool {
         self.flush_wanted > self.flushed && self.applied_total >= self.flush_wanted
     }
@@ -190,7 +193,6 @@ impl Memtable {
         layers.frozen.push_back(Arc::new(layer));
         // Counted while the layer lock is held, so numbers follow the frozen queue's order.
         let mut s = self.signal();
-        s.frozen += 1;
         s.frozen_total += 1;
         let number = s.frozen_total;
         drop(s);
@@ -229,7 +231,7 @@ impl Memtable {
             if let Some(reason) = &s.failed {
                 return Err(StoreError::Io(reason.clone()));
             }
-            if s.frozen <= n {
+            if s.unapplied() <= n as u64 {
                 return Ok(());
             }
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
@@ -305,7 +307,7 @@ impl Memtable {
         loop {
             {
                 let mut s = self.signal();
-                while s.frozen == 0 && !s.flush_due() && !s.stop {
+                while s.unapplied() == 0 && !s.flush_due() && !s.stop {
                     s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
                 }
                 if s.flush_due() {
@@ -321,7 +323,7 @@ impl Memtable {
                     self.changed.notify_all();
                     continue;
                 }
-                if s.frozen == 0 {
+                if s.unapplied() == 0 {
                     return;
                 }
             }
@@ -352,9 +354,7 @@ impl Memtable {
                 layers.generation += 1;
             }
             {
-                let mut s = self.signal();
-                s.frozen -= 1;
-                s.applied_total += 1;
+                self.signal().applied_total += 1;
             }
             self.changed.notify_all();
         }
@@ -377,13 +377,7 @@ fn apply(layer: &Layer, trees: &[sled::Tree]) -> Result<(), sled::Error> {
 mod tests {
     use super::*;
 
-    fn op(tree: Tree, key: &[u8], value: Option<&[u8]>) -> Op {
-        Op {
-            tree,
-            key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
-        }
-    }
+    use crate::store::layout::test_op as op;
 
     #[test]
     fn the_newest_layer_wins_and_removals_shadow() {

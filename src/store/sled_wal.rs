@@ -387,13 +387,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn op(tree: Tree, key: &[u8], value: Option<&[u8]>) -> Op {
-        Op {
-            tree,
-            key: key.to_vec(),
-            value: value.map(<[u8]>::to_vec),
-        }
-    }
+    use crate::store::layout::test_op as op;
 
     fn open_first(dir: &Path) -> (Wal, Vec<Vec<Op>>) {
         let (wal, log) = Wal::open(dir, FILE_NAME, true).unwrap();

@@ -243,11 +243,13 @@ impl Writer {
         if self.failed {
             return Err(StoreError::Io("an earlier flush failed".into()));
         }
-        self.logs.sync()?;
+        // Checked before the sync: a batch the store cannot take must not reach the log,
+        // where the next open would replay a commit its caller was told had failed.
         let memtable = self.trees.memtable();
         if let Some(reason) = memtable.failure() {
             return Err(StoreError::Io(reason));
         }
+        self.logs.sync()?;
         let pending = std::mem::take(&mut self.pending);
         if memtable.insert(pending) >= self.layer_bytes {
             memtable.freeze();
