@@ -67,7 +67,7 @@ impl<S: Store> Engine<S> {
                 if now < at {
                     continue;
                 }
-                let mut ctx = cel::Context::default();
+                let mut ctx = crate::definition::expr::context();
                 ctx.add_variable_from_value("key", Cel::String(Arc::new(key.clone())));
                 ctx.add_variable_from_value(
                     "entry",

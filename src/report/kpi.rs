@@ -588,7 +588,7 @@ fn eval_when(
     computed: &Map<String, Value>,
     zone: chrono_tz::Tz,
 ) -> Result<bool, String> {
-    let mut ctx = cel::Context::default();
+    let mut ctx = crate::definition::expr::context();
     let value = |name: &str| form.get(name).or_else(|| computed.get(name));
     let mut bound: HashSet<&str> = HashSet::new();
     for name in names {

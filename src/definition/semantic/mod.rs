@@ -124,7 +124,7 @@ fn collected_field(child: Option<&Procedure>, ctx: &Context<'_>) -> Field {
 
 fn infer_type(src: &str, fields: &BTreeMap<String, Field>) -> Option<FieldType> {
     let program = cel::Program::compile(src).ok()?;
-    let mut ctx = cel::Context::default();
+    let mut ctx = crate::definition::expr::context();
     for (name, f) in fields {
         ctx.add_variable_from_value(name.clone(), expr::sample(f, true));
     }

@@ -174,7 +174,7 @@ impl<'a> Run<'a> {
         outcome: Option<&str>,
         item: Option<&Value>,
     ) -> Result<Cel, String> {
-        let mut ctx = cel::Context::default();
+        let mut ctx = crate::definition::expr::context();
         self.proc.bind(&mut ctx, data, self.zone());
         let form_map: std::collections::HashMap<Key, Cel> = form
             .map(|f| {
