@@ -836,21 +836,41 @@ async fn audit_queries_filter_and_page<S: Store>(s: S) {
     assert_eq!(page.items[0].event, stored[0].bytes);
     assert_eq!(page.items[0].hash, stored[0].hash);
     assert_eq!(page.items[0].procedure, "complaint");
-    // Paging with the cursor gives the same events as one page.
-    let mut paged = Vec::new();
-    let mut cursor: Option<Vec<u8>> = None;
-    loop {
-        let page = s
-            .audit(&AuditQuery::default(), cursor.as_deref(), 2)
-            .unwrap();
-        assert!(page.items.len() <= 2);
-        paged.extend(page.items.iter().map(|e| (e.instance, e.seq)));
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => break,
+    // Paging with the cursor gives the same events as one page, whatever the page size and
+    // window: a query by time alone merges the per-kind entries, so pages must cut across
+    // kinds and instances without losing or repeating an event.
+    for (from, to) in [
+        (None, None),
+        (Some(2_000), Some(9_000)),
+        (Some(5_000), None),
+    ] {
+        let query = AuditQuery {
+            from_ms: from,
+            to_ms: to,
+            ..AuditQuery::default()
+        };
+        let whole: Vec<_> = s
+            .audit(&query, None, 100)
+            .unwrap()
+            .items
+            .iter()
+            .map(|e| (e.instance, e.seq))
+            .collect();
+        for limit in 1..=8 {
+            let mut paged = Vec::new();
+            let mut cursor: Option<Vec<u8>> = None;
+            for _ in 0..=whole.len() {
+                let page = s.audit(&query, cursor.as_deref(), limit).unwrap();
+                assert!(page.items.len() <= limit);
+                paged.extend(page.items.iter().map(|e| (e.instance, e.seq)));
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(paged, whole, "limit {limit}, window {from:?}..{to:?}");
         }
     }
-    assert_eq!(paged.len(), 7);
     // Bad filters and cursors are refused, not misread.
     let nul = AuditQuery {
         actor: Some("a\0b".into()),
@@ -1299,7 +1319,7 @@ async fn an_unknown_format_version_is_refused_with_advice() {
         panic!("{err:?}")
     };
     assert!(
-        message.contains("format 99") && message.contains("format 4"),
+        message.contains("format 99") && message.contains("format 5"),
         "{message}"
     );
     assert!(
@@ -1838,7 +1858,7 @@ async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
     {
         let s = AnyStore::from(SledStore::open(dir.path(), upgrading.clone()).unwrap());
         let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
-        assert_eq!((r.from, r.to, r.instances, r.open_tasks), (3, 4, 1, 2));
+        assert_eq!((r.from, r.to, r.instances, r.open_tasks), (3, 5, 1, 2));
     }
     {
         let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
@@ -1849,7 +1869,74 @@ async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
     }
     let s = AnyStore::from(SledStore::open(dir.path(), upgrading).unwrap());
     let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
-    assert_eq!((r.from, r.to, r.open_tasks), (4, 4, 0));
+    assert_eq!((r.from, r.to, r.open_tasks), (5, 5, 0));
+}
+
+/// A format-4 data directory (an audit index with a time-only family) is refused with the
+/// command to run; `store upgrade` removes that family, leaving exactly what this build
+/// writes for the same events.
+#[tokio::test]
+async fn a_format_4_store_is_refused_then_upgraded_to_what_this_build_writes() {
+    use sopflow::store::any::AnyStore;
+    let dir = tempfile::tempdir().unwrap();
+    let id = new_id();
+    let events = [
+        ("started", Some("ann"), None, -5_000),
+        ("task_opened", None, None, 1_000),
+        ("task_completed", Some("bob"), Some("ann"), 7_000),
+    ];
+    let want = {
+        let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+        s.commit(events_of(id, "complaint", 0, &events))
+            .await
+            .unwrap();
+        s.dump().unwrap()
+    };
+    {
+        // What format 4 added for each event: `t` ++ (ms with its sign bit flipped) ++
+        // instance ++ seq → the event's summary.
+        let db = raw_open(dir.path());
+        let audit = db.open_tree("audit").unwrap();
+        for (seq, (kind, user, behalf, at)) in (1u64..).zip(events) {
+            let mut key = b"t".to_vec();
+            key.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+            key.extend_from_slice(id.as_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            let value = format!(
+                "{kind}\0complaint\0{}\0{}",
+                user.unwrap_or(""),
+                behalf.unwrap_or("")
+            );
+            audit.insert(key, value.as_bytes()).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", &4u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = match SledStore::open(dir.path(), SledOptions::default()) {
+        Ok(s) => panic!("format 4 must be refused; opened format {}", s.format()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("sopflow store upgrade") && err.contains("format 4"),
+        "{err}"
+    );
+    let upgrading = SledOptions {
+        upgrading: true,
+        ..SledOptions::default()
+    };
+    {
+        let s = AnyStore::from(SledStore::open(dir.path(), upgrading).unwrap());
+        let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
+        assert_eq!((r.from, r.to, r.instances, r.events), (4, 5, 1, 3));
+    }
+    let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
+    assert_eq!(s.dump().unwrap(), want);
+    let page = s.audit(&AuditQuery::default(), None, 10).unwrap();
+    let seqs: Vec<u64> = page.items.iter().map(|e| e.seq).collect();
+    assert_eq!((seqs, page.next), (vec![1, 2, 3], None));
 }
 
 /// The same upgrade on PostgreSQL: a schema made to look like format 3 is refused by a
@@ -1902,6 +1989,18 @@ async fn a_format_3_postgresql_store_is_refused_then_upgraded() {
                 put(12, old(a));
             }
         }
+        // And format 4's time-only audit entries (tree 0), which the upgrade removes.
+        for seq in [1u64, 2] {
+            let mut key = b"t".to_vec();
+            key.extend_from_slice(&(1u64 << 63).to_be_bytes());
+            key.extend_from_slice(id.as_bytes());
+            key.extend_from_slice(&seq.to_be_bytes());
+            db.execute(
+                "INSERT INTO kv (tree, key, value) VALUES (0, $1, $2)",
+                &[&key, &b"kind\0p\0\0".to_vec()],
+            )
+            .unwrap();
+        }
         db.execute(
             "UPDATE kv SET value = $1 WHERE tree = 7 AND key = 'format'::bytea",
             &[&3u32.to_be_bytes().to_vec()],
@@ -1917,7 +2016,7 @@ async fn a_format_3_postgresql_store_is_refused_then_upgraded() {
     assert!(err.contains("sopflow store upgrade"), "{err}");
     let up = AnyStore::from(PgStore::open_upgrading(&url, &schema).unwrap());
     let r = sopflow::store::upgrade::upgrade(&up, &mut |_, _| {}).unwrap();
-    assert_eq!((r.from, r.to, r.open_tasks), (3, 4, 2));
+    assert_eq!((r.from, r.to, r.open_tasks), (3, 5, 2));
     drop(up);
     let again = PgStore::open(&url, &schema, 2).unwrap();
     assert_eq!(again.dump().unwrap(), want);

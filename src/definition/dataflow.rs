@@ -542,7 +542,7 @@ mod tests {
         let src = format!("id = \"t\"\nversion = 1\ntitle = \"T\"\nstart = \"a\"\n[roles]\nclerk = \"Clerk\"\n{body}");
         let proc: Procedure = toml::from_str(&src).expect("parses");
         let doc = SpannedDoc::parse(&src).expect("spans");
-        let fields = declared_fields(&proc, &crate::definition::expr::context());
+        let fields = declared_fields(&proc, &Context::default());
         check(&proc, &doc, &fields)
             .into_iter()
             .map(|d| {

@@ -5,21 +5,26 @@
 //! them (invariant 1: it is not a second log that could disagree — the answer is always the
 //! stored events themselves, read from the `events` tree).
 //!
-//! Key layout of the `audit` tree (one tree, four key families, so a commit touches one
-//! more tree, not four):
+//! Key layout of the `audit` tree (one tree, three key families, so a commit touches one
+//! more tree, not three):
 //!
 //! | family | key                                                        |
 //! |--------|------------------------------------------------------------|
 //! | actor  | `a` ++ user ++ 0x00 ++ suffix                              |
 //! | proc.  | `p` ++ procedure ++ 0x00 ++ suffix                         |
 //! | kind   | `k` ++ kind ++ 0x00 ++ suffix                              |
-//! | time   | `t` ++ suffix                                              |
 //!
 //! where suffix = (at_ms + 2^63) u64 ++ instance(16) ++ seq u64, so within a family entries
 //! sort by time. Every value is the event's summary `kind 0x00 procedure 0x00 user 0x00
 //! on_behalf_of` (empty text when absent), so the filters the chosen family does not cover
 //! are checked without decoding the event. A delegate's event is indexed under both the
 //! delegate and the person they acted for.
+//!
+//! Every event has exactly one kind, so the kind families together hold every event once:
+//! a query by time alone merges them (there are a few dozen kinds, all written by the
+//! engine) instead of keeping a fourth, time-only family. Format 4 kept one (`t` ++ suffix);
+//! it cost a fifth of the index's writes — a key per event on the store's busiest path —
+//! and `sopflow store upgrade` removes it.
 //!
 //! This module must not decode event bytes: the engine hands over the summary fields.
 
@@ -117,11 +122,7 @@ pub(crate) fn entries(
         value.extend_from_slice(part.as_bytes());
     }
     let sfx = suffix(e.at_ms, instance, seq);
-    let mut keys = vec![
-        family(b'p', Some(procedure)),
-        family(b'k', Some(&e.kind)),
-        family(b't', None),
-    ];
+    let mut keys = vec![family(b'p', Some(procedure)), family(b'k', Some(&e.kind))];
     if !user.is_empty() {
         keys.push(family(b'a', Some(user)));
     }
@@ -179,7 +180,7 @@ fn matches(q: &AuditQuery, s: &Summary<'_>) -> bool {
 
 /// One page of events matching `q`, oldest first, after `cursor` (the `next` of the
 /// previous page). Picks the most selective family the query names: actor, then procedure,
-/// then kind, then time alone.
+/// then kind; a query by time alone merges the kind families.
 pub(crate) fn query(
     kv: &dyn Kv,
     q: &AuditQuery,
@@ -195,28 +196,9 @@ pub(crate) fn query(
             layout::text(what, v)?;
         }
     }
-    let prefix = if let Some(a) = &q.actor {
-        family(b'a', Some(a))
-    } else if let Some(p) = &q.procedure {
-        family(b'p', Some(p))
-    } else if let Some(k) = &q.kind {
-        family(b'k', Some(k))
-    } else {
-        family(b't', None)
-    };
-    let start = match cursor {
-        None | Some([]) => {
-            let mut k = prefix.clone();
-            if let Some(from) = q.from_ms {
-                k.extend_from_slice(&layout::ordered_ms(from));
-            }
-            Bound::Included(k)
-        }
-        Some(c) if c.len() == SUFFIX_LEN => {
-            let mut k = prefix.clone();
-            k.extend_from_slice(c);
-            Bound::Excluded(k)
-        }
+    let after = match cursor {
+        None | Some([]) => None,
+        Some(c) if c.len() == SUFFIX_LEN => Some(c),
         Some(c) => {
             return Err(StoreError::Invalid(format!(
                 "audit cursor of {} bytes; pass back the `next` of the previous page",
@@ -224,62 +206,39 @@ pub(crate) fn query(
             )))
         }
     };
-    let end = q.to_ms.map(layout::ordered_ms);
-    let mut items = Vec::new();
-    let mut next = None;
     if limit == 0 {
         return Ok(Page {
-            items,
+            items: Vec::new(),
             next: cursor.map(<[u8]>::to_vec),
         });
     }
-    let mut scanned = 0usize;
-    let from = match &start {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
+    let window = Window {
+        after,
+        from: q.from_ms.map(layout::ordered_ms),
+        end: q.to_ms.map(layout::ordered_ms),
     };
-    let mut pending: Vec<(InstanceId, u64, String)> = Vec::new();
-    let mut last_suffix: Option<Vec<u8>> = None;
-    kv.scan(Tree::Audit, from, &mut |k, v| {
-        // Texts cannot contain 0x00, so the prefix (text ++ 0x00) ends exactly where the
-        // family ends: no other actor's keys start with it.
-        if !k.starts_with(&prefix) {
-            return Ok(false);
+    let chosen = if let Some(a) = &q.actor {
+        Some(family(b'a', Some(a)))
+    } else if let Some(p) = &q.procedure {
+        Some(family(b'p', Some(p)))
+    } else {
+        q.kind.as_ref().map(|k| family(b'k', Some(k)))
+    };
+    let (hits, next) = match chosen {
+        Some(prefix) => {
+            let scan = scan_family(kv, &prefix, &window, q, limit, SCAN_BUDGET, None)?;
+            (scan.hits, scan.stopped_at)
         }
-        if k.len() != prefix.len() + SUFFIX_LEN {
-            return Err(StoreError::Corrupt(format!(
-                "audit key of {} bytes",
-                k.len()
-            )));
-        }
-        let sfx = &k[prefix.len()..];
-        if end.is_some_and(|e| sfx[..8] >= e[..]) {
-            return Ok(false);
-        }
-        if pending.len() == limit || scanned == SCAN_BUDGET {
-            next = last_suffix.clone();
-            return Ok(false);
-        }
-        scanned += 1;
-        last_suffix = Some(sfx.to_vec());
-        let s = summary(v)?;
-        if matches(q, &s) {
-            let instance = layout::uuid_key(&sfx[8..24], "audit key")?;
-            let seq = u64::from_be_bytes(
-                sfx[24..]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt("audit key".into()))?,
-            );
-            pending.push((
-                instance,
-                seq,
-                String::from_utf8_lossy(s.procedure).into_owned(),
-            ));
-        }
-        Ok(true)
-    })?;
-    for (instance, seq, procedure) in pending {
+        None => merge_kinds(kv, &window, q, limit)?,
+    };
+    let mut items = Vec::with_capacity(hits.len());
+    for Hit { sfx, procedure } in hits {
+        let instance = layout::uuid_key(&sfx[8..24], "audit key")?;
+        let seq = u64::from_be_bytes(
+            sfx[24..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("audit key".into()))?,
+        );
         let v = kv
             .get(Tree::Events, &layout::event_key(instance, seq))?
             .ok_or_else(|| {
@@ -299,4 +258,148 @@ pub(crate) fn query(
         });
     }
     Ok(Page { items, next })
+}
+
+/// Where a page's entries lie in every family: after the cursor (else from `from`), before
+/// `end` (both as ordered time bytes).
+struct Window<'a> {
+    after: Option<&'a [u8]>,
+    from: Option<[u8; 8]>,
+    end: Option<[u8; 8]>,
+}
+
+/// An index entry that matched: its suffix (time, instance, seq) and its procedure.
+struct Hit {
+    sfx: Vec<u8>,
+    procedure: String,
+}
+
+struct FamilyScan {
+    hits: Vec<Hit>,
+    /// The suffix of the last entry read when the scan stopped before the family (or the
+    /// window) ended: more entries may match after it.
+    stopped_at: Option<Vec<u8>>,
+}
+
+/// Reads one family in time order within `w`: at most `limit` matches, at most `budget`
+/// entries, and none past `below`.
+fn scan_family(
+    kv: &dyn Kv,
+    prefix: &[u8],
+    w: &Window<'_>,
+    q: &AuditQuery,
+    limit: usize,
+    budget: usize,
+    below: Option<&[u8]>,
+) -> Result<FamilyScan, StoreError> {
+    let mut start = prefix.to_vec();
+    let from = match (w.after, w.from) {
+        (Some(c), _) => {
+            start.extend_from_slice(c);
+            Bound::Excluded(start.as_slice())
+        }
+        (None, Some(from)) => {
+            start.extend_from_slice(&from);
+            Bound::Included(start.as_slice())
+        }
+        (None, None) => Bound::Included(start.as_slice()),
+    };
+    let mut out = FamilyScan {
+        hits: Vec::new(),
+        stopped_at: None,
+    };
+    let mut scanned = 0usize;
+    let mut last: Option<Vec<u8>> = None;
+    kv.scan(Tree::Audit, from, &mut |k, v| {
+        // Texts cannot contain 0x00, so the prefix (text ++ 0x00) ends exactly where the
+        // family ends: no other actor's keys start with it.
+        if !k.starts_with(prefix) {
+            return Ok(false);
+        }
+        if k.len() != prefix.len() + SUFFIX_LEN {
+            return Err(StoreError::Corrupt(format!(
+                "audit key of {} bytes",
+                k.len()
+            )));
+        }
+        let sfx = &k[prefix.len()..];
+        if w.end.is_some_and(|e| sfx[..8] >= e[..]) {
+            return Ok(false);
+        }
+        if out.hits.len() == limit || scanned == budget || below.is_some_and(|b| sfx > b) {
+            // Nothing read yet only when `below` stops the first entry: the merge then
+            // knows more follows, and the page's cursor comes from what it holds.
+            out.stopped_at = Some(last.take().unwrap_or_default());
+            return Ok(false);
+        }
+        scanned += 1;
+        last = Some(sfx.to_vec());
+        let s = summary(v)?;
+        if matches(q, &s) {
+            out.hits.push(Hit {
+                sfx: sfx.to_vec(),
+                procedure: String::from_utf8_lossy(s.procedure).into_owned(),
+            });
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+/// A page by time alone: the first `limit` entries of all kind families together, found
+/// by reading each family only as far as it can still contribute (at most `limit + 1`
+/// entries each). Its cost is bounded by the number of kinds times the limit.
+fn merge_kinds(
+    kv: &dyn Kv,
+    w: &Window<'_>,
+    q: &AuditQuery,
+    limit: usize,
+) -> Result<(Vec<Hit>, Option<Vec<u8>>), StoreError> {
+    let mut hits: Vec<Hit> = Vec::new();
+    let mut more = false;
+    for prefix in kinds(kv)? {
+        // Once `limit` entries are held, only an earlier one can still take a place.
+        let below = (hits.len() >= limit).then(|| hits[limit - 1].sfx.clone());
+        let scan = scan_family(kv, &prefix, w, q, limit, usize::MAX, below.as_deref())?;
+        more |= scan.stopped_at.is_some();
+        hits.extend(scan.hits);
+        hits.sort_unstable_by(|a, b| a.sfx.cmp(&b.sfx));
+        if hits.len() > limit {
+            hits.truncate(limit);
+            more = true;
+        }
+    }
+    let next = if more {
+        hits.last().map(|h| h.sfx.clone())
+    } else {
+        None
+    };
+    Ok((hits, next))
+}
+
+/// The kind families present (`k` ++ kind ++ 0x00), one seek each: after reading a kind,
+/// the next key at or after `k` ++ kind ++ 0x01 is the first of the next kind.
+fn kinds(kv: &dyn Kv) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    let mut from = vec![b'k'];
+    loop {
+        let mut found = None;
+        kv.scan(Tree::Audit, Bound::Included(&from), &mut |k, _| {
+            if k.first() == Some(&b'k') {
+                let end = k.iter().position(|b| *b == 0).ok_or_else(|| {
+                    StoreError::Corrupt(format!("audit key of {} bytes has no kind", k.len()))
+                })?;
+                found = Some(k[..=end].to_vec());
+            }
+            Ok(false)
+        })?;
+        let Some(prefix) = found else {
+            return Ok(out);
+        };
+        from.clone_from(&prefix);
+        if let Some(b) = from.last_mut() {
+            *b = 1;
+        }
+        out.push(prefix);
+    }
 }

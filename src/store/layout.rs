@@ -21,10 +21,11 @@ use super::{
 
 /// The on-disk format this build reads and writes. Bump it (and write a migration) whenever
 /// a key or value encoding below changes.
-pub(crate) const FORMAT_VERSION: u32 = 4;
-/// The older format `sopflow store upgrade` rewrites into this one (`upgrade.rs`): format 3
-/// keyed the worklist indexes by task id alone, with no idempotency tree.
-pub(crate) const UPGRADABLE_FORMAT: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 5;
+/// The older formats `sopflow store upgrade` rewrites into this one (`upgrade.rs`): format 3
+/// keyed the worklist indexes by task id alone, with no idempotency tree; format 4 kept a
+/// time-only family in the audit index (`audit.rs`).
+pub(crate) const UPGRADABLE_FORMATS: [u32; 2] = [3, 4];
 /// Key in the `meta` tree holding `FORMAT_VERSION` as u32 big-endian.
 pub(crate) const FORMAT_KEY: &[u8] = b"format";
 /// Key in the `meta` tree holding the store's id (UUID text), also named by the marker file
@@ -422,12 +423,12 @@ pub(crate) fn check_format(stored: &[u8], what: &str, upgrading: bool) -> Result
     let found = <[u8; 4]>::try_from(stored).ok().map(u32::from_be_bytes);
     match found {
         Some(FORMAT_VERSION) => Ok(FORMAT_VERSION),
-        Some(UPGRADABLE_FORMAT) if upgrading => Ok(UPGRADABLE_FORMAT),
-        Some(UPGRADABLE_FORMAT) => Err(StoreError::Corrupt(format!(
-            "{what} uses store format {UPGRADABLE_FORMAT}, and this build of sopflow reads \
-             format {FORMAT_VERSION}: stop every server using it, back it up, and run \
-             `sopflow store upgrade` with the same --data-dir or --store (it rewrites the \
-             worklist indexes and verifies every chain first)"
+        Some(v) if UPGRADABLE_FORMATS.contains(&v) && upgrading => Ok(v),
+        Some(v) if UPGRADABLE_FORMATS.contains(&v) => Err(StoreError::Corrupt(format!(
+            "{what} uses store format {v}, and this build of sopflow reads format \
+             {FORMAT_VERSION}: stop every server using it, back it up, and run `sopflow \
+             store upgrade` with the same --data-dir or --store (it verifies every chain, \
+             then rewrites the indexes that changed)"
         ))),
         Some(v) => Err(StoreError::Corrupt(format!(
             "{what} uses store format {v}, but this build of sopflow reads format \

@@ -142,6 +142,11 @@ impl super::copy::Raw for MemoryStore {
         Ok(())
     }
 
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        self.lock()[tree.index()].retain(|k, _| !k.starts_with(prefix));
+        Ok(())
+    }
+
     fn format(&self) -> u32 {
         self.read(|t| {
             Ok(t.0[Tree::Meta.index()]

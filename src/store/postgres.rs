@@ -410,6 +410,40 @@ impl super::copy::Raw for PgStore {
         })
     }
 
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        let code = tree_code(tree);
+        let from = prefix.to_vec();
+        // A key range rather than a pattern, so the primary key's index finds the rows: the
+        // first key after every key with the prefix is the prefix with its last byte below
+        // 0xff raised by one (no such byte: the prefix runs to the end of the tree).
+        let mut to = from.clone();
+        while to.last() == Some(&0xff) {
+            to.pop();
+        }
+        let to = match to.last_mut() {
+            Some(b) => {
+                *b += 1;
+                Some(to)
+            }
+            None => None,
+        };
+        self.pool.run(true, move |conn| {
+            let (c, _) = conn.parts()?;
+            match &to {
+                Some(to) => c.execute(
+                    "DELETE FROM kv WHERE tree = $1 AND key >= $2 AND key < $3",
+                    &[&code, &from, to],
+                ),
+                None => c.execute(
+                    "DELETE FROM kv WHERE tree = $1 AND key >= $2",
+                    &[&code, &from],
+                ),
+            }
+            .map(|_| ())
+            .map_err(pg)
+        })
+    }
+
     fn format(&self) -> u32 {
         self.format
     }

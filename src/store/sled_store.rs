@@ -4,7 +4,7 @@
 //! bytes, must not block a tokio worker on an fsync, and must never panic on what it reads
 //! from disk.
 //!
-//! # Key layout (format 4)
+//! # Key layout (format 5)
 //!
 //! All integers are big-endian so that byte order is numeric order. Text (procedure ids,
 //! statuses, roles, user ids) is UTF-8 and may not contain 0x00, which separates it from
@@ -13,7 +13,7 @@
 //!
 //! | tree                      | key                                                | value                      |
 //! |---------------------------|----------------------------------------------------|----------------------------|
-//! | `audit`                   | see `audit.rs`: by actor, procedure, kind, time    | event summary              |
+//! | `audit`                   | see `audit.rs`: by actor, procedure, kind          | event summary              |
 //! | `events`                  | instance(16) ++ seq u64                            | link(32) ++ event bytes    |
 //! | `idempotency`             | user ++ 0x00 ++ key                                | fingerprint(32) ++ at ms ++ instance(16) ++ version |
 //! | `instances`               | instance(16)                                       | version u64 ++ head(32) ++ snapshot |
@@ -21,7 +21,7 @@
 //! | `instances_by_procedure`  | procedure ++ 0x00 ++ instance(16)                  | empty                      |
 //! | `instances_by_status`     | procedure ++ 0x00 ++ status ++ 0x00 ++ instance(16)| empty                      |
 //! | `instances_by_status_any` | status ++ 0x00 ++ instance(16)                     | empty                      |
-//! | `meta`                    | `"format"`                                         | format version u32 (= 4)   |
+//! | `meta`                    | `"format"`                                         | format version u32 (= 5)   |
 //! | `procedures`              | procedure ++ 0x00 ++ version u32                   | `ProcedureRecord` as JSON  |
 //! | `tasks`                   | task(16)                                           | `TaskRow` as JSON, or the instance(16) once closed |
 //! | `tasks_by_assignee`       | user ++ 0x00 ++ sort key (see `worklist.rs`)       | `TaskRow` as JSON          |
@@ -546,6 +546,22 @@ impl super::copy::Raw for SledStore {
 
     fn clear(&self, tree: Tree) -> Result<(), StoreError> {
         self.trees.get(tree).clear().map_err(sled_err)
+    }
+
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        let t = self.trees.get(tree);
+        let mut batch = sled::Batch::default();
+        let mut n = 0usize;
+        for key in t.scan_prefix(prefix).keys() {
+            batch.remove(key.map_err(sled_err)?);
+            n += 1;
+            // Batches of bounded size: the family can hold millions of entries.
+            if n.is_multiple_of(10_000) {
+                t.apply_batch(std::mem::take(&mut batch))
+                    .map_err(sled_err)?;
+            }
+        }
+        t.apply_batch(batch).map_err(sled_err)
     }
 
     fn format(&self) -> u32 {

@@ -1,17 +1,21 @@
-//! `sopflow store upgrade`: rewrites a store of the previous format into this build's, in
-//! place, after verifying every hash chain. Format 3 → 4 changes only derived data — the
-//! worklist indexes gain the due time in their keys and carry the task row
-//! (`worklist.rs`), and an empty idempotency tree appears — so the upgrade clears those
-//! index trees, rebuilds them from the task rows, makes that durable, and only then writes
-//! the new format marker. Interrupted at any point, the store still says format 3 and a
-//! second run starts over; histories, snapshots and the audit index are never touched.
+//! `sopflow store upgrade`: rewrites a store of an earlier format into this build's, in
+//! place, after verifying every hash chain. Each step changes only derived data:
+//! - 3 → 4: the worklist indexes gain the due time in their keys and carry the task row
+//!   (`worklist.rs`), and an empty idempotency tree appears — those index trees are
+//!   cleared and rebuilt from the task rows;
+//! - 4 → 5: the audit index loses its time-only family (`audit.rs`), whose entries are
+//!   removed.
+//!
+//! The changes are made durable, and only then is the new format marker written.
+//! Interrupted at any point, the store still says its old format and a second run starts
+//! over; histories, snapshots and the rest of the audit index are never touched.
 //!
 //! It must not run beside a server on the same store (the command refuses a sled
 //! directory in use by its lock; on PostgreSQL, stop the nodes first).
 
 use super::any::AnyStore;
 use super::copy::{raw, Raw, Row};
-use super::layout::{self, Tree, FORMAT_KEY, FORMAT_VERSION, UPGRADABLE_FORMAT, UUID_LEN};
+use super::layout::{self, Tree, FORMAT_KEY, FORMAT_VERSION, UPGRADABLE_FORMATS, UUID_LEN};
 use super::{Store, StoreError};
 
 /// Rows read per page and written per batch.
@@ -55,15 +59,20 @@ pub fn upgrade(
     if from == FORMAT_VERSION {
         return Ok(report);
     }
-    if from != UPGRADABLE_FORMAT {
+    if !UPGRADABLE_FORMATS.contains(&from) {
         return Err(StoreError::Corrupt(format!(
-            "the store is format {from}; this build upgrades format {UPGRADABLE_FORMAT} only"
+            "the store is format {from}; this build upgrades formats {UPGRADABLE_FORMATS:?} only"
         )));
     }
-    for t in [Tree::TasksByRole, Tree::TasksByAssignee, Tree::Idempotency] {
-        r.clear(t)?;
+    if from < 4 {
+        for t in [Tree::TasksByRole, Tree::TasksByAssignee, Tree::Idempotency] {
+            r.clear(t)?;
+        }
+        report.open_tasks = reindex(r, progress)?;
     }
-    report.open_tasks = reindex(r, progress)?;
+    // Format 4's time-only audit family; a format-3 store has it too.
+    r.clear_prefix(Tree::Audit, b"t")?;
+    progress("audit index entries of the time-only family removed", 1);
     r.sync()?;
     r.put(
         Tree::Meta,

@@ -299,7 +299,7 @@ kind = "end"
         let src = format!("{BASE}{kpis}");
         let proc: Procedure = toml::from_str(&src).expect("parses");
         let doc = SpannedDoc::parse(&src).expect("spans");
-        check(&proc, &doc, &crate::definition::expr::context())
+        check(&proc, &doc, &Context::default())
             .into_iter()
             .filter(|d| d.span.as_ref().is_some_and(|s| s.start >= BASE.len()))
             .map(|d| (d.code, d.message))
