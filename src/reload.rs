@@ -512,18 +512,15 @@ fn canon(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// A running file watcher; dropping it stops the watching.
+pub type Watching = notify_debouncer_full::Debouncer<
+    notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
 /// Watches the sources and rescans after each burst of changes (debounced, so an editor's
-/// save — temp file, rename, write — is one rescan of the finished file). Dropping the
-/// returned debouncer stops the watching.
-pub fn watch<S: Store>(
-    reloader: Arc<Reloader<S>>,
-) -> Result<
-    notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
-    notify::Error,
-> {
+/// save — temp file, rename, write — is one rescan of the finished file).
+pub fn watch<S: Store>(reloader: Arc<Reloader<S>>) -> Result<Watching, notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let filter = reloader.clone();
     let mut debouncer = notify_debouncer_full::new_debouncer(

@@ -94,7 +94,9 @@ pub struct Bound {
     pub store_description: String,
     listener: TcpListener,
     limits: Limits,
-    watch: bool,
+    /// The file watcher, started before the first scan of the files so that no change
+    /// made after `bind` returns is missed; dropping it stops the watching.
+    watching: Option<crate::reload::Watching>,
 }
 
 /// Loads everything and binds the listener. Nothing is served yet.
@@ -152,6 +154,13 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         },
         directory.clone(),
     ));
+    // Watching starts before the scan below: a file saved while the server starts is then
+    // either in that scan or seen as a change after it, never lost in between.
+    let watching = if cfg.watch {
+        Some(crate::reload::watch(reloader.clone()).map_err(ServeError::Watch)?)
+    } else {
+        None
+    };
     // Notes the files as setup just loaded them, so the first change is told apart.
     reloader.rescan().await.map_err(ServeError::Reload)?;
     let state = Arc::new(AppState {
@@ -183,7 +192,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         store_description,
         listener,
         limits: cfg.limits,
-        watch: cfg.watch,
+        watching,
     })
 }
 
@@ -201,10 +210,7 @@ impl Bound {
         }
         let scheduler = Scheduler::spawn(self.state.engine.clone());
         // Kept until the server stops: dropping it stops the watching.
-        let _watching = match (&self.state.reloader, self.watch) {
-            (Some(r), true) => Some(crate::reload::watch(r.clone()).map_err(ServeError::Watch)?),
-            _ => None,
-        };
+        let _watching = self.watching;
         let app = router(self.state.clone(), self.limits);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
