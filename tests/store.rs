@@ -1859,6 +1859,10 @@ async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
         let s = AnyStore::from(SledStore::open(dir.path(), upgrading.clone()).unwrap());
         let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
         assert_eq!((r.from, r.to, r.instances, r.open_tasks), (3, 5, 1, 2));
+        assert_eq!(
+            r.audit_entries_removed, 0,
+            "this build wrote no time-only entries"
+        );
     }
     {
         let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
@@ -1931,6 +1935,7 @@ async fn a_format_4_store_is_refused_then_upgraded_to_what_this_build_writes() {
         let s = AnyStore::from(SledStore::open(dir.path(), upgrading).unwrap());
         let r = sopflow::store::upgrade::upgrade(&s, &mut |_, _| {}).unwrap();
         assert_eq!((r.from, r.to, r.instances, r.events), (4, 5, 1, 3));
+        assert_eq!(r.audit_entries_removed, 3);
     }
     let s = SledStore::open(dir.path(), SledOptions::default()).unwrap();
     assert_eq!(s.dump().unwrap(), want);
@@ -2017,6 +2022,7 @@ async fn a_format_3_postgresql_store_is_refused_then_upgraded() {
     let up = AnyStore::from(PgStore::open_upgrading(&url, &schema).unwrap());
     let r = sopflow::store::upgrade::upgrade(&up, &mut |_, _| {}).unwrap();
     assert_eq!((r.from, r.to, r.open_tasks), (3, 5, 2));
+    assert_eq!(r.audit_entries_removed, 2);
     drop(up);
     let again = PgStore::open(&url, &schema, 2).unwrap();
     assert_eq!(again.dump().unwrap(), want);

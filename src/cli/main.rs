@@ -794,8 +794,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "upgraded format {} to {}: {} instances and {} events verified, {} open \
-                     tasks re-indexed",
-                    report.from, report.to, report.instances, report.events, report.open_tasks
+                     tasks re-indexed, {} time-only audit entries removed",
+                    report.from,
+                    report.to,
+                    report.instances,
+                    report.events,
+                    report.open_tasks,
+                    report.audit_entries_removed
                 );
             }
             Ok(ExitCode::SUCCESS)

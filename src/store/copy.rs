@@ -47,8 +47,9 @@ pub(crate) trait Raw {
     fn sync(&self) -> Result<(), StoreError>;
     /// Removes every row of `tree` (for `store upgrade`, which rebuilds index trees).
     fn clear(&self, tree: Tree) -> Result<(), StoreError>;
-    /// Removes every row of `tree` whose key starts with `prefix` (for `store upgrade`).
-    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError>;
+    /// Removes every row of `tree` whose key starts with `prefix` (for `store upgrade`);
+    /// returns how many there were.
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<u64, StoreError>;
     /// The store format found when the store was opened.
     fn format(&self) -> u32;
 }

@@ -142,9 +142,12 @@ impl super::copy::Raw for MemoryStore {
         Ok(())
     }
 
-    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
-        self.lock()[tree.index()].retain(|k, _| !k.starts_with(prefix));
-        Ok(())
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<u64, StoreError> {
+        let mut trees = self.lock();
+        let rows = &mut trees[tree.index()];
+        let before = rows.len();
+        rows.retain(|k, _| !k.starts_with(prefix));
+        Ok((before - rows.len()) as u64)
     }
 
     fn format(&self) -> u32 {

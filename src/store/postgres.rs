@@ -410,7 +410,7 @@ impl super::copy::Raw for PgStore {
         })
     }
 
-    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<u64, StoreError> {
         let code = tree_code(tree);
         let from = prefix.to_vec();
         // A key range rather than a pattern, so the primary key's index finds the rows: the
@@ -439,7 +439,6 @@ impl super::copy::Raw for PgStore {
                     &[&code, &from],
                 ),
             }
-            .map(|_| ())
             .map_err(pg)
         })
     }

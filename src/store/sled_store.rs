@@ -548,10 +548,10 @@ impl super::copy::Raw for SledStore {
         self.trees.get(tree).clear().map_err(sled_err)
     }
 
-    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<(), StoreError> {
+    fn clear_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<u64, StoreError> {
         let t = self.trees.get(tree);
         let mut batch = sled::Batch::default();
-        let mut n = 0usize;
+        let mut n = 0u64;
         for key in t.scan_prefix(prefix).keys() {
             batch.remove(key.map_err(sled_err)?);
             n += 1;
@@ -561,7 +561,8 @@ impl super::copy::Raw for SledStore {
                     .map_err(sled_err)?;
             }
         }
-        t.apply_batch(batch).map_err(sled_err)
+        t.apply_batch(batch).map_err(sled_err)?;
+        Ok(n)
     }
 
     fn format(&self) -> u32 {

@@ -31,6 +31,8 @@ pub struct UpgradeReport {
     pub events: u64,
     /// Open tasks re-indexed.
     pub open_tasks: u64,
+    /// Entries of format 4's time-only audit family removed.
+    pub audit_entries_removed: u64,
 }
 
 /// Upgrades `store` (opened with the upgrading flag) to `FORMAT_VERSION`; a store already
@@ -55,6 +57,7 @@ pub fn upgrade(
         instances: v.instances,
         events: v.events,
         open_tasks: 0,
+        audit_entries_removed: 0,
     };
     if from == FORMAT_VERSION {
         return Ok(report);
@@ -71,8 +74,8 @@ pub fn upgrade(
         report.open_tasks = reindex(r, progress)?;
     }
     // Format 4's time-only audit family; a format-3 store has it too.
-    r.clear_prefix(Tree::Audit, b"t")?;
-    progress("audit index entries of the time-only family removed", 1);
+    progress("removing the audit index's time-only entries", 0);
+    report.audit_entries_removed = r.clear_prefix(Tree::Audit, b"t")?;
     r.sync()?;
     r.put(
         Tree::Meta,
