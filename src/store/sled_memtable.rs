@@ -353,9 +353,7 @@ impl Memtable {
                 layers.frozen.pop_front();
                 layers.generation += 1;
             }
-            {
-                self.signal().applied_total += 1;
-            }
+            self.signal().applied_total += 1;
             self.changed.notify_all();
         }
     }

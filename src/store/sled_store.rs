@@ -63,9 +63,9 @@
 //! files `fdatasync`ed: sled 0.34 only uses `sync_file_range`, which does not survive a
 //! power loss) by that thread at a checkpoint, when the writer has filled one of the two
 //! log files (32 MiB) and gone on in the other, and when the store closes. Opening a store
-//! replays both log files' records onto what sled recovered, so a `kill -9` or a power loss loses no
-//! acknowledged commit and leaves none half applied. Format 4 stores written before the
-//! log (no `sopflow-wal` file) open as they are.
+//! replays both log files' records onto what sled recovered, so a `kill -9` or a power
+//! loss loses no acknowledged commit and leaves none half applied. Stores written before
+//! the log (no `sopflow-wal` file) open as they are.
 //!
 //! Reads (`instance`, `tasks_for`, …) look at the memtable's layers first, then at sled.
 //! They see a batch once it is durable, and never half of one (the memtable takes a batch

@@ -232,8 +232,8 @@ impl Logs {
     pub(crate) fn open(dir: &Path, sync_data: bool) -> Result<(Self, Vec<Vec<Op>>), StoreError> {
         let (first, first_log) = Wal::open(dir, FILE_NAME, sync_data)?;
         let (second, second_log) = Wal::open(dir, SECOND_FILE_NAME, sync_data)?;
-        let epoch = |log: &Log| log.cycle.map(|c| c >> 32);
-        let (older, newer) = if epoch(&second_log) > epoch(&first_log) {
+        let epoch_of = |log: &Log| log.cycle.map(|c| c >> 32);
+        let (older, newer) = if epoch_of(&second_log) > epoch_of(&first_log) {
             (first_log, second_log)
         } else {
             (second_log, first_log)

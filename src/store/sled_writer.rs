@@ -377,6 +377,15 @@ mod tests {
         }
     }
 
+    /// A commit arming timer `i` and disarming timer `disarm`, if given.
+    fn arm(i: u8, disarm: Option<u8>) -> Commit {
+        Commit {
+            arm_timers: vec![timer(i)],
+            disarm_timers: disarm.map(timer).into_iter().collect(),
+            ..Commit::default()
+        }
+    }
+
     /// The batches the log in `dir` would replay.
     fn logged(dir: &Path) -> Vec<Vec<super::Op>> {
         super::Logs::open(dir, false).unwrap().1
@@ -406,16 +415,10 @@ mod tests {
         let crashed = dir.path().join("crashed");
         let store = SledStore::open(&live, SledOptions::default()).unwrap();
         for i in 0..50 {
-            let commit = Commit {
-                arm_timers: vec![timer(i)],
-                disarm_timers: if i % 10 == 9 {
-                    vec![timer(i - 1)]
-                } else {
-                    vec![]
-                },
-                ..Commit::default()
-            };
-            store.commit(commit).await.unwrap();
+            store
+                .commit(arm(i, (i % 10 == 9).then(|| i - 1)))
+                .await
+                .unwrap();
         }
         assert!(!logged(&live).is_empty(), "the commits are in the log");
         copy_dir(&live, &crashed);
@@ -454,16 +457,10 @@ mod tests {
         let store = SledStore::open(&live, options.clone()).unwrap();
         let mut copies = Vec::new();
         for i in 0..120u8 {
-            let commit = Commit {
-                arm_timers: vec![timer(i)],
-                disarm_timers: if i % 3 == 2 {
-                    vec![timer(i - 2)]
-                } else {
-                    vec![]
-                },
-                ..Commit::default()
-            };
-            store.commit(commit).await.unwrap();
+            store
+                .commit(arm(i, (i % 3 == 2).then(|| i - 2)))
+                .await
+                .unwrap();
             if i % 17 == 5 {
                 let copy = dir.path().join(format!("copy-{i}"));
                 copy_dir(&live, &copy);
