@@ -1785,6 +1785,28 @@ async fn a_store_without_a_marker_gets_one() {
     assert_eq!(s.instance(id).unwrap().unwrap().version, 1);
 }
 
+/// Marks the raw sled database `db` of the store in `dir` as format `format`, closes it, and
+/// checks that a normal open refuses it, naming the command to run.
+fn mark_old_format_and_expect_refusal(db: ::sled::Db, dir: &std::path::Path, format: u32) {
+    db.open_tree("meta")
+        .unwrap()
+        .insert("format", &format.to_be_bytes())
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let err = match SledStore::open(dir, SledOptions::default()) {
+        Ok(s) => panic!(
+            "format {format} must be refused; opened format {}",
+            s.format()
+        ),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("sopflow store upgrade") && err.contains(&format!("format {format}")),
+        "{err}"
+    );
+}
+
 /// A format-3 data directory (worklist indexes keyed by task id alone, no idempotency tree)
 /// is refused with the command to run; `store upgrade` rewrites it into exactly what this
 /// build writes for the same data, and a second run finds nothing to do.
@@ -1837,20 +1859,8 @@ async fn a_format_3_store_is_refused_then_upgraded_to_what_this_build_writes() {
             }
         }
         db.drop_tree("idempotency").unwrap();
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &3u32.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
+        mark_old_format_and_expect_refusal(db, dir.path(), 3);
     }
-    let err = match SledStore::open(dir.path(), SledOptions::default()) {
-        Ok(s) => panic!("format 3 must be refused; opened format {}", s.format()),
-        Err(e) => e,
-    };
-    assert!(
-        err.to_string().contains("sopflow store upgrade") && err.to_string().contains("format 3"),
-        "{err}"
-    );
     let upgrading = SledOptions {
         upgrading: true,
         ..SledOptions::default()
@@ -1913,20 +1923,10 @@ async fn a_format_4_store_is_refused_then_upgraded_to_what_this_build_writes() {
             );
             audit.insert(key, value.as_bytes()).unwrap();
         }
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &4u32.to_be_bytes())
-            .unwrap();
-        db.flush().unwrap();
+        // A tree handle keeps the database (and its lock) open.
+        drop(audit);
+        mark_old_format_and_expect_refusal(db, dir.path(), 4);
     }
-    let err = match SledStore::open(dir.path(), SledOptions::default()) {
-        Ok(s) => panic!("format 4 must be refused; opened format {}", s.format()),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        err.contains("sopflow store upgrade") && err.contains("format 4"),
-        "{err}"
-    );
     let upgrading = SledOptions {
         upgrading: true,
         ..SledOptions::default()
