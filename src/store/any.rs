@@ -152,6 +152,33 @@ impl Store for AnyStore {
         forward!(self, s => s.notifications_for(roles, limit))
     }
 
+    fn deliveries(
+        &self,
+        state: super::DeliveryState,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::Page<super::Delivery>, StoreError> {
+        forward!(self, s => s.deliveries(state, cursor, limit))
+    }
+
+    fn delivery(
+        &self,
+        state: super::DeliveryState,
+        instance: super::InstanceId,
+        seq: u64,
+        destination: &str,
+    ) -> Result<Option<super::Delivery>, StoreError> {
+        forward!(self, s => s.delivery(state, instance, seq, destination))
+    }
+
+    fn sent_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, StoreError> {
+        forward!(self, s => s.sent_before(before_ms, limit))
+    }
+
     fn schedule(&self, procedure: &str) -> Result<Option<ScheduleRow>, StoreError> {
         forward!(self, s => s.schedule(procedure))
     }

@@ -61,10 +61,11 @@ pub(crate) enum Tree {
     /// Last, not in name order: PostgreSQL stores a tree as its index, so a tree added in
     /// the middle would renumber the ones after it.
     Idempotency,
+    Outbox,
 }
 
 impl Tree {
-    pub(crate) const ALL: [Tree; 16] = [
+    pub(crate) const ALL: [Tree; 17] = [
         Tree::Audit,
         Tree::Events,
         Tree::Idempotency,
@@ -75,6 +76,7 @@ impl Tree {
         Tree::InstancesByStatusAny,
         Tree::Meta,
         Tree::Notifications,
+        Tree::Outbox,
         Tree::Procedures,
         Tree::Schedules,
         Tree::Tasks,
@@ -85,7 +87,7 @@ impl Tree {
 
     /// Every tree in `index()` order: the slots of implementations that keep their trees
     /// in an array are filled from this, never from `ALL`.
-    pub(crate) const BY_INDEX: [Tree; 16] = [
+    pub(crate) const BY_INDEX: [Tree; 17] = [
         Tree::Audit,
         Tree::Events,
         Tree::Instances,
@@ -102,6 +104,7 @@ impl Tree {
         Tree::TasksByRole,
         Tree::Timers,
         Tree::Idempotency,
+        Tree::Outbox,
     ];
 
     pub(crate) const fn name(self) -> &'static str {
@@ -116,6 +119,7 @@ impl Tree {
             Tree::InstancesByStatusAny => "instances_by_status_any",
             Tree::Meta => "meta",
             Tree::Notifications => "notifications",
+            Tree::Outbox => "outbox",
             Tree::Procedures => "procedures",
             Tree::Schedules => "schedules",
             Tree::Tasks => "tasks",
@@ -564,6 +568,9 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
             key,
             value: Some(value),
         });
+    }
+    for w in &commit.outbox {
+        plan.ops.push(super::outbox::op(w)?);
     }
     if let Some(w) = &commit.idempotency {
         let (check, op) = super::idempotency::plan(w)?;

@@ -271,6 +271,33 @@ impl Store for MemoryStore {
         self.read(|t| layout::schedule(t, procedure))
     }
 
+    fn deliveries(
+        &self,
+        state: super::DeliveryState,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::Page<super::Delivery>, StoreError> {
+        self.read(|t| super::outbox::page(t, state, cursor, limit))
+    }
+
+    fn delivery(
+        &self,
+        state: super::DeliveryState,
+        instance: super::InstanceId,
+        seq: u64,
+        destination: &str,
+    ) -> Result<Option<super::Delivery>, StoreError> {
+        self.read(|t| super::outbox::get(t, state, instance, seq, destination))
+    }
+
+    fn sent_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, StoreError> {
+        self.read(|t| super::outbox::sent_before(t, before_ms, limit))
+    }
+
     fn dump(&self) -> Result<Dump, StoreError> {
         self.read(|t| layout::dump(t))
     }

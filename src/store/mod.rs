@@ -17,12 +17,14 @@ pub mod copy;
 mod group_commit;
 pub mod idempotency;
 mod layout;
+pub mod outbox;
 pub mod upgrade;
 pub mod worklist;
 
 pub use audit::{AuditEvent, AuditQuery, EventSummary};
 pub use chain::{Break, Hash, Verification};
 pub use idempotency::{IdempotencyRecord, IdempotencyWrite};
+pub use outbox::{Delivery, DeliveryState, OutboxWrite};
 pub use worklist::WorklistQuery;
 pub mod memory;
 mod pg_commit;
@@ -63,6 +65,10 @@ pub struct Commit {
     /// The record of a command sent with an idempotency key: the commit fails with
     /// `KeyUsed` (writing nothing) if a live record already holds the key.
     pub idempotency: Option<IdempotencyWrite>,
+    /// Messages to send because of this commit's events (written pending, in the same
+    /// commit, so a message exists exactly when its event does), or the sender's record of
+    /// a delivery's fate (`outbox.rs`).
+    pub outbox: Vec<OutboxWrite>,
 }
 
 /// A notification for everyone holding `role`, or for one person when `role` is `@` and
@@ -357,6 +363,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every registered version of every procedure.
     fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError>;
+
+    /// A page of the outbox's deliveries in `state` (`outbox.rs`): pending and dead ones in
+    /// instance order, sent ones newest first.
+    fn deliveries(
+        &self,
+        state: DeliveryState,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Page<Delivery>, StoreError>;
+
+    /// One pending or dead delivery.
+    fn delivery(
+        &self,
+        state: DeliveryState,
+        instance: InstanceId,
+        seq: u64,
+        destination: &str,
+    ) -> Result<Option<Delivery>, StoreError>;
+
+    /// Sent deliveries recorded before `before_ms`, oldest first, at most `limit`.
+    fn sent_before(&self, before_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
     /// Every key and value of every tree, for tests that compare the whole store
     /// before and after a rejected command.

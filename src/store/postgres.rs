@@ -609,6 +609,35 @@ impl Store for PgStore {
         self.read(move |t| layout::schedule(t, &procedure))
     }
 
+    fn deliveries(
+        &self,
+        state: super::DeliveryState,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::Page<super::Delivery>, StoreError> {
+        let cursor = cursor.map(<[u8]>::to_vec);
+        self.read(move |t| super::outbox::page(t, state, cursor.as_deref(), limit))
+    }
+
+    fn delivery(
+        &self,
+        state: super::DeliveryState,
+        instance: super::InstanceId,
+        seq: u64,
+        destination: &str,
+    ) -> Result<Option<super::Delivery>, StoreError> {
+        let destination = destination.to_string();
+        self.read(move |t| super::outbox::get(t, state, instance, seq, &destination))
+    }
+
+    fn sent_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, StoreError> {
+        self.read(move |t| super::outbox::sent_before(t, before_ms, limit))
+    }
+
     fn dump(&self) -> Result<Dump, StoreError> {
         self.read(|t| layout::dump(t))
     }

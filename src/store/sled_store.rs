@@ -700,6 +700,33 @@ impl Store for SledStore {
         layout::schedule(&self.trees, procedure)
     }
 
+    fn deliveries(
+        &self,
+        state: super::DeliveryState,
+        cursor: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<super::Page<super::Delivery>, StoreError> {
+        super::outbox::page(&self.trees, state, cursor, limit)
+    }
+
+    fn delivery(
+        &self,
+        state: super::DeliveryState,
+        instance: super::InstanceId,
+        seq: u64,
+        destination: &str,
+    ) -> Result<Option<super::Delivery>, StoreError> {
+        super::outbox::get(&self.trees, state, instance, seq, destination)
+    }
+
+    fn sent_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>, StoreError> {
+        super::outbox::sent_before(&self.trees, before_ms, limit)
+    }
+
     fn dump(&self) -> Result<Dump, StoreError> {
         layout::dump(&self.trees)
     }
