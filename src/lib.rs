@@ -8,6 +8,8 @@
 //! - `engine` — compiled procedures, the pure core (`decide`, `Instance::apply`) and the
 //!   `Engine` service that runs commands against a store.
 //! - `store` — the `Store` trait, the sled store with group commit, the memory store.
+//! - `outbox` — messages events cause (webhooks, mail): routed into the commit of their
+//!   event, delivered afterwards by a background sender with retries; decides nothing.
 //! - `scheduler` — fires deadline timers and recurring starts through the engine.
 //! - `report` — figures computed from histories (service KPIs over a period); reads only.
 //! - `clock` — the only place the system time is read.
@@ -25,6 +27,7 @@ pub mod definition;
 pub mod directory;
 pub mod engine;
 pub mod http;
+pub mod outbox;
 pub mod reload;
 pub mod report;
 pub mod scheduler;

@@ -37,6 +37,16 @@ pub struct Sources {
     /// Calendar files (default `calendars/` beside the procedures directory).
     pub calendars: Option<PathBuf>,
     pub directory: PathBuf,
+    /// The webhook subscriptions file, if the server has one.
+    pub webhooks: Option<PathBuf>,
+}
+
+/// What the message routes are built from besides the files: the web app's address for
+/// links, and whether mail is sent at all (a mail server is configured).
+#[derive(Debug, Clone, Default)]
+pub struct RouteSettings {
+    pub public_url: Option<String>,
+    pub mail: bool,
 }
 
 /// A file whose current text is refused, with every problem as `file:line:col: sentence`.
@@ -89,6 +99,9 @@ struct Memory {
     directory: Option<String>,
     directory_refused: Option<FileProblem>,
     calendars_refused: Vec<FileProblem>,
+    webhooks: Option<String>,
+    webhooks_refused: Option<FileProblem>,
+    hooks: Vec<crate::outbox::Subscription>,
 }
 
 /// Reads the files again and applies what changed.
@@ -98,6 +111,7 @@ pub struct Reloader<S: Store> {
     people: SharedDirectory,
     memory: tokio::sync::Mutex<Memory>,
     status: RwLock<ReloadStatus>,
+    routes: RouteSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +136,14 @@ impl<S: Store> Reloader<S> {
             people,
             memory: tokio::sync::Mutex::new(Memory::default()),
             status: RwLock::new(ReloadStatus::default()),
+            routes: RouteSettings::default(),
         }
+    }
+
+    /// Builds the engine's message routes with `settings` on every rescan.
+    pub fn with_routes(mut self, settings: RouteSettings) -> Self {
+        self.routes = settings;
+        self
     }
 
     pub fn sources(&self) -> &Sources {
@@ -147,10 +168,12 @@ impl<S: Store> Reloader<S> {
     /// Whether a changed path concerns the reloader (the watcher's filter): a visible
     /// `.toml` file in the procedures or calendars directory, or the directory file.
     pub fn concerns(&self, path: &Path) -> bool {
-        if path == self.sources.directory
-            || path.file_name() == self.sources.directory.file_name()
-                && path.parent().map(canon) == self.sources.directory.parent().map(canon)
-        {
+        let same = |file: &Path| {
+            path == file
+                || path.file_name() == file.file_name()
+                    && path.parent().map(canon) == file.parent().map(canon)
+        };
+        if same(&self.sources.directory) || self.sources.webhooks.as_deref().is_some_and(same) {
             return true;
         }
         let visible_toml = path.extension().is_some_and(|e| e == "toml")
@@ -171,6 +194,8 @@ impl<S: Store> Reloader<S> {
         let mut report = ReloadReport::default();
         self.rescan_procedures(&mut mem, &mut report).await?;
         self.rescan_directory(&mut mem, &mut report).await?;
+        self.rescan_webhooks(&mut mem, &mut report);
+        self.apply_routes(&mem);
         let mut refused_now: Vec<FileProblem> = mem
             .files
             .iter()
@@ -183,6 +208,7 @@ impl<S: Store> Reloader<S> {
             .collect();
         refused_now.extend(mem.calendars_refused.iter().cloned());
         refused_now.extend(mem.directory_refused.iter().cloned());
+        refused_now.extend(mem.webhooks_refused.iter().cloned());
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = ReloadStatus {
             refused_now,
             last: report.clone(),
@@ -421,6 +447,53 @@ impl<S: Store> Reloader<S> {
         Ok(())
     }
 
+    /// Reads the webhooks file again if it changed: a file with an error leaves the
+    /// subscriptions in force unchanged (and is shown as refused until fixed).
+    fn rescan_webhooks(&self, mem: &mut Memory, report: &mut ReloadReport) {
+        let Some(path) = &self.sources.webhooks else {
+            return;
+        };
+        let hash = load::hash_hex(&std::fs::read(path).unwrap_or_default());
+        if mem.webhooks.as_deref() == Some(hash.as_str()) {
+            return;
+        }
+        mem.webhooks = Some(hash);
+        let (hooks, file) = crate::outbox::hooks::load(path, &|v| std::env::var(v).ok());
+        match hooks {
+            Some(hooks) => {
+                mem.webhooks_refused = None;
+                mem.hooks = hooks;
+                tracing::info!(subscriptions = mem.hooks.len(), "webhooks file read");
+            }
+            None => {
+                let problem = FileProblem {
+                    file: path.display().to_string(),
+                    problems: file.error_lines(),
+                };
+                tracing::warn!(file = %problem.file, problems = ?problem.problems, "webhooks file refused; the subscriptions already in force stay");
+                report.refused.push(problem.clone());
+                mem.webhooks_refused = Some(problem);
+            }
+        }
+    }
+
+    /// Gives the engine routes built from the subscriptions and people in force now.
+    fn apply_routes(&self, mem: &Memory) {
+        let people = self
+            .people
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.engine.set_routes(crate::outbox::Routes {
+            hooks: mem.hooks.clone(),
+            mail: self
+                .routes
+                .mail
+                .then(|| crate::outbox::MailRoutes::from_directory(&people)),
+            public_url: self.routes.public_url.clone(),
+        });
+    }
+
     /// Deploys a procedure text a person submitted: the same checks as a file, against
     /// the registered procedures; when clean, the text is written to the procedures
     /// directory (replacing the file that holds that procedure, else `<id>.toml`) and
@@ -560,6 +633,12 @@ pub fn watch<S: Store>(reloader: Arc<Reloader<S>>) -> Result<Watching, notify::E
         .unwrap_or(Path::new("."))
         .to_path_buf();
     dirs.push(parent);
+    if let Some(w) = &reloader.sources.webhooks {
+        dirs.push(match w.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
+    }
     dirs.sort();
     dirs.dedup();
     for d in &dirs {

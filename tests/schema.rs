@@ -33,11 +33,20 @@ fn register_schema_is_in_sync() {
 }
 
 #[test]
+fn webhooks_schema_is_in_sync() {
+    check_in_sync(
+        "schemas/webhooks.schema.json",
+        sopflow::outbox::hooks::hooks_schema(),
+    );
+}
+
+#[test]
 fn schemas_are_draft_07_for_editors() {
     for s in [
         schema::procedure_schema(),
         schema::calendar_schema(),
         schema::register_schema(),
+        sopflow::outbox::hooks::hooks_schema(),
     ] {
         assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
         assert!(!s.to_string().contains("\"null\""), "TOML has no null");
@@ -66,6 +75,7 @@ fn every_property_is_described() {
         schema::procedure_schema(),
         schema::calendar_schema(),
         schema::register_schema(),
+        sopflow::outbox::hooks::hooks_schema(),
     ] {
         let mut missing = Vec::new();
         walk(s, "", &mut missing);

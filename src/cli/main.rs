@@ -347,6 +347,23 @@ struct ServeArgs {
     /// Log as JSON lines (one object per line) instead of text.
     #[arg(long)]
     log_json: bool,
+    /// The webhook subscriptions file (default: `webhooks.toml` beside the directory file,
+    /// when it exists). Read like the procedures: an error stops the start; changes apply
+    /// while serving.
+    #[arg(long)]
+    webhooks: Option<PathBuf>,
+    /// The web app's address as people reach it (https://sopflow.example.com), for links
+    /// in mails and webhook payloads.
+    #[arg(long, env = "SOPFLOW_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The SMTP server mail goes through: smtp://USER:PASSWORD@HOST:587?tls=required for
+    /// STARTTLS, smtps://… for TLS. Only from the environment, so a password never sits in
+    /// a shell history or a process list. No mail is sent without it.
+    #[arg(skip = std::env::var("SOPFLOW_SMTP_URL").ok())]
+    smtp_url: Option<String>,
+    /// The sender of mail (`sopflow <sopflow@example.com>`).
+    #[arg(long, env = "SOPFLOW_MAIL_FROM")]
+    mail_from: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -877,6 +894,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         logs.init();
     }
+    let default_webhooks = Some(
+        a.directory
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("webhooks.toml"),
+    )
+    .filter(|p| p.is_file());
     let cfg = ServeConfig {
         data_dir: a.data_dir,
         store_url: a.store,
@@ -898,6 +922,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         demo_tokens: !a.no_demo_tokens,
         cache_bytes: a.cache_mib.saturating_mul(1 << 20),
         watch: !a.no_watch,
+        outbox: sopflow::http::server::OutboxConfig {
+            webhooks: a.webhooks.or(default_webhooks),
+            public_url: a.public_url,
+            smtp_url: a.smtp_url,
+            mail_from: a.mail_from,
+        },
     };
     let bound = bind(&cfg).await?;
     // Before saying "serving": from then on a SIGTERM must stop the server cleanly.

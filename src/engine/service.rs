@@ -132,6 +132,11 @@ pub struct Engine<S: Store> {
     /// Signalled after a commit that armed timers, so a sleeping scheduler can wake for a
     /// timer earlier than the one it sleeps towards.
     pub(super) timers_armed: tokio::sync::Notify,
+    /// Which messages events cause (webhook subscriptions, who gets mail): swapped whole
+    /// when their files are read again.
+    routes: RwLock<Arc<crate::outbox::Routes>>,
+    /// Signalled after a commit that queued messages, so the outbox sender looks at once.
+    outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// Deadline events of a command, counted for the metrics once its commit is durable.
@@ -140,6 +145,8 @@ pub(super) struct Tally {
     reminders: u64,
     breaches: u64,
     escalations: u64,
+    /// Messages the commit queued in the outbox.
+    pub(super) messages: usize,
     /// Register entries the command set, applied to the book once the commit is durable.
     pub(super) writes: Vec<EntryWrite>,
 }
@@ -149,6 +156,7 @@ impl Tally {
         self.reminders += o.reminders;
         self.breaches += o.breaches;
         self.escalations += o.escalations;
+        self.messages += o.messages;
         self.writes.extend(o.writes.iter().cloned());
     }
 
@@ -186,6 +194,8 @@ impl<S: Store> Engine<S> {
             registers: RwLock::new(Arc::new(RegisterBook::default())),
             register_starts: tokio::sync::Mutex::new(()),
             timers_armed: tokio::sync::Notify::new(),
+            routes: RwLock::new(Arc::new(crate::outbox::Routes::default())),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         };
         let records = engine.store.procedures()?;
         let defs: Vec<(Procedure, String)> = records
@@ -301,6 +311,9 @@ impl<S: Store> Engine<S> {
     /// After a durable commit: its register writes join the book, its deadline events the
     /// metrics.
     pub(super) fn settle(&self, tally: Tally) {
+        if tally.messages > 0 {
+            self.outbox_wake.notify_one();
+        }
         if !tally.writes.is_empty() {
             let mut guard = self.registers.write().unwrap_or_else(|p| p.into_inner());
             let book = Arc::make_mut(&mut guard);
@@ -314,6 +327,24 @@ impl<S: Store> Engine<S> {
     /// Sets who exists (the directory): every later command checks the people and
     /// departments it names against it. Until it is called nothing is checked, which only
     /// tests and benchmarks with invented people rely on.
+    /// Sets which messages events cause from now on (webhook subscriptions, who gets mail).
+    pub fn set_routes(&self, routes: crate::outbox::Routes) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+    }
+
+    /// The message routes in force.
+    pub fn routes(&self) -> Arc<crate::outbox::Routes> {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Signalled after every commit that queued messages (the outbox sender waits on it).
+    pub fn outbox_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_wake.clone()
+    }
+
     pub fn set_roster(&self, roster: Arc<dyn Roster>) {
         *self.roster.write().unwrap_or_else(|p| p.into_inner()) = roster;
     }
@@ -797,7 +828,8 @@ impl<S: Store> Engine<S> {
                 }
             }
         }
-        let commit = build_commit(&touched)?;
+        let commit = build_commit(&touched, &self.routes())?;
+        tally.messages = commit.outbox.len();
         let bytes: usize = commit
             .instances
             .iter()
@@ -869,19 +901,26 @@ impl<S: Store> Engine<S> {
                 after.apply(e);
             }
             let result = after.clone();
-            let commit = build_commit(&[(
-                id,
-                Touched {
-                    before,
-                    after,
-                    events,
-                },
-            )])?;
+            let commit = build_commit(
+                &[(
+                    id,
+                    Touched {
+                        before,
+                        after,
+                        events,
+                    },
+                )],
+                &self.routes(),
+            )?;
             let armed = !commit.arm_timers.is_empty();
+            let messages = !commit.outbox.is_empty();
             match self.store.commit(commit).await {
                 Ok(()) => {
                     if armed {
                         self.timers_armed.notify_one();
+                    }
+                    if messages {
+                        self.outbox_wake.notify_one();
                     }
                     return Ok(result);
                 }
@@ -1046,9 +1085,19 @@ fn timer_rows(inst: &Instance) -> Vec<TimerRow> {
         .collect()
 }
 
-pub(super) fn build_commit(touched: &[(InstanceId, Touched)]) -> Result<Commit, ServiceError> {
+pub(super) fn build_commit(
+    touched: &[(InstanceId, Touched)],
+    routes: &crate::outbox::Routes,
+) -> Result<Commit, ServiceError> {
     let mut commit = Commit::default();
     for (id, t) in touched {
+        crate::outbox::route(
+            routes,
+            *id,
+            &t.after.procedure,
+            &t.events,
+            &mut commit.outbox,
+        );
         let events = t
             .events
             .iter()

@@ -454,6 +454,7 @@ fn merge_into(into: &mut Commit, c: Commit) {
     into.arm_timers.extend(c.arm_timers);
     into.disarm_timers.extend(c.disarm_timers);
     into.notifications.extend(c.notifications);
+    into.outbox.extend(c.outbox);
     into.schedules.extend(c.schedules);
 }
 

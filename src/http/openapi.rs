@@ -77,6 +77,9 @@ impl Modify for Bearer {
         api::complete_task,
         api::notifications,
         api::advance_clock,
+        api::list_deliveries,
+        api::retry_delivery,
+        api::list_webhooks,
         api::audit_events,
         api::audit_verify,
         api::audit_export,
@@ -244,7 +247,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            36,
+            39,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

@@ -49,6 +49,36 @@ pub struct ServeConfig {
     pub cache_bytes: u64,
     /// Watch the procedure, calendar and directory files and apply changes while serving.
     pub watch: bool,
+    /// Webhooks, mail and links in messages.
+    pub outbox: OutboxConfig,
+}
+
+/// How the server reaches people and systems (`crate::outbox`).
+#[derive(Debug, Clone, Default)]
+pub struct OutboxConfig {
+    /// The webhook subscriptions file.
+    pub webhooks: Option<PathBuf>,
+    /// The web app's address as people reach it, for links in messages.
+    pub public_url: Option<String>,
+    /// The SMTP server's address (`SOPFLOW_SMTP_URL`; may carry credentials, never logged).
+    pub smtp_url: Option<String>,
+    /// The sender address of mail.
+    pub mail_from: Option<String>,
+}
+
+impl OutboxConfig {
+    fn mailer(&self) -> Result<Option<crate::outbox::mail::Mailer>, ServeError> {
+        let Some(url) = &self.smtp_url else {
+            return Ok(None);
+        };
+        let from = self
+            .mail_from
+            .as_deref()
+            .unwrap_or("sopflow <sopflow@localhost>");
+        crate::outbox::mail::Mailer::new(url, from)
+            .map(Some)
+            .map_err(ServeError::Mail)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +95,10 @@ pub enum ServeError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("the webhooks file has errors; nothing was started:\n{0}")]
+    Webhooks(String),
+    #[error("mail cannot be sent as configured: {0}")]
+    Mail(String),
     #[error("the server stopped: {0}")]
     Serve(std::io::Error),
     #[error("cannot read the procedure files again: {0}")]
@@ -94,6 +128,8 @@ pub struct Bound {
     pub store_description: String,
     listener: TcpListener,
     limits: Limits,
+    /// Sends mail, when a mail server is configured.
+    mailer: Option<crate::outbox::mail::Mailer>,
     /// The file watcher, started before the first scan of the files so that no change
     /// made after `bind` returns is missed; dropping it stops the watching.
     watching: Option<crate::reload::Watching>,
@@ -142,18 +178,34 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         )
     };
     let tokens = Tokens::new(&extra);
+    // A broken subscriptions file stops the start, with every problem located, like a
+    // broken procedure; on a reload it only keeps the subscriptions in force.
+    if let Some(path) = &cfg.outbox.webhooks {
+        let (hooks, report) = crate::outbox::hooks::load(path, &|v| std::env::var(v).ok());
+        if hooks.is_none() {
+            return Err(ServeError::Webhooks(report.render_text()));
+        }
+    }
+    let mailer = cfg.outbox.mailer()?;
     let engine = Arc::new(engine);
     let directory: crate::reload::SharedDirectory =
         Arc::new(std::sync::RwLock::new(Arc::new(people)));
-    let reloader = Arc::new(crate::reload::Reloader::new(
-        engine.clone(),
-        crate::reload::Sources {
-            procedures: cfg.procedures.clone(),
-            calendars: cfg.calendars.clone(),
-            directory: cfg.directory.clone(),
-        },
-        directory.clone(),
-    ));
+    let reloader = Arc::new(
+        crate::reload::Reloader::new(
+            engine.clone(),
+            crate::reload::Sources {
+                procedures: cfg.procedures.clone(),
+                calendars: cfg.calendars.clone(),
+                directory: cfg.directory.clone(),
+                webhooks: cfg.outbox.webhooks.clone(),
+            },
+            directory.clone(),
+        )
+        .with_routes(crate::reload::RouteSettings {
+            public_url: cfg.outbox.public_url.clone(),
+            mail: mailer.is_some(),
+        }),
+    );
     // Watching starts before the scan below: a file saved while the server starts is then
     // either in that scan or seen as a change after it, never lost in between.
     let watching = if cfg.watch {
@@ -192,6 +244,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         store_description,
         listener,
         limits: cfg.limits,
+        mailer,
         watching,
     })
 }
@@ -209,6 +262,7 @@ impl Bound {
             tracing::warn!(error = %e, "firing overdue timers at start failed; the scheduler retries");
         }
         let scheduler = Scheduler::spawn(self.state.engine.clone());
+        let sender = crate::outbox::sender::Sender::spawn(self.state.engine.clone(), self.mailer);
         // Kept until the server stops: dropping it stops the watching.
         let _watching = self.watching;
         let app = router(self.state.clone(), self.limits);
@@ -216,6 +270,7 @@ impl Bound {
             .with_graceful_shutdown(shutdown)
             .await;
         scheduler.stop().await;
+        sender.stop().await;
         served.map_err(ServeError::Serve)
     }
 }

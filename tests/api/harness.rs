@@ -282,6 +282,7 @@ impl Server {
             demo_tokens: true,
             cache_bytes: 16 << 20,
             watch,
+            outbox: Default::default(),
         };
         let bound = match bind(&cfg).await {
             Ok(b) => b,

@@ -1245,6 +1245,7 @@ async fn graceful_stop_flushes_and_a_restart_keeps_everything() {
         demo_tokens: true,
         cache_bytes: 16 << 20,
         watch: false,
+        outbox: Default::default(),
     };
     let bound = match sopflow::http::server::bind(&cfg).await {
         Ok(b) => b,

@@ -1,0 +1,441 @@
+//! The background sender: reads pending deliveries from the store's outbox, sends them
+//! (webhook POSTs, mails), and records each one's fate in a commit of its own — sent,
+//! failed (tried again after a backoff), or dead after `MAX_ATTEMPTS` tries.
+//!
+//! Order: the messages of one instance for one destination go out one after another, in
+//! the order of the instance's history; a failed one holds the later ones back until it is
+//! sent or dead. Different instances and destinations go out side by side (at most
+//! `MAX_CHAINS` at once). At least once: a message sent but not yet recorded when the
+//! process dies is sent again after the restart, with the same `webhook-id` (a mail with
+//! the same Message-ID), so a receiver can drop the repeat.
+//!
+//! Time for backoff comes from the engine's clock (on a manual clock, a retry becomes due
+//! when the clock is moved past it); `webhook-timestamp` is always the real time, since
+//! receivers compare it with their own clocks.
+//!
+//! This module must never run inside a command (it only reads the outbox and writes
+//! outbox entries) and must not log a secret or a whole message body.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use super::mail::{MailError, Mailer};
+use super::{Routes, Subscription};
+use crate::clock::Clock;
+use crate::engine::service::Engine;
+use crate::store::outbox::SENT_KEPT_MS;
+use crate::store::{Commit, Delivery, DeliveryState, OutboxWrite, Store, StoreError};
+
+/// Tries before a delivery is dead: with the backoff below, about 8.5 hours of retrying.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The first retry's delay; each later one doubles it, up to `MAX_BACKOFF`.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4 * 3600);
+/// How long one webhook call or mail may take before it counts as failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Instance-and-destination chains sent side by side.
+const MAX_CHAINS: usize = 32;
+/// Messages of one chain sent in one pass (the rest wait for the next pass).
+const CHAIN_LEN: usize = 16;
+/// Pending entries read per pass.
+const SCAN: usize = 2_000;
+/// A failed delivery's error text is cut to this many characters.
+const ERROR_CHARS: usize = 300;
+
+/// A running sender; `stop` ends it after the pass in flight.
+pub struct Sender {
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sender {
+    /// Starts delivering what `engine`'s outbox holds, with `mailer` for mail (mail stays
+    /// queued, and eventually dead, without one).
+    pub fn spawn<S: Store>(engine: Arc<Engine<S>>, mailer: Option<Mailer>) -> Sender {
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(run(engine, mailer, stop.clone()));
+        Sender { stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+    }
+}
+
+async fn run<S: Store>(
+    engine: Arc<Engine<S>>,
+    mailer: Option<Mailer>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let clients = match Clients::new() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the webhook client cannot be built; nothing will be delivered");
+            return;
+        }
+    };
+    let wake = engine.outbox_wake();
+    let mut last_prune = i64::MIN;
+    loop {
+        let wait = match pass(&engine, &clients, mailer.as_ref(), &mut last_prune).await {
+            Ok(Some(wait)) => wait,
+            // Progress was made: look again at once (more may be queued behind it).
+            Ok(None) => Duration::ZERO,
+            Err(e) => {
+                tracing::warn!(error = %e, "the outbox could not be read or settled; trying again");
+                Duration::from_secs(1)
+            }
+        };
+        if wait.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = stop.notified() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// HTTP clients: one that refuses internal addresses, one for `allow_private` receivers.
+struct Clients {
+    guarded: reqwest::Client,
+    open: reqwest::Client,
+}
+
+impl Clients {
+    fn new() -> Result<Clients, reqwest::Error> {
+        let base = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(CALL_TIMEOUT)
+                .user_agent(concat!("sopflow-webhooks/", env!("CARGO_PKG_VERSION")))
+        };
+        Ok(Clients {
+            guarded: base()
+                .dns_resolver(Arc::new(super::ssrf::GuardedResolver))
+                .build()?,
+            open: base().build()?,
+        })
+    }
+}
+
+/// One pass over the outbox. `Ok(None)` when something was settled; otherwise how long to
+/// wait before looking again (a new message wakes the sender earlier).
+async fn pass<S: Store>(
+    engine: &Arc<Engine<S>>,
+    clients: &Clients,
+    mailer: Option<&Mailer>,
+    last_prune: &mut i64,
+) -> Result<Option<Duration>, StoreError> {
+    let store = engine.store().clone();
+    let now = engine.clock().now().timestamp_millis();
+    let routes = engine.routes();
+    let mut writes = Vec::new();
+    if now.saturating_sub(*last_prune) > 60_000 {
+        *last_prune = now;
+        for d in store.sent_before(now - SENT_KEPT_MS, 1_000)? {
+            writes.push(OutboxWrite::remove(DeliveryState::Sent, d));
+        }
+    }
+    let page = store.deliveries(DeliveryState::Pending, None, SCAN)?;
+    // Chains in key order: one per (instance, destination), its messages in history order.
+    let mut chains: Vec<Vec<Delivery>> = Vec::new();
+    let mut index: HashMap<(crate::store::InstanceId, String), usize> = HashMap::new();
+    let mut blocked = std::collections::HashSet::new();
+    let mut next_due: Option<i64> = None;
+    for d in page.items {
+        let key = (d.instance, d.destination.clone());
+        if blocked.contains(&key) {
+            continue;
+        }
+        if let Some(&i) = index.get(&key) {
+            if chains[i].len() < CHAIN_LEN {
+                chains[i].push(d);
+            }
+            continue;
+        }
+        if d.next_ms > now || paused(&routes, &d.destination) {
+            if !paused(&routes, &d.destination) {
+                next_due = Some(next_due.map_or(d.next_ms, |n| n.min(d.next_ms)));
+            }
+            blocked.insert(key);
+            continue;
+        }
+        if chains.len() == MAX_CHAINS {
+            continue;
+        }
+        index.insert(key, chains.len());
+        chains.push(vec![d]);
+    }
+    let mut set = JoinSet::new();
+    for chain in chains {
+        let job = Job {
+            routes: routes.clone(),
+            guarded: clients.guarded.clone(),
+            open: clients.open.clone(),
+            mailer: mailer.cloned(),
+            clock: engine.clock().clone(),
+        };
+        set.spawn(async move { job.chain(chain).await });
+    }
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(w) => writes.extend(w),
+            Err(e) => {
+                tracing::error!(error = %e, "a delivery task failed; its messages stay pending")
+            }
+        }
+    }
+    if writes.is_empty() {
+        let wait = next_due.map_or(Duration::from_secs(30), |due| {
+            Duration::from_millis(u64::try_from(due - now).unwrap_or(0).clamp(50, 1_000))
+        });
+        return Ok(Some(wait));
+    }
+    let n = writes.len();
+    store
+        .commit(Commit {
+            outbox: writes,
+            ..Commit::default()
+        })
+        .await?;
+    tracing::debug!(settled = n, "outbox deliveries settled");
+    Ok(None)
+}
+
+fn paused(routes: &Routes, destination: &str) -> bool {
+    destination
+        .strip_prefix("hook:")
+        .is_some_and(|id| routes.hooks.iter().any(|s| s.id == id && s.paused))
+}
+
+/// What one chain needs, owned so it can run on a task of its own.
+struct Job {
+    routes: Arc<Routes>,
+    guarded: reqwest::Client,
+    open: reqwest::Client,
+    mailer: Option<Mailer>,
+    clock: Arc<dyn Clock>,
+}
+
+/// How one try went.
+enum Outcome {
+    Sent,
+    Failed(String),
+    /// Trying again cannot help (no such subscription or person any more).
+    Dead(String),
+}
+
+impl Job {
+    /// Sends a chain's messages in order until one fails; returns the writes recording it.
+    async fn chain(&self, chain: Vec<Delivery>) -> Vec<OutboxWrite> {
+        let mut writes = Vec::new();
+        for mut d in chain {
+            let outcome = self.try_once(&d).await;
+            let now = self.clock.now().timestamp_millis();
+            writes.push(OutboxWrite::remove(DeliveryState::Pending, d.clone()));
+            d.attempts += 1;
+            match outcome {
+                Outcome::Sent => {
+                    d.done_ms = Some(now);
+                    d.last_error = None;
+                    writes.push(OutboxWrite::put(DeliveryState::Sent, d));
+                    metrics::counter!("sopflow_deliveries_total", "result" => "sent").increment(1);
+                }
+                Outcome::Failed(why) if d.attempts < MAX_ATTEMPTS => {
+                    d.last_error = Some(clip(&why));
+                    d.next_ms = now.saturating_add(backoff(&d));
+                    tracing::info!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery failed; will try again");
+                    // Rewriting the pending entry under its own key: the removal above is
+                    // undone by this later write of the same key.
+                    writes.push(OutboxWrite::put(DeliveryState::Pending, d));
+                    metrics::counter!("sopflow_deliveries_total", "result" => "failed")
+                        .increment(1);
+                    break;
+                }
+                Outcome::Failed(why) | Outcome::Dead(why) => {
+                    d.last_error = Some(clip(&why));
+                    d.done_ms = Some(now);
+                    tracing::warn!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery is dead; retry it by hand once the receiver is fixed");
+                    writes.push(OutboxWrite::put(DeliveryState::Dead, d));
+                    metrics::counter!("sopflow_deliveries_total", "result" => "dead").increment(1);
+                    // A dead message no longer holds the ones after it back.
+                }
+            }
+        }
+        writes
+    }
+
+    async fn try_once(&self, d: &Delivery) -> Outcome {
+        if let Some(id) = d.destination.strip_prefix("hook:") {
+            match self.routes.hooks.iter().find(|s| s.id == id) {
+                Some(s) => self.call(s, d).await,
+                None => Outcome::Dead(format!(
+                    "no subscription `{id}` in the webhooks file any more"
+                )),
+            }
+        } else if let Some(user) = d.destination.strip_prefix("mail:") {
+            let Some(mailer) = &self.mailer else {
+                return Outcome::Failed("no mail server is configured (SOPFLOW_SMTP_URL)".into());
+            };
+            let Some(address) = self
+                .routes
+                .mail
+                .as_ref()
+                .and_then(|m| m.addresses.get(user))
+            else {
+                return Outcome::Dead(format!(
+                    "`{user}` has no mail address in the directory now (or is inactive)"
+                ));
+            };
+            match mailer.send(d, address).await {
+                Ok(()) => Outcome::Sent,
+                Err(MailError::Transient(e)) => Outcome::Failed(e),
+                Err(MailError::Permanent(e)) => Outcome::Dead(e),
+            }
+        } else {
+            Outcome::Dead(format!("unknown destination `{}`", d.destination))
+        }
+    }
+
+    async fn call(&self, s: &Subscription, d: &Delivery) -> Outcome {
+        if !s.allow_private {
+            if let Some(why) = super::ssrf::literal_refusal(&s.url) {
+                return Outcome::Dead(why);
+            }
+        }
+        let client = if s.allow_private {
+            &self.open
+        } else {
+            &self.guarded
+        };
+        let id = message_id(d);
+        let ts = crate::clock::SystemClock.now().timestamp();
+        let sig = super::sign::signature(&s.key, &id, ts, &d.body);
+        let sent = client
+            .post(s.url.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(d.body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => Outcome::Sent,
+            Ok(r) => Outcome::Failed(format!("the receiver answered {}", r.status())),
+            // Without the URL: it may carry a token in its query.
+            Err(e) => Outcome::Failed(error_chain(&e.without_url())),
+        }
+    }
+}
+
+/// The `webhook-id` of a delivery: the same on every try, and for every receiver of the
+/// same event.
+pub fn message_id(d: &Delivery) -> String {
+    format!("msg_{}_{}", d.instance.simple(), d.seq)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(ERROR_CHARS).collect()
+}
+
+/// The delay before try `attempts + 1`: doubling from `FIRST_BACKOFF`, capped, with ±20 %
+/// jitter drawn from the delivery's own key (so many messages failing together do not all
+/// come back at the same instant, and a test can predict it).
+pub fn backoff(d: &Delivery) -> i64 {
+    let base = FIRST_BACKOFF.as_millis() as i64;
+    let doubled = base.saturating_mul(1i64 << d.attempts.saturating_sub(1).min(20));
+    let capped = doubled.min(MAX_BACKOFF.as_millis() as i64);
+    let mut h = Sha256::new();
+    h.update(d.instance.as_bytes());
+    h.update(d.seq.to_be_bytes());
+    h.update(d.destination.as_bytes());
+    h.update(d.attempts.to_be_bytes());
+    let r = h.finalize()[0] as i64; // 0..=255
+    capped + capped * (r - 128) / 640
+}
+
+/// Puts a dead delivery back in the queue with its tries reset (an administrator's retry,
+/// once the receiver is fixed). `Ok(false)` when there is no such dead delivery.
+pub async fn retry<S: Store>(
+    engine: &Engine<S>,
+    instance: crate::store::InstanceId,
+    seq: u64,
+    destination: &str,
+) -> Result<bool, StoreError> {
+    let Some(dead) = engine
+        .store()
+        .delivery(DeliveryState::Dead, instance, seq, destination)?
+    else {
+        return Ok(false);
+    };
+    let mut again = dead.clone();
+    again.attempts = 0;
+    again.next_ms = 0;
+    again.done_ms = None;
+    engine
+        .store()
+        .commit(Commit {
+            outbox: vec![
+                OutboxWrite::remove(DeliveryState::Dead, dead),
+                OutboxWrite::put(DeliveryState::Pending, again),
+            ],
+            ..Commit::default()
+        })
+        .await?;
+    engine.outbox_wake().notify_one();
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_a_fifth_either_way_and_is_capped() {
+        let mut d = Delivery {
+            destination: "hook:a".into(),
+            instance: uuid::Uuid::from_u128(1),
+            seq: 1,
+            procedure: "p".into(),
+            kind: "task.opened".into(),
+            at_ms: 0,
+            body: String::new(),
+            subject: None,
+            attempts: 1,
+            next_ms: 0,
+            last_error: None,
+            done_ms: None,
+        };
+        let mut expected = 30_000i64;
+        for attempts in 1..MAX_ATTEMPTS {
+            d.attempts = attempts;
+            let b = backoff(&d);
+            let want = expected.min(4 * 3_600_000);
+            assert!(
+                b >= want * 4 / 5 && b <= want * 6 / 5,
+                "try {attempts}: {b} vs {want}"
+            );
+            expected *= 2;
+        }
+    }
+}

@@ -1,0 +1,752 @@
+//! The outbox end to end: webhooks and mail leave `sopflow serve` after their commit, at
+//! least once, in each instance's order, signed per Standard Webhooks (verified here with
+//! the `standardwebhooks` crate, an implementation independent of ours), retried after a
+//! failing receiver, dead after their tries and retried by hand, never to internal
+//! addresses unless allowed, and delivered after a `kill -9` with messages still queued.
+//!
+//! The receiver and the SMTP sink are written here, not taken from the project. Time moves
+//! only through the manual clock; waiting for a delivery polls with a generous deadline
+//! (a condition, never a sleep that hopes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{json, Value};
+use sopflow::http::server::{bind, ClockChoice, OutboxConfig, ServeConfig, ServeError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+const SECRET_ENV: &str = "SOPFLOW_TEST_HOOK_SECRET";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const WAIT: Duration = Duration::from_secs(60);
+
+fn t0() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-02T09:00:00+08:00")
+        .expect("an instant")
+        .with_timezone(&chrono::Utc)
+}
+
+// ------------------------------------------------------------------------------------------
+// The receiver
+// ------------------------------------------------------------------------------------------
+
+/// One call as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Call {
+    id: String,
+    verified: bool,
+    body: Value,
+}
+
+#[derive(Default)]
+struct Inbox {
+    /// Calls still to answer 503.
+    fail: AtomicUsize,
+    failed: AtomicUsize,
+    calls: Mutex<Vec<Call>>,
+}
+
+impl Inbox {
+    /// Each message once, by `webhook-id`, in the order of first arrival.
+    fn unique(&self) -> Vec<Call> {
+        let mut seen = HashSet::new();
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| seen.insert(c.id.clone()))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let wh = standardwebhooks::Webhook::new(SECRET).expect("the secret");
+    let verified = wh.verify(&body, &headers).is_ok();
+    if inbox
+        .fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        inbox.failed.fetch_add(1, Ordering::SeqCst);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    inbox
+        .calls
+        .lock()
+        .unwrap()
+        .push(Call { id, verified, body });
+    StatusCode::NO_CONTENT
+}
+
+/// A receiver on a free port; its address and what it got.
+async fn receiver(fail_first: usize) -> (String, Arc<Inbox>) {
+    let inbox = Arc::new(Inbox::default());
+    inbox.fail.store(fail_first, Ordering::SeqCst);
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(hook))
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook"), inbox)
+}
+
+// ------------------------------------------------------------------------------------------
+// The SMTP sink: just enough of RFC 5321 for one client to hand over letters.
+// ------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Letter {
+    to: Vec<String>,
+    data: String,
+}
+
+async fn smtp_sink() -> (u16, Arc<Mutex<Vec<Letter>>>) {
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().expect("its address").port();
+    let keep = letters.clone();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut lines = tokio::io::BufReader::new(r).lines();
+                let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+                let mut to = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        to.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 ok\r\n"
+                    } else if upper.starts_with("DATA") {
+                        let _ = w.write_all(b"354 go on\r\n").await;
+                        let mut data = String::new();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if l == "." {
+                                break;
+                            }
+                            data.push_str(&l);
+                            data.push('\n');
+                        }
+                        keep.lock().unwrap().push(Letter {
+                            to: std::mem::take(&mut to),
+                            data,
+                        });
+                        b"250 queued\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = w.write_all(b"221 bye\r\n").await;
+                        break;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = w.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (port, letters)
+}
+
+// ------------------------------------------------------------------------------------------
+// The server
+// ------------------------------------------------------------------------------------------
+
+struct Running {
+    base: String,
+    tokens: HashMap<String, String>,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn webhooks_file(dir: &Path, url: &str, extra: &str) -> PathBuf {
+    let path = dir.join("webhooks.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[subscription]]\nid = \"crm\"\nurl = \"{url}\"\nevents = [\"*\"]\nsecret_env = \"{SECRET_ENV}\"\n{extra}"
+        ),
+    )
+    .expect("webhooks file written");
+    path
+}
+
+fn config(data: &Path, outbox: OutboxConfig) -> ServeConfig {
+    // Every test sets the same value: parallel tests cannot disagree about it.
+    std::env::set_var(SECRET_ENV, SECRET);
+    ServeConfig {
+        data_dir: data.to_path_buf(),
+        store_url: None,
+        procedures: "procedures".into(),
+        directory: "org.toml".into(),
+        calendars: None,
+        calendar: "default".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
+        clock: ClockChoice::Manual(Some(t0())),
+        limits: sopflow::http::Limits::default(),
+        demo_tokens: true,
+        cache_bytes: 16 << 20,
+        watch: false,
+        outbox,
+    }
+}
+
+async fn start(outbox: OutboxConfig, dirs: Vec<tempfile::TempDir>) -> Running {
+    let data = tempfile::tempdir().expect("a data directory");
+    let bound = match bind(&config(data.path(), outbox)).await {
+        Ok(b) => b,
+        Err(e) => panic!("the server does not start: {e}"),
+    };
+    let base = format!("http://{}", bound.addr);
+    let tokens = bound.issued_tokens.iter().cloned().collect();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(bound.serve(async move {
+        let _ = rx.await;
+    }));
+    let mut dirs = dirs;
+    dirs.push(data);
+    Running {
+        base,
+        tokens,
+        client: reqwest::Client::new(),
+        stop: Some(tx),
+        task,
+        _dirs: dirs,
+    }
+}
+
+impl Running {
+    async fn call(&self, user: &str, post: Option<Value>, path: &str) -> (StatusCode, Value) {
+        let url = format!("{}{path}", self.base);
+        let token = self.tokens.get(user).expect("a demo token");
+        let req = match post {
+            Some(body) => self.client.post(url).json(&body),
+            None => self.client.get(url),
+        };
+        let r = req.bearer_auth(token).send().await.expect("a reply");
+        let status = StatusCode::from_u16(r.status().as_u16()).expect("a status");
+        let v = r.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    async fn ok(&self, user: &str, post: Option<Value>, path: &str) -> Value {
+        let (s, v) = self.call(user, post, path).await;
+        assert!(s.is_success(), "{path} as {user}: {s} {v}");
+        v
+    }
+
+    async fn start_complaint(&self) -> Value {
+        self.ok(
+            "xu.na",
+            Some(json!({ "procedure": "complaint-handling",
+                         "data": { "customer": "Hengxin Lifting", "contact": "Mr Li" } })),
+            "/v1/instances",
+        )
+        .await
+    }
+
+    async fn advance(&self, by: &str) {
+        self.ok(
+            "it.admin",
+            Some(json!({ "by": by })),
+            "/v1/admin/clock/advance",
+        )
+        .await;
+    }
+
+    async fn deliveries(&self, state: &str) -> Vec<Value> {
+        let v = self
+            .ok(
+                "it.admin",
+                None,
+                &format!("/v1/admin/deliveries?state={state}&limit=500"),
+            )
+            .await;
+        v["items"].as_array().expect("items").clone()
+    }
+
+    /// The `webhook-id`s the events of `instance` of a subscribed type must arrive under.
+    async fn expected_ids(&self, instance: &str) -> Vec<String> {
+        let v = self
+            .ok(
+                "it.admin",
+                None,
+                &format!("/v1/instances/{instance}/history"),
+            )
+            .await;
+        let simple = instance.replace('-', "");
+        v["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["kind"].as_str(),
+                    Some(
+                        "started"
+                            | "task_opened"
+                            | "task_claimed"
+                            | "task_completed"
+                            | "ended"
+                            | "cancelled"
+                            | "deadline_reminded"
+                            | "deadline_breached"
+                            | "notified"
+                    )
+                )
+            })
+            .map(|e| format!("msg_{simple}_{}", e["seq"]))
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task
+            .await
+            .expect("the server task does not panic")
+            .expect("the server stops cleanly");
+    }
+}
+
+/// Polls `done` until it holds, moving the manual clock by `step` between looks when
+/// given (failed deliveries wait for their backoff on the server's clock).
+async fn wait_for<F: Fn() -> bool>(srv: &Running, step: Option<&str>, what: &str, done: F) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        if let Some(by) = step {
+            srv.advance(by).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_signed_and_in_order_after_the_receiver_recovers() {
+    let (url, inbox) = receiver(3).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = webhooks_file(dir.path(), &url, "allow_private = true\n");
+    let srv = start(
+        OutboxConfig {
+            webhooks: Some(file),
+            public_url: Some("https://flow.example.com".into()),
+            ..OutboxConfig::default()
+        },
+        vec![dir],
+    )
+    .await;
+    let mut expected = Vec::new();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let inst = srv.start_complaint().await;
+        let id = inst["id"].as_str().expect("an id").to_string();
+        let task = inst["tasks"][0]["id"].as_str().expect("a task").to_string();
+        srv.ok("xu.na", Some(json!({})), &format!("/v1/tasks/{task}/claim"))
+            .await;
+        ids.push(id);
+    }
+    for id in &ids {
+        expected.extend(srv.expected_ids(id).await);
+    }
+    assert_eq!(
+        expected.len(),
+        9,
+        "started, task opened, claimed per instance"
+    );
+    let want: HashSet<String> = expected.iter().cloned().collect();
+    wait_for(&srv, Some("PT1M"), "every message", || {
+        inbox
+            .unique()
+            .iter()
+            .map(|c| &c.id)
+            .collect::<HashSet<_>>()
+            .len()
+            >= want.len()
+    })
+    .await;
+    let got = inbox.unique();
+    let got_ids: HashSet<String> = got.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(
+        got_ids, want,
+        "each event once after de-duplication, nothing else"
+    );
+    assert_eq!(
+        inbox.failed.load(Ordering::SeqCst),
+        3,
+        "the first three calls failed"
+    );
+    for c in inbox.calls.lock().unwrap().iter() {
+        assert!(c.verified, "{} verifies with standardwebhooks", c.id);
+    }
+    // Per instance, the messages arrived in the order of its history.
+    let mut by_instance: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for c in &got {
+        let data = &c.body["data"];
+        assert_eq!(data["schema"], "sopflow.webhook/1");
+        by_instance
+            .entry(data["instance"].as_str().expect("instance").to_string())
+            .or_default()
+            .push(data["seq"].as_u64().expect("seq"));
+        assert!(c.body["type"].is_string() && c.body["timestamp"].is_string());
+        assert!(data["link"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("https://flow.example.com/instances/")));
+    }
+    for (inst, seqs) in &by_instance {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            seqs, &sorted,
+            "the messages of {inst} arrived in history order"
+        );
+    }
+    // The administrator sees them sent, and nothing left.
+    wait_for(&srv, None, "the last settle", || true).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sent = srv.deliveries("sent").await;
+        let pending = srv.deliveries("pending").await;
+        if sent.len() == 9 && pending.is_empty() {
+            assert!(sent.iter().all(|d| d["destination"] == "hook:crm"));
+            assert!(sent.iter().any(|d| d["attempts"].as_u64() > Some(1)));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sent {} pending {}",
+            sent.len(),
+            pending.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, _) = srv.call("xu.na", None, "/v1/admin/deliveries").await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "only an admin reads the outbox");
+    let subs = srv.ok("it.admin", None, "/v1/admin/webhooks").await;
+    assert_eq!(subs[0]["id"], "crm");
+    assert!(!subs.to_string().contains("whsec"), "no secret is shown");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_to_an_internal_address_is_refused_when_the_file_loads() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let data = tempfile::tempdir().expect("a data directory");
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:9/x",
+        "http://localhost/x",
+        "http://[::1]/x",
+        "file:///etc/passwd",
+    ] {
+        let file = webhooks_file(dir.path(), url, "");
+        let err = match bind(&config(
+            data.path(),
+            OutboxConfig {
+                webhooks: Some(file),
+                ..OutboxConfig::default()
+            },
+        ))
+        .await
+        {
+            Ok(_) => panic!("{url} was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("webhooks.toml:3:7"), "{url}: located: {err}");
+        let words = err.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("only call public addresses")
+                || words.contains("only http:// and https://"),
+            "{url}: {err}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_delivery_is_kept_and_sent_when_retried_by_hand() {
+    let (url, inbox) = receiver(usize::MAX).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = webhooks_file(
+        dir.path(),
+        &url,
+        "allow_private = true\nprocedures = [\"complaint-handling\"]\n",
+    );
+    let srv = start(
+        OutboxConfig {
+            webhooks: Some(file),
+            ..OutboxConfig::default()
+        },
+        vec![dir],
+    )
+    .await;
+    srv.start_complaint().await;
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let dead = srv.deliveries("dead").await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "nothing died");
+        srv.advance("PT1H").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let first = &dead[0];
+    assert_eq!(first["attempts"], 10, "{first}");
+    assert!(first["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("503")));
+    // The receiver is fixed; the administrator sends the dead ones again.
+    inbox.fail.store(0, Ordering::SeqCst);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for d in srv.deliveries("dead").await {
+            srv.ok(
+                "it.admin",
+                Some(json!({ "instance": d["instance"], "seq": d["seq"], "destination": d["destination"] })),
+                "/v1/admin/deliveries/retry",
+            )
+            .await;
+        }
+        if srv.deliveries("pending").await.is_empty() && srv.deliveries("dead").await.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retried deliveries did not arrive"
+        );
+        // Messages queued behind the dead one wait out their own backoff.
+        srv.advance("PT1H").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent: HashSet<String> = srv
+        .deliveries("sent")
+        .await
+        .iter()
+        .map(|d| d["message_id"].as_str().expect("an id").to_string())
+        .collect();
+    let got: HashSet<String> = inbox.unique().into_iter().map(|c| c.id).collect();
+    assert_eq!(got, sent, "everything sent arrived, and nothing else");
+    assert!(got.contains(first["message_id"].as_str().expect("an id")));
+    let (s, v) = srv
+        .call(
+            "it.admin",
+            Some(json!({ "instance": first["instance"], "seq": first["seq"], "destination": "hook:crm" })),
+            "/v1/admin/deliveries/retry",
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "no longer dead: {v}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breach_notice_reaches_the_mail_sink_dated_at_the_breach() {
+    let (port, letters) = smtp_sink().await;
+    let srv = start(
+        OutboxConfig {
+            smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+            mail_from: Some("sopflow <sopflow@example.com>".into()),
+            public_url: Some("https://flow.example.com".into()),
+            ..OutboxConfig::default()
+        },
+        Vec::new(),
+    )
+    .await;
+    let inst = srv.start_complaint().await;
+    let id = inst["id"].as_str().expect("an id").to_string();
+    // Registration is due in 24 h; late, the management representative gets the task, and a
+    // working day later the general manager is told (procedures/complaint-handling.toml).
+    srv.advance("P3D").await;
+    let history = srv
+        .ok("it.admin", None, &format!("/v1/instances/{id}/history"))
+        .await;
+    let notified = history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["kind"] == "notified")
+        .cloned()
+        .expect("the general manager was told");
+    wait_for(&srv, None, "the notice to the general managers", || {
+        let l = letters.lock().unwrap();
+        ["zhao.gang@example.com", "zhou.min@example.com"]
+            .iter()
+            .all(|a| {
+                l.iter()
+                    .any(|m| m.to.iter().any(|t| t == a) && m.data.contains("Notice"))
+            })
+    })
+    .await;
+    let l = letters.lock().unwrap().clone();
+    let notice = l
+        .iter()
+        .find(|m| m.to.iter().any(|t| t == "zhao.gang@example.com") && m.data.contains("Notice"))
+        .expect("a notice");
+    assert!(notice.data.contains(&id), "{}", notice.data);
+    assert!(
+        notice.data.contains("From: sopflow <sopflow@example.com>"),
+        "{}",
+        notice.data
+    );
+    // The delivery records the event it answers, at the breach's own instant.
+    let sent = srv.deliveries("sent").await;
+    let d = sent
+        .iter()
+        .find(|d| d["destination"] == "mail:zhao.gang" && d["seq"] == notified["seq"])
+        .expect("the notice's delivery");
+    assert_eq!(d["at"], notified["at"]);
+    // The reminder 4 h before the due time went to the follow-up staff with an address.
+    assert!(l.iter().any(|m| m.data.contains("Reminder")));
+    srv.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// kill -9 with messages queued
+// ------------------------------------------------------------------------------------------
+
+struct Child {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(data: &Path, webhooks: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sopflow"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--clock",
+            "manual",
+            "--cache-mib",
+            "16",
+        ])
+        .arg("--clock-start")
+        .arg(t0().to_rfc3339())
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--webhooks")
+        .arg(webhooks)
+        .arg("--no-watch")
+        .env(SECRET_ENV, SECRET)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server runs");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(out).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server says it is serving")
+            .expect("a line");
+        if let Some(rest) = line.strip_prefix("sopflow serving ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .expect("an address")
+                .to_string();
+        }
+    };
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Child { child, base }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_queued_at_a_kill_9_are_delivered_after_the_restart() {
+    let (url, inbox) = receiver(usize::MAX).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = webhooks_file(dir.path(), &url, "allow_private = true\n");
+    let data = tempfile::tempdir().expect("a data directory");
+    let first = spawn_server(data.path(), &file);
+    let tokens: HashMap<String, String> =
+        std::fs::read_to_string(data.path().join("demo-tokens.txt"))
+            .expect("demo tokens")
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.to_string()))
+            })
+            .collect();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let v: Value = client
+            .post(format!("{}/v1/instances", first.base))
+            .bearer_auth(&tokens["xu.na"])
+            .json(&json!({ "procedure": "complaint-handling",
+                           "data": { "customer": "Hengxin Lifting", "contact": "Mr Li" } }))
+            .send()
+            .await
+            .expect("a reply")
+            .json()
+            .await
+            .expect("JSON");
+        ids.push(v["id"].as_str().expect("an id").replace('-', ""));
+    }
+    // The receiver refuses everything until the kill: every message is still queued.
+    drop(first);
+    inbox.fail.store(0, Ordering::SeqCst);
+    let second = spawn_server(data.path(), &file);
+    let want: HashSet<String> = ids
+        .iter()
+        .flat_map(|id| [format!("msg_{id}_1"), format!("msg_{id}_2")])
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got: HashSet<String> = inbox.unique().into_iter().map(|c| c.id).collect();
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart got {} of {}: {got:?}",
+            got.len(),
+            want.len()
+        );
+        // The restarted clock starts at t0 again: the failed ones wait for their backoff.
+        let r = client
+            .post(format!("{}/v1/admin/clock/advance", second.base))
+            .bearer_auth(&tokens["it.admin"])
+            .json(&json!({ "by": "PT1M" }))
+            .send()
+            .await
+            .expect("a reply");
+        assert!(r.status().is_success(), "{}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
