@@ -72,6 +72,10 @@ echo "== starting a server (manual clock, data in $DATA)"
 # gets copies, so a test never changes the repository's own.
 mkdir -p "$DATA/site"
 cp -r procedures calendars registers org.toml "$DATA/site/"
+# A webhook subscription to a receiver that is never there, for the Deliveries page; its
+# secret is a throwaway one made up here.
+cp tests/browser/webhooks.toml "$DATA/site/webhooks.toml"
+SOPFLOW_BROWSER_HOOK_SECRET="whsec_$(head -c 32 /dev/urandom | base64)" \
 "$BIN" serve --data-dir "$DATA/store" --listen 127.0.0.1:0 --request-timeout 10 \
   --procedures "$DATA/site/procedures" --directory "$DATA/site/org.toml" \
   --clock manual --clock-start 2026-11-02T09:00:00+08:00 >"$LOGS/server.out" 2>"$LOGS/server.log" &

@@ -750,3 +750,169 @@ async fn messages_queued_at_a_kill_9_are_delivered_after_the_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// The live event stream
+// ------------------------------------------------------------------------------------------
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+struct Sse {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// A reader of `GET /v1/events/stream` (or the web app's `/events`).
+struct Stream {
+    res: reqwest::Response,
+    buf: String,
+}
+
+impl Stream {
+    async fn open(srv: &Running, user: &str, last_event_id: Option<&str>) -> Stream {
+        let mut req = srv
+            .client
+            .get(format!("{}/v1/events/stream", srv.base))
+            .bearer_auth(&srv.tokens[user]);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let res = req.send().await.expect("the stream opens");
+        assert_eq!(res.status().as_u16(), 200);
+        assert!(res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        Stream {
+            res,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event that is not a keep-alive comment.
+    async fn next(&mut self) -> Sse {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Sse {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).expect("JSON data"),
+                };
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.res.chunk())
+                .await
+                .expect("an event within the wait")
+                .expect("the stream stays open")
+                .expect("more of the stream");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_shows_each_person_what_they_may_see_and_resumes_after_an_id() {
+    let srv = start(OutboxConfig::default(), Vec::new()).await;
+    let mut admin = Stream::open(&srv, "it.admin", None).await;
+    let mut xu = Stream::open(&srv, "xu.na", None).await;
+    // The general manager holds no role the complaint's first step is offered to.
+    let mut zhao = Stream::open(&srv, "zhao.gang", None).await;
+    let inst = srv.start_complaint().await;
+    let id = inst["id"].as_str().expect("an id").to_string();
+    let task = inst["tasks"][0]["id"].as_str().expect("a task").to_string();
+
+    let started = admin.next().await;
+    assert_eq!(started.event, "event");
+    assert_eq!(started.data["kind"], "started");
+    assert_eq!(started.data["instance"], json!(id));
+    assert_eq!(started.data["user"], "xu.na");
+    assert!(
+        started.data.get("data").is_none(),
+        "a summary, never the form data"
+    );
+    let opened = admin.next().await;
+    assert_eq!(opened.data["kind"], "task_opened");
+    assert_eq!(opened.data["task"], json!(task));
+
+    // Xu Na sees her own start and the task offered to her role.
+    assert_eq!(xu.next().await.data["kind"], "started");
+    assert_eq!(xu.next().await.data["task"], json!(task));
+
+    // Zhao Gang sees neither: the first thing he sees is what he does himself.
+    let own = srv
+        .ok(
+            "zhao.gang",
+            Some(json!({ "procedure": "copy-reissue", "data": {
+                "document_number": "QP-7.2", "document_title": "Complaint handling",
+                "distribution_number": "D-12", "holder_department": "general_management",
+                "applicant": "zhao.gang" } })),
+            "/v1/instances",
+        )
+        .await;
+    let first = zhao.next().await;
+    assert_eq!(first.data["kind"], "started", "{first:?}");
+    assert_eq!(first.data["instance"], own["id"]);
+    assert_eq!(first.data["user"], "zhao.gang");
+
+    // An auditor who lost the connection after the start resumes from its id: the events
+    // after it come first, replayed, then the live ones, none twice.
+    drop(admin);
+    // Resuming replays from a few seconds before that event (an event committed a moment
+    // later may carry an earlier time), so repeats are possible and dropped by id.
+    let mut again = Stream::open(&srv, "jiang.audit", started.id.as_deref()).await;
+    let want: HashSet<String> = [opened.id.clone(), Some(first.id.clone().expect("an id"))]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut got = HashSet::new();
+    for _ in 0..200 {
+        let e = again.next().await;
+        let eid = e.id.clone().expect("an id");
+        assert_ne!(
+            e.id, started.id,
+            "the event resumed after is not sent again"
+        );
+        got.insert(eid);
+        if want.is_subset(&got) {
+            break;
+        }
+    }
+    assert!(
+        want.is_subset(&got),
+        "replayed: the task opened and Zhao Gang's start"
+    );
+    srv.ok("xu.na", Some(json!({})), &format!("/v1/tasks/{task}/claim"))
+        .await;
+    let live = loop {
+        let e = again.next().await;
+        if e.data["kind"] == "task_claimed" {
+            break e;
+        }
+    };
+    assert_eq!(live.data["task"], json!(task));
+
+    // Someone who may not replay is told to reload instead.
+    let mut back = Stream::open(&srv, "xu.na", started.id.as_deref()).await;
+    assert_eq!(back.next().await.event, "reset");
+    let (s, _) = srv
+        .call("it.admin", None, "/v1/events/stream?after=not-a-cursor")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    srv.stop().await;
+}

@@ -137,6 +137,8 @@ pub struct Engine<S: Store> {
     routes: RwLock<Arc<crate::outbox::Routes>>,
     /// Signalled after a commit that queued messages, so the outbox sender looks at once.
     outbox_wake: Arc<tokio::sync::Notify>,
+    /// Committed events for the live stream's listeners (`outbox::live`).
+    feed: tokio::sync::broadcast::Sender<Arc<crate::outbox::live::Published>>,
 }
 
 /// Deadline events of a command, counted for the metrics once its commit is durable.
@@ -147,6 +149,8 @@ pub(super) struct Tally {
     escalations: u64,
     /// Messages the commit queued in the outbox.
     pub(super) messages: usize,
+    /// The commit's events for the live stream, built only while someone listens.
+    pub(super) published: Vec<Arc<crate::outbox::live::Published>>,
     /// Register entries the command set, applied to the book once the commit is durable.
     pub(super) writes: Vec<EntryWrite>,
 }
@@ -157,6 +161,7 @@ impl Tally {
         self.breaches += o.breaches;
         self.escalations += o.escalations;
         self.messages += o.messages;
+        self.published.extend(o.published.iter().cloned());
         self.writes.extend(o.writes.iter().cloned());
     }
 
@@ -196,6 +201,7 @@ impl<S: Store> Engine<S> {
             timers_armed: tokio::sync::Notify::new(),
             routes: RwLock::new(Arc::new(crate::outbox::Routes::default())),
             outbox_wake: Arc::new(tokio::sync::Notify::new()),
+            feed: tokio::sync::broadcast::channel(crate::outbox::live::FEED_CAPACITY).0,
         };
         let records = engine.store.procedures()?;
         let defs: Vec<(Procedure, String)> = records
@@ -314,6 +320,10 @@ impl<S: Store> Engine<S> {
         if tally.messages > 0 {
             self.outbox_wake.notify_one();
         }
+        for p in &tally.published {
+            // No listener left is not an error: the feed keeps nothing.
+            let _ = self.feed.send(p.clone());
+        }
         if !tally.writes.is_empty() {
             let mut guard = self.registers.write().unwrap_or_else(|p| p.into_inner());
             let book = Arc::make_mut(&mut guard);
@@ -338,6 +348,30 @@ impl<S: Store> Engine<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Committed events from now on, for the live stream (lagging listeners miss some and
+    /// are told so by the channel).
+    pub fn subscribe_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<crate::outbox::live::Published>> {
+        self.feed.subscribe()
+    }
+
+    /// The live stream's items of one commit, if anyone listens.
+    pub(super) fn to_publish(
+        &self,
+        touched: &[(InstanceId, Touched)],
+        commit: &Commit,
+    ) -> Vec<Arc<crate::outbox::live::Published>> {
+        if self.feed.receiver_count() == 0 {
+            return Vec::new();
+        }
+        let events: Vec<(InstanceId, &str, &[Event])> = touched
+            .iter()
+            .map(|(id, t)| (*id, t.after.procedure.as_str(), t.events.as_slice()))
+            .collect();
+        crate::outbox::live::published(&events, commit)
     }
 
     /// Signalled after every commit that queued messages (the outbox sender waits on it).
@@ -830,6 +864,7 @@ impl<S: Store> Engine<S> {
         }
         let commit = build_commit(&touched, &self.routes())?;
         tally.messages = commit.outbox.len();
+        tally.published = self.to_publish(&touched, &commit);
         let bytes: usize = commit
             .instances
             .iter()
@@ -901,27 +936,27 @@ impl<S: Store> Engine<S> {
                 after.apply(e);
             }
             let result = after.clone();
-            let commit = build_commit(
-                &[(
-                    id,
-                    Touched {
-                        before,
-                        after,
-                        events,
-                    },
-                )],
-                &self.routes(),
-            )?;
+            let touched = [(
+                id,
+                Touched {
+                    before,
+                    after,
+                    events,
+                },
+            )];
+            let commit = build_commit(&touched, &self.routes())?;
+            let tally = Tally {
+                messages: commit.outbox.len(),
+                published: self.to_publish(&touched, &commit),
+                ..Tally::default()
+            };
             let armed = !commit.arm_timers.is_empty();
-            let messages = !commit.outbox.is_empty();
             match self.store.commit(commit).await {
                 Ok(()) => {
                     if armed {
                         self.timers_armed.notify_one();
                     }
-                    if messages {
-                        self.outbox_wake.notify_one();
-                    }
+                    self.settle(tally);
                     return Ok(result);
                 }
                 Err(StoreError::Conflict { .. }) if attempt < CAS_RETRIES => attempt += 1,

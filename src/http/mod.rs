@@ -58,6 +58,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The web app's signed-in sessions.
     pub sessions: crate::web::session::Sessions,
+    /// Set to `true` when the server starts shutting down: open event streams end then,
+    /// since a graceful shutdown waits for every response to finish.
+    pub closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -159,6 +162,7 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/tasks/{id}/complete", post(api::complete_task))
         .route("/v1/notifications", get(api::notifications))
         .route("/v1/audit/events", get(api::audit_events))
+        .route("/v1/events/stream", get(api::event_stream))
         .route("/v1/audit/verify", get(api::audit_verify))
         .route("/v1/audit/export", get(api::audit_export))
         .route("/v1/reports/kpis", get(api::kpi_report))

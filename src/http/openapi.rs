@@ -81,6 +81,7 @@ impl Modify for Bearer {
         api::retry_delivery,
         api::list_webhooks,
         api::audit_events,
+        api::event_stream,
         api::audit_verify,
         api::audit_export,
         api::kpi_report,
@@ -247,7 +248,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            39,
+            40,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

@@ -225,6 +225,7 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
         calendar,
         metrics: metrics_handle(),
         sessions: Default::default(),
+        closing: tokio::sync::watch::Sender::new(false),
     });
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -266,8 +267,14 @@ impl Bound {
         // Kept until the server stops: dropping it stops the watching.
         let _watching = self.watching;
         let app = router(self.state.clone(), self.limits);
+        let state = self.state.clone();
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Event streams never finish on their own: told now, they end, and the
+                // requests in flight are what the shutdown waits for.
+                state.closing.send_replace(true);
+            })
             .await;
         scheduler.stop().await;
         sender.stop().await;

@@ -25,6 +25,7 @@ use crate::engine::instance::{Event, EventKind};
 use crate::store::{Delivery, DeliveryState, InstanceId, OutboxWrite};
 
 pub mod hooks;
+pub mod live;
 pub mod mail;
 pub mod sender;
 pub mod sign;

@@ -79,6 +79,12 @@ pub struct AuditEvent {
     pub event: Vec<u8>,
 }
 
+/// The cursor that resumes a query after the event `seq` of `instance` at `at_ms` (the
+/// live stream's event id).
+pub fn cursor_for(at_ms: i64, instance: InstanceId, seq: u64) -> Vec<u8> {
+    suffix(at_ms, instance, seq).to_vec()
+}
+
 fn suffix(at_ms: i64, instance: InstanceId, seq: u64) -> [u8; SUFFIX_LEN] {
     let mut s = [0u8; SUFFIX_LEN];
     s[..8].copy_from_slice(&layout::ordered_ms(at_ms));

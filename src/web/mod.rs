@@ -21,6 +21,7 @@ pub mod forms;
 pub mod pages_audit;
 pub mod pages_changes;
 pub mod pages_instance;
+pub mod pages_outbox;
 pub mod pages_owner;
 pub mod pages_registers;
 pub mod pages_repair;
@@ -73,6 +74,9 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(pages_start::start_form).post(pages_start::start),
         )
         .route("/notifications", get(pages_start::notifications))
+        .route("/events", get(pages_outbox::events))
+        .route("/admin/deliveries", get(pages_outbox::deliveries))
+        .route("/admin/deliveries/retry", post(pages_outbox::retry))
         .route("/instances/{id}", get(pages_instance::instance_page))
         .route("/instances/{id}/comments", post(pages_instance::comment))
         .route("/instances/{id}/suspend", post(pages_repair::suspend))
@@ -215,6 +219,7 @@ impl Signed {
                     .iter()
                     .any(|p| crate::engine::decide::may_start(p, a)),
             clock: state.manual_clock.is_some() && self.caller.holds(ADMIN),
+            deliveries: self.caller.holds(ADMIN),
             reports: self.caller.holds(AUDITOR)
                 || self.caller.holds(ADMIN)
                 || self.caller.holds(PROCESS_OWNER)
@@ -238,6 +243,8 @@ pub struct Chrome {
     /// The person may start at least one procedure.
     pub start: bool,
     pub clock: bool,
+    /// The person may read the outbox (admin).
+    pub deliveries: bool,
     pub reports: bool,
 }
 

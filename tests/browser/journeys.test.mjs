@@ -1087,3 +1087,75 @@ test('15. change: an operator previews a migration to version 3, then migrates',
     assert.doesNotMatch(verdict, /not verify|broken|fail/i, verdict);
   });
 });
+
+// -------------------------------------------------------------------------------------------
+test('16. the worklist follows a colleague: a task claimed elsewhere leaves it without a reload', async () => {
+  await keepEvidence('live-worklist', live(), async () => {
+    const [st, inst] = await api('xu.na', 'POST', '/v1/instances', {
+      procedure: 'complaint-handling',
+      data: { customer: `Live ${RUN}`, contact: 'Ms Wu' },
+    });
+    assert.equal(st, 201, JSON.stringify(inst));
+    const task = await taskAt(inst.id, 'register');
+    const gao = await as('gao.yan');
+    const row = await worklistRow(gao.page, task);
+    // The page is listening before anything changes.
+    await gao.page.locator('#work-list[data-listening="yes"]').waitFor({ state: 'attached' });
+    const xu = await as('xu.na');
+    const mine = await worklistRow(xu.page, task);
+    await Promise.all([
+      xu.page.waitForURL(at('/tasks')),
+      mine.getByRole('button', { name: 'Claim', exact: true }).click(),
+    ]);
+    // Gone from Gao Yan's list without her doing anything.
+    await row.waitFor({ state: 'detached' });
+    assert.match(await gao.page.locator('#work-status').textContent(), /updated/);
+    await screenshot(gao.page, 'worklist-live');
+    // A new task for her roles appears the same way.
+    const [st2, inst2] = await api('xu.na', 'POST', '/v1/instances', {
+      procedure: 'complaint-handling',
+      data: { customer: `Live 2 ${RUN}`, contact: 'Mr Qin' },
+    });
+    assert.equal(st2, 201, JSON.stringify(inst2));
+    await gao.page.locator(`tr[data-task="${await taskAt(inst2.id, 'register')}"]`).waitFor();
+  });
+});
+
+test('17. the admin sees the outbox: waiting, dead and sent deliveries, and the subscriptions', async () => {
+  await keepEvidence('deliveries', live(), async () => {
+    const admin = await as('it.admin');
+    await admin.page.getByRole('navigation').getByRole('link', { name: 'Deliveries', exact: true }).click();
+    await admin.page.waitForURL(at('/admin/deliveries'));
+    assert.equal((await admin.page.locator('h1').textContent()).trim(), 'Deliveries');
+    for (const tab of ['Dead', 'Sent', 'Waiting']) {
+      await Promise.all([
+        admin.page.waitForURL(at('/admin/deliveries')),
+        admin.page.getByRole('link', { name: tab, exact: true }).click(),
+      ]);
+      assert.equal(await admin.page.getByRole('link', { name: tab, exact: true }).getAttribute('aria-current'), 'true');
+    }
+    // The subscription's receiver is never there: its calls wait, with the reason shown
+    // once the first try has failed (the page is read again until then).
+    const [st, inst] = await api('xu.na', 'POST', '/v1/instances', {
+      procedure: 'complaint-handling',
+      data: { customer: `Outbox ${RUN}`, contact: 'Mr Fu' },
+    });
+    assert.equal(st, 201, JSON.stringify(inst));
+    const waiting = admin.page.locator('table.deliveries tbody tr', { hasText: 'hook:crm' });
+    for (let i = 0; i < 100 && (await waiting.locator('.error').count()) === 0; i += 1) {
+      await admin.page.waitForTimeout(100);
+      await admin.page.reload();
+    }
+    assert.match(await waiting.first().textContent(), /instance\.started|task\.completed/);
+    assert.match(await waiting.first().locator('.error').textContent(), /error|connect|refused/i);
+    const subs = admin.page.locator('table', { hasText: 'http://127.0.0.1:9/sopflow' });
+    assert.match(await subs.textContent(), /instance\.started, task\.completed/);
+    assert.doesNotMatch(await admin.page.content(), /whsec_/, 'no secret on the page');
+    await screenshot(admin.page, 'deliveries');
+    // Not for staff: the page is refused and the link is not offered.
+    const xu = await as('xu.na');
+    assert.equal(await xu.page.getByRole('link', { name: 'Deliveries', exact: true }).count(), 0);
+    const res = await xu.page.goto('/admin/deliveries');
+    assert.equal(res.status(), 403);
+  });
+});

@@ -241,6 +241,7 @@ pub mod outbox;
 mod procedures;
 mod registers;
 mod service;
+pub mod stream;
 mod tasks;
 
 pub use admin_audit::*;
@@ -251,4 +252,5 @@ pub use outbox::*;
 pub use procedures::*;
 pub use registers::*;
 pub use service::*;
+pub use stream::{__path_event_stream, event_stream};
 pub use tasks::*;

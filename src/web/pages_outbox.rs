@@ -1,0 +1,102 @@
+//! The outbox for administrators in the web app: what was sent, what waits (with its tries
+//! and the next one), what is dead and why, a button to send a dead one again; and the live
+//! event stream the worklist listens to (`/events`). Every action goes through the API's
+//! own handlers (`http::api::outbox`, `http::api::stream`), with the signed-in caller.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{done, page, Chrome, Posted, Signed, WebError};
+use crate::http::api;
+use crate::http::api::outbox::{DeliveryRetry, DeliveryView, SubscriptionView};
+use crate::http::auth::ADMIN;
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+type St = State<std::sync::Arc<AppState>>;
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveriesFilter {
+    state: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "deliveries.html")]
+struct DeliveriesPage {
+    chrome: Chrome,
+    /// (state, label, current)
+    tabs: Vec<(&'static str, &'static str, bool)>,
+    state: String,
+    rows: Vec<DeliveryView>,
+    next: Option<String>,
+    hooks: Vec<SubscriptionView>,
+}
+
+pub async fn deliveries(
+    State(state): St,
+    signed: Signed,
+    q: Result<Query<DeliveriesFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    signed.caller.require_any(&[ADMIN], "reading the outbox")?;
+    let f = super::query(q)?;
+    let which = api::outbox::parse_state(f.state.as_deref().filter(|s| !s.is_empty()))?;
+    let p = api::outbox::delivery_page(&state, which, f.cursor.as_deref(), 100)?;
+    let tabs = [("pending", "Waiting"), ("dead", "Dead"), ("sent", "Sent")]
+        .into_iter()
+        .map(|(s, l)| (s, l, s == which.as_str()))
+        .collect();
+    Ok(page(DeliveriesPage {
+        chrome: signed.chrome(&state, "Deliveries", "deliveries"),
+        tabs,
+        state: which.as_str().to_string(),
+        rows: p.items,
+        next: p.next,
+        hooks: api::outbox::subscriptions(&state),
+    }))
+}
+
+pub async fn retry(State(state): St, posted: Posted) -> Result<Response, WebError> {
+    let signed = &posted.signed;
+    signed.caller.require_any(&[ADMIN], "retrying a delivery")?;
+    let req = DeliveryRetry {
+        instance: posted
+            .text("instance")
+            .and_then(|s| uuid::Uuid::try_parse(&s).ok())
+            .ok_or_else(|| ApiError::Malformed("which instance?".into()))?,
+        seq: posted
+            .text("seq")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::Malformed("which event?".into()))?,
+        destination: posted
+            .text("destination")
+            .ok_or_else(|| ApiError::Malformed("which destination?".into()))?,
+    };
+    let what = format!(
+        "event {} of {} to {}",
+        req.seq, req.instance, req.destination
+    );
+    api::outbox::retry(&state, req).await?;
+    Ok(done(
+        &state,
+        signed,
+        format!("Queued again: {what}."),
+        "/admin/deliveries?state=dead",
+    ))
+}
+
+/// The live event stream for the signed-in person (the worklist reloads itself on it).
+pub async fn events(
+    State(state): St,
+    signed: Signed,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    Ok(
+        api::stream::stream_for(state, signed.caller, &headers, None)
+            .await?
+            .into_response(),
+    )
+}
