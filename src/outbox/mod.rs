@@ -149,12 +149,10 @@ pub fn route(
             )
         };
         if let Some(kind) = webhook_type(&e.kind, procedure) {
-            let mut body = None;
+            // The body is made when the message is sent, from the event in the history
+            // (which never changes): the command's commit carries only the pointer.
             for s in routes.hooks.iter().filter(|s| s.wants(kind, procedure)) {
-                let body = body
-                    .get_or_insert_with(|| payload(routes, kind, instance, procedure, e))
-                    .clone();
-                out.push(new(s.destination(), kind, body, None));
+                out.push(new(s.destination(), kind, String::new(), None));
             }
         }
         if let Some(mail) = &routes.mail {
@@ -167,7 +165,7 @@ pub fn route(
 
 /// A webhook's JSON body: `type`, `timestamp` and `data` as Standard Webhooks suggests;
 /// `data.event` is the event exactly as the instance's history holds it.
-fn payload(
+pub fn payload(
     routes: &Routes,
     kind: &str,
     instance: InstanceId,

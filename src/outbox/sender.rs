@@ -30,6 +30,8 @@ use crate::engine::service::Engine;
 use crate::store::outbox::SENT_KEPT_MS;
 use crate::store::{Commit, Delivery, DeliveryState, OutboxWrite, Store, StoreError};
 
+/// The pause after a pass that sent something, before the next one.
+const GATHER: Duration = Duration::from_millis(10);
 /// Tries before a delivery is dead: with the backoff below, about 8.5 hours of retrying.
 pub const MAX_ATTEMPTS: u32 = 10;
 /// The first retry's delay; each later one doubles it, up to `MAX_BACKOFF`.
@@ -38,11 +40,17 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(4 * 3600);
 /// How long one webhook call or mail may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Instance-and-destination chains sent side by side.
-const MAX_CHAINS: usize = 32;
+const MAX_CHAINS: usize = 128;
+/// Of them, at most this many for one destination, so one busy receiver leaves room for
+/// the others in every pass.
+const MAX_CHAINS_PER_DESTINATION: usize = 64;
 /// Messages of one chain sent in one pass (the rest wait for the next pass).
 const CHAIN_LEN: usize = 16;
-/// Pending entries read per pass.
-const SCAN: usize = 2_000;
+/// Pending entries of one destination read per pass at most (those waiting out a backoff
+/// are read too, unless every try to the destination failed: then it rests, unread).
+const SCAN: usize = 4_000;
+/// Pending entries read per store call.
+const SCAN_PAGE: usize = 256;
 /// A failed delivery's error text is cut to this many characters.
 const ERROR_CHARS: usize = 300;
 
@@ -80,19 +88,24 @@ async fn run<S: Store>(
         }
     };
     let wake = engine.outbox_wake();
-    let mut last_prune = i64::MIN;
+    let mut memory = Memory::default();
     loop {
-        let wait = match pass(&engine, &clients, mailer.as_ref(), &mut last_prune).await {
+        let wait = match pass(&engine, &clients, mailer.as_ref(), &mut memory).await {
             Ok(Some(wait)) => wait,
-            // Progress was made: look again at once (more may be queued behind it).
-            Ok(None) => Duration::ZERO,
+            // Progress was made: look again shortly (more may be queued behind it). The
+            // pause lets messages gather, so that under load a pass sends many at once and
+            // settles them in one commit, rather than one pass and one commit per message.
+            Ok(None) => GATHER,
             Err(e) => {
                 tracing::warn!(error = %e, "the outbox could not be read or settled; trying again");
                 Duration::from_secs(1)
             }
         };
-        if wait.is_zero() {
-            tokio::task::yield_now().await;
+        if wait == GATHER {
+            tokio::select! {
+                _ = stop.notified() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
             continue;
         }
         tokio::select! {
@@ -126,57 +139,65 @@ impl Clients {
     }
 }
 
+/// What the sender remembers between passes: when it last pruned the sent records, and
+/// the destinations whose every try failed in a pass, with when to look at them again. A
+/// destination that is down is then passed over with one seek, however many messages wait
+/// for it, instead of being read on every wake-up (lost at a restart: it is read once more).
+#[derive(Default)]
+struct Memory {
+    last_prune: Option<i64>,
+    resting: HashMap<String, i64>,
+}
+
 /// One pass over the outbox. `Ok(None)` when something was settled; otherwise how long to
 /// wait before looking again (a new message wakes the sender earlier).
 async fn pass<S: Store>(
     engine: &Arc<Engine<S>>,
     clients: &Clients,
     mailer: Option<&Mailer>,
-    last_prune: &mut i64,
+    memory: &mut Memory,
 ) -> Result<Option<Duration>, StoreError> {
     let store = engine.store().clone();
     let now = engine.clock().now().timestamp_millis();
     let routes = engine.routes();
     let mut writes = Vec::new();
-    if now.saturating_sub(*last_prune) > 60_000 {
-        *last_prune = now;
+    if memory
+        .last_prune
+        .is_none_or(|t| now.saturating_sub(t) > 60_000)
+    {
+        memory.last_prune = Some(now);
         for d in store.sent_before(now - SENT_KEPT_MS, 1_000)? {
             writes.push(OutboxWrite::remove(DeliveryState::Sent, d));
         }
     }
-    let page = store.deliveries(DeliveryState::Pending, None, SCAN)?;
-    // Chains in key order: one per (instance, destination), its messages in history order.
-    let mut chains: Vec<Vec<Delivery>> = Vec::new();
-    let mut index: HashMap<(crate::store::InstanceId, String), usize> = HashMap::new();
-    let mut blocked = std::collections::HashSet::new();
     let mut next_due: Option<i64> = None;
-    for d in page.items {
-        let key = (d.instance, d.destination.clone());
-        if blocked.contains(&key) {
+    let mut later = |at: i64| next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
+    // Chains: one per (destination, instance), its messages in history order.
+    let mut chains: Vec<Vec<Delivery>> = Vec::new();
+    for dest in store.delivery_destinations(DeliveryState::Pending)? {
+        if paused(&routes, &dest) {
             continue;
         }
-        if let Some(&i) = index.get(&key) {
-            if chains[i].len() < CHAIN_LEN {
-                chains[i].push(d);
+        if let Some(&at) = memory.resting.get(&dest) {
+            if at > now {
+                later(at);
+                continue;
             }
-            continue;
         }
-        if d.next_ms > now || paused(&routes, &d.destination) {
-            if !paused(&routes, &d.destination) {
-                next_due = Some(next_due.map_or(d.next_ms, |n| n.min(d.next_ms)));
-            }
-            blocked.insert(key);
-            continue;
+        let room = MAX_CHAINS
+            .saturating_sub(chains.len())
+            .min(MAX_CHAINS_PER_DESTINATION);
+        if room == 0 {
+            // Full: the rest waits for the next pass, which comes at once.
+            later(now);
+            break;
         }
-        if chains.len() == MAX_CHAINS {
-            continue;
-        }
-        index.insert(key, chains.len());
-        chains.push(vec![d]);
+        chains.extend(chains_of(&*store, &dest, now, room, &mut later)?);
     }
     let mut set = JoinSet::new();
     for chain in chains {
         let job = Job {
+            store: store.clone(),
             routes: routes.clone(),
             guarded: clients.guarded.clone(),
             open: clients.open.clone(),
@@ -185,11 +206,36 @@ async fn pass<S: Store>(
         };
         set.spawn(async move { job.chain(chain).await });
     }
+    // Per destination: whether any try succeeded, and the earliest retry of those failing.
+    let mut verdicts: HashMap<String, (bool, Option<i64>)> = HashMap::new();
     while let Some(done) = set.join_next().await {
         match done {
-            Ok(w) => writes.extend(w),
+            Ok(w) => {
+                for x in &w {
+                    let v = verdicts.entry(x.delivery.destination.clone()).or_default();
+                    match (x.state, x.remove) {
+                        (DeliveryState::Sent, false) => v.0 = true,
+                        (DeliveryState::Pending, false) => {
+                            v.1 =
+                                Some(v.1.map_or(x.delivery.next_ms, |n| n.min(x.delivery.next_ms)))
+                        }
+                        _ => {}
+                    }
+                }
+                writes.extend(w)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "a delivery task failed; its messages stay pending")
+            }
+        }
+    }
+    for (dest, (any_sent, retry_at)) in verdicts {
+        match retry_at {
+            Some(at) if !any_sent => {
+                memory.resting.insert(dest, at);
+            }
+            _ => {
+                memory.resting.remove(&dest);
             }
         }
     }
@@ -210,6 +256,56 @@ async fn pass<S: Store>(
     Ok(None)
 }
 
+/// Up to `room` chains of `dest`'s pending messages that are due, one per instance, read in
+/// key order; a chain whose first message waits out a backoff holds its instance back.
+fn chains_of<S: Store>(
+    store: &S,
+    dest: &str,
+    now: i64,
+    room: usize,
+    later: &mut dyn FnMut(i64),
+) -> Result<Vec<Vec<Delivery>>, StoreError> {
+    let mut chains: Vec<Vec<Delivery>> = Vec::new();
+    let mut blocked: Option<crate::store::InstanceId> = None;
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut scanned = 0usize;
+    loop {
+        let page = store.deliveries(
+            DeliveryState::Pending,
+            Some(dest),
+            cursor.as_deref(),
+            SCAN_PAGE,
+        )?;
+        for d in page.items {
+            scanned += 1;
+            // Keys are grouped by instance: only the current chain can grow.
+            if blocked == Some(d.instance) {
+                continue;
+            }
+            if let Some(c) = chains.last_mut().filter(|c| c[0].instance == d.instance) {
+                if c.len() < CHAIN_LEN {
+                    c.push(d);
+                }
+                continue;
+            }
+            if d.next_ms > now {
+                later(d.next_ms);
+                blocked = Some(d.instance);
+                continue;
+            }
+            if chains.len() == room {
+                later(now);
+                return Ok(chains);
+            }
+            chains.push(vec![d]);
+        }
+        match page.next {
+            Some(n) if scanned < SCAN => cursor = Some(n),
+            _ => return Ok(chains),
+        }
+    }
+}
+
 fn paused(routes: &Routes, destination: &str) -> bool {
     destination
         .strip_prefix("hook:")
@@ -217,7 +313,8 @@ fn paused(routes: &Routes, destination: &str) -> bool {
 }
 
 /// What one chain needs, owned so it can run on a task of its own.
-struct Job {
+struct Job<S: Store> {
+    store: Arc<S>,
     routes: Arc<Routes>,
     guarded: reqwest::Client,
     open: reqwest::Client,
@@ -233,7 +330,7 @@ enum Outcome {
     Dead(String),
 }
 
-impl Job {
+impl<S: Store> Job<S> {
     /// Sends a chain's messages in order until one fails; returns the writes recording it.
     async fn chain(&self, chain: Vec<Delivery>) -> Vec<OutboxWrite> {
         let mut writes = Vec::new();
@@ -246,6 +343,9 @@ impl Job {
                 Outcome::Sent => {
                     d.done_ms = Some(now);
                     d.last_error = None;
+                    // The record of a sent message says what went where and when; the body
+                    // (the bulk of its bytes) is in the history the message came from.
+                    d.body = String::new();
                     writes.push(OutboxWrite::put(DeliveryState::Sent, d));
                     metrics::counter!("sopflow_deliveries_total", "result" => "sent").increment(1);
                 }
@@ -305,6 +405,37 @@ impl Job {
         }
     }
 
+    /// A webhook's body: made from the event in the history (the same bytes on every try).
+    fn body(&self, d: &Delivery) -> Result<String, Outcome> {
+        if !d.body.is_empty() {
+            return Ok(d.body.clone());
+        }
+        let stored = self
+            .store
+            .history(d.instance, d.seq, 1)
+            .map_err(|e| Outcome::Failed(format!("the event cannot be read: {e}")))?;
+        let Some(ev) = stored.into_iter().find(|e| e.seq == d.seq) else {
+            return Err(Outcome::Dead(format!(
+                "event {} of {} is not in the store",
+                d.seq, d.instance
+            )));
+        };
+        let event: crate::engine::instance::Event =
+            serde_json::from_slice(&ev.bytes).map_err(|e| {
+                Outcome::Dead(format!(
+                    "event {} of {} cannot be read: {e}",
+                    d.seq, d.instance
+                ))
+            })?;
+        Ok(super::payload(
+            &self.routes,
+            &d.kind,
+            d.instance,
+            &d.procedure,
+            &event,
+        ))
+    }
+
     async fn call(&self, s: &Subscription, d: &Delivery) -> Outcome {
         if !s.allow_private {
             if let Some(why) = super::ssrf::literal_refusal(&s.url) {
@@ -316,16 +447,20 @@ impl Job {
         } else {
             &self.guarded
         };
+        let body = match self.body(d) {
+            Ok(b) => b,
+            Err(o) => return o,
+        };
         let id = message_id(d);
         let ts = crate::clock::SystemClock.now().timestamp();
-        let sig = super::sign::signature(&s.key, &id, ts, &d.body);
+        let sig = super::sign::signature(&s.key, &id, ts, &body);
         let sent = client
             .post(s.url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", sig)
-            .body(d.body.clone())
+            .body(body)
             .send()
             .await;
         match sent {

@@ -155,10 +155,18 @@ impl Store for AnyStore {
     fn deliveries(
         &self,
         state: super::DeliveryState,
+        destination: Option<&str>,
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<super::Page<super::Delivery>, StoreError> {
-        forward!(self, s => s.deliveries(state, cursor, limit))
+        forward!(self, s => s.deliveries(state, destination, cursor, limit))
+    }
+
+    fn delivery_destinations(
+        &self,
+        state: super::DeliveryState,
+    ) -> Result<Vec<String>, StoreError> {
+        forward!(self, s => s.delivery_destinations(state))
     }
 
     fn delivery(

@@ -274,10 +274,18 @@ impl Store for MemoryStore {
     fn deliveries(
         &self,
         state: super::DeliveryState,
+        destination: Option<&str>,
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<super::Page<super::Delivery>, StoreError> {
-        self.read(|t| super::outbox::page(t, state, cursor, limit))
+        self.read(|t| super::outbox::page(t, state, destination, cursor, limit))
+    }
+
+    fn delivery_destinations(
+        &self,
+        state: super::DeliveryState,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(|t| super::outbox::destinations(t, state))
     }
 
     fn delivery(

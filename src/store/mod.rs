@@ -364,14 +364,18 @@ pub trait Store: Send + Sync + 'static {
     /// Every registered version of every procedure.
     fn procedures(&self) -> Result<Vec<ProcedureRecord>, StoreError>;
 
-    /// A page of the outbox's deliveries in `state` (`outbox.rs`): pending and dead ones in
-    /// instance order, sent ones newest first.
+    /// A page of the outbox's deliveries in `state` (`outbox.rs`): pending and dead ones by
+    /// destination (only `destination`'s when given) and instance, sent ones newest first.
     fn deliveries(
         &self,
         state: DeliveryState,
+        destination: Option<&str>,
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<Page<Delivery>, StoreError>;
+
+    /// The destinations with pending (or dead) deliveries.
+    fn delivery_destinations(&self, state: DeliveryState) -> Result<Vec<String>, StoreError>;
 
     /// One pending or dead delivery.
     fn delivery(

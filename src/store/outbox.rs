@@ -3,9 +3,10 @@
 //! (`crate::outbox::sender`) reads the pending ones and settles each with a commit of its
 //! own; nothing here sends anything.
 //!
-//! Three key families in the `outbox` tree, each key ending in instance (16) ++ seq (8) ++
-//! destination, so the messages of one instance for one destination sort in the order of
-//! its history (the sender keeps that order):
+//! Three key families in the `outbox` tree, each key ending in destination ++ 0x00 ++
+//! instance (16) ++ seq (8), so one destination's messages are one key range (the sender
+//! passes over a destination that is paused or failing with one seek) and, within it, the
+//! messages of one instance sort in the order of its history (the sender keeps that order):
 //! - `q` ++ suffix → a pending delivery (never tried, or failed and waiting to be tried again);
 //! - `x` ++ suffix → a dead one (tried `MAX_ATTEMPTS` times, or refused for good);
 //! - `s` ++ sent ms (sign bit flipped) ++ suffix → a sent one, newest last, pruned after
@@ -18,7 +19,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{ms_from_ordered, ordered_ms, text, Kv, Op, Tree, UUID_LEN};
+use super::layout::{ms_from_ordered, ordered_ms, text, Kv, Op, Tree, SEP, UUID_LEN};
 use super::{InstanceId, Page, StoreError};
 
 const PENDING: u8 = b'q';
@@ -116,15 +117,25 @@ impl OutboxWrite {
 
 fn suffix(key: &mut Vec<u8>, d: &Delivery) -> Result<(), StoreError> {
     text("destination", &d.destination)?;
+    key.extend_from_slice(d.destination.as_bytes());
+    key.push(SEP);
     key.extend_from_slice(d.instance.as_bytes());
     key.extend_from_slice(&d.seq.to_be_bytes());
-    key.extend_from_slice(d.destination.as_bytes());
     Ok(())
+}
+
+/// The first key of `destination`'s range in `state` (pending or dead).
+fn range_start(state: DeliveryState, destination: &str) -> Result<Vec<u8>, StoreError> {
+    text("destination", destination)?;
+    let mut key = vec![state.family()];
+    key.extend_from_slice(destination.as_bytes());
+    key.push(SEP);
+    Ok(key)
 }
 
 /// The key of `d` in `state`.
 pub(crate) fn key(state: DeliveryState, d: &Delivery) -> Result<Vec<u8>, StoreError> {
-    let mut key = Vec::with_capacity(1 + 8 + UUID_LEN + 8 + d.destination.len());
+    let mut key = Vec::with_capacity(1 + 8 + d.destination.len() + 1 + UUID_LEN + 8);
     key.push(state.family());
     if state == DeliveryState::Sent {
         key.extend_from_slice(&ordered_ms(d.done_ms.unwrap_or(d.at_ms)));
@@ -156,22 +167,32 @@ fn decode(value: &[u8]) -> Result<Delivery, StoreError> {
 pub(crate) fn page(
     kv: &dyn Kv,
     state: DeliveryState,
+    destination: Option<&str>,
     cursor: Option<&[u8]>,
     limit: usize,
 ) -> Result<Page<Delivery>, StoreError> {
     let fam = state.family();
+    let prefix = match destination {
+        Some(d) if state != DeliveryState::Sent => range_start(state, d)?,
+        Some(_) => {
+            return Err(StoreError::Invalid(
+                "sent deliveries are listed by time, not by destination".into(),
+            ))
+        }
+        None => vec![fam],
+    };
     let mut items = Vec::new();
     let mut last = None;
     let mut more = false;
     if let Some(c) = cursor {
-        if c.first() != Some(&fam) {
+        if !c.starts_with(&prefix) {
             return Err(StoreError::Invalid(
                 "the cursor belongs to another list".into(),
             ));
         }
     }
     let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
-        if k.first() != Some(&fam) {
+        if !k.starts_with(&prefix) {
             return Ok(false);
         }
         if items.len() == limit {
@@ -186,10 +207,9 @@ pub(crate) fn page(
         let end = cursor.map_or_else(|| vec![fam + 1], <[u8]>::to_vec);
         kv.scan_back(Tree::Outbox, &end, &mut visit)?;
     } else {
-        let start = [fam];
         let from = match cursor {
             Some(c) => Bound::Excluded(c),
-            None => Bound::Included(&start[..]),
+            None => Bound::Included(&prefix[..]),
         };
         kv.scan(Tree::Outbox, from, &mut visit)?;
     }
@@ -197,6 +217,35 @@ pub(crate) fn page(
         next: if more { last } else { None },
         items,
     })
+}
+
+/// The destinations with deliveries in `state` (pending or dead), one seek each.
+pub(crate) fn destinations(kv: &dyn Kv, state: DeliveryState) -> Result<Vec<String>, StoreError> {
+    let fam = state.family();
+    let mut out = Vec::new();
+    let mut from = vec![fam];
+    loop {
+        let mut found = None;
+        kv.scan(Tree::Outbox, Bound::Included(&from), &mut |k, _| {
+            if k.first() == Some(&fam) {
+                let end = k.iter().position(|b| *b == SEP).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "outbox key of {} bytes has no destination",
+                        k.len()
+                    ))
+                })?;
+                found = Some(k[..end].to_vec());
+            }
+            Ok(false)
+        })?;
+        let Some(prefix) = found else {
+            return Ok(out);
+        };
+        out.push(String::from_utf8_lossy(&prefix[1..]).into_owned());
+        // The first key after every key of this destination.
+        from = prefix;
+        from.push(SEP + 1);
+    }
 }
 
 /// The delivery of event `seq` of `instance` for `destination`, if it is in `state`
@@ -286,6 +335,12 @@ mod tests {
         let a = key(DeliveryState::Pending, &d("hook:crm", 2)).unwrap();
         let b = key(DeliveryState::Pending, &d("hook:crm", 10)).unwrap();
         assert!(a < b);
+        // A destination's keys are one range, whatever the instance.
+        let other = key(DeliveryState::Pending, &d("hook:crm2", 1)).unwrap();
+        assert!(
+            b < other && b.starts_with(&range_start(DeliveryState::Pending, "hook:crm").unwrap())
+        );
+        assert!(!other.starts_with(&range_start(DeliveryState::Pending, "hook:crm").unwrap()));
         // Sent keys sort by when they were sent, whatever the event.
         let mut late = d("hook:crm", 1);
         late.done_ms = Some(5_000);

@@ -612,11 +612,22 @@ impl Store for PgStore {
     fn deliveries(
         &self,
         state: super::DeliveryState,
+        destination: Option<&str>,
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<super::Page<super::Delivery>, StoreError> {
         let cursor = cursor.map(<[u8]>::to_vec);
-        self.read(move |t| super::outbox::page(t, state, cursor.as_deref(), limit))
+        let destination = destination.map(str::to_string);
+        self.read(move |t| {
+            super::outbox::page(t, state, destination.as_deref(), cursor.as_deref(), limit)
+        })
+    }
+
+    fn delivery_destinations(
+        &self,
+        state: super::DeliveryState,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |t| super::outbox::destinations(t, state))
     }
 
     fn delivery(

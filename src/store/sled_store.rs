@@ -703,10 +703,18 @@ impl Store for SledStore {
     fn deliveries(
         &self,
         state: super::DeliveryState,
+        destination: Option<&str>,
         cursor: Option<&[u8]>,
         limit: usize,
     ) -> Result<super::Page<super::Delivery>, StoreError> {
-        super::outbox::page(&self.trees, state, cursor, limit)
+        super::outbox::page(&self.trees, state, destination, cursor, limit)
+    }
+
+    fn delivery_destinations(
+        &self,
+        state: super::DeliveryState,
+    ) -> Result<Vec<String>, StoreError> {
+        super::outbox::destinations(&self.trees, state)
     }
 
     fn delivery(

@@ -137,7 +137,7 @@ pub fn delivery_page(
     let page = state
         .engine
         .store()
-        .deliveries(which, cursor.as_deref(), limit)
+        .deliveries(which, None, cursor.as_deref(), limit)
         .map_err(|e| ApiError::from(crate::engine::service::ServiceError::from(e)))?;
     Ok(DeliveryPage {
         items: page
