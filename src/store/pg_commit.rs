@@ -179,8 +179,9 @@ pub(super) fn claim_due(
     let mut bound = layout::ordered_ms(now_ms).to_vec();
     bound.extend_from_slice(&[0xff; 40]);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = c
-        .query(
+    let mut attempt = 0;
+    let rows = loop {
+        let r = c.query(
             &st.claim,
             &[
                 &tree_code(Tree::Timers),
@@ -189,8 +190,23 @@ pub(super) fn claim_due(
                 &limit,
                 &CLAIM_SECONDS,
             ],
-        )
-        .map_err(pg)?;
+        );
+        match r {
+            Ok(rows) => break rows,
+            // The statement was rolled back whole: claiming again is safe, and a deadlock
+            // or serialization failure says another node was claiming at the same moment.
+            Err(e)
+                if attempt < 3
+                    && e.code().is_some_and(|c| {
+                        *c == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                            || *c == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    }) =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(pg(e)),
+        }
+    };
     rows.iter()
         .map(|r| layout::decode_timer(r.get::<_, &[u8]>(0), r.get::<_, &[u8]>(1)))
         .collect()
@@ -201,7 +217,9 @@ pub(super) fn claim_due(
 /// own breach because another node held it). The due rows are read in key (due) order, so
 /// an instance's rows in the batch are always its earliest; the upsert decides between two
 /// nodes whose snapshots both saw an instance unclaimed (the second waits for the first's
-/// insert, then finds it taken).
+/// insert, then finds it taken). Claims are inserted in instance order, the order a firing
+/// commit's `unclaim` deletes them in: two nodes claiming overlapping instances in different
+/// orders deadlocked (PostgreSQL aborts one with 40P01; seen by the crash test).
 pub(super) const CLAIM_SQL: &str = "
 WITH due AS (
     SELECT key, value, substring(key FROM 9 FOR 16) AS instance FROM kv
@@ -213,7 +231,7 @@ WITH due AS (
 ), claimed AS (
     INSERT INTO timer_claims (instance, node, until)
     SELECT instance, $3, clock_timestamp() + make_interval(secs => $5)
-    FROM (SELECT DISTINCT instance FROM due) AS d
+    FROM (SELECT DISTINCT instance FROM due ORDER BY instance) AS d
     ON CONFLICT (instance) DO UPDATE SET node = excluded.node, until = excluded.until
         WHERE timer_claims.node = excluded.node OR timer_claims.until <= clock_timestamp()
     RETURNING instance
