@@ -1089,6 +1089,104 @@ async fn notifications_newest_first<S: Store>(s: S) {
         .is_empty());
 }
 
+fn delivery(dest: &str, instance: u128, seq: u64) -> sopflow::store::Delivery {
+    sopflow::store::Delivery {
+        destination: dest.to_string(),
+        instance: Uuid::from_u128(instance),
+        seq,
+        procedure: "p".into(),
+        kind: "task.opened".into(),
+        at_ms: 1_000,
+        body: String::new(),
+        subject: None,
+        attempts: 0,
+        next_ms: 0,
+        last_error: None,
+        done_ms: None,
+    }
+}
+
+/// The outbox: deliveries by destination in history order, paging, moving between states,
+/// the destinations found by skip-scan, sent ones newest first and pruned by time.
+async fn outbox_states<S: Store>(s: S) {
+    use sopflow::store::{DeliveryState::*, OutboxWrite};
+    let put = |d| OutboxWrite::put(Pending, d);
+    let mut writes = Vec::new();
+    for (dest, inst, seq) in [
+        ("hook:crm", 2, 3),
+        ("hook:crm", 1, 2),
+        ("hook:crm", 1, 1),
+        ("mail:ann", 1, 1),
+        ("hook:crm2", 1, 1),
+    ] {
+        writes.push(put(delivery(dest, inst, seq)));
+    }
+    s.commit(Commit {
+        outbox: writes,
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.delivery_destinations(Pending).unwrap(),
+        ["hook:crm", "hook:crm2", "mail:ann"]
+    );
+    // One destination's queue: by instance, then history order; paged by one.
+    let mut got = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .deliveries(Pending, Some("hook:crm"), cursor.as_deref(), 1)
+            .unwrap();
+        got.extend(page.items.iter().map(|d| (d.instance.as_u128(), d.seq)));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(got, [(1, 1), (1, 2), (2, 3)]);
+    assert_eq!(
+        s.deliveries(Pending, None, None, 10).unwrap().items.len(),
+        5
+    );
+    // Sent, dead, retried.
+    let mut sent = delivery("hook:crm", 1, 1);
+    sent.done_ms = Some(5_000);
+    let mut dead = delivery("hook:crm", 1, 2);
+    dead.attempts = 10;
+    s.commit(Commit {
+        outbox: vec![
+            OutboxWrite::remove(Pending, delivery("hook:crm", 1, 1)),
+            OutboxWrite::put(Sent, sent.clone()),
+            OutboxWrite::remove(Pending, delivery("hook:crm", 1, 2)),
+            OutboxWrite::put(Dead, dead.clone()),
+        ],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    let at = dead.instance;
+    assert_eq!(s.delivery(Dead, at, 2, "hook:crm").unwrap(), Some(dead));
+    assert_eq!(s.delivery(Pending, at, 2, "hook:crm").unwrap(), None);
+    assert_eq!(
+        s.deliveries(Sent, None, None, 10).unwrap().items,
+        [sent.clone()]
+    );
+    assert!(s.sent_before(5_000, 10).unwrap().is_empty());
+    assert_eq!(s.sent_before(5_001, 10).unwrap(), [sent]);
+    assert_eq!(
+        s.deliveries(Pending, Some("hook:crm"), None, 10)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // A cursor of another list is refused, not misread.
+    let c = s.deliveries(Pending, Some("hook:crm2"), None, 10).unwrap();
+    assert!(c.next.is_none());
+    assert!(s.deliveries(Dead, None, Some(b"q-not-dead"), 10).is_err());
+}
+
 macro_rules! suite {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -1157,6 +1255,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn idempotency_keys_are_checked_inside_the_commit() {
                 super::idempotency_keys($make).await;
+            }
+            #[tokio::test]
+            async fn the_outbox_keeps_each_destinations_queue_in_history_order() {
+                super::outbox_states($make).await;
             }
             #[tokio::test]
             async fn nul_bytes_and_duplicate_instances_are_rejected() {
