@@ -383,29 +383,7 @@ fn merge_kinds(
     Ok((hits, next))
 }
 
-/// The kind families present (`k` ++ kind ++ 0x00), one seek each: after reading a kind,
-/// the next key at or after `k` ++ kind ++ 0x01 is the first of the next kind.
+/// The kind families present (`k` ++ kind ++ 0x00), one seek each.
 fn kinds(kv: &dyn Kv) -> Result<Vec<Vec<u8>>, StoreError> {
-    let mut out = Vec::new();
-    let mut from = vec![b'k'];
-    loop {
-        let mut found = None;
-        kv.scan(Tree::Audit, Bound::Included(&from), &mut |k, _| {
-            if k.first() == Some(&b'k') {
-                let end = k.iter().position(|b| *b == 0).ok_or_else(|| {
-                    StoreError::Corrupt(format!("audit key of {} bytes has no kind", k.len()))
-                })?;
-                found = Some(k[..=end].to_vec());
-            }
-            Ok(false)
-        })?;
-        let Some(prefix) = found else {
-            return Ok(out);
-        };
-        from.clone_from(&prefix);
-        if let Some(b) = from.last_mut() {
-            *b = 1;
-        }
-        out.push(prefix);
-    }
+    layout::distinct_heads(kv, Tree::Audit, b'k')
 }

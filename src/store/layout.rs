@@ -906,6 +906,42 @@ pub(crate) fn instances(
     Ok(Page { items, next })
 }
 
+/// Every distinct `family ++ text ++ SEP` key prefix in `tree`, one seek each: after a
+/// prefix is read, the next key at or after `family ++ text ++ 0x01` begins the next one
+/// (the audit index's kinds, the outbox's destinations).
+pub(crate) fn distinct_heads(
+    kv: &dyn Kv,
+    tree: Tree,
+    family: u8,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    let mut from = vec![family];
+    loop {
+        let mut found = None;
+        kv.scan(tree, Bound::Included(&from), &mut |k, _| {
+            if k.first() == Some(&family) {
+                let end = k.iter().position(|b| *b == SEP).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "{} key of {} bytes has no separator",
+                        tree.name(),
+                        k.len()
+                    ))
+                })?;
+                found = Some(k[..=end].to_vec());
+            }
+            Ok(false)
+        })?;
+        let Some(prefix) = found else {
+            return Ok(out);
+        };
+        from.clone_from(&prefix);
+        if let Some(b) = from.last_mut() {
+            *b = SEP + 1;
+        }
+        out.push(prefix);
+    }
+}
+
 pub(crate) fn due_timers(
     kv: &dyn Kv,
     now_ms: i64,

@@ -221,31 +221,12 @@ pub(crate) fn page(
 
 /// The destinations with deliveries in `state` (pending or dead), one seek each.
 pub(crate) fn destinations(kv: &dyn Kv, state: DeliveryState) -> Result<Vec<String>, StoreError> {
-    let fam = state.family();
-    let mut out = Vec::new();
-    let mut from = vec![fam];
-    loop {
-        let mut found = None;
-        kv.scan(Tree::Outbox, Bound::Included(&from), &mut |k, _| {
-            if k.first() == Some(&fam) {
-                let end = k.iter().position(|b| *b == SEP).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "outbox key of {} bytes has no destination",
-                        k.len()
-                    ))
-                })?;
-                found = Some(k[..end].to_vec());
-            }
-            Ok(false)
-        })?;
-        let Some(prefix) = found else {
-            return Ok(out);
-        };
-        out.push(String::from_utf8_lossy(&prefix[1..]).into_owned());
-        // The first key after every key of this destination.
-        from = prefix;
-        from.push(SEP + 1);
-    }
+    Ok(
+        super::layout::distinct_heads(kv, Tree::Outbox, state.family())?
+            .iter()
+            .map(|h| String::from_utf8_lossy(&h[1..h.len() - 1]).into_owned())
+            .collect(),
+    )
 }
 
 /// The delivery of event `seq` of `instance` for `destination`, if it is in `state`
