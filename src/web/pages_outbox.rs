@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{done, page, Chrome, Posted, Signed, WebError};
+use super::{done, page, view, Chrome, Posted, Signed, WebError};
 use crate::http::api;
 use crate::http::api::outbox::{DeliveryRetry, DeliveryView, SubscriptionView};
 use crate::http::auth::ADMIN;
@@ -24,6 +24,14 @@ pub struct DeliveriesFilter {
     cursor: Option<String>,
 }
 
+/// A delivery as the page shows it: times in the server's zone, as on every other page.
+struct Row {
+    d: DeliveryView,
+    at: String,
+    /// When it was sent or given up on, or its next try, or "now".
+    when: String,
+}
+
 #[derive(Template)]
 #[template(path = "deliveries.html")]
 struct DeliveriesPage {
@@ -31,7 +39,7 @@ struct DeliveriesPage {
     /// (state, label, current)
     tabs: Vec<(&'static str, &'static str, bool)>,
     state: String,
-    rows: Vec<DeliveryView>,
+    rows: Vec<Row>,
     next: Option<String>,
     hooks: Vec<SubscriptionView>,
 }
@@ -45,6 +53,7 @@ pub async fn deliveries(
     let f = super::query(q)?;
     let which = api::outbox::parse_state(f.state.as_deref().filter(|s| !s.is_empty()))?;
     let p = api::outbox::delivery_page(&state, which, f.cursor.as_deref(), 100)?;
+    let zone = state.engine.default_zone();
     let tabs = [("pending", "Waiting"), ("dead", "Dead"), ("sent", "Sent")]
         .into_iter()
         .map(|(s, l)| (s, l, s == which.as_str()))
@@ -53,7 +62,18 @@ pub async fn deliveries(
         chrome: signed.chrome(&state, "Deliveries", "deliveries"),
         tabs,
         state: which.as_str().to_string(),
-        rows: p.items,
+        rows: p
+            .items
+            .into_iter()
+            .map(|d| Row {
+                at: view::when(d.at, zone),
+                when: d
+                    .done
+                    .or(d.next_attempt)
+                    .map_or_else(|| "now".to_string(), |t| view::when(t, zone)),
+                d,
+            })
+            .collect(),
         next: p.next,
         hooks: api::outbox::subscriptions(&state),
     }))
