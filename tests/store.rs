@@ -1181,10 +1181,34 @@ async fn outbox_states<S: Store>(s: S) {
             .len(),
         1
     );
-    // A cursor of another list is refused, not misread.
-    let c = s.deliveries(Pending, Some("hook:crm2"), None, 10).unwrap();
-    assert!(c.next.is_none());
-    assert!(s.deliveries(Dead, None, Some(b"q-not-dead"), 10).is_err());
+    // A cursor of another list never shows that list's entries: it is clamped to this
+    // list's range (before it, a forward list starts at its beginning; past it, it is done).
+    let dead_all = s.deliveries(Dead, None, None, 10).unwrap().items;
+    assert_eq!(dead_all.len(), 1);
+    assert_eq!(
+        s.deliveries(Dead, None, Some(b"q-pending"), 10)
+            .unwrap()
+            .items,
+        dead_all
+    );
+    assert!(s
+        .deliveries(Dead, None, Some(b"z"), 10)
+        .unwrap()
+        .items
+        .is_empty());
+    // Sent ones are read newest first: past their end is where the list begins.
+    assert!(s
+        .deliveries(Sent, None, Some(b"a"), 10)
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        s.deliveries(Sent, None, Some(b"zz"), 10)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
 }
 
 macro_rules! suite {

@@ -184,13 +184,11 @@ pub(crate) fn page(
     let mut items = Vec::new();
     let mut last = None;
     let mut more = false;
-    if let Some(c) = cursor {
-        if !c.starts_with(&prefix) {
-            return Err(StoreError::Invalid(
-                "the cursor belongs to another list".into(),
-            ));
-        }
-    }
+    // A cursor outside this list (another state's, another destination's, or made up) is
+    // clamped to the list's range: the page never shows another list's entries.
+    let mut end = prefix.clone();
+    end.push(0xff);
+    let cursor = cursor.map(|c| c.max(&prefix[..]).min(&end[..]));
     let mut visit = |k: &[u8], v: &[u8]| -> Result<bool, StoreError> {
         if !k.starts_with(&prefix) {
             return Ok(false);
@@ -204,8 +202,8 @@ pub(crate) fn page(
         Ok(true)
     };
     if state == DeliveryState::Sent {
-        let end = cursor.map_or_else(|| vec![fam + 1], <[u8]>::to_vec);
-        kv.scan_back(Tree::Outbox, &end, &mut visit)?;
+        let before = cursor.map_or_else(|| vec![fam + 1], <[u8]>::to_vec);
+        kv.scan_back(Tree::Outbox, &before, &mut visit)?;
     } else {
         let from = match cursor {
             Some(c) => Bound::Excluded(c),

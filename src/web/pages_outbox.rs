@@ -52,7 +52,8 @@ pub async fn deliveries(
     signed.caller.require_any(&[ADMIN], "reading the outbox")?;
     let f = super::query(q)?;
     let which = api::outbox::parse_state(f.state.as_deref().filter(|s| !s.is_empty()))?;
-    let p = api::outbox::delivery_page(&state, which, f.cursor.as_deref(), 100)?;
+    let cursor = super::blank_none(f.cursor);
+    let p = api::outbox::delivery_page(&state, which, cursor.as_deref(), 100)?;
     let zone = state.engine.default_zone();
     let tabs = [("pending", "Waiting"), ("dead", "Dead"), ("sent", "Sent")]
         .into_iter()

@@ -389,19 +389,14 @@ pub struct MigrationRequest {
 fn whole_u32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     use serde::de::Error;
     let n = serde_json::Number::deserialize(d)?;
-    let whole = match (n.as_u64(), n.as_f64()) {
-        (Some(u), _) => Some(u),
-        (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
-            Some(f as u64)
-        }
-        _ => None,
-    };
-    whole.and_then(|u| u32::try_from(u).ok()).ok_or_else(|| {
-        D::Error::custom(format!(
-            "expected a version number (0 to {}), not {n}",
-            u32::MAX
-        ))
-    })
+    super::whole_number(&n, u64::from(u32::MAX))
+        .and_then(|u| u32::try_from(u).ok())
+        .ok_or_else(|| {
+            D::Error::custom(format!(
+                "expected a version number (0 to {}), not {n}",
+                u32::MAX
+            ))
+        })
 }
 
 fn yes() -> bool {

@@ -223,6 +223,18 @@ fn view(state: &AppState, inst: &Instance) -> Json<InstanceView> {
 }
 
 /// The page size asked for, or `default`; out of 1..=max is a 400.
+/// A JSON number that is a whole number from 0 to `max`, written `2` or `2.0`: JSON
+/// Schema's `integer` admits both, and a client that writes every number as a float is read,
+/// not refused; `2.5` and `-1` are not whole numbers in range.
+pub(super) fn whole_number(n: &serde_json::Number, max: u64) -> Option<u64> {
+    match (n.as_u64(), n.as_f64()) {
+        (Some(u), _) => Some(u),
+        (None, Some(f)) if f.fract() == 0.0 && f >= 0.0 && f <= max as f64 => Some(f as u64),
+        _ => None,
+    }
+    .filter(|u| *u <= max)
+}
+
 fn page_limit(asked: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
     match asked {
         None => Ok(default),

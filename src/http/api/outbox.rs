@@ -11,16 +11,20 @@ use crate::http::error::Problem;
 use crate::store::{Delivery, DeliveryState};
 
 /// Longest cursor accepted, bytes (a key: family, time, instance, seq, destination).
-const MAX_CURSOR: usize = 1 + 8 + 16 + 8 + 256;
+const MAX_CURSOR: usize = 1 + 8 + 256 + 1 + 16 + 8;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// `pending` (waiting or failed, to be tried again), `dead` or `sent`; pending if left out.
+    #[param(pattern = "^(pending|dead|sent)$")]
     pub state: Option<String>,
+    /// Page size, 1–500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
-    /// The `next` of the previous page.
+    /// The `next` of the previous page of the same list.
+    #[param(pattern = "^([0-9a-f]{2}){1,290}$")]
     pub cursor: Option<String>,
 }
 
@@ -89,8 +93,20 @@ pub struct DeliveryPage {
 #[serde(deny_unknown_fields)]
 pub struct DeliveryRetry {
     pub instance: Uuid,
+    /// The event's sequence number (a whole number; `3.0` is read as 3).
+    #[serde(deserialize_with = "whole_seq")]
+    #[schema(minimum = 1)]
     pub seq: u64,
+    /// `hook:<subscription>` or `mail:<user>`.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00]+$")]
     pub destination: String,
+}
+
+fn whole_seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    use serde::de::Error;
+    let n = serde_json::Number::deserialize(d)?;
+    super::whole_number(&n, u64::MAX)
+        .ok_or_else(|| D::Error::custom(format!("expected an event's sequence number, not {n}")))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,7 +142,7 @@ pub fn delivery_page(
     let cursor = match cursor {
         None => None,
         Some(c) => Some(
-            (c.len() <= 2 * MAX_CURSOR && c.len() % 2 == 0)
+            (!c.is_empty() && c.len() <= 2 * MAX_CURSOR && c.len() % 2 == 0)
                 .then(|| crate::store::chain::unhex(c, c.len() / 2))
                 .flatten()
                 .ok_or_else(|| {
@@ -138,7 +154,11 @@ pub fn delivery_page(
         .engine
         .store()
         .deliveries(which, None, cursor.as_deref(), limit)
-        .map_err(|e| ApiError::from(crate::engine::service::ServiceError::from(e)))?;
+        .map_err(|e| match e {
+            // A cursor of another list: the request is wrong, not the store.
+            crate::store::StoreError::Invalid(why) => ApiError::Malformed(why),
+            e => ApiError::from(crate::engine::service::ServiceError::from(e)),
+        })?;
     Ok(DeliveryPage {
         items: page
             .items

@@ -37,6 +37,7 @@ pub const REPLAY_MARGIN_MS: i64 = 5_000;
 #[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event id (what `Last-Event-ID` carries; the header wins).
+    #[param(pattern = r"^[0-9a-fA-F]{64}$")]
     pub after: Option<String>,
 }
 
@@ -88,12 +89,12 @@ pub async fn stream_for(
     headers: &HeaderMap,
     after: Option<String>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or(after)
-        .filter(|s| !s.is_empty());
+    // An empty `Last-Event-ID` is what a browser sends before it has seen an id: no resume.
+    // An empty `after` is a malformed parameter, refused like any other.
+    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(id) => Some(id.to_string()).filter(|s| !s.is_empty()),
+        None => after,
+    };
     let cursor = resume
         .as_deref()
         .map(crate::audit::parse_cursor)
