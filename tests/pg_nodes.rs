@@ -219,3 +219,133 @@ async fn a_timer_armed_on_one_node_wakes_the_others_scheduler() {
         .await
         .expect("the commit's NOTIFY reached the other node");
 }
+
+#[test]
+fn a_lease_has_one_holder_until_given_up_or_run_out() {
+    let Some(url) = url() else { return };
+    let first = PgStore::temporary(&url).expect("a PostgreSQL schema");
+    let second = PgStore::open(&url, first.schema(), 4).expect("the same schema again");
+    assert!(first.hold_lease("work", 60.0).unwrap(), "free: taken");
+    assert!(
+        !second.hold_lease("work", 60.0).unwrap(),
+        "held by the first"
+    );
+    assert!(
+        first.hold_lease("work", 60.0).unwrap(),
+        "renewed by its holder"
+    );
+    assert!(
+        second.hold_lease("other", 60.0).unwrap(),
+        "leases are by name"
+    );
+    // Given up by a node that does not hold it: nothing happens.
+    second.release_lease("work").unwrap();
+    assert!(!second.hold_lease("work", 60.0).unwrap());
+    first.release_lease("work").unwrap();
+    assert!(
+        second.hold_lease("work", 60.0).unwrap(),
+        "given up: taken at once"
+    );
+    assert!(!first.hold_lease("work", 60.0).unwrap());
+    // Renewed for no time at all, it has run out by the next question: a holder that died.
+    assert!(second.hold_lease("work", 0.0).unwrap());
+    assert!(
+        first.hold_lease("work", 60.0).unwrap(),
+        "run out: taken over"
+    );
+}
+
+/// A webhook receiver counting each `webhook-id` it is called with.
+async fn counting_receiver() -> (
+    reqwest::Url,
+    Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let keep = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let keep = keep.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                *keep.lock().unwrap().entry(id).or_insert(0) += 1;
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hook").parse().unwrap(), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_node_sends_the_outbox_and_another_takes_over_when_it_stops() {
+    use sopflow::outbox::sender::{Sender, LEASE};
+    use sopflow::outbox::{Routes, Subscription};
+    let Some(url) = url() else { return };
+    let ((a, _), (b, _)) = two_nodes(&url).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let (hook, seen) = counting_receiver().await;
+    let routes = Routes {
+        hooks: vec![Subscription {
+            id: "crm".into(),
+            url: hook,
+            events: vec!["instance.started".into()],
+            procedures: vec![],
+            key: Arc::from(&b"a-test-secret-of-24-characters"[..]),
+            allow_private: true,
+            paused: false,
+        }],
+        mail: None,
+        public_url: None,
+    };
+    a.set_routes(routes.clone());
+    b.set_routes(routes);
+    let mut senders = vec![
+        Some(Sender::spawn(a.clone(), None)),
+        Some(Sender::spawn(b.clone(), None)),
+    ];
+    let xu = person("xu.na", "after_sales", &["follow_up"], 2);
+    let delivered = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while seen.lock().unwrap().len() < n {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "only {} of {n} delivered",
+                    seen.lock().unwrap().len()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Started on both nodes: both nodes' senders see every pending message.
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.start("complaint-handling", complaint(), Some(&xu))
+            .await
+            .unwrap();
+    }
+    delivered(40).await;
+    // The one holding the lease stops (as a node shut down); the other takes over.
+    let holder = usize::from(!a.store().hold_lease(LEASE, 60.0).unwrap());
+    senders[holder].take().unwrap().stop().await;
+    for _ in 0..40 {
+        a.start("complaint-handling", complaint(), Some(&xu))
+            .await
+            .unwrap();
+    }
+    delivered(80).await;
+    let seen = seen.lock().unwrap().clone();
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "sent by both nodes: {twice:?}");
+    for s in senders.into_iter().flatten() {
+        s.stop().await;
+    }
+}

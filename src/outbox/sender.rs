@@ -13,6 +13,10 @@
 //! when the clock is moved past it); `webhook-timestamp` is always the real time, since
 //! receivers compare it with their own clocks.
 //!
+//! Several nodes on one PostgreSQL database: only the holder of the store's `LEASE` sends;
+//! the others ask for it every few seconds and take over when a holder stops (at once after
+//! a graceful stop, within `LEASE_SECONDS` after a crash).
+//!
 //! This module must never run inside a command (it only reads the outbox and writes
 //! outbox entries) and must not log a secret or a whole message body.
 
@@ -51,6 +55,17 @@ const CHAIN_LEN: usize = 16;
 const SCAN: usize = 4_000;
 /// Pending entries read per store call.
 const SCAN_PAGE: usize = 256;
+/// The store lease whose holder sends: on PostgreSQL with several nodes, one node sends the
+/// pending messages at a time, so a message is not sent by two side by side (a takeover
+/// after a holder died can still repeat one it sent but had not recorded: at least once).
+pub const LEASE: &str = "outbox-sender";
+/// How long a holder's lease lasts without renewal: the longest a dead holder's messages
+/// wait for another node. Longer than a pass takes, with calls limited to `CALL_TIMEOUT`.
+const LEASE_SECONDS: f64 = 60.0;
+/// The holder renews this often (a third of the lease, so two missed renewals are harmless).
+const LEASE_RENEW: Duration = Duration::from_secs(20);
+/// A node that does not hold the lease asks for it this often.
+const LEASE_POLL: Duration = Duration::from_secs(5);
 /// A failed delivery's error text is cut to this many characters.
 const ERROR_CHARS: usize = 300;
 
@@ -90,6 +105,14 @@ async fn run<S: Store>(
     let wake = engine.outbox_wake();
     let mut memory = Memory::default();
     loop {
+        if !memory.holds_lease(&**engine.store()) {
+            // Another node sends; look again now and then, to take over if it stops.
+            tokio::select! {
+                _ = stop.notified() => return release(&engine),
+                _ = tokio::time::sleep(LEASE_POLL) => {}
+            }
+            continue;
+        }
         let wait = match pass(&engine, &clients, mailer.as_ref(), &mut memory).await {
             Ok(Some(wait)) => wait,
             // Progress was made: look again shortly (more may be queued behind it). The
@@ -103,16 +126,23 @@ async fn run<S: Store>(
         };
         if wait == GATHER {
             tokio::select! {
-                _ = stop.notified() => return,
+                _ = stop.notified() => return release(&engine),
                 _ = tokio::time::sleep(wait) => {}
             }
             continue;
         }
         tokio::select! {
-            _ = stop.notified() => return,
+            _ = stop.notified() => return release(&engine),
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Lets another node take the sending over at once after a graceful stop.
+fn release<S: Store>(engine: &Engine<S>) {
+    if let Err(e) = engine.store().release_lease(LEASE) {
+        tracing::warn!(error = %e, "the outbox lease could not be given up; another node takes over when it runs out");
     }
 }
 
@@ -147,6 +177,32 @@ impl Clients {
 struct Memory {
     last_prune: Option<i64>,
     resting: HashMap<String, i64>,
+    /// When this node's outbox lease was last renewed, while it holds it.
+    renewed: Option<std::time::Instant>,
+}
+
+impl Memory {
+    /// Whether this node is the one that sends (asking the store at most every
+    /// `LEASE_RENEW`, not on every pass).
+    fn holds_lease<S: Store>(&mut self, store: &S) -> bool {
+        if self.renewed.is_some_and(|t| t.elapsed() < LEASE_RENEW) {
+            return true;
+        }
+        let held = match store.hold_lease(LEASE, LEASE_SECONDS) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "the outbox lease could not be renewed");
+                false
+            }
+        };
+        match (held, self.renewed.is_some()) {
+            (true, false) => tracing::info!("this node now sends the outbox's messages"),
+            (false, true) => tracing::info!("another node now sends the outbox's messages"),
+            _ => {}
+        }
+        self.renewed = held.then(std::time::Instant::now);
+        held
+    }
 }
 
 /// One pass over the outbox. `Ok(None)` when something was settled; otherwise how long to

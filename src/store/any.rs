@@ -132,6 +132,14 @@ impl Store for AnyStore {
         forward!(self, s => s.claim_due_timers(now_ms, limit))
     }
 
+    fn hold_lease(&self, name: &str, seconds: f64) -> Result<bool, StoreError> {
+        forward!(self, s => s.hold_lease(name, seconds))
+    }
+
+    fn release_lease(&self, name: &str) -> Result<(), StoreError> {
+        forward!(self, s => s.release_lease(name))
+    }
+
     fn timer_wakeups(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         forward!(self, s => s.timer_wakeups())
     }

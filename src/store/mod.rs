@@ -342,6 +342,22 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether this process holds the lease `name` (taken now if free or run out) for the
+    /// next `seconds`: on a store shared by several processes, one of them does the work the
+    /// lease names (the outbox's sending), and another takes over once a holder that died
+    /// lets it run out. One process alone always holds it.
+    fn hold_lease(&self, name: &str, seconds: f64) -> Result<bool, StoreError> {
+        let _ = (name, seconds);
+        Ok(true)
+    }
+
+    /// Gives up the lease `name` if this process holds it (a graceful stop), so another
+    /// process takes it at once instead of after it runs out.
+    fn release_lease(&self, name: &str) -> Result<(), StoreError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Registers a procedure version. Registering the same (id, version, hash) again is a
     /// no-op; the same (id, version) with another hash is `ProcedureChanged`. Durable on return.
     fn put_procedure(

@@ -12,6 +12,9 @@
 //! in due order; the commit that fires (or disarms) a timer removes the row and the lease
 //! together, and a lease of a node that died runs out after `CLAIM_SECONDS`.
 //!
+//! Work one node of several does at a time (the outbox's sending) is held by a lease in
+//! `leases` (`hold_lease`), renewed by its holder and taken over once it runs out.
+//!
 //! A commit that arms a timer says so to its caller, which tells the other nodes with a
 //! `NOTIFY` of its own, outside the commit: a notifying transaction takes a database-wide
 //! lock at commit, which would queue every commit behind it and undo the group commit.
@@ -237,6 +240,41 @@ WITH due AS (
     RETURNING instance
 )
 SELECT due.key, due.value FROM due JOIN claimed USING (instance) ORDER BY due.key";
+
+/// Takes or renews the lease `name` for `node` for `seconds` (the database's clock decides,
+/// so nodes whose clocks differ still agree): granted when nobody holds it, this node
+/// does, or the holder's ran out. One statement, so two nodes asking at once get one answer
+/// each from the row's lock.
+pub(super) fn hold_lease(
+    conn: &mut Conn,
+    node: &str,
+    name: &str,
+    seconds: f64,
+) -> Result<bool, StoreError> {
+    let (c, _) = conn.parts()?;
+    let rows = c
+        .query(
+            "INSERT INTO leases (name, node, until)
+             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3))
+             ON CONFLICT (name) DO UPDATE SET node = excluded.node, until = excluded.until
+                 WHERE leases.node = excluded.node OR leases.until <= clock_timestamp()
+             RETURNING node",
+            &[&name, &node, &seconds],
+        )
+        .map_err(pg)?;
+    Ok(!rows.is_empty())
+}
+
+/// Ends `node`'s lease `name` now (nothing when another node holds it).
+pub(super) fn release_lease(conn: &mut Conn, node: &str, name: &str) -> Result<(), StoreError> {
+    let (c, _) = conn.parts()?;
+    c.execute(
+        "DELETE FROM leases WHERE name = $1 AND node = $2",
+        &[&name, &node],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

@@ -44,6 +44,13 @@ const MIGRATIONS: &[&str] = &[
         node     text        NOT NULL,
         until    timestamptz NOT NULL
     )",
+    // 3: leases on work one node of several does at a time (the outbox's sending), so two
+    // nodes never send the same pending messages side by side (`pg_commit.rs`).
+    "CREATE TABLE leases (
+        name  text        PRIMARY KEY,
+        node  text        NOT NULL,
+        until timestamptz NOT NULL
+    )",
 ];
 
 /// Rows read per round trip of a scan; grows while the caller keeps reading.
@@ -571,6 +578,20 @@ impl Store for PgStore {
         let node = self.node.clone();
         self.pool.run(true, move |c| {
             super::pg_commit::claim_due(c, &node, now_ms, limit)
+        })
+    }
+
+    fn hold_lease(&self, name: &str, seconds: f64) -> Result<bool, StoreError> {
+        let (node, name) = (self.node.clone(), name.to_string());
+        self.pool.run(true, move |c| {
+            super::pg_commit::hold_lease(c, &node, &name, seconds)
+        })
+    }
+
+    fn release_lease(&self, name: &str) -> Result<(), StoreError> {
+        let (node, name) = (self.node.clone(), name.to_string());
+        self.pool.run(true, move |c| {
+            super::pg_commit::release_lease(c, &node, &name)
         })
     }
 
