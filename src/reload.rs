@@ -486,10 +486,9 @@ impl<S: Store> Reloader<S> {
             .clone();
         self.engine.set_routes(crate::outbox::Routes {
             hooks: mem.hooks.clone(),
-            mail: self
-                .routes
-                .mail
-                .then(|| crate::outbox::MailRoutes::from_directory(&people)),
+            mail: self.routes.mail.then(|| {
+                crate::outbox::MailRoutes::from_directory(&people, self.engine.default_zone())
+            }),
             public_url: self.routes.public_url.clone(),
         });
     }

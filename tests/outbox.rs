@@ -194,13 +194,17 @@ fn webhooks_file(dir: &Path, url: &str, extra: &str) -> PathBuf {
 }
 
 fn config(data: &Path, outbox: OutboxConfig) -> ServeConfig {
+    config_with(data, outbox, "org.toml".into())
+}
+
+fn config_with(data: &Path, outbox: OutboxConfig, directory: PathBuf) -> ServeConfig {
     // Every test sets the same value: parallel tests cannot disagree about it.
     std::env::set_var(SECRET_ENV, SECRET);
     ServeConfig {
         data_dir: data.to_path_buf(),
         store_url: None,
         procedures: "procedures".into(),
-        directory: "org.toml".into(),
+        directory,
         calendars: None,
         calendar: "default".into(),
         listen: "127.0.0.1:0".parse().expect("address"),
@@ -214,8 +218,16 @@ fn config(data: &Path, outbox: OutboxConfig) -> ServeConfig {
 }
 
 async fn start(outbox: OutboxConfig, dirs: Vec<tempfile::TempDir>) -> Running {
+    start_with(outbox, dirs, "org.toml".into()).await
+}
+
+async fn start_with(
+    outbox: OutboxConfig,
+    dirs: Vec<tempfile::TempDir>,
+    directory: PathBuf,
+) -> Running {
     let data = tempfile::tempdir().expect("a data directory");
-    let bound = match bind(&config(data.path(), outbox)).await {
+    let bound = match bind(&config_with(data.path(), outbox, directory)).await {
         Ok(b) => b,
         Err(e) => panic!("the server does not start: {e}"),
     };
@@ -623,6 +635,99 @@ async fn the_breach_notice_reaches_the_mail_sink_dated_at_the_breach() {
     assert_eq!(d["at"], notified["at"]);
     // The reminder 4 h before the due time went to the follow-up staff with an address.
     assert!(l.iter().any(|m| m.data.contains("Reminder")));
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_with_a_daily_digest_gets_the_days_notices_in_one_letter_at_eight() {
+    // The shipped directory, with one general manager asking for a daily digest.
+    let dir = tempfile::tempdir().expect("a directory");
+    let org = std::fs::read_to_string("org.toml").expect("org.toml");
+    let org = org.replace(
+        "email = \"zhao.gang@example.com\"",
+        "email = \"zhao.gang@example.com\"\ndigest = \"daily\"",
+    );
+    assert!(org.contains("digest = \"daily\""));
+    let directory = dir.path().join("org.toml");
+    std::fs::write(&directory, org).expect("written");
+    let (port, letters) = smtp_sink().await;
+    let srv = start_with(
+        OutboxConfig {
+            smtp_url: Some(format!("smtp://127.0.0.1:{port}")),
+            mail_from: Some("sopflow <sopflow@example.com>".into()),
+            ..OutboxConfig::default()
+        },
+        vec![dir],
+        directory,
+    )
+    .await;
+    // Two complaints left unregistered (t0 is Monday 2026-11-02 09:00 in Shanghai): late
+    // after 24 h, and a working day later the general managers are told (Wednesday 09:00).
+    let a = srv.start_complaint().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = srv.start_complaint().await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    srv.advance("PT49H").await;
+    let to = |who: &str| {
+        let l = letters.lock().unwrap();
+        l.iter()
+            .filter(|m| m.to.iter().any(|t| t == who))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // Zhou Min gets each notice at once; the letters to her went out in the same passes that
+    // looked at Zhao Gang's digest, which is not due before Thursday 08:00.
+    wait_for(&srv, None, "zhou.min's two notices", || {
+        to("zhou.min@example.com")
+            .iter()
+            .filter(|m| m.data.contains("Notice"))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(
+        to("zhao.gang@example.com").is_empty(),
+        "held for the digest"
+    );
+    let pending = srv.deliveries("pending").await;
+    let held: Vec<_> = pending
+        .iter()
+        .filter(|d| d["destination"] == "digest:zhao.gang")
+        .collect();
+    assert_eq!(held.len(), 2, "{pending:?}");
+    for d in &held {
+        assert_eq!(
+            d["next_attempt"], "2026-11-05T00:00:00Z",
+            "Thursday 08:00 in Shanghai: {d}"
+        );
+    }
+    // Thursday 08:00: one letter with both.
+    srv.advance("PT22H").await;
+    wait_for(&srv, None, "zhao.gang's digest", || {
+        !to("zhao.gang@example.com").is_empty()
+    })
+    .await;
+    let got = to("zhao.gang@example.com");
+    assert_eq!(got.len(), 1, "one letter: {got:?}");
+    let data = &got[0].data;
+    assert!(
+        data.contains("Subject: [sopflow] Digest: 2 notices"),
+        "{data}"
+    );
+    assert!(data.contains(&a) && data.contains(&b), "{data}");
+    assert!(data.contains("Message-ID: <digest."), "{data}");
+    let sent = srv.deliveries("sent").await;
+    assert_eq!(
+        sent.iter()
+            .filter(|d| d["destination"] == "digest:zhao.gang")
+            .count(),
+        2,
+        "each notice recorded as sent"
+    );
     srv.stop().await;
 }
 

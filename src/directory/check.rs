@@ -315,6 +315,21 @@ fn check_users(file: &DirectoryFile, doc: &SpannedDoc, out: &mut Vec<Diagnostic>
             }
         }
 
+        if user.digest.is_some() && user.email.is_none() {
+            out.push(
+                Diagnostic::warning(
+                    "digest-without-email",
+                    format!(
+                        "user `{}` asks for a mail digest but has no `email`",
+                        user.id
+                    ),
+                )
+                .at(doc.value_span(&at(i, &["digest"])))
+                .label("no letter can be sent")
+                .help("add the person's `email`, or leave `digest` out"),
+            );
+        }
+
         for (j, hash) in user.token_sha256.iter().enumerate() {
             let place = doc.value_span(&at(i, &["token_sha256", &j.to_string()]));
             if !is_sha256_hex(hash) {
@@ -517,6 +532,24 @@ level = 1
                 .all(|d| !d.message.contains("0123")),
             "a pasted token is not echoed in a message"
         );
+    }
+
+    #[test]
+    fn a_digest_without_an_address_is_pointed_at_and_an_unknown_one_refused() {
+        let base = "[departments.d]\nname = \"D\"\n[roles]\nr = \"R\"\n[[users]]\nid = \"u\"\nname = \"U\"\ndepartment = \"d\"\nroles = [\"r\"]\nlevel = 1\n";
+        assert_eq!(
+            codes(&format!("{base}digest = \"daily\"\n")),
+            vec![("digest-without-email", "\"daily\"".to_string())]
+        );
+        assert!(codes(&format!(
+            "{base}email = \"u@example.com\"\ndigest = \"hourly\"\n"
+        ))
+        .is_empty());
+        let weekly = codes(&format!(
+            "{base}email = \"u@example.com\"\ndigest = \"weekly\"\n"
+        ));
+        assert_eq!(weekly.len(), 1, "{weekly:?}");
+        assert_eq!(weekly[0].1, "\"weekly\"");
     }
 
     #[test]

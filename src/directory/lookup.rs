@@ -305,6 +305,7 @@ mod tests {
             roles: vec!["r".into()],
             level: 1,
             email: None,
+            digest: None,
             token_sha256: vec![],
             active: true,
         });

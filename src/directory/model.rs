@@ -87,6 +87,12 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
 
+    /// Gather this person's mail into one letter instead of one per notice: `"hourly"` (at
+    /// the start of each hour) or `"daily"` (at 08:00 in the server's time zone, the default
+    /// calendar's). For people of busy roles. Leave it out to get each notice at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<MailDigest>,
+
     /// SHA-256 hashes (64 hexadecimal characters) of the person's API tokens, as printed by
     /// `sopflow token issue USER`. Never write a token itself here. Several hashes let a new
     /// token be issued before the old one is removed.
@@ -97,6 +103,16 @@ pub struct User {
     /// them) but they are offered no tasks, hold no role and cannot sign in. Defaults to true.
     #[serde(default = "yes")]
     pub active: bool,
+}
+
+/// How often a person's mail is gathered into one letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MailDigest {
+    /// One letter at the start of each hour with what came in during the hour before.
+    Hourly,
+    /// One letter a day at 08:00 with what came in since the day before.
+    Daily,
 }
 
 fn yes() -> bool {

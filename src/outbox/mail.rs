@@ -177,22 +177,35 @@ impl Mailer {
     /// Sends one letter to `address`. The Message-ID is the delivery's own, so a letter
     /// sent twice (after a crash between sending and recording it) can be recognised.
     pub async fn send(&self, d: &Delivery, address: &str) -> Result<(), MailError> {
+        let user = d.destination.trim_start_matches("mail:");
+        let id = format!(
+            "<{}.{}.{}@sopflow>",
+            d.instance.simple(),
+            d.seq,
+            user.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        );
+        let subject = d.subject.clone().unwrap_or_else(|| "[sopflow]".into());
+        self.send_letter(address, subject, d.body.clone(), id).await
+    }
+
+    /// Sends a letter made elsewhere (a digest), with its own Message-ID.
+    pub async fn send_letter(
+        &self,
+        address: &str,
+        subject: String,
+        text: String,
+        message_id: String,
+    ) -> Result<(), MailError> {
         let to: Mailbox = address
             .parse()
             .map_err(|e| MailError::Permanent(format!("`{address}` is not a mail address: {e}")))?;
-        let user = d.destination.trim_start_matches("mail:");
         let message = Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(d.subject.clone().unwrap_or_else(|| "[sopflow]".into()))
-            .message_id(Some(format!(
-                "<{}.{}.{}@sopflow>",
-                d.instance.simple(),
-                d.seq,
-                user.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
-            )))
+            .subject(subject)
+            .message_id(Some(message_id))
             .header(ContentType::TEXT_PLAIN)
-            .body(d.body.clone())
+            .body(text)
             .map_err(|e| MailError::Permanent(format!("the letter cannot be built: {e}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),

@@ -9,8 +9,9 @@
 //! down or slow delays only its own messages.
 //!
 //! Destinations: `hook:<subscription>` (a webhook, `hooks.rs`, signed per Standard
-//! Webhooks, `sign.rs`, never to internal addresses, `ssrf.rs`) and `mail:<user>` (an
-//! email to a person of the directory with an address, `mail.rs`).
+//! Webhooks, `sign.rs`, never to internal addresses, `ssrf.rs`), `mail:<user>` (an
+//! email to a person of the directory with an address, `mail.rs`) and `digest:<user>` (the
+//! same, gathered into one letter per hour or day, `digest.rs`).
 //!
 //! This module decides what to send; it must not send anything while a command runs, and
 //! must never put a signing secret or SMTP password into a message, a log line or a page.
@@ -21,9 +22,11 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
+use crate::directory::model::MailDigest;
 use crate::engine::instance::{Event, EventKind};
 use crate::store::{Delivery, DeliveryState, InstanceId, OutboxWrite};
 
+pub mod digest;
 pub mod hooks;
 pub mod live;
 pub mod mail;
@@ -48,22 +51,42 @@ pub struct Routes {
     pub public_url: Option<String>,
 }
 
-/// Who gets mail: each role's active holders with an address, and each person's address.
-#[derive(Debug, Clone, Default)]
+/// Who gets mail: each role's active holders with an address, each person's address, and
+/// who wants their mail gathered into a digest (at times read in `zone`).
+#[derive(Debug, Clone)]
 pub struct MailRoutes {
     pub holders: HashMap<String, Vec<String>>,
     pub addresses: HashMap<String, String>,
+    pub digests: HashMap<String, MailDigest>,
+    pub zone: chrono_tz::Tz,
+}
+
+impl Default for MailRoutes {
+    fn default() -> Self {
+        MailRoutes {
+            holders: HashMap::new(),
+            addresses: HashMap::new(),
+            digests: HashMap::new(),
+            zone: chrono_tz::UTC,
+        }
+    }
 }
 
 impl MailRoutes {
-    /// The people of a directory who can be mailed.
-    pub fn from_directory(dir: &crate::directory::Directory) -> MailRoutes {
-        let mut m = MailRoutes::default();
+    /// The people of a directory who can be mailed; digest times are read in `zone`.
+    pub fn from_directory(dir: &crate::directory::Directory, zone: chrono_tz::Tz) -> MailRoutes {
+        let mut m = MailRoutes {
+            zone,
+            ..MailRoutes::default()
+        };
         for u in &dir.file().users {
             let Some(addr) = u.email.as_ref().filter(|_| u.active) else {
                 continue;
             };
             m.addresses.insert(u.id.clone(), addr.clone());
+            if let Some(plan) = u.digest {
+                m.digests.insert(u.id.clone(), plan);
+            }
             for r in &u.roles {
                 m.holders.entry(r.clone()).or_default().push(u.id.clone());
             }
@@ -157,7 +180,15 @@ pub fn route(
         }
         if let Some(mail) = &routes.mail {
             for (user, subject, text) in mail::letters(routes, mail, instance, procedure, e) {
-                out.push(new(format!("mail:{user}"), "mail", text, Some(subject)));
+                match mail.digests.get(&user) {
+                    // Gathered: waits for the person's next digest time.
+                    Some(&plan) => {
+                        let mut w = new(digest::destination(&user), "mail", text, Some(subject));
+                        w.delivery.next_ms = digest::slot(at_ms, plan, mail.zone);
+                        out.push(w);
+                    }
+                    None => out.push(new(format!("mail:{user}"), "mail", text, Some(subject))),
+                }
             }
         }
     }

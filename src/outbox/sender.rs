@@ -248,6 +248,14 @@ async fn pass<S: Store>(
             later(now);
             break;
         }
+        if dest.starts_with("digest:") {
+            // A person's digest: everything due for them, across instances, is one letter.
+            let notices = super::digest::due(&*store, &dest, now, &mut later)?;
+            if !notices.is_empty() {
+                chains.push(notices);
+            }
+            continue;
+        }
         chains.extend(chains_of(&*store, &dest, now, room, &mut later)?);
     }
     let mut set = JoinSet::new();
@@ -389,44 +397,64 @@ enum Outcome {
 impl<S: Store> Job<S> {
     /// Sends a chain's messages in order until one fails; returns the writes recording it.
     async fn chain(&self, chain: Vec<Delivery>) -> Vec<OutboxWrite> {
+        if chain
+            .first()
+            .is_some_and(|d| d.destination.starts_with("digest:"))
+        {
+            return self.digest(chain).await;
+        }
         let mut writes = Vec::new();
-        for mut d in chain {
+        for d in chain {
             let outcome = self.try_once(&d).await;
             let now = self.clock.now().timestamp_millis();
-            writes.push(OutboxWrite::remove(DeliveryState::Pending, d.clone()));
-            d.attempts += 1;
-            match outcome {
-                Outcome::Sent => {
-                    d.done_ms = Some(now);
-                    d.last_error = None;
-                    // The record of a sent message says what went where and when; the body
-                    // (the bulk of its bytes) is in the history the message came from.
-                    d.body = String::new();
-                    writes.push(OutboxWrite::put(DeliveryState::Sent, d));
-                    metrics::counter!("sopflow_deliveries_total", "result" => "sent").increment(1);
-                }
-                Outcome::Failed(why) if d.attempts < MAX_ATTEMPTS => {
-                    d.last_error = Some(clip(&why));
-                    d.next_ms = now.saturating_add(backoff(&d));
-                    tracing::info!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery failed; will try again");
-                    // Rewriting the pending entry under its own key: the removal above is
-                    // undone by this later write of the same key.
-                    writes.push(OutboxWrite::put(DeliveryState::Pending, d));
-                    metrics::counter!("sopflow_deliveries_total", "result" => "failed")
-                        .increment(1);
-                    break;
-                }
-                Outcome::Failed(why) | Outcome::Dead(why) => {
-                    d.last_error = Some(clip(&why));
-                    d.done_ms = Some(now);
-                    tracing::warn!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery is dead; retry it by hand once the receiver is fixed");
-                    writes.push(OutboxWrite::put(DeliveryState::Dead, d));
-                    metrics::counter!("sopflow_deliveries_total", "result" => "dead").increment(1);
-                    // A dead message no longer holds the ones after it back.
-                }
+            if !settle(d, &outcome, now, &mut writes) {
+                break;
             }
         }
         writes
+    }
+
+    /// Sends a person's due notices as one letter; each notice shares its fate.
+    async fn digest(&self, notices: Vec<Delivery>) -> Vec<OutboxWrite> {
+        let user = notices[0].destination.trim_start_matches("digest:");
+        let outcome = match self.mail_to(user) {
+            Err(o) => o,
+            Ok((mailer, address)) => {
+                let zone = self.routes.mail.as_ref().map_or(chrono_tz::UTC, |m| m.zone);
+                let (subject, text, id) = super::digest::letter(user, &notices, zone);
+                match mailer.send_letter(address, subject, text, id).await {
+                    Ok(()) => Outcome::Sent,
+                    Err(MailError::Transient(e)) => Outcome::Failed(e),
+                    Err(MailError::Permanent(e)) => Outcome::Dead(e),
+                }
+            }
+        };
+        let now = self.clock.now().timestamp_millis();
+        let mut writes = Vec::new();
+        for d in notices {
+            settle(d, &outcome, now, &mut writes);
+        }
+        writes
+    }
+
+    /// The mailer and `user`'s address, or why no letter can go to them.
+    fn mail_to(&self, user: &str) -> Result<(&Mailer, &str), Outcome> {
+        let Some(mailer) = &self.mailer else {
+            return Err(Outcome::Failed(
+                "no mail server is configured (SOPFLOW_SMTP_URL)".into(),
+            ));
+        };
+        match self
+            .routes
+            .mail
+            .as_ref()
+            .and_then(|m| m.addresses.get(user))
+        {
+            Some(address) => Ok((mailer, address)),
+            None => Err(Outcome::Dead(format!(
+                "`{user}` has no mail address in the directory now (or is inactive)"
+            ))),
+        }
     }
 
     async fn try_once(&self, d: &Delivery) -> Outcome {
@@ -438,18 +466,9 @@ impl<S: Store> Job<S> {
                 )),
             }
         } else if let Some(user) = d.destination.strip_prefix("mail:") {
-            let Some(mailer) = &self.mailer else {
-                return Outcome::Failed("no mail server is configured (SOPFLOW_SMTP_URL)".into());
-            };
-            let Some(address) = self
-                .routes
-                .mail
-                .as_ref()
-                .and_then(|m| m.addresses.get(user))
-            else {
-                return Outcome::Dead(format!(
-                    "`{user}` has no mail address in the directory now (or is inactive)"
-                ));
+            let (mailer, address) = match self.mail_to(user) {
+                Ok(to) => to,
+                Err(o) => return o,
             };
             match mailer.send(d, address).await {
                 Ok(()) => Outcome::Sent,
@@ -530,6 +549,44 @@ impl<S: Store> Job<S> {
 
 /// The `webhook-id` of a delivery: the same on every try, and for every receiver of the
 /// same event.
+/// Records how one try of `d` went into `writes`; false when the messages after it in its
+/// chain must wait (it failed and will be tried again).
+fn settle(mut d: Delivery, outcome: &Outcome, now: i64, writes: &mut Vec<OutboxWrite>) -> bool {
+    writes.push(OutboxWrite::remove(DeliveryState::Pending, d.clone()));
+    d.attempts += 1;
+    match outcome {
+        Outcome::Sent => {
+            d.done_ms = Some(now);
+            d.last_error = None;
+            // The record of a sent message says what went where and when; the body (the
+            // bulk of its bytes) is in the history the message came from.
+            d.body = String::new();
+            writes.push(OutboxWrite::put(DeliveryState::Sent, d));
+            metrics::counter!("sopflow_deliveries_total", "result" => "sent").increment(1);
+            true
+        }
+        Outcome::Failed(why) if d.attempts < MAX_ATTEMPTS => {
+            d.last_error = Some(clip(why));
+            d.next_ms = now.saturating_add(backoff(&d));
+            tracing::info!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery failed; will try again");
+            // Rewriting the pending entry under its own key: the removal above is undone by
+            // this later write of the same key.
+            writes.push(OutboxWrite::put(DeliveryState::Pending, d));
+            metrics::counter!("sopflow_deliveries_total", "result" => "failed").increment(1);
+            false
+        }
+        Outcome::Failed(why) | Outcome::Dead(why) => {
+            d.last_error = Some(clip(why));
+            d.done_ms = Some(now);
+            tracing::warn!(destination = %d.destination, instance = %d.instance, seq = d.seq, attempts = d.attempts, error = %why, "delivery is dead; retry it by hand once the receiver is fixed");
+            writes.push(OutboxWrite::put(DeliveryState::Dead, d));
+            metrics::counter!("sopflow_deliveries_total", "result" => "dead").increment(1);
+            // A dead message no longer holds the ones after it back.
+            true
+        }
+    }
+}
+
 pub fn message_id(d: &Delivery) -> String {
     format!("msg_{}_{}", d.instance.simple(), d.seq)
 }

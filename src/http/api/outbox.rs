@@ -43,7 +43,7 @@ pub struct DeliveryView {
     /// When the event happened.
     pub at: chrono::DateTime<chrono::Utc>,
     pub attempts: u32,
-    /// When it will be tried again (pending ones that failed).
+    /// When it will be tried (pending ones that failed, or wait for a mail digest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<chrono::DateTime<chrono::Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,7 +64,7 @@ impl DeliveryView {
         DeliveryView {
             message_id: crate::outbox::sender::message_id(&d),
             state: state.as_str().into(),
-            next_attempt: (state == DeliveryState::Pending && d.attempts > 0)
+            next_attempt: (state == DeliveryState::Pending && (d.attempts > 0 || d.next_ms > 0))
                 .then(|| at(d.next_ms)),
             at: at(d.at_ms),
             done: d.done_ms.map(at),
