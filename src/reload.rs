@@ -484,12 +484,14 @@ impl<S: Store> Reloader<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        self.engine.set_routes(crate::outbox::Routes {
-            hooks: mem.hooks.clone(),
-            mail: self.routes.mail.then(|| {
-                crate::outbox::MailRoutes::from_directory(&people, self.engine.default_zone())
-            }),
-            public_url: self.routes.public_url.clone(),
+        let mail = self.routes.mail.then(|| {
+            crate::outbox::MailRoutes::from_directory(&people, self.engine.default_zone())
+        });
+        // The subscriptions made over the API are kept as they are (`outbox::stored`).
+        self.engine.update_routes(|r| {
+            r.hooks = mem.hooks.clone();
+            r.mail = mail;
+            r.public_url = self.routes.public_url.clone();
         });
     }
 

@@ -47,6 +47,8 @@ struct Call {
 
 #[derive(Default)]
 struct Inbox {
+    /// The secret calls are verified with, when not `SECRET` (one made over the API).
+    secret: Mutex<Option<String>>,
     /// Calls still to answer 503.
     fail: AtomicUsize,
     failed: AtomicUsize,
@@ -68,7 +70,9 @@ impl Inbox {
 }
 
 async fn hook(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let wh = standardwebhooks::Webhook::new(SECRET).expect("the secret");
+    let secret = inbox.secret.lock().unwrap().clone();
+    let wh =
+        standardwebhooks::Webhook::new(secret.as_deref().unwrap_or(SECRET)).expect("the secret");
     let verified = wh.verify(&body, &headers).is_ok();
     if inbox
         .fail
@@ -728,6 +732,91 @@ async fn a_person_with_a_daily_digest_gets_the_days_notices_in_one_letter_at_eig
         2,
         "each notice recorded as sent"
     );
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_made_over_the_api_signs_with_the_secret_shown_once_until_removed() {
+    let (url, inbox) = receiver(0).await;
+    let srv = start(OutboxConfig::default(), Vec::new()).await;
+    let new =
+        json!({ "id": "erp", "url": url, "events": ["instance.started"], "allow_private": true });
+    let (s, v) = srv
+        .call("xu.na", Some(new.clone()), "/v1/admin/webhooks")
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "staff may not: {v}");
+    let (s, made) = srv
+        .call("it.admin", Some(new.clone()), "/v1/admin/webhooks")
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{made}");
+    let secret = made["secret"]
+        .as_str()
+        .expect("the secret, this once")
+        .to_string();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert_eq!(made["subscription"]["source"], "api");
+    assert_eq!(made["subscription"]["created_by"], "it.admin");
+    *inbox.secret.lock().unwrap() = Some(secret.clone());
+    // Refused, changing nothing: the same id again; an internal address not allowed; an
+    // event type that does not exist.
+    let (s, v) = srv.call("it.admin", Some(new), "/v1/admin/webhooks").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    for bad in [
+        json!({ "id": "meta", "url": "http://169.254.169.254/latest", "events": ["*"] }),
+        json!({ "id": "typo", "url": "https://erp.example.com/", "events": ["task.done"] }),
+    ] {
+        let (s, v) = srv.call("it.admin", Some(bad), "/v1/admin/webhooks").await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    }
+    let listed = srv.ok("it.admin", None, "/v1/admin/webhooks").await;
+    let ids: Vec<_> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|h| h["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("erp")], "{listed}");
+    assert!(
+        !listed.to_string().contains(&secret[6..]),
+        "never listed: {listed}"
+    );
+    // Events are routed to it and signed with that secret (verified by the other crate).
+    let inst = srv.start_complaint().await;
+    let id = inst["id"].as_str().unwrap().replace('-', "");
+    wait_for(&srv, None, "the call to the new subscription", || {
+        !inbox.calls.lock().unwrap().is_empty()
+    })
+    .await;
+    let calls = inbox.unique();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].verified, "signed with the secret shown once");
+    assert_eq!(calls[0].id, format!("msg_{id}_1"));
+    assert_eq!(calls[0].body["type"], "instance.started");
+    // Removed: nothing more is queued for it; removing it again is 404.
+    let r = srv
+        .client
+        .delete(format!("{}/v1/admin/webhooks/erp", srv.base))
+        .bearer_auth(srv.tokens.get("it.admin").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let again = srv
+        .client
+        .delete(format!("{}/v1/admin/webhooks/erp", srv.base))
+        .bearer_auth(srv.tokens.get("it.admin").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 404);
+    srv.start_complaint().await;
+    let queued = srv.deliveries("pending").await;
+    assert!(
+        queued.iter().all(|d| d["destination"] != "hook:erp"),
+        "{queued:?}"
+    );
+    let listed = srv.ok("it.admin", None, "/v1/admin/webhooks").await;
+    assert_eq!(listed, json!([]));
     srv.stop().await;
 }
 

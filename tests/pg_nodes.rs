@@ -301,8 +301,7 @@ async fn one_node_sends_the_outbox_and_another_takes_over_when_it_stops() {
             allow_private: true,
             paused: false,
         }],
-        mail: None,
-        public_url: None,
+        ..Routes::default()
     };
     a.set_routes(routes.clone());
     b.set_routes(routes);

@@ -1108,6 +1108,48 @@ fn delivery(dest: &str, instance: u128, seq: u64) -> sopflow::store::Delivery {
 
 /// The outbox: deliveries by destination in history order, paging, moving between states,
 /// the destinations found by skip-scan, sent ones newest first and pruned by time.
+async fn stored_hooks<S: Store>(s: S) {
+    use sopflow::store::{DeliveryState::*, HookWrite, OutboxWrite};
+    let hook = |id: &str, v: Option<&[u8]>| HookWrite {
+        id: id.into(),
+        value: v.map(<[u8]>::to_vec),
+    };
+    s.commit(Commit {
+        hooks: vec![hook("erp", Some(b"{2}")), hook("crm", Some(b"{1}"))],
+        outbox: vec![OutboxWrite::put(Pending, delivery("hook:crm", 1, 1))],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.stored_hooks().unwrap(),
+        [b"{1}".to_vec(), b"{2}".to_vec()],
+        "by id"
+    );
+    // Beside them, the queues are as they were.
+    assert_eq!(s.delivery_destinations(Pending).unwrap(), ["hook:crm"]);
+    assert_eq!(
+        s.deliveries(Pending, None, None, 10).unwrap().items.len(),
+        1
+    );
+    assert!(s.deliveries(Sent, None, None, 10).unwrap().items.is_empty());
+    s.commit(Commit {
+        hooks: vec![hook("crm", None)],
+        ..Commit::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.stored_hooks().unwrap(), [b"{2}".to_vec()]);
+    let bad = s
+        .commit(Commit {
+            hooks: vec![hook("a\0b", Some(b"{}"))],
+            ..Commit::default()
+        })
+        .await;
+    assert!(bad.is_err(), "an id with a NUL byte is refused");
+    assert_eq!(s.stored_hooks().unwrap(), [b"{2}".to_vec()]);
+}
+
 async fn outbox_states<S: Store>(s: S) {
     use sopflow::store::{DeliveryState::*, OutboxWrite};
     let put = |d| OutboxWrite::put(Pending, d);
@@ -1283,6 +1325,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn the_outbox_keeps_each_destinations_queue_in_history_order() {
                 super::outbox_states($make).await;
+            }
+            #[tokio::test]
+            async fn subscriptions_made_over_the_api_are_kept_apart_from_the_queues() {
+                super::stored_hooks($make).await;
             }
             #[tokio::test]
             async fn nul_bytes_and_duplicate_instances_are_rejected() {

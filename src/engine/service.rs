@@ -342,6 +342,15 @@ impl<S: Store> Engine<S> {
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
     }
 
+    /// Changes the message routes in force in place (the file's part and the API's part
+    /// are changed by different callers; neither may undo the other's change).
+    pub fn update_routes(&self, change: impl FnOnce(&mut crate::outbox::Routes)) {
+        let mut guard = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut routes = (**guard).clone();
+        change(&mut routes);
+        *guard = Arc::new(routes);
+    }
+
     /// The message routes in force.
     pub fn routes(&self) -> Arc<crate::outbox::Routes> {
         self.routes

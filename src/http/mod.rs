@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -138,7 +138,11 @@ pub fn router(state: Arc<AppState>, limits: Limits) -> Router {
         .route("/v1/admin/reload", post(api::reload))
         .route("/v1/admin/deliveries", get(api::list_deliveries))
         .route("/v1/admin/deliveries/retry", post(api::retry_delivery))
-        .route("/v1/admin/webhooks", get(api::list_webhooks))
+        .route(
+            "/v1/admin/webhooks",
+            get(api::list_webhooks).post(api::create_webhook),
+        )
+        .route("/v1/admin/webhooks/{id}", delete(api::delete_webhook))
         .route("/v1/migrations", post(api::migrate))
         .route("/v1/instances/{id}/suspend", post(api::suspend_instance))
         .route("/v1/instances/{id}/resume", post(api::resume_instance))

@@ -80,6 +80,8 @@ impl Modify for Bearer {
         api::list_deliveries,
         api::retry_delivery,
         api::list_webhooks,
+        api::create_webhook,
+        api::delete_webhook,
         api::audit_events,
         api::event_stream,
         api::audit_verify,
@@ -248,7 +250,7 @@ mod tests {
         let paths = doc["paths"].as_object().map(|m| m.len()).unwrap_or(0);
         assert_eq!(
             paths,
-            40,
+            41,
             "paths: {:?}",
             doc["paths"]
                 .as_object()

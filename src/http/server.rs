@@ -215,6 +215,10 @@ pub async fn bind(cfg: &ServeConfig) -> Result<Bound, ServeError> {
     };
     // Notes the files as setup just loaded them, so the first change is told apart.
     reloader.rescan().await.map_err(ServeError::Reload)?;
+    // The subscriptions made over the API route from the first command on.
+    if let Err(e) = crate::outbox::stored::refresh(&engine) {
+        tracing::warn!(error = %e, "the stored webhook subscriptions could not be read; trying again shortly");
+    }
     let state = Arc::new(AppState {
         engine,
         directory,

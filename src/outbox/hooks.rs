@@ -338,7 +338,7 @@ fn parse(
     (Some(subs), out)
 }
 
-fn check_url(text: &str) -> Result<reqwest::Url, String> {
+pub(super) fn check_url(text: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}` is not an address: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(

@@ -33,6 +33,7 @@ pub mod mail;
 pub mod sender;
 pub mod sign;
 pub mod ssrf;
+pub mod stored;
 
 pub use hooks::Subscription;
 
@@ -43,7 +44,11 @@ pub const PAYLOAD_SCHEMA: &str = "sopflow.webhook/1";
 /// is read again.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
+    /// Subscriptions from the webhooks file.
     pub hooks: Vec<Subscription>,
+    /// Subscriptions made over the admin API (`stored.rs`); one whose id the file also uses
+    /// is passed over (the file's wins).
+    pub api_hooks: Vec<Subscription>,
     /// People who get mail: present only when a mail server is configured.
     pub mail: Option<MailRoutes>,
     /// The web app's address as people reach it (`https://sopflow.example.com`), for links
@@ -99,7 +104,22 @@ impl Routes {
     /// Whether any event could cause a message (the common case without subscriptions or
     /// mail costs nothing per commit).
     pub fn is_empty(&self) -> bool {
-        self.hooks.is_empty() && self.mail.is_none()
+        self.hooks.is_empty() && self.api_hooks.is_empty() && self.mail.is_none()
+    }
+
+    /// Every subscription in force: the file's, then those made over the API.
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Subscription> {
+        let file = &self.hooks;
+        self.hooks.iter().chain(
+            self.api_hooks
+                .iter()
+                .filter(move |a| !file.iter().any(|f| f.id == a.id)),
+        )
+    }
+
+    /// The subscription in force called `id`.
+    pub fn hook(&self, id: &str) -> Option<&Subscription> {
+        self.subscriptions().find(|s| s.id == id)
     }
 
     fn link(&self, path: &str) -> Option<String> {
@@ -174,7 +194,7 @@ pub fn route(
         if let Some(kind) = webhook_type(&e.kind, procedure) {
             // The body is made when the message is sent, from the event in the history
             // (which never changes): the command's commit carries only the pointer.
-            for s in routes.hooks.iter().filter(|s| s.wants(kind, procedure)) {
+            for s in routes.subscriptions().filter(|s| s.wants(kind, procedure)) {
                 out.push(new(s.destination(), kind, String::new(), None));
             }
         }

@@ -105,6 +105,17 @@ async fn run<S: Store>(
     let wake = engine.outbox_wake();
     let mut memory = Memory::default();
     loop {
+        // Every node reads the subscriptions made over the API now and then (one may have
+        // been made on another node), whether it sends or not: its commands route by them.
+        if memory
+            .refreshed
+            .is_none_or(|t| t.elapsed() >= super::stored::REFRESH)
+        {
+            memory.refreshed = Some(std::time::Instant::now());
+            if let Err(e) = super::stored::refresh(&engine) {
+                tracing::warn!(error = %e, "the stored webhook subscriptions could not be read");
+            }
+        }
         if !memory.holds_lease(&**engine.store()) {
             // Another node sends; look again now and then, to take over if it stops.
             tokio::select! {
@@ -179,6 +190,8 @@ struct Memory {
     resting: HashMap<String, i64>,
     /// When this node's outbox lease was last renewed, while it holds it.
     renewed: Option<std::time::Instant>,
+    /// When the stored subscriptions were last read.
+    refreshed: Option<std::time::Instant>,
 }
 
 impl Memory {
@@ -304,7 +317,7 @@ async fn pass<S: Store>(
         }
     }
     if writes.is_empty() {
-        let wait = next_due.map_or(Duration::from_secs(30), |due| {
+        let wait = next_due.map_or(super::stored::REFRESH, |due| {
             Duration::from_millis(u64::try_from(due - now).unwrap_or(0).clamp(50, 1_000))
         });
         return Ok(Some(wait));
@@ -373,7 +386,7 @@ fn chains_of<S: Store>(
 fn paused(routes: &Routes, destination: &str) -> bool {
     destination
         .strip_prefix("hook:")
-        .is_some_and(|id| routes.hooks.iter().any(|s| s.id == id && s.paused))
+        .is_some_and(|id| routes.hook(id).is_some_and(|s| s.paused))
 }
 
 /// What one chain needs, owned so it can run on a task of its own.
@@ -459,10 +472,10 @@ impl<S: Store> Job<S> {
 
     async fn try_once(&self, d: &Delivery) -> Outcome {
         if let Some(id) = d.destination.strip_prefix("hook:") {
-            match self.routes.hooks.iter().find(|s| s.id == id) {
+            match self.routes.hook(id) {
                 Some(s) => self.call(s, d).await,
                 None => Outcome::Dead(format!(
-                    "no subscription `{id}` in the webhooks file any more"
+                    "no subscription `{id}` any more (neither in the webhooks file nor made over the API)"
                 )),
             }
         } else if let Some(user) = d.destination.strip_prefix("mail:") {

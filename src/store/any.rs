@@ -170,6 +170,10 @@ impl Store for AnyStore {
         forward!(self, s => s.deliveries(state, destination, cursor, limit))
     }
 
+    fn stored_hooks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        forward!(self, s => s.stored_hooks())
+    }
+
     fn delivery_destinations(
         &self,
         state: super::DeliveryState,

@@ -572,6 +572,9 @@ pub(crate) fn plan_commit(commit: Commit) -> Result<Plan, StoreError> {
     for w in &commit.outbox {
         plan.ops.push(super::outbox::op(w)?);
     }
+    for w in &commit.hooks {
+        plan.ops.push(super::outbox::hook_op(w)?);
+    }
     if let Some(w) = &commit.idempotency {
         let (check, op) = super::idempotency::plan(w)?;
         plan.idempotency = Some(check);

@@ -281,6 +281,10 @@ impl Store for MemoryStore {
         self.read(|t| super::outbox::page(t, state, destination, cursor, limit))
     }
 
+    fn stored_hooks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|t| super::outbox::hooks(t))
+    }
+
     fn delivery_destinations(
         &self,
         state: super::DeliveryState,

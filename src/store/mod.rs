@@ -24,7 +24,7 @@ pub mod worklist;
 pub use audit::{AuditEvent, AuditQuery, EventSummary};
 pub use chain::{Break, Hash, Verification};
 pub use idempotency::{IdempotencyRecord, IdempotencyWrite};
-pub use outbox::{Delivery, DeliveryState, OutboxWrite};
+pub use outbox::{Delivery, DeliveryState, HookWrite, OutboxWrite};
 pub use worklist::WorklistQuery;
 pub mod memory;
 mod pg_commit;
@@ -69,6 +69,8 @@ pub struct Commit {
     /// commit, so a message exists exactly when its event does), or the sender's record of
     /// a delivery's fate (`outbox.rs`).
     pub outbox: Vec<OutboxWrite>,
+    /// Webhook subscriptions made or removed over the admin API (`outbox.rs`).
+    pub hooks: Vec<HookWrite>,
 }
 
 /// A notification for everyone holding `role`, or for one person when `role` is `@` and
@@ -401,6 +403,9 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
         destination: &str,
     ) -> Result<Option<Delivery>, StoreError>;
+
+    /// The records of the webhook subscriptions made over the admin API, by id.
+    fn stored_hooks(&self) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Sent deliveries recorded before `before_ms`, oldest first, at most `limit`.
     fn sent_before(&self, before_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;

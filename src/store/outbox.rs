@@ -25,6 +25,11 @@ use super::{InstanceId, Page, StoreError};
 const PENDING: u8 = b'q';
 const DEAD: u8 = b'x';
 const SENT: u8 = b's';
+/// `h` ++ subscription id → a webhook subscription made over the admin API (its record is
+/// `crate::outbox::stored`'s JSON, opaque here).
+const HOOK: u8 = b'h';
+/// Subscriptions read at most (the API refuses to make more than a hundred).
+const MAX_HOOKS: usize = 1_000;
 
 /// How long a sent delivery stays listed, milliseconds (7 days).
 pub const SENT_KEPT_MS: i64 = 7 * 24 * 3_600_000;
@@ -156,6 +161,38 @@ pub(crate) fn op(w: &OutboxWrite) -> Result<Op, StoreError> {
         key: key(w.state, &w.delivery)?,
         value,
     })
+}
+
+/// A webhook subscription made (`value`) or removed (`None`) over the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookWrite {
+    pub id: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The tree write of one subscription change.
+pub(crate) fn hook_op(w: &HookWrite) -> Result<Op, StoreError> {
+    text("subscription id", &w.id)?;
+    let mut key = vec![HOOK];
+    key.extend_from_slice(w.id.as_bytes());
+    Ok(Op {
+        tree: Tree::Outbox,
+        key,
+        value: w.value.clone(),
+    })
+}
+
+/// The stored subscriptions' records, by id.
+pub(crate) fn hooks(kv: &dyn Kv) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut out = Vec::new();
+    kv.scan(Tree::Outbox, Bound::Included(&[HOOK][..]), &mut |k, v| {
+        if !k.starts_with(&[HOOK]) || out.len() == MAX_HOOKS {
+            return Ok(false);
+        }
+        out.push(v.to_vec());
+        Ok(true)
+    })?;
+    Ok(out)
 }
 
 fn decode(value: &[u8]) -> Result<Delivery, StoreError> {

@@ -644,6 +644,10 @@ impl Store for PgStore {
         })
     }
 
+    fn stored_hooks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|t| super::outbox::hooks(t))
+    }
+
     fn delivery_destinations(
         &self,
         state: super::DeliveryState,

@@ -710,6 +710,10 @@ impl Store for SledStore {
         super::outbox::page(&self.trees, state, destination, cursor, limit)
     }
 
+    fn stored_hooks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        super::outbox::hooks(&self.trees)
+    }
+
     fn delivery_destinations(
         &self,
         state: super::DeliveryState,

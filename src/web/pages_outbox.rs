@@ -11,7 +11,8 @@ use serde::Deserialize;
 
 use super::{done, page, view, Chrome, Posted, Signed, WebError};
 use crate::http::api;
-use crate::http::api::outbox::{DeliveryRetry, DeliveryView, SubscriptionView};
+use crate::http::api::outbox::{DeliveryRetry, DeliveryView};
+use crate::http::api::webhooks::SubscriptionView;
 use crate::http::auth::ADMIN;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -76,7 +77,7 @@ pub async fn deliveries(
             })
             .collect(),
         next: p.next,
-        hooks: api::outbox::subscriptions(&state),
+        hooks: api::webhooks::subscriptions(&state),
     }))
 }
 

@@ -255,6 +255,7 @@ mod registers;
 mod service;
 pub mod stream;
 mod tasks;
+pub mod webhooks;
 
 pub use admin_audit::*;
 pub use changes::*;
@@ -266,3 +267,4 @@ pub use registers::*;
 pub use service::*;
 pub use stream::{__path_event_stream, event_stream};
 pub use tasks::*;
+pub use webhooks::*;

@@ -1,5 +1,5 @@
 //! The outbox for administrators: deliveries by state (pending, dead, sent), retrying a
-//! dead one by hand, and the webhook subscriptions in force (never their secrets).
+//! dead one by hand (subscriptions: `webhooks.rs`).
 
 use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
@@ -107,17 +107,6 @@ fn whole_seq<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     super::whole_number(&n, u64::MAX)
         .ok_or_else(|| D::Error::custom(format!("expected an event's sequence number, not {n}")))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SubscriptionView {
-    pub id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub procedures: Vec<String>,
-    pub allow_private: bool,
-    pub paused: bool,
 }
 
 /// The state a query names.
@@ -252,32 +241,4 @@ pub async fn retry(state: &AppState, req: DeliveryRetry) -> Result<DeliveryView,
             message_id: format!("msg_{}_{}", req.instance.simple(), req.seq),
         },
     })
-}
-
-/// The webhook subscriptions in force (admin); secrets are never shown.
-#[utoipa::path(get, path = "/v1/admin/webhooks", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = Vec<SubscriptionView>), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list_webhooks(
-    State(state): St,
-    caller: Caller,
-) -> Result<Json<Vec<SubscriptionView>>, ApiError> {
-    caller.require_any(&[ADMIN], "reading the webhook subscriptions")?;
-    Ok(Json(subscriptions(&state)))
-}
-
-pub fn subscriptions(state: &AppState) -> Vec<SubscriptionView> {
-    state
-        .engine
-        .routes()
-        .hooks
-        .iter()
-        .map(|s| SubscriptionView {
-            id: s.id.clone(),
-            url: s.url.to_string(),
-            events: s.events.clone(),
-            procedures: s.procedures.clone(),
-            allow_private: s.allow_private,
-            paused: s.paused,
-        })
-        .collect()
 }
