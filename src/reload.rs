@@ -27,6 +27,11 @@ use crate::engine::instance::Actor;
 use crate::engine::service::{Engine, ServiceError};
 use crate::store::Store;
 
+mod routes;
+mod watch;
+
+pub use watch::{watch, Watching};
+
 /// The people as they are now, shared by the HTTP layer and the reloader.
 pub type SharedDirectory = Arc<RwLock<Arc<Directory>>>;
 
@@ -447,54 +452,6 @@ impl<S: Store> Reloader<S> {
         Ok(())
     }
 
-    /// Reads the webhooks file again if it changed: a file with an error leaves the
-    /// subscriptions in force unchanged (and is shown as refused until fixed).
-    fn rescan_webhooks(&self, mem: &mut Memory, report: &mut ReloadReport) {
-        let Some(path) = &self.sources.webhooks else {
-            return;
-        };
-        let hash = load::hash_hex(&std::fs::read(path).unwrap_or_default());
-        if mem.webhooks.as_deref() == Some(hash.as_str()) {
-            return;
-        }
-        mem.webhooks = Some(hash);
-        let (hooks, file) = crate::outbox::hooks::load(path, &|v| std::env::var(v).ok());
-        match hooks {
-            Some(hooks) => {
-                mem.webhooks_refused = None;
-                mem.hooks = hooks;
-                tracing::info!(subscriptions = mem.hooks.len(), "webhooks file read");
-            }
-            None => {
-                let problem = FileProblem {
-                    file: path.display().to_string(),
-                    problems: file.error_lines(),
-                };
-                tracing::warn!(file = %problem.file, problems = ?problem.problems, "webhooks file refused; the subscriptions already in force stay");
-                report.refused.push(problem.clone());
-                mem.webhooks_refused = Some(problem);
-            }
-        }
-    }
-
-    /// Gives the engine routes built from the subscriptions and people in force now.
-    fn apply_routes(&self, mem: &Memory) {
-        let people = self
-            .people
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mail = self.routes.mail.then(|| {
-            crate::outbox::MailRoutes::from_directory(&people, self.engine.default_zone())
-        });
-        // The subscriptions made over the API are kept as they are (`outbox::stored`).
-        self.engine.update_routes(|r| {
-            r.hooks = mem.hooks.clone();
-            r.mail = mail;
-            r.public_url = self.routes.public_url.clone();
-        });
-    }
-
     /// Deploys a procedure text a person submitted: the same checks as a file, against
     /// the registered procedures; when clean, the text is written to the procedures
     /// directory (replacing the file that holds that procedure, else `<id>.toml`) and
@@ -584,73 +541,4 @@ impl<S: Store> Reloader<S> {
 
 fn canon(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// A running file watcher; dropping it stops the watching.
-pub type Watching = notify_debouncer_full::Debouncer<
-    notify::RecommendedWatcher,
-    notify_debouncer_full::RecommendedCache,
->;
-
-/// Watches the sources and rescans after each burst of changes (debounced, so an editor's
-/// save — temp file, rename, write — is one rescan of the finished file).
-pub fn watch<S: Store>(reloader: Arc<Reloader<S>>) -> Result<Watching, notify::Error> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let filter = reloader.clone();
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        std::time::Duration::from_millis(300),
-        None,
-        move |res: notify_debouncer_full::DebounceEventResult| {
-            let relevant = match res {
-                Ok(events) => events
-                    .iter()
-                    .any(|e| e.paths.iter().any(|p| filter.concerns(p))),
-                Err(errors) => {
-                    tracing::warn!(?errors, "watching the procedure files failed");
-                    false
-                }
-            };
-            if relevant {
-                // A rescan reads everything: one pending is enough, more would repeat it.
-                let _ = tx.try_send(());
-            }
-        },
-    )?;
-    let mut dirs: Vec<PathBuf> = vec![reloader.sources.procedures.clone()];
-    if let Some(c) = reloader.calendars_dir() {
-        dirs.push(c);
-    }
-    let parent = reloader
-        .sources
-        .directory
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    dirs.push(parent);
-    if let Some(w) = &reloader.sources.webhooks {
-        dirs.push(match w.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        });
-    }
-    dirs.sort();
-    dirs.dedup();
-    for d in &dirs {
-        debouncer.watch(d, notify::RecursiveMode::NonRecursive)?;
-    }
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            if let Err(e) = reloader.rescan().await {
-                tracing::error!(error = %e, "reloading the procedure files failed");
-            }
-        }
-    });
-    Ok(debouncer)
 }

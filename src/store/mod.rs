@@ -29,6 +29,7 @@ pub use worklist::WorklistQuery;
 pub mod memory;
 mod pg_commit;
 mod pg_pool;
+mod pg_schema;
 pub mod postgres;
 mod sled_memtable;
 pub mod sled_store;
