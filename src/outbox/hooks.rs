@@ -93,7 +93,7 @@ pub struct SubscriptionSpec {
 }
 
 /// An event type a subscription names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
 pub enum EventType {
     #[serde(rename = "instance.started")]
     InstanceStarted,

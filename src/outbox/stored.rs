@@ -309,6 +309,7 @@ mod tests {
                 "private network",
             ),
             (new("crm", "http://127.0.0.1:9/", &["*"]), "private network"),
+            (new("crm", "http://0", &["*"]), "private network"),
             (new("crm", "https://crm.example.com/", &[]), "at least one"),
             (
                 new("crm", "https://crm.example.com/", &["task.done"]),

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use super::*;
 use crate::http::auth::ADMIN;
 use crate::http::error::Problem;
+use crate::outbox::hooks::EventType;
 use crate::outbox::stored::{self, NewHook, StoredError};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -40,13 +41,15 @@ pub struct NewSubscription {
     #[schema(min_length = 1, max_length = 64, pattern = r"^[a-z0-9][a-z0-9_-]*$")]
     pub id: String,
     /// The receiver's `http://` or `https://` address.
-    #[schema(min_length = 1, max_length = 2048)]
+    #[schema(
+        min_length = 8,
+        max_length = 2048,
+        pattern = r"^https?://[^\s/?#@]+(/\S*)?$"
+    )]
     pub url: String,
-    /// Event types (`instance.started`, `instance.ended`, `instance.cancelled`,
-    /// `task.opened`, `task.claimed`, `task.completed`, `task.reminded`, `task.breached`,
-    /// `notification`, `deployment`) or `*`.
+    /// Event types, or `*` for all.
     #[schema(min_items = 1, max_items = 11)]
-    pub events: Vec<String>,
+    pub events: Vec<EventType>,
     /// Only events of these procedures (every procedure when empty).
     #[serde(default)]
     #[schema(max_items = 100)]
@@ -110,7 +113,7 @@ pub async fn create_webhook(
         NewHook {
             id: req.id,
             url: req.url,
-            events: req.events,
+            events: req.events.iter().map(|e| e.as_str().to_string()).collect(),
             procedures: req.procedures,
             allow_private: req.allow_private,
             paused: req.paused,
