@@ -267,6 +267,17 @@ impl Running {
         (status, v)
     }
 
+    async fn delete(&self, user: &str, path: &str) -> u16 {
+        let token = self.tokens.get(user).expect("a demo token");
+        let r = self.client.delete(format!("{}{path}", self.base));
+        r.bearer_auth(token)
+            .send()
+            .await
+            .expect("a reply")
+            .status()
+            .as_u16()
+    }
+
     async fn ok(&self, user: &str, post: Option<Value>, path: &str) -> Value {
         let (s, v) = self.call(user, post, path).await;
         assert!(s.is_success(), "{path} as {user}: {s} {v}");
@@ -799,22 +810,8 @@ async fn a_subscription_made_over_the_api_signs_with_the_secret_shown_once_until
     assert_eq!(calls[0].id, format!("msg_{id}_1"));
     assert_eq!(calls[0].body["type"], "instance.started");
     // Removed: nothing more is queued for it; removing it again is 404.
-    let r = srv
-        .client
-        .delete(format!("{}/v1/admin/webhooks/erp", srv.base))
-        .bearer_auth(srv.tokens.get("it.admin").unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
-    let again = srv
-        .client
-        .delete(format!("{}/v1/admin/webhooks/erp", srv.base))
-        .bearer_auth(srv.tokens.get("it.admin").unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status().as_u16(), 404);
+    assert_eq!(srv.delete("it.admin", "/v1/admin/webhooks/erp").await, 204);
+    assert_eq!(srv.delete("it.admin", "/v1/admin/webhooks/erp").await, 404);
     srv.start_complaint().await;
     let queued = srv.deliveries("pending").await;
     assert!(
