@@ -58,6 +58,8 @@ const CHAIN_LEN: usize = 16;
 /// Pending entries of one destination read per pass at most (those waiting out a backoff
 /// are read too, unless every try to the destination failed: then it rests, unread).
 const SCAN: usize = 4_000;
+/// A digest queue with nothing due is read again after at most this long, milliseconds.
+const DIGEST_REST_MS: i64 = 60_000;
 /// Pending entries read per store call.
 const SCAN_PAGE: usize = 256;
 /// The store lease whose holder sends: on PostgreSQL with several nodes, one node sends the
@@ -268,8 +270,23 @@ async fn pass<S: Store>(
         }
         if dest.starts_with("digest:") {
             // A person's digest: everything due for them, across instances, is one letter.
-            let notices = super::digest::due(&*store, &dest, now, &mut later)?;
-            if !notices.is_empty() {
+            let mut earliest: Option<i64> = None;
+            let notices = super::digest::due(&*store, &dest, now, &mut |at| {
+                earliest = Some(earliest.map_or(at, |e: i64| e.min(at)));
+            })?;
+            if let Some(at) = earliest {
+                later(at);
+            }
+            if notices.is_empty() {
+                // Nothing due before the digest time: the queue is not read again on every
+                // pass until then (at most `DIGEST_REST` ahead, so a notice sent again by
+                // hand is not held back long).
+                if let Some(at) = earliest {
+                    memory
+                        .resting
+                        .insert(dest.clone(), at.min(now.saturating_add(DIGEST_REST_MS)));
+                }
+            } else {
                 chains.push(notices);
             }
             continue;
