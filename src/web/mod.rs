@@ -77,6 +77,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/events", get(pages_outbox::events))
         .route("/admin/deliveries", get(pages_outbox::deliveries))
         .route("/admin/deliveries/retry", post(pages_outbox::retry))
+        .route("/admin/webhooks", post(pages_outbox::create_webhook))
+        .route("/admin/webhooks/remove", post(pages_outbox::remove_webhook))
         .route("/instances/{id}", get(pages_instance::instance_page))
         .route("/instances/{id}/comments", post(pages_instance::comment))
         .route("/instances/{id}/suspend", post(pages_repair::suspend))
@@ -265,6 +267,15 @@ impl Posted {
     }
 
     /// The value of `name`, trimmed, or `None` when missing or blank.
+    /// Every value sent for `name` (checkboxes), trimmed, blanks left out.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|(k, v)| k == name && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+
     pub fn text(&self, name: &str) -> Option<String> {
         self.get(name)
             .map(str::trim)

@@ -1,6 +1,7 @@
 //! The outbox for administrators in the web app: what was sent, what waits (with its tries
 //! and the next one), what is dead and why, a button to send a dead one again; and the live
-//! event stream the worklist listens to (`/events`). Every action goes through the API's
+//! event stream the worklist listens to (`/events`); making and removing webhook
+//! subscriptions (the secret shown once). Every action goes through the API's
 //! own handlers (`http::api::outbox`, `http::api::stream`), with the signed-in caller.
 
 use askama::Template;
@@ -12,7 +13,7 @@ use serde::Deserialize;
 use super::{done, page, view, Chrome, Posted, Signed, WebError};
 use crate::http::api;
 use crate::http::api::outbox::{DeliveryRetry, DeliveryView};
-use crate::http::api::webhooks::SubscriptionView;
+use crate::http::api::webhooks::{NewSubscription, SubscriptionView};
 use crate::http::auth::ADMIN;
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -43,6 +44,8 @@ struct DeliveriesPage {
     rows: Vec<Row>,
     next: Option<String>,
     hooks: Vec<SubscriptionView>,
+    /// The event types a new subscription can name.
+    event_types: &'static [&'static str],
 }
 
 pub async fn deliveries(
@@ -78,6 +81,7 @@ pub async fn deliveries(
             .collect(),
         next: p.next,
         hooks: api::webhooks::subscriptions(&state),
+        event_types: &crate::outbox::hooks::EVENT_TYPES,
     }))
 }
 
@@ -107,6 +111,68 @@ pub async fn retry(State(state): St, posted: Posted) -> Result<Response, WebErro
         signed,
         format!("Queued again: {what}."),
         "/admin/deliveries?state=dead",
+    ))
+}
+
+/// Makes a subscription from the page's form; the secret is shown once, in the message on
+/// the page the admin comes back to.
+pub async fn create_webhook(State(state): St, posted: Posted) -> Result<Response, WebError> {
+    let signed = &posted.signed;
+    signed
+        .caller
+        .require_any(&[ADMIN], "making a webhook subscription")?;
+    let events = posted
+        .all("events")
+        .into_iter()
+        .map(|e| {
+            serde_json::from_value(serde_json::Value::String(e.clone()))
+                .map_err(|_| ApiError::Unprocessable(format!("`{e}` is not an event type")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.is_empty() {
+        return Err(ApiError::Unprocessable("tick at least one event type".into()).into());
+    }
+    let req = NewSubscription {
+        id: posted.text("id").unwrap_or_default(),
+        url: posted.text("url").unwrap_or_default(),
+        events,
+        procedures: posted
+            .text("procedures")
+            .unwrap_or_default()
+            .split([',', ' '])
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect(),
+        allow_private: posted.get("allow_private").is_some(),
+        paused: posted.get("paused").is_some(),
+    };
+    let made = api::webhooks::create(&state, req, &signed.caller.actor.id).await?;
+    Ok(done(
+        &state,
+        signed,
+        format!(
+            "Subscription {} made. Its signing secret, shown this once — give it to the receiver now: {}",
+            made.subscription.id, made.secret
+        ),
+        "/admin/deliveries",
+    ))
+}
+
+/// Removes a subscription made over the API.
+pub async fn remove_webhook(State(state): St, posted: Posted) -> Result<Response, WebError> {
+    let signed = &posted.signed;
+    signed
+        .caller
+        .require_any(&[ADMIN], "removing a webhook subscription")?;
+    let id = posted
+        .text("id")
+        .ok_or_else(|| ApiError::Malformed("which subscription?".into()))?;
+    api::webhooks::remove(&state, &id, &signed.caller.actor.id).await?;
+    Ok(done(
+        &state,
+        signed,
+        format!("Subscription {id} removed."),
+        "/admin/deliveries",
     ))
 }
 

@@ -1152,6 +1152,42 @@ test('17. the admin sees the outbox: waiting, dead and sent deliveries, and the 
     assert.match(await subs.textContent(), /instance\.started, task\.completed/);
     assert.doesNotMatch(await admin.page.content(), /whsec_/, 'no secret on the page');
     await screenshot(admin.page, 'deliveries');
+    // A subscription made on the page: its secret shown once, listed as made over the API
+    // by the admin, then removed.
+    await admin.page.getByLabel(/^Id\b/).fill('erp');
+    await admin.page.getByLabel(/^Address/).fill('http://127.0.0.1:9/erp');
+    await admin.page.getByLabel('task.breached', { exact: true }).check();
+    await admin.page.getByLabel('The receiver is on this machine or the private network').check();
+    await Promise.all([
+      admin.page.waitForURL(at('/admin/deliveries')),
+      admin.page.getByRole('button', { name: 'Make subscription' }).click(),
+    ]);
+    assert.match(await admin.page.getByRole('status').textContent(), /Subscription erp made\..*whsec_[A-Za-z0-9+/=]{32}/);
+    const made = admin.page.locator('table tbody tr', { hasText: 'http://127.0.0.1:9/erp' });
+    assert.match(await made.textContent(), /task\.breached.*the API, by it\.admin/s);
+    await screenshot(admin.page, 'deliveries-new-subscription');
+    await admin.page.reload();
+    assert.doesNotMatch(await admin.page.content(), /whsec_/, 'the secret is shown once');
+    await Promise.all([
+      admin.page.waitForURL(at('/admin/deliveries')),
+      made.getByRole('button', { name: 'Remove' }).click(),
+    ]);
+    assert.match(await admin.page.getByRole('status').textContent(), /Subscription erp removed/);
+    assert.equal(await made.count(), 0);
+    // The file's subscription has no Remove button: it is changed in the file.
+    assert.equal(await subs.locator('tr', { hasText: 'http://127.0.0.1:9/sopflow' }).getByRole('button').count(), 0);
+    // An internal address without the tick is refused with the reason; nothing is made.
+    await admin.page.getByLabel(/^Id\b/).fill('meta');
+    await admin.page.getByLabel(/^Address/).fill('http://169.254.169.254/latest');
+    await admin.page.getByLabel('every event', { exact: true }).check();
+    const [refused] = await Promise.all([
+      admin.page.waitForResponse((r) => r.url().endsWith('/admin/webhooks')),
+      admin.page.getByRole('button', { name: 'Make subscription' }).click(),
+    ]);
+    assert.equal(refused.status(), 422);
+    assert.match(await admin.page.locator('main').textContent(), /169\.254\.169\.254.*private network/s);
+    await admin.page.goto('/admin/deliveries');
+    assert.equal(await admin.page.locator('table tbody tr', { hasText: '169.254.169.254' }).count(), 0);
     // Not for staff: the page is refused and the link is not offered.
     const xu = await as('xu.na');
     assert.equal(await xu.page.getByRole('link', { name: 'Deliveries', exact: true }).count(), 0);

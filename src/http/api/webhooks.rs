@@ -108,6 +108,16 @@ pub async fn create_webhook(
     Json(req): Json<NewSubscription>,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require_any(&[ADMIN], "making a webhook subscription")?;
+    let made = create(&state, req, &caller.actor.id).await?;
+    Ok((StatusCode::CREATED, Json(made)).into_response())
+}
+
+/// Makes a subscription for `by` (the API's and the web app's way in).
+pub async fn create(
+    state: &AppState,
+    req: NewSubscription,
+    by: &str,
+) -> Result<CreatedSubscription, ApiError> {
     let made = stored::create(
         &state.engine,
         NewHook {
@@ -118,23 +128,19 @@ pub async fn create_webhook(
             allow_private: req.allow_private,
             paused: req.paused,
         },
-        &caller.actor.id,
+        by,
     )
     .await?;
-    let view = view_of(&state, &made.id).ok_or_else(|| {
+    let view = view_of(state, &made.id).ok_or_else(|| {
         ApiError::Internal(format!(
             "subscription `{}` not in force after it was made",
             made.id
         ))
     })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedSubscription {
-            subscription: view,
-            secret: made.secret,
-        }),
-    )
-        .into_response())
+    Ok(CreatedSubscription {
+        subscription: view,
+        secret: made.secret,
+    })
 }
 
 /// Removes a webhook subscription made over the API (admin). Messages still queued for it
@@ -149,8 +155,13 @@ pub async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require_any(&[ADMIN], "removing a webhook subscription")?;
-    stored::remove(&state.engine, &id, &caller.actor.id).await?;
+    remove(&state, &id, &caller.actor.id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Removes a subscription made over the API, for `by`.
+pub async fn remove(state: &AppState, id: &str, by: &str) -> Result<(), ApiError> {
+    Ok(stored::remove(&state.engine, id, by).await?)
 }
 
 fn view_of(state: &AppState, id: &str) -> Option<SubscriptionView> {
