@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 use sha2::{Digest as _, Sha256};
 
 use crate::directory::model::MailDigest;
-use crate::store::{Delivery, DeliveryState, Store, StoreError};
+use crate::store::{Delivery, Store, StoreError};
 
 /// The hour of the day (in the server's zone) a daily digest goes out.
 pub const DAILY_AT: u32 = 8;
@@ -23,7 +23,6 @@ pub const DAILY_AT: u32 = 8;
 pub const MAX_NOTICES: usize = 100;
 /// Pending entries of one person read per pass at most.
 const SCAN: usize = 2_000;
-const PAGE: usize = 256;
 
 /// The destination of `user`'s digest.
 pub fn destination(user: &str) -> String {
@@ -80,30 +79,16 @@ pub(super) fn due<S: Store + ?Sized>(
     later: &mut dyn FnMut(i64),
 ) -> Result<Vec<Delivery>, StoreError> {
     let mut got = Vec::new();
-    let mut cursor: Option<Vec<u8>> = None;
-    let mut scanned = 0;
-    loop {
-        let page = store.deliveries(
-            DeliveryState::Pending,
-            Some(destination),
-            cursor.as_deref(),
-            PAGE,
-        )?;
-        for d in page.items {
-            scanned += 1;
-            if d.next_ms > now {
-                later(d.next_ms);
-            } else if got.len() == MAX_NOTICES {
-                later(now);
-            } else {
-                got.push(d);
-            }
+    super::sender::each_pending(store, destination, SCAN, &mut |d| {
+        if d.next_ms > now {
+            later(d.next_ms);
+        } else if got.len() == MAX_NOTICES {
+            later(now);
+        } else {
+            got.push(d);
         }
-        match page.next {
-            Some(n) if scanned < SCAN => cursor = Some(n),
-            _ => break,
-        }
-    }
+        true
+    })?;
     got.sort_by_key(|d| (d.at_ms, d.instance, d.seq));
     Ok(got)
 }

@@ -194,6 +194,7 @@ impl Clients {
 #[derive(Default)]
 struct Memory {
     last_prune: Option<i64>,
+    /// Also a person's digest queue with nothing due yet, until its digest time.
     resting: HashMap<String, i64>,
     /// When this node's outbox lease was last renewed, while it holds it.
     renewed: Option<std::time::Instant>,
@@ -366,6 +367,40 @@ fn chains_of<S: Store>(
 ) -> Result<Vec<Vec<Delivery>>, StoreError> {
     let mut chains: Vec<Vec<Delivery>> = Vec::new();
     let mut blocked: Option<crate::store::InstanceId> = None;
+    each_pending(store, dest, SCAN, &mut |d| {
+        // Keys are grouped by instance: only the current chain can grow.
+        if blocked == Some(d.instance) {
+            return true;
+        }
+        if let Some(c) = chains.last_mut().filter(|c| c[0].instance == d.instance) {
+            if c.len() < CHAIN_LEN {
+                c.push(d);
+            }
+            return true;
+        }
+        if d.next_ms > now {
+            later(d.next_ms);
+            blocked = Some(d.instance);
+            return true;
+        }
+        if chains.len() == room {
+            later(now);
+            return false;
+        }
+        chains.push(vec![d]);
+        true
+    })?;
+    Ok(chains)
+}
+
+/// Hands `dest`'s pending deliveries to `visit` in key order, a page per store call, until
+/// `visit` says stop (false) or `scan` entries were read.
+pub(super) fn each_pending<S: Store + ?Sized>(
+    store: &S,
+    dest: &str,
+    scan: usize,
+    visit: &mut dyn FnMut(Delivery) -> bool,
+) -> Result<(), StoreError> {
     let mut cursor: Option<Vec<u8>> = None;
     let mut scanned = 0usize;
     loop {
@@ -377,30 +412,13 @@ fn chains_of<S: Store>(
         )?;
         for d in page.items {
             scanned += 1;
-            // Keys are grouped by instance: only the current chain can grow.
-            if blocked == Some(d.instance) {
-                continue;
+            if !visit(d) {
+                return Ok(());
             }
-            if let Some(c) = chains.last_mut().filter(|c| c[0].instance == d.instance) {
-                if c.len() < CHAIN_LEN {
-                    c.push(d);
-                }
-                continue;
-            }
-            if d.next_ms > now {
-                later(d.next_ms);
-                blocked = Some(d.instance);
-                continue;
-            }
-            if chains.len() == room {
-                later(now);
-                return Ok(chains);
-            }
-            chains.push(vec![d]);
         }
         match page.next {
-            Some(n) if scanned < SCAN => cursor = Some(n),
-            _ => return Ok(chains),
+            Some(n) if scanned < scan => cursor = Some(n),
+            _ => return Ok(()),
         }
     }
 }

@@ -129,9 +129,6 @@ pub async fn create_webhook(State(state): St, posted: Posted) -> Result<Response
                 .map_err(|_| ApiError::Unprocessable(format!("`{e}` is not an event type")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if events.is_empty() {
-        return Err(ApiError::Unprocessable("tick at least one event type".into()).into());
-    }
     let req = NewSubscription {
         id: posted.text("id").unwrap_or_default(),
         url: posted.text("url").unwrap_or_default(),
