@@ -168,15 +168,31 @@ fn main() {
             let (rate, lat, engine) = rt.block_on(measure(open_engine(store), callers, secs));
             let s = engine.store().stats();
             let per = |micros: u64| micros as f64 / s.commits.max(1) as f64;
+            // The sled trees that took most of the apply thread's time, with their share.
+            let mut trees = engine.store().tree_stats();
+            trees.sort_by_key(|t| std::cmp::Reverse(t.sled_micros));
+            let top: Vec<String> = trees
+                .iter()
+                .take(4)
+                .filter(|t| t.sled_micros > 0)
+                .map(|t| {
+                    format!(
+                        "{} {:.0}%",
+                        t.tree,
+                        100.0 * t.sled_micros as f64 / s.sled_micros.max(1) as f64
+                    )
+                })
+                .collect();
             (
                 rate,
                 lat,
                 format!(
-                    "   batch {:.1}, writer µs/commit: apply {:.0} + flush {:.0}; sled µs/commit {:.0}, {:.0}% of writes reached sled",
+                    "   batch {:.1}, writer µs/commit: apply {:.0} + flush {:.0}; sled µs/commit {:.0} ({}), {:.0}% of writes reached sled",
                     s.commits as f64 / s.flushes.max(1) as f64,
                     per(s.apply_micros),
                     per(s.flush_micros),
                     per(s.sled_micros),
+                    top.join(", "),
                     100.0 * s.sled_writes as f64 / s.layered_writes.max(1) as f64
                 ),
             )

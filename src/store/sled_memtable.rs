@@ -111,6 +111,10 @@ pub(super) struct Counters {
     pub applied: AtomicU64,
     /// Time the apply thread spent writing to sled, in microseconds.
     pub apply_micros: AtomicU64,
+    /// The same two, per tree (slots by `Tree::index`): which trees the store's ceiling is
+    /// spent on, for the benchmarks that decide the next layout change.
+    pub tree_writes: [AtomicU64; Tree::BY_INDEX.len()],
+    pub tree_micros: [AtomicU64; Tree::BY_INDEX.len()],
 }
 
 pub(super) struct Memtable {
@@ -331,7 +335,7 @@ impl Memtable {
                 return;
             };
             let started = Instant::now();
-            if let Err(e) = apply(&layer, trees) {
+            if let Err(e) = apply(&layer, trees, &self.counters) {
                 self.fail(format!(
                     "writing committed data into sled failed ({e}); restart to recover it from the write-ahead log"
                 ));
@@ -359,14 +363,21 @@ impl Memtable {
     }
 }
 
-fn apply(layer: &Layer, trees: &[sled::Tree]) -> Result<(), sled::Error> {
-    for (map, tree) in layer.trees.iter().zip(trees) {
+fn apply(layer: &Layer, trees: &[sled::Tree], counters: &Counters) -> Result<(), sled::Error> {
+    for (i, (map, tree)) in layer.trees.iter().zip(trees).enumerate() {
+        if map.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
         for (key, value) in map {
             match value {
                 Some(v) => tree.insert(key.as_slice(), v.as_slice()).map(|_| ())?,
                 None => tree.remove(key.as_slice()).map(|_| ())?,
             }
         }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counters.tree_micros[i].fetch_add(micros, Ordering::Relaxed);
+        counters.tree_writes[i].fetch_add(map.len() as u64, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -443,6 +454,10 @@ mod tests {
         assert!(trees[Tree::TasksByRole.index()].is_empty());
         assert_eq!(m.counters.writes.load(Ordering::Relaxed), 4);
         assert_eq!(m.counters.applied.load(Ordering::Relaxed), 2);
+        let by_tree = |t: Tree| m.counters.tree_writes[t.index()].load(Ordering::Relaxed);
+        assert_eq!(by_tree(Tree::Tasks), 1);
+        assert_eq!(by_tree(Tree::TasksByRole), 1);
+        assert_eq!(by_tree(Tree::Events), 0);
         m.stop();
         handle.join().unwrap();
     }

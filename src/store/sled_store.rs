@@ -151,6 +151,17 @@ pub struct SledStats {
     pub sled_micros: u64,
 }
 
+/// What the apply thread wrote into one sled tree since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeStats {
+    pub tree: &'static str,
+    /// Distinct keys written or removed (a key changed several times in one memtable
+    /// layer counts once).
+    pub sled_writes: u64,
+    /// Apply-thread time spent on them, in microseconds.
+    pub sled_micros: u64,
+}
+
 /// The sled-backed `Store`.
 pub struct SledStore {
     trees: Trees,
@@ -273,6 +284,20 @@ impl SledStore {
     /// The store format found when it was opened.
     pub fn format(&self) -> u32 {
         self.format
+    }
+
+    /// Per tree, what the apply thread wrote into sled since the store was opened: the
+    /// map of where sled's per-key cost goes (`benches/timers.rs`, `benches/engine.rs`).
+    pub fn tree_stats(&self) -> Vec<TreeStats> {
+        let m = &self.trees.memtable().counters;
+        super::layout::Tree::BY_INDEX
+            .iter()
+            .map(|t| TreeStats {
+                tree: t.name(),
+                sled_writes: m.tree_writes[t.index()].load(Ordering::Relaxed),
+                sled_micros: m.tree_micros[t.index()].load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Group-commit counters since the store was opened.
